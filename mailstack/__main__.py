@@ -1,0 +1,3 @@
+from mailstack.cli.main import run
+
+run()

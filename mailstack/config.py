@@ -1,0 +1,396 @@
+"""The operator's file, mailstack.yaml: typed model, defaults, and validation with clear errors.
+
+Every value that can reach a generated file is checked here, so no input can inject a
+line or a directive into a daemon's configuration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import zoneinfo
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import idna
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailstack.errors import ConfigError
+
+CONFIG_FILE = "mailstack.yaml"
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_TEXT = 253
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+
+
+# --- value checks (pure; raise ValueError with the "allowed" half of the message) ---------
+
+
+def reject_unsafe_text(value: str, limit: int = MAX_TEXT) -> str:
+    """Refuse text that could break out of a config line: controls, newlines, templates."""
+    if len(value) > limit:
+        raise ValueError(f"is too long ({len(value)} characters; at most {limit})")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("contains a control character (newline, tab, NUL, …)")
+    if "{{" in value or "{%" in value or "${" in value:
+        raise ValueError("contains a template sequence ({{, {% or ${)")
+    return value
+
+
+def normalize_domain(value: str) -> str:
+    """A DNS name per RFC 1123, IDN accepted and returned as lower-case punycode."""
+    reject_unsafe_text(value)
+    name = value.strip().rstrip(".")
+    if not name or name != value.rstrip("."):
+        raise ValueError("is not a domain name (no spaces allowed)")
+    try:
+        ascii_name = idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as e:
+        raise ValueError(f"is not a valid domain name ({e})") from None
+    ascii_name = ascii_name.lower()
+    if len(ascii_name) > 253:
+        raise ValueError("is not a domain name (longer than 253 characters)")
+    labels = ascii_name.split(".")
+    if len(labels) < 2:
+        raise ValueError("is not a fully qualified domain name (needs at least one dot)")
+    for label in labels:
+        if not _LABEL.match(label):
+            raise ValueError(
+                "is not a domain name (letters, digits and inner hyphens only, labels 1–63)"
+            )
+    if labels[-1].isdigit():
+        raise ValueError("is not a domain name (the top-level label is numeric)")
+    return ascii_name
+
+
+def normalize_address(value: str) -> str:
+    """A mail address local@domain; the domain normalised like any domain name."""
+    reject_unsafe_text(value, limit=320)
+    local, sep, domain = value.rpartition("@")
+    if not sep or not local:
+        raise ValueError("is not a mail address (local@domain)")
+    if not _LOCAL_PART.match(local) or local.startswith(".") or ".." in local:
+        raise ValueError("is not a mail address (unsupported characters in the local part)")
+    return f"{local}@{normalize_domain(domain)}"
+
+
+def check_ip(value: str, version: int) -> str:
+    reject_unsafe_text(value, limit=64)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"is not an IPv{version} address") from None
+    if address.version != version:
+        raise ValueError(f"is not an IPv{version} address")
+    return str(address)
+
+
+def check_subnet(value: str) -> str:
+    reject_unsafe_text(value, limit=64)
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError("is not a network in CIDR form (e.g. 172.30.53.0/24)") from None
+    if network.version != 4 or not network.is_private or network.prefixlen > 28:
+        raise ValueError("is not a private IPv4 network of /28 or larger")
+    return str(network)
+
+
+def check_absolute_path(value: str) -> str:
+    reject_unsafe_text(value, limit=4096)
+    if not value.startswith("/"):
+        raise ValueError("is not an absolute path")
+    if any(ch in value for ch in "\"'\\;`$"):
+        raise ValueError("is not a plain path (quotes, backslashes, ; ` $ are not allowed)")
+    return value
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    reject_unsafe_text(value, limit=64)
+    if value not in _timezones():
+        close = difflib.get_close_matches(value, sorted(_timezones()), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"is not a time zone of the tz database{hint}")
+    return value
+
+
+def check_project(value: str) -> str:
+    if not _PROJECT.match(value):
+        raise ValueError("is not a project name (lower-case letters, digits, - and _; 1–63)")
+    return value
+
+
+def check_registry(value: str) -> str:
+    reject_unsafe_text(value)
+    if not _REGISTRY.match(value):
+        raise ValueError("is not a registry (host[:port][/path], lower case)")
+    return value
+
+
+Domain = Annotated[str, AfterValidator(normalize_domain)]
+Address = Annotated[str, AfterValidator(normalize_address)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+IPv4 = Annotated[str, AfterValidator(lambda v: check_ip(v, 4))]
+IPv6 = Annotated[str, AfterValidator(lambda v: check_ip(v, 6))]
+Subnet = Annotated[str, AfterValidator(check_subnet)]
+AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
+TimeZone = Annotated[str, AfterValidator(check_timezone)]
+ProjectName = Annotated[str, AfterValidator(check_project)]
+Registry = Annotated[str, AfterValidator(check_registry)]
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are not silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Features(Section):
+    antivirus: bool = Field(
+        default=False,
+        description="ClamAV scanning through rspamd; init turns it on when the host has "
+        "at least 3 GiB of RAM",
+    )
+    webmail: bool = Field(
+        default=False,
+        description="Roundcube webmail behind the front proxy (not yet available: must stay false)",
+    )
+
+    @field_validator("webmail")
+    @classmethod
+    def _webmail_not_yet(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("cannot be turned on yet: webmail is not part of this release")
+        return value
+
+
+class Ports(Section):
+    smtp: Port = Field(default=25, description="inbound mail (MX), postscreen, STARTTLS")
+    submissions: Port = Field(default=465, description="mail submission, implicit TLS")
+    submission: Port = Field(default=587, description="mail submission, STARTTLS required")
+    imap: Port = Field(default=143, description="IMAP, STARTTLS required before login")
+    imaps: Port = Field(default=993, description="IMAP, implicit TLS")
+    http: Port = Field(default=80, description="HTTP (redirects to HTTPS, ACME challenges)")
+    https: Port = Field(default=443, description="HTTPS front")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Ports:
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if port in seen:
+                raise ValueError(f"port {port} is used twice ({seen[port]} and {name})")
+            seen[port] = name
+        return self
+
+
+class Network(Section):
+    bind_ipv4: IPv4 = Field(default="0.0.0.0", description="address the published ports bind to")  # noqa: S104  # a mail server listens publicly by design
+    ipv6: bool = Field(default=False, description="also publish the ports on bind_ipv6")
+    bind_ipv6: IPv6 = Field(default="::", description="IPv6 address the ports bind to")
+    frontend_subnet: Subnet = Field(
+        default="172.29.80.0/24", description="network of the services that publish ports"
+    )
+    backend_subnet: Subnet = Field(
+        default="172.29.81.0/24", description="internal network (db, redis, rspamd); no egress"
+    )
+    ports: Ports = Field(default_factory=Ports)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Network:
+        front = ipaddress.ip_network(self.frontend_subnet)
+        back = ipaddress.ip_network(self.backend_subnet)
+        if front.overlaps(back):
+            raise ValueError("frontend_subnet and backend_subnet overlap")
+        return self
+
+
+class Tls(Section):
+    mode: Literal["selfsigned", "acme", "manual"] = Field(
+        default="selfsigned",
+        description="selfsigned: a certificate from the stack's own CA; acme: obtained and "
+        "renewed automatically; manual: cert_file and key_file below",
+    )
+    acme_email: Address | None = Field(default=None, description="contact for the ACME account")
+    cert_file: AbsolutePath | None = Field(default=None, description="mode manual: PEM chain")
+    key_file: AbsolutePath | None = Field(default=None, description="mode manual: PEM key")
+
+    @model_validator(mode="after")
+    def _manual_needs_files(self) -> Tls:
+        if self.mode == "manual" and not (self.cert_file and self.key_file):
+            raise ValueError("mode manual needs cert_file and key_file")
+        if self.mode == "acme":
+            raise ValueError("mode acme is not part of this release yet; use selfsigned or manual")
+        return self
+
+
+class Backup(Section):
+    target: AbsolutePath = Field(
+        default="/var/backups/mailstack", description="where backups go (a local path)"
+    )
+    keep_daily: int = Field(default=7, ge=0, le=366, description="daily snapshots kept")
+    keep_weekly: int = Field(default=4, ge=0, le=520, description="weekly snapshots kept")
+    keep_monthly: int = Field(default=12, ge=0, le=1200, description="monthly snapshots kept")
+
+
+class Update(Section):
+    channel: Literal["stable", "fast", "beta"] = Field(
+        default="stable",
+        description="stable: tested feature releases; fast: fixes only; beta: early",
+    )
+
+
+class Images(Section):
+    registry: Registry | None = Field(
+        default=None,
+        description="pull images from this registry instead of building them locally",
+    )
+
+
+class Config(Section):
+    hostname: Domain = Field(description="the mail server's fully qualified name (MX target)")
+    domain: Domain = Field(description="the first mail domain")
+    project: ProjectName = Field(
+        default="mailstack",
+        description="Compose project name: fixes the names of containers, networks, volumes",
+    )
+    mode: Literal["production", "sandbox"] = Field(
+        default="production",
+        description="sandbox: DNS only from a local zone, no recursion, no RBLs or downloads, "
+        "all outbound mail to an internal sink (staging and tests)",
+    )
+    timezone: TimeZone = Field(default="UTC", description="time zone of logs and the daemons")
+    features: Features = Field(default_factory=Features)
+    network: Network = Field(default_factory=Network)
+    tls: Tls = Field(default_factory=Tls)
+    backup: Backup = Field(default_factory=Backup)
+    update: Update = Field(default_factory=Update)
+    images: Images = Field(default_factory=Images)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate mailstack.yaml; every problem becomes one ConfigError line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(path.name, "", None, f"cannot be read ({e.strerror})") from None
+    return parse_config(raw, source=path.name)
+
+
+def parse_config(raw: bytes, source: str = CONFIG_FILE) -> Config:
+    data = parse_yaml(raw, source)
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", None, "must be a mapping of keys to values")
+    return validate_config(data, source)
+
+
+def parse_yaml(raw: bytes, source: str) -> Any:
+    """Safe YAML: bounded size, no object construction, no aliases (no billion laughs)."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "", None, f"is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise ConfigError(
+                    source,
+                    "",
+                    None,
+                    f"line {mark.line + 1}, column {mark.column + 1}: "
+                    "YAML aliases (*name) are not allowed",
+                )
+        return yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", None, "is not UTF-8 text") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = e.problem or e.context or "invalid YAML"
+        raise ConfigError(source, "", None, f"{where}YAML syntax error: {problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(source, "", None, f"YAML syntax error: {e}") from None
+
+
+def validate_config(data: dict[str, Any], source: str = CONFIG_FILE) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        first = explain(errors[0])
+        error = ConfigError(source, first[0], first[1], first[2])
+        if len(errors) > 1:
+            error.hint = f"{len(errors) - 1} more problem(s) after this one"
+        raise error from None
+
+
+def explain(error: Any) -> tuple[str, object, str]:
+    """Turn one pydantic error into (key path, bad value, what is allowed)."""
+    location = [str(part) for part in error["loc"]]
+    key = ".".join(location)
+    value = error.get("input")
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return key, None, "is not a known key" + _did_you_mean(location)
+    if kind == "missing":
+        return key, None, "is required"
+    if kind == "value_error":
+        return key, value if not isinstance(value, dict) else None, str(ctx.get("error", ""))
+    if kind in ("less_than_equal", "greater_than_equal") and location[-1] in Ports.model_fields:
+        return key, value, "is not a port (1–65535)"
+    if kind == "greater_than_equal":
+        return key, value, f"is too small (at least {ctx.get('ge')})"
+    if kind == "less_than_equal":
+        return key, value, f"is too large (at most {ctx.get('le')})"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return key, value, f"is not one of: {expected}"
+    simple = {
+        "bool_type": "is not true or false",
+        "int_type": "is not a whole number",
+        "string_type": "is not text",
+        "model_type": "is not a mapping of keys to values",
+        "dict_type": "is not a mapping of keys to values",
+    }
+    if kind in simple:
+        return key, value, simple[kind]
+    return key, value, str(error.get("msg", "is not valid"))
+
+
+def _did_you_mean(location: list[str]) -> str:
+    model: type[BaseModel] = Config
+    for part in location[:-1]:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(location[-1], list(model.model_fields), n=1, cutoff=0.6)
+    allowed = ", ".join(model.model_fields)
+    return f" (did you mean {close[0]}?)" if close else f" (known keys: {allowed})"

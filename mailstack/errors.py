@@ -1,0 +1,91 @@
+"""The one error hierarchy: a message an operator understands, a hint, an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class MailstackError(Exception):
+    """An error shown to the operator as one line (plus an optional hint)."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(MailstackError):
+    """Bad input from the operator: a bad argument or a bad value in a file."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A bad value in mailstack.yaml, named by key path."""
+
+    def __init__(self, source: str, key: str, value: object, allowed: str) -> None:
+        shown = _short(value)
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(f"{where}{shown} {allowed}" if shown else f"{where}{allowed}")
+        self.key = key
+
+
+class StackNotInitialized(UsageError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} is not a mailstack directory (no mailstack.yaml)",
+            hint="run `mailstack init` or pass --dir",
+        )
+
+
+class StackExists(UsageError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} already holds a mailstack stack",
+            hint="pass --force to re-initialise (the old mailstack.yaml is kept as a dated backup)",
+        )
+
+
+class UnresolvedConflicts(MailstackError):
+    def __init__(self, paths: list[str]) -> None:
+        listed = ", ".join(paths)
+        super().__init__(
+            f"unresolved render conflicts in: {listed}",
+            hint="edit each file (the merge candidate is beside it as FILE.mailstack-merge), "
+            "then run `mailstack resolve FILE`",
+        )
+        self.paths = paths
+
+
+class ExternalCommandFailed(MailstackError):
+    """An external program (docker, compose, a daemon's checker) failed."""
+
+    def __init__(self, what: str, output: str, hint: str | None = None) -> None:
+        tail = "\n".join(line for line in output.strip().splitlines()[-12:])
+        message = f"{what} failed" + (f":\n{tail}" if tail else "")
+        super().__init__(message, hint)
+        self.output = output
+
+
+class DockerUnavailable(MailstackError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the Docker engine or Compose v2 is not usable: {detail}",
+            hint="run scripts/setup-host.sh (installs Docker and Compose v2), then try again",
+        )
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A printable, bounded rendering of a bad value for an error line."""
+    if value is None:
+        return ""
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text
