@@ -316,7 +316,7 @@ def parse_yaml(raw: bytes, source: str) -> Any:
     try:
         text = raw.decode("utf-8")
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
+            if isinstance(event, yaml.AliasEvent) and event.start_mark is not None:
                 mark = event.start_mark
                 raise ConfigError(
                     source,
@@ -329,8 +329,8 @@ def parse_yaml(raw: bytes, source: str) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(source, "", None, "is not UTF-8 text") from None
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        marked = e.problem_mark or e.context_mark
+        where = f"line {marked.line + 1}, column {marked.column + 1}: " if marked else ""
         problem = e.problem or e.context or "invalid YAML"
         raise ConfigError(source, "", None, f"{where}YAML syntax error: {problem}") from None
     except yaml.YAMLError as e:
@@ -349,7 +349,7 @@ def validate_config(data: dict[str, Any], source: str = CONFIG_FILE) -> Config:
         raise error from None
 
 
-def explain(error: Any) -> tuple[str, object, str]:
+def explain(error: Any) -> tuple[str, object, str]:  # noqa: PLR0911  # one case per error kind
     """Turn one pydantic error into (key path, bad value, what is allowed)."""
     location = [str(part) for part in error["loc"]]
     key = ".".join(location)

@@ -36,7 +36,7 @@ OVERRIDE_POINTS: dict[str, str] = {
 # Comment syntax by file name ending; files with no comment syntax get no header.
 _COMMENT_PREFIX: dict[str, str] = {".sql": "--", ".lua": "--", ".php": "//", ".json": ""}
 
-IMAGE_SERVICES = ("db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front")
+IMAGE_SERVICES = ("db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,19 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "frontend_resolver_ip": str(frontend.network_address + 53),
         "backend_gateway": str(backend.network_address + 1),
         "frontend_gateway": str(frontend.network_address + 1),
+        # Where HTTP redirects to: the HTTPS port is left out when it is the default.
+        "https_origin": f"https://{config.hostname}"
+        + ("" if config.network.ports.https == 443 else f":{config.network.ports.https}"),
+        # Sandbox DNS: the zones the stack's resolver serves itself and their records as
+        # (owner name, type, data in zone-file form). The hostname points at the frontend
+        # gateway, the address the host's clients reach the stack from.
+        "sandbox_zones": sorted({config.domain, config.hostname}),
+        "sandbox_records": [
+            (config.hostname, "A", str(frontend.network_address + 1)),
+            (config.domain, "MX", f"10 {config.hostname}."),
+            (config.domain, "TXT", '"v=spf1 mx -all"'),
+            (f"_dmarc.{config.domain}", "TXT", '"v=DMARC1; p=quarantine"'),
+        ],
     }
 
 

@@ -34,14 +34,16 @@ OVERRIDE_SERVICES = ("postfix", "dovecot", "rspamd", "front", "resolver", "redis
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write via a temp file in the same directory and rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, mode)  # noqa: PTH101  # on the temp path before it becomes visible
-        os.replace(temporary, path)
+        os.replace(temporary, path)  # noqa: PTH105  # one syscall on two str paths
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)  # noqa: PTH108
@@ -197,9 +199,7 @@ class StackDir:
             if decision.new_base is not None:
                 files[path] = hashlib.sha256(decision.new_base).hexdigest()
             outcomes.append(FileOutcome(path, action))
-        self._save_manifest(
-            Manifest(version, files, conflicts, deleted, kept_dropped, inputs)
-        )
+        self._save_manifest(Manifest(version, files, conflicts, deleted, kept_dropped, inputs))
         return RenderReport(tuple(outcomes), tuple(conflicts), tuple(deleted), tuple(kept_dropped))
 
     def _clear_pending(self, path: str) -> None:

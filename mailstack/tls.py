@@ -20,7 +20,7 @@ from mailstack.stackdir import atomic_write
 
 TLS_DIR = "tls"
 CA_VALIDITY = datetime.timedelta(days=3650)
-SERVER_VALIDITY = datetime.timedelta(days=397)
+SERVER_VALIDITY = datetime.timedelta(days=365)  # Mozilla intermediate: at most 366
 RENEW_BEFORE = datetime.timedelta(days=30)
 
 
@@ -32,7 +32,10 @@ class TlsReport:
 
 
 def ensure_selfsigned(
-    stack_dir: Path, hostname: str, names: tuple[str, ...] = (), now: datetime.datetime | None = None
+    stack_dir: Path,
+    hostname: str,
+    names: tuple[str, ...] = (),
+    now: datetime.datetime | None = None,
 ) -> TlsReport:
     """Create the CA once; (re)issue the server certificate when missing, expiring or renamed."""
     now = now or datetime.datetime.now(datetime.UTC)
@@ -73,7 +76,9 @@ def ensure_selfsigned(
     return TlsReport(created_ca, True, cert.not_valid_after_utc)
 
 
-def _issue_ca(key: ec.EllipticCurvePrivateKey, hostname: str, now: datetime.datetime) -> x509.Certificate:
+def _issue_ca(
+    key: ec.EllipticCurvePrivateKey, hostname: str, now: datetime.datetime
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack CA for {hostname}")])
     return (
         x509.CertificateBuilder()
@@ -86,9 +91,15 @@ def _issue_ca(key: ec.EllipticCurvePrivateKey, hostname: str, now: datetime.date
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -120,9 +131,7 @@ def _issue_server(
         .not_valid_after(now + SERVER_VALIDITY)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,

@@ -84,7 +84,9 @@ def test_hostile_hostname_refused_with_one_line(hostile: str) -> None:
 
 
 def test_idn_domain_stored_as_punycode() -> None:
-    config = validate_config({**BASE, "domain": "bücher.example", "hostname": "mail.bücher.example"})
+    config = validate_config(
+        {**BASE, "domain": "bücher.example", "hostname": "mail.bücher.example"}
+    )
     assert config.domain == "xn--bcher-kva.example"
     assert config.hostname == "mail.xn--bcher-kva.example"
 

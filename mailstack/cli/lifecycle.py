@@ -1,0 +1,87 @@
+"""`build`, `up`, `down`, `restart`, `status`, `logs`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack import lifecycle
+from mailstack.cli import output
+from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.errors import EXIT_FAILED
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(output.guarded(build))
+    app.command("up")(output.guarded(up))
+    app.command("down")(output.guarded(down))
+    app.command("restart")(output.guarded(restart))
+    app.command("status")(output.guarded(status))
+    app.command("logs")(output.guarded(logs))
+
+
+def build(directory: StackDirOption = Path()) -> None:
+    """Build every image from Debian's packages (or pull them when images.registry is set)."""
+    stack = lifecycle.Stack.load(directory)
+    results = lifecycle.build(stack, output.progress)
+    for result in results:
+        output.info(f"built {result.image} in {result.seconds:.0f}s")
+
+
+def up(
+    wait: Annotated[bool, typer.Option(help="Wait until every service is healthy.")] = True,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for health.", min=10)] = 300,
+    directory: StackDirOption = Path(),
+) -> None:
+    """Start the stack (builds missing images, applies schema migrations, waits for health)."""
+    stack = lifecycle.Stack.load(directory)
+    result = lifecycle.up(stack, wait=wait, timeout=timeout, progress=output.progress)
+    output.up_result(result)
+
+
+def down(
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete the volumes: ALL MAIL IS LOST.")
+    ] = False,
+    directory: StackDirOption = Path(),
+) -> None:
+    """Stop and remove the stack's containers (mail and data stay in their volumes)."""
+    stack = lifecycle.Stack.load(directory)
+    if volumes:
+        typer.confirm("Delete every volume of this stack, including all mail?", abort=True)
+    lifecycle.down(stack, volumes=volumes)
+    output.info(f"stack {stack.config.project} stopped")
+
+
+def restart(
+    service: Annotated[str | None, typer.Argument(help="One service (default: all).")] = None,
+    directory: StackDirOption = Path(),
+) -> None:
+    """Restart one service or the whole stack and wait for health."""
+    stack = lifecycle.Stack.load(directory)
+    lifecycle.restart(stack, service)
+    output.info(f"restarted {service or 'every service'}")
+
+
+def status(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
+    """Each service's state, health, uptime and ports, and unresolved render conflicts."""
+    stack = lifecycle.Stack.load(directory)
+    result = lifecycle.status(stack)
+    if as_json:
+        output.as_json({**output.plain(result), "healthy": result.healthy})
+    else:
+        output.status_table(result)
+    if not result.healthy or result.conflicts:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def logs(
+    service: Annotated[str | None, typer.Argument(help="One service (default: all).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep following.")] = False,
+    tail: Annotated[int, typer.Option(help="Lines from the end of each log.", min=0)] = 100,
+    directory: StackDirOption = Path(),
+) -> None:
+    """Show the services' logs."""
+    lifecycle.logs(lifecycle.Stack.load(directory), service, follow, tail)

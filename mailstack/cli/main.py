@@ -1,0 +1,78 @@
+"""The `mailstack` Typer app and its one error path."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack import __version__
+from mailstack.cli import accounts, check, lifecycle, setup
+from mailstack.cli.output import error
+from mailstack.errors import EXIT_FAILED, MailstackError
+
+app = typer.Typer(
+    name="mailstack",
+    help="One small operator file to a complete, hardened mail server on Docker Compose.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log external commands.")
+    ] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+
+
+setup.register(app)
+lifecycle.register(app)
+check.register(app)
+accounts.register(app)
+
+
+def run() -> None:
+    """Console entry point: the project's errors become one red line and an exit code."""
+    try:
+        app()
+    except MailstackError as e:  # raised outside a guarded command (e.g. in a callback)
+        error(e.message, e.hint)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        error("interrupted; nothing was left half-written")
+        sys.exit(130)
+    except Exception:  # the last line of defence: log the trace, print one line
+        log = _write_trace()
+        error(
+            f"unexpected error: {sys.exc_info()[1]!r}",
+            hint=f"the full trace is in {log}; please include it in a bug report",
+        )
+        sys.exit(EXIT_FAILED)
+
+
+def _write_trace() -> Path:
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  # kept open only to write the trace
+        "w", prefix="mailstack-error-", suffix=".log", delete=False
+    )
+    with handle:
+        traceback.print_exc(file=handle)
+    return Path(handle.name)

@@ -1,0 +1,141 @@
+"""Turning result objects into text or JSON; the only place that prints."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailstack.errors import MailstackError
+from mailstack.lifecycle import StackStatus, UpResult
+from mailstack.merge import Action
+from mailstack.stackdir import CANDIDATE_SUFFIX, RenderReport
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    lines = message.splitlines() or [""]
+    errors.print(f"[bold red]error:[/] {lines[0]}", markup=True, soft_wrap=True)
+    for line in lines[1:]:
+        errors.print(f"  {line}", markup=False, soft_wrap=True)
+    if hint:
+        errors.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+
+
+def guarded(command: Callable[P, R]) -> Callable[P, R]:
+    """The one error path: a MailstackError becomes one red line (+ hint) and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except MailstackError as e:
+            error(e.message, e.hint)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def warn(message: str) -> None:
+    errors.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    console.print(message, markup=False, soft_wrap=True)
+
+
+def progress(message: str) -> None:
+    errors.print(f"[dim]…[/] {message}", soft_wrap=True)
+
+
+def as_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(plain(value), indent=2, sort_keys=True) + "\n")
+
+
+def plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+_VERBS = {
+    Action.WRITE: "wrote",
+    Action.MERGED: "merged your edits into",
+    Action.DELETE: "removed (dropped by the template)",
+    Action.DELETED_BY_OPERATOR: "left deleted (you removed it)",
+    Action.KEPT_DROPPED: "kept your edited file (the template dropped it)",
+    Action.CONFLICT: "CONFLICT in",
+}
+
+
+def render_report(report: RenderReport) -> None:
+    changed = report.changed()
+    kept = [o.path for o in report.outcomes if o.action is Action.KEEP]
+    for outcome in changed:
+        info(f"  {_VERBS.get(outcome.action, outcome.action.value)} {outcome.path}")
+    if kept:
+        info(f"  kept your edits to {', '.join(kept)}")
+    if not changed:
+        info("  nothing to change")
+    for path in report.conflicts:
+        errors.print(
+            f"[bold red]conflict:[/] {path}: your file is untouched; the merge with the new "
+            f"render is in {path}{CANDIDATE_SUFFIX} (diff3 markers). Edit {path} to the result "
+            f"you want, then run `mailstack resolve {path}`.",
+            soft_wrap=True,
+        )
+
+
+def status_table(status: StackStatus) -> None:
+    table = Table(title=f"stack {status.project}")
+    for column in ("service", "state", "health", "status", "ports"):
+        table.add_column(column)
+    for service in status.services:
+        health = service.health or "-"
+        colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(health, "")
+        table.add_row(
+            service.service,
+            service.state,
+            f"[{colour}]{health}[/]" if colour else health,
+            service.status,
+            "\n".join(service.ports),
+        )
+    if not status.services:
+        info(f"stack {status.project}: no containers (run `mailstack up`)")
+    else:
+        console.print(table)
+    for path in status.conflicts:
+        warn(f"unresolved render conflict: {path} (see {path}{CANDIDATE_SUFFIX})")
+    for path in status.deleted_by_operator:
+        info(f"note: {path} was deleted by you; mailstack does not re-create it")
+    for path in status.kept_dropped:
+        info(f"note: {path} is no longer generated but kept because you edited it")
+
+
+def up_result(result: UpResult) -> None:
+    if result.migrations:
+        info(f"applied migrations: {', '.join(result.migrations)}")
+    state = "healthy" if result.status.healthy else "started"
+    info(f"stack {result.status.project} {state} in {result.seconds:.0f}s")

@@ -1,0 +1,255 @@
+"""Build, up, down, restart, status, logs: the stack's lifecycle over `docker compose`."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack import directory, images, process
+from mailstack.compose import Compose, ServiceState, docker_available
+from mailstack.config import Config
+from mailstack.errors import MailstackError, UsageError
+from mailstack.stackdir import StackDir
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A loaded stack directory: its files, its config and its Compose adapter."""
+
+    dir: StackDir
+    config: Config
+    compose: Compose
+
+    @classmethod
+    def load(cls, root: Path) -> Stack:
+        stack_dir = StackDir(root).require()
+        config = stack_dir.load_config()
+        return cls(stack_dir, config, Compose(stack_dir.root, config.project))
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    project: str
+    services: tuple[ServiceState, ...]
+    conflicts: tuple[str, ...]
+    deleted_by_operator: tuple[str, ...]
+    kept_dropped: tuple[str, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.services) and all(
+            s.state == "running" and s.health in ("healthy", "") for s in self.services
+        )
+
+
+@dataclass(frozen=True)
+class UpResult:
+    seconds: float
+    built: tuple[str, ...]
+    migrations: tuple[str, ...]
+    status: StackStatus
+
+
+def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildResult]:
+    docker_available()
+    wanted = _wanted_images(stack)
+    if stack.config.images.registry:
+        images.pull_all(wanted)
+        return []
+
+    def report(service: str, index: int, total: int) -> None:
+        if progress:
+            progress(f"building {service} ({index + 1}/{total})")
+
+    return images.build_all(wanted, report)
+
+
+def _wanted_images(stack: Stack) -> dict[str, str]:
+    """{build context: image} for every image the rendered compose file uses."""
+    by_service = stack.compose.images()
+    wanted: dict[str, str] = {}
+    for reference in by_service.values():
+        name = reference.rsplit("/", 1)[-1].split(":", 1)[0]
+        wanted[name] = reference
+    return wanted
+
+
+def up(
+    stack: Stack, *, wait: bool = True, timeout: float = 300, progress: Progress | None = None
+) -> UpResult:
+    """Start the stack: images, network checks, db + schema first, then the rest, health."""
+    started = time.monotonic()
+    stack.dir.require_no_conflicts()
+    docker_available()
+    stack.compose.config_check()
+    check_subnets(stack.config, host_networks(exclude_project=stack.config.project))
+    missing = {
+        service: image
+        for service, image in _wanted_images(stack).items()
+        if not images.image_exists(image)
+    }
+    built: list[str] = []
+    if missing:
+        if progress:
+            progress(f"images missing ({', '.join(sorted(missing))}): building them first")
+        built = [result.service for result in build(stack, progress)]
+    _say(progress, "starting the database")
+    stack.compose.run(["up", "--detach", "--remove-orphans", "db"])
+    wait_healthy(stack, ["db"], timeout, progress)
+    _say(progress, "applying mail directory migrations")
+    applied = directory.migrate(stack.compose)
+    _say(progress, "starting every service")
+    stack.compose.run(["up", "--detach", "--remove-orphans"])
+    if wait:
+        wait_healthy(stack, None, timeout, progress)
+    return UpResult(time.monotonic() - started, tuple(built), tuple(applied), status(stack))
+
+
+def wait_healthy(
+    stack: Stack, services: list[str] | None, timeout: float, progress: Progress | None
+) -> None:
+    """Poll until every (given) service is running and healthy; name the first that is not."""
+    deadline = time.monotonic() + timeout
+    last_line = ""
+    while True:
+        states = [s for s in stack.compose.ps() if services is None or s.service in services]
+        pending = [s for s in states if not (s.state == "running" and s.health in ("healthy", ""))]
+        failed = [s for s in states if s.state in ("exited", "dead") or s.health == "unhealthy"]
+        if states and not pending:
+            return
+        line = "waiting for " + ", ".join(f"{s.service} ({s.health or s.state})" for s in pending)
+        if progress and line != last_line:
+            progress(line)
+            last_line = line
+        # "unhealthy" means the healthcheck used up its retries: waiting longer will not help.
+        if (failed and any(s.health == "unhealthy" for s in failed)) or time.monotonic() > deadline:
+            if not states:
+                raise MailstackError("no service of the stack is running")
+            culprit = (failed or pending)[0]
+            logs = stack.compose.logs(culprit.service, tail=25)
+            raise MailstackError(
+                f"service {culprit.service} is not healthy ({culprit.status}); last log lines:\n"
+                + logs.rstrip(),
+                hint=f"see `mailstack logs {culprit.service}`; fix, then `mailstack up` again",
+            )
+        time.sleep(1)
+
+
+def down(stack: Stack, *, volumes: bool = False) -> None:
+    args = ["down", "--remove-orphans"]
+    if volumes:
+        args.append("--volumes")
+    stack.compose.run(args, timeout=300)
+
+
+def restart(stack: Stack, service: str | None, timeout: float = 300) -> None:
+    stack.dir.require_no_conflicts()
+    known = set(stack.compose.images())
+    if service is not None and service not in known:
+        raise UsageError(
+            f"service: {service!r} is not a service of this stack",
+            hint=f"services: {', '.join(sorted(known))}",
+        )
+    stack.compose.run(["restart", *([service] if service else [])], timeout=timeout)
+    wait_healthy(stack, [service] if service else None, timeout, None)
+
+
+def status(stack: Stack) -> StackStatus:
+    manifest = stack.dir.manifest()
+    return StackStatus(
+        project=stack.config.project,
+        services=tuple(stack.compose.ps()),
+        conflicts=tuple(manifest.conflicts),
+        deleted_by_operator=tuple(manifest.deleted_by_operator),
+        kept_dropped=tuple(manifest.kept_dropped),
+    )
+
+
+def logs(stack: Stack, service: str | None, follow: bool, tail: int) -> None:
+    """Stream logs to the terminal (the one command that hands the terminal to Compose)."""
+    args = ["logs", "--tail", str(tail)]
+    if follow:
+        args.append("--follow")
+    if service:
+        args.append(service)
+    stack.compose.run(args, capture=False, check=False, timeout=10**7)
+
+
+# --- network overlap ---------------------------------------------------------------------------
+
+
+def host_networks(exclude_project: str) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """Networks already in use here: host routes and Docker networks of other projects."""
+    found: list[tuple[str, ipaddress.IPv4Network]] = []
+    found += [("host route", net) for net in routes_from_proc(Path("/proc/net/route"))]
+    result = process.run(
+        ["docker", "network", "ls", "--format", "{{.Name}}"], check=False, timeout=60
+    )
+    names = [
+        name
+        for name in result.stdout.decode().split()
+        if not name.startswith(f"{exclude_project}_") and name not in ("host", "none")
+    ]
+    if names:
+        inspect = process.run(
+            [
+                "docker",
+                "network",
+                "inspect",
+                "--format",
+                "{{.Name}} {{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                *names,
+            ],
+            check=False,
+            timeout=60,
+        )
+        for line in inspect.stdout.decode().splitlines():
+            name, *subnets = line.split()
+            for subnet in subnets:
+                try:
+                    network = ipaddress.ip_network(subnet, strict=False)
+                except ValueError:
+                    continue
+                if isinstance(network, ipaddress.IPv4Network):
+                    found.append((f"docker network {name}", network))
+    return found
+
+
+def routes_from_proc(path: Path) -> list[ipaddress.IPv4Network]:
+    """Directly connected IPv4 networks from /proc/net/route (default route excluded)."""
+    networks: list[ipaddress.IPv4Network] = []
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return networks
+    for line in lines:
+        fields = line.split()
+        # Docker's own bridges are checked through `docker network inspect` instead.
+        if len(fields) < 8 or fields[1] == "00000000" or fields[0].startswith(("br-", "docker")):
+            continue
+        destination = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        networks.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
+    return networks
+
+
+def check_subnets(config: Config, existing: list[tuple[str, ipaddress.IPv4Network]]) -> None:
+    for key in ("frontend_subnet", "backend_subnet"):
+        ours = ipaddress.ip_network(getattr(config.network, key))
+        for name, network in existing:
+            if ours.overlaps(network) and not network.is_loopback:
+                raise UsageError(
+                    f"mailstack.yaml: network.{key}: {ours} overlaps {name} ({network})",
+                    hint="choose a free private subnet in mailstack.yaml, then run "
+                    "`mailstack render`",
+                )
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress:
+        progress(message)

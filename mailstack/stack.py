@@ -1,0 +1,87 @@
+"""Creating a stack directory and re-rendering it (the `init`, `render` and `resolve` work)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailstack import __version__
+from mailstack.config import Config, validate_config
+from mailstack.configfile import commented_yaml
+from mailstack.errors import StackExists
+from mailstack.hostcheck import HostFact, antivirus_default, check_host, memory_bytes
+from mailstack.render import RenderInputs, render_stack
+from mailstack.secrets import SecretsReport, ensure_secrets
+from mailstack.stackdir import RenderReport, StackDir, atomic_write
+from mailstack.tls import ensure_selfsigned
+
+
+@dataclass(frozen=True)
+class InitResult:
+    stack_dir: Path
+    config_backup: Path | None
+    secrets: SecretsReport
+    render: RenderReport
+    host_facts: tuple[HostFact, ...]
+
+
+def initial_config(hostname: str, domain: str, extra: dict[str, Any] | None = None) -> Config:
+    """A Config for a new stack; antivirus on only where the host has the memory for it."""
+    data: dict[str, Any] = {
+        "hostname": hostname,
+        "domain": domain,
+        "features": {"antivirus": antivirus_default(memory_bytes())},
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return validate_config(data, source="init")
+
+
+def init_stack(
+    root: Path,
+    config: Config,
+    *,
+    force: bool = False,
+    now: datetime.datetime | None = None,
+    check_ports: bool = True,
+) -> InitResult:
+    stack = StackDir(root)
+    backup: Path | None = None
+    if stack.is_initialized():
+        if not force:
+            raise StackExists(stack.root)
+        stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")  # local time for humans
+        backup = stack.root / f"mailstack.yaml.{stamp}.bak"
+        backup.write_bytes(stack.config_path.read_bytes())
+    stack.root.mkdir(parents=True, exist_ok=True)
+    facts: list[HostFact] = []
+    if check_ports:
+        facts = check_host(
+            config.hostname, config.network.ports.model_dump().values(), config.network.bind_ipv4
+        )
+    atomic_write(stack.config_path, commented_yaml(config).encode(), 0o640)
+    secrets = ensure_secrets(stack.root)
+    report = render(stack.root, config=config)
+    return InitResult(stack.root, backup, secrets, report, tuple(facts))
+
+
+def render(root: Path, config: Config | None = None) -> RenderReport:
+    """Re-render the stack from mailstack.yaml, merging operator edits (DESIGN.md's table)."""
+    stack = StackDir(root)
+    config = config or stack.load_config()
+    ensure_secrets(stack.root)
+    if config.tls.mode == "selfsigned":
+        ensure_selfsigned(stack.root, config.hostname)
+    stack.ensure_override_dirs()
+    rendered = render_stack(RenderInputs(config, __version__))
+    inputs = {"version": __version__, "config": config.model_dump(mode="json")}
+    return stack.apply_render(rendered, __version__, inputs)
+
+
+def resolve(root: Path, paths: list[str]) -> list[str]:
+    return StackDir(root).require().resolve(paths)
