@@ -1,0 +1,136 @@
+"""features.antivirus: the clamav service, its config and rspamd's antivirus hook."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mailstack.config import validate_config
+from mailstack.render import RenderInputs, render_stack
+from mailstack.resources import build_contexts_dir
+from mailstack.secrets import SECRET_NAMES
+from tests.conftest import REFERENCE
+
+# The EICAR test file, assembled so that this source file is not itself a "virus".
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def render(*, antivirus: bool, mode: str = "sandbox") -> dict[str, bytes]:
+    config = validate_config({**REFERENCE, "mode": mode, "features": {"antivirus": antivirus}})
+    return render_stack(RenderInputs(config, "1.0.0"))
+
+
+def compose_of(files: dict[str, bytes]) -> dict[str, Any]:
+    document = yaml.safe_load(files["compose.yaml"])
+    assert isinstance(document, dict)
+    return document
+
+
+def directives(text: bytes) -> list[tuple[str, str]]:
+    """(name, value) of each ClamAV config line, comments and blanks left out."""
+    pairs: list[tuple[str, str]] = []
+    for line in text.decode().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            pairs.append((name, value.strip()))
+    return pairs
+
+
+def test_antivirus_off_renders_no_clamav_service_config_or_scanner() -> None:
+    files = render(antivirus=False)
+    compose = compose_of(files)
+    assert "clamav" not in compose["services"]
+    assert "clamav" not in compose["volumes"]
+    assert "clamav" not in compose["services"]["rspamd"]["depends_on"]
+    assert not [path for path in files if path.startswith("config/clamav/")]
+    assert b"clamav {" not in files["config/rspamd/antivirus.conf"]
+
+
+def test_rspamd_rejects_infected_mail_through_clamav_when_antivirus_is_on() -> None:
+    files = render(antivirus=True)
+    antivirus = files["config/rspamd/antivirus.conf"].decode()
+    assert re.search(r'^\s*servers = "clamav:3310";$', antivirus, re.MULTILINE)
+    assert re.search(r'^\s*action = "reject";$', antivirus, re.MULTILINE)
+    assert re.search(r'^\s*symbol = "CLAM_VIRUS";$', antivirus, re.MULTILINE)
+    rspamd = compose_of(files)["services"]["rspamd"]
+    assert rspamd["depends_on"]["clamav"] == {"condition": "service_healthy"}
+
+
+def test_sandbox_clamav_uses_local_signatures_and_has_no_egress() -> None:
+    clamav = compose_of(render(antivirus=True))["services"]["clamav"]
+    assert clamav["command"] == ["--signatures=local"]
+    assert set(clamav["networks"]) == {"backend"}
+
+
+def test_production_clamav_runs_freshclam_with_egress_through_the_frontend() -> None:
+    files = render(antivirus=True, mode="production")
+    clamav = compose_of(files)["services"]["clamav"]
+    assert clamav["command"] == ["--signatures=freshclam"]
+    assert set(clamav["networks"]) == {"backend", "frontend"}
+    freshclam = dict(directives(files["config/clamav/freshclam.conf"]))
+    assert freshclam["NotifyClamd"] == "/etc/mailstack/clamav/clamd.conf"
+
+
+def test_clamav_container_is_hardened() -> None:
+    clamav = compose_of(render(antivirus=True))["services"]["clamav"]
+    assert clamav["cap_drop"] == ["ALL"]
+    assert "cap_add" not in clamav
+    assert clamav["security_opt"] == ["no-new-privileges:true"]
+    assert clamav["read_only"] is True
+    assert clamav["user"] == "974:974"
+    assert clamav["mem_limit"] and clamav["pids_limit"]
+    assert "./config/clamav:/etc/mailstack/clamav:ro" in clamav["volumes"]
+
+
+def test_clamd_listens_only_on_loopback_and_its_backend_alias() -> None:
+    files = render(antivirus=True, mode="production")
+    clamd = directives(files["config/clamav/clamd.conf"])
+    addresses = [value for name, value in clamd if name == "TCPAddr"]
+    assert ("TCPSocket", "3310") in clamd
+    clamav = compose_of(files)["services"]["clamav"]
+    backend_aliases = clamav["networks"]["backend"]["aliases"]
+    assert sorted(addresses) == sorted(["127.0.0.1", *backend_aliases])
+    assert not (clamav["networks"]["frontend"] or {}).get("aliases")
+
+
+def test_sandbox_signature_database_detects_eicar() -> None:
+    ndb = (build_contexts_dir() / "clamav" / "mailstack-sandbox.ndb").read_text()
+    name, target, offset, signature = ndb.strip().split(":")
+    assert (target, offset) == ("0", "*")
+    assert bytes.fromhex(signature) == EICAR
+    assert name
+
+
+def compose_v2_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    version = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return version.returncode == 0
+
+
+@pytest.mark.parametrize("mode", ["sandbox", "production"])
+def test_compose_accepts_the_antivirus_stack(mode: str, tmp_path: Path) -> None:
+    if not compose_v2_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Docker Compose v2")
+        pytest.skip("no Docker Compose v2 on this machine (CI has it)")
+    for path, content in render(antivirus=True, mode=mode).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(content)
+    (tmp_path / "secrets").mkdir()
+    for name in SECRET_NAMES:
+        (tmp_path / "secrets" / name).write_text("x\n")
+    result = subprocess.run(
+        ["docker", "compose", "--file", str(tmp_path / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
