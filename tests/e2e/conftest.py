@@ -1,0 +1,192 @@
+"""End-to-end fixtures: one real stack per test session, on the real Docker engine.
+
+The stack runs in sandbox mode (local DNS zone, outbound mail to a sink) with its ports on
+127.0.0.1, behind an egress guard: a DOCKER-USER rule that drops anything a container on a
+Compose bridge sends off its bridge. The rule is removed when the session ends, also on failure.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+HOSTNAME = "mail.example.test"
+DOMAIN = "example.test"
+PROJECT = "mailstack-e2e"
+PORTS = {
+    "smtp": 2525,
+    "submission": 2587,
+    "submissions": 2465,
+    "imap": 2143,
+    "imaps": 2993,
+    "http": 2080,
+    "https": 2443,
+}
+GUARD_RULE = [
+    "DOCKER-USER",
+    "-i",
+    "br+",
+    "!",
+    "-o",
+    "br+",
+    "-j",
+    "DROP",
+    "-m",
+    "comment",
+    "--comment",
+    "mailstack-e2e-egress-guard",
+]
+
+
+def mailstack(
+    *args: str, stdin: str | None = None, check: bool = True, timeout: float = 1800
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI, as an operator would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mailstack", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"mailstack {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    root: Path
+    ca_file: Path
+
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        return mailstack(*args, "--dir", str(self.root), stdin=stdin, check=check, timeout=timeout)
+
+    def compose(
+        self, *args: str, stdin: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                "docker",
+                "compose",
+                "--project-name",
+                PROJECT,
+                "--project-directory",
+                str(self.root),
+                "--file",
+                str(self.root / "compose.yaml"),
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            timeout=300,
+            check=check,
+        )
+
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.check_hostname = False  # we connect to 127.0.0.1; the chain is still verified
+        return context
+
+    def new_mailbox(
+        self,
+        password: str = "Correct-horse-42-battery",  # noqa: S107  # a test account
+    ) -> tuple[str, str]:
+        address = f"user-{uuid.uuid4().hex[:10]}@{DOMAIN}"
+        self.cli("mailbox", "add", address, "--password-stdin", stdin=password + "\n")
+        return address, password
+
+
+def _docker_usable() -> bool:
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.fixture(scope="session")
+def egress_guard() -> Iterator[None]:
+    subprocess.run(["iptables", "-N", "DOCKER-USER"], capture_output=True, check=False)
+    subprocess.run(["iptables", "-I", *GUARD_RULE], check=True)
+    try:
+        yield
+    finally:
+        while (
+            subprocess.run(
+                ["iptables", "-D", *GUARD_RULE], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
+            pass
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Iterator[RunningStack]:
+    if not _docker_usable():
+        pytest.fail("end-to-end tests need a running Docker engine: run scripts/setup-host.sh")
+    root = tmp_path_factory.mktemp("e2e") / "stack"
+    mailstack(
+        "init",
+        "--non-interactive",
+        "--sandbox",
+        "--bind",
+        "127.0.0.1",
+        "--hostname",
+        HOSTNAME,
+        "--domain",
+        DOMAIN,
+        "--dir",
+        str(root),
+    )
+    config_path = root / "mailstack.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["project"] = PROJECT
+    config["features"]["antivirus"] = False
+    config["network"]["frontend_subnet"] = "172.29.90.0/24"
+    config["network"]["backend_subnet"] = "172.29.91.0/24"
+    config["network"]["ports"] = dict(PORTS)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    mailstack("render", "--dir", str(root))
+    running = RunningStack(root, root / "tls" / "ca.pem")
+    running.compose("down", "--volumes", "--remove-orphans", check=False)
+    try:
+        up = mailstack("up", "--dir", str(root), "--timeout", "400", check=False)
+        if up.returncode != 0:
+            _print_logs(running)
+            raise AssertionError(f"mailstack up failed:\n{up.stdout}\n{up.stderr}")
+        running.cli("domain", "add", DOMAIN)
+        yield running
+    finally:
+        if sys.exc_info()[0] is not None:
+            _print_logs(running)
+        running.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+def _print_logs(running: RunningStack) -> None:
+    logs = running.compose("logs", "--no-color", "--tail", "60", check=False)
+    sys.stderr.write(logs.stdout.decode(errors="replace") + logs.stderr.decode(errors="replace"))
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Print every container's last log lines when an end-to-end test fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and "stack" in item.fixturenames:
+        running = item.funcargs.get("stack")
+        if isinstance(running, RunningStack):
+            _print_logs(running)
