@@ -52,12 +52,7 @@ def domain_add(
 def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mail domains."""
     stack = lifecycle.Stack.load(directory_)
-    domains = directory.list_domains(stack.compose)
-    if as_json:
-        output.as_json(domains)
-        return
-    for domain in domains:
-        output.info(str(domain))
+    output.listing(directory.list_domains(stack.compose), as_json)
 
 
 @mailbox_app.command("add")
@@ -88,12 +83,7 @@ def mailbox_add(
 def mailbox_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mailboxes."""
     stack = lifecycle.Stack.load(directory_)
-    mailboxes = directory.list_mailboxes(stack.compose)
-    if as_json:
-        output.as_json(mailboxes)
-        return
-    for mailbox in mailboxes:
-        output.info(str(mailbox))
+    output.listing(directory.list_mailboxes(stack.compose), as_json)
 
 
 def _read_password(from_stdin: bool) -> str:

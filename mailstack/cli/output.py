@@ -66,6 +66,15 @@ def as_json(value: Any) -> None:
     sys.stdout.write(json.dumps(plain(value), indent=2, sort_keys=True) + "\n")
 
 
+def listing(items: list[Any], as_json_output: bool) -> None:
+    """A list of result objects: JSON, or one line each."""
+    if as_json_output:
+        as_json(items)
+        return
+    for item in items:
+        info(str(item))
+
+
 def plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -93,11 +102,15 @@ _VERBS = {
 def render_report(report: RenderReport) -> None:
     changed = report.changed()
     kept = [o.path for o in report.outcomes if o.action is Action.KEEP]
+    written = [o for o in changed if o.action is Action.WRITE]
+    if len(written) > 10:  # a first render: a count says enough
+        info(f"  wrote {len(written)} generated files")
+        changed = [o for o in changed if o.action is not Action.WRITE]
     for outcome in changed:
         info(f"  {_VERBS.get(outcome.action, outcome.action.value)} {outcome.path}")
     if kept:
         info(f"  kept your edits to {', '.join(kept)}")
-    if not changed:
+    if not changed and not written:
         info("  nothing to change")
     for path in report.conflicts:
         errors.print(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,8 @@ import yaml
 from mailstack.config import validate_config
 from mailstack.render import RenderInputs, render_stack
 from mailstack.resources import build_contexts_dir
-from mailstack.secrets import SECRET_NAMES
 from tests.conftest import REFERENCE
+from tests.unit.compose_check import assert_compose_accepts
 
 # The EICAR test file, assembled so that this source file is not itself a "virus".
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -108,29 +105,6 @@ def test_sandbox_signature_database_detects_eicar() -> None:
     assert name
 
 
-def compose_v2_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    version = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-    return version.returncode == 0
-
-
 @pytest.mark.parametrize("mode", ["sandbox", "production"])
 def test_compose_accepts_the_antivirus_stack(mode: str, tmp_path: Path) -> None:
-    if not compose_v2_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must have Docker Compose v2")
-        pytest.skip("no Docker Compose v2 on this machine (CI has it)")
-    for path, content in render(antivirus=True, mode=mode).items():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_bytes(content)
-    (tmp_path / "secrets").mkdir()
-    for name in SECRET_NAMES:
-        (tmp_path / "secrets" / name).write_text("x\n")
-    result = subprocess.run(
-        ["docker", "compose", "--file", str(tmp_path / "compose.yaml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_compose_accepts(render(antivirus=True, mode=mode), tmp_path)
