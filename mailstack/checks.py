@@ -6,26 +6,69 @@ import re
 from dataclasses import dataclass
 
 from mailstack.compose import Compose
-from mailstack.errors import ExternalCommandFailed
+from mailstack.errors import ExternalCommandFailed, UsageError
 
-# Every image ships /usr/local/bin/check-config: it installs the mounted config exactly as
-# the entrypoint does and runs the daemon's own checker (postfix check, doveconf -n,
-# rspamadm configtest, nginx -t, unbound-checkconf, redis/postgres sanity).
-CHECKED_SERVICES = ("postfix", "dovecot", "rspamd", "resolver", "front", "redis", "db")
+# Every image ships /usr/local/bin/check-config: it installs the mounted config exactly as the
+# entrypoint does and runs the daemon's own checker (postgres -C and a scratch server, redis
+# started on a scratch socket, unbound-checkconf, clamd/freshclam, rspamadm configtest,
+# doveconf -n, postfix check and postconf -n, nginx -t). Services the stack does not run
+# (clamav without features.antivirus, sink outside sandbox mode) are skipped.
+CHECKED_SERVICES = (
+    "db",
+    "redis",
+    "resolver",
+    "clamav",
+    "rspamd",
+    "dovecot",
+    "postfix",
+    "sink",
+    "front",
+)
 CHECKER = "/usr/local/bin/check-config"
 
-# Where each daemon reads the files mailstack mounts at /etc/mailstack/<service>.
-DAEMON_PATHS: dict[str, tuple[str, ...]] = {
-    "postfix": ("/etc/postfix/",),
-    "dovecot": ("/etc/dovecot/conf.d/", "/etc/dovecot/"),
-    "rspamd": ("/etc/rspamd/local.d/",),
-    "resolver": ("/etc/unbound/unbound.conf.d/", "/etc/unbound/"),
-    "front": ("/etc/nginx/conf.d/", "/etc/nginx/"),
-    "redis": ("/etc/redis/",),
-    "db": ("/etc/postgresql/",),
+# The entrypoint's mode, which Compose passes as `command`; `run --entrypoint` drops it.
+CHECKER_ARGUMENTS: dict[str, tuple[str, ...]] = {"sink": ("sink",)}
+
+# A throwaway container would get the service's fixed address, taken while the service runs:
+# check inside the running container then (its check mode installs nothing over live files).
+FIXED_ADDRESS = frozenset({"resolver"})
+
+# Where a daemon reads a copy of a generated file (container prefix → stack prefix). The
+# copies keep the line numbers: overrides are appended after them (postfix comments out the
+# entries an override replaces, never deletes them) or live in files of their own.
+DAEMON_PATHS: dict[str, tuple[tuple[str, str], ...]] = {
+    "postfix": (
+        ("/etc/postfix/main.cf", "config/postfix/main.cf"),
+        ("/etc/postfix/master.cf", "config/postfix/master.cf"),
+        ("/run/mailstack/postfix-sql/", "config/postfix/sql/"),
+    ),
+    "sink": (
+        ("/etc/postfix/main.cf", "config/sink/main.cf"),
+        ("/etc/postfix/master.cf", "config/sink/master.cf"),
+    ),
+    "dovecot": (("/run/mailstack/dovecot-sql.conf.ext", "config/dovecot/dovecot-sql.conf.ext"),),
+    "rspamd": (
+        ("/etc/rspamd/local.d/", "config/rspamd/"),
+        ("/etc/rspamd/override.d/", "overrides/rspamd/"),
+    ),
 }
 
-_LOCATION = re.compile(r"(?P<path>/etc/[\w./-]+?)(?:,\s*line\s+|:|\s+line\s+)(?P<line>\d+)")
+# A path not glued to a word or a date ("2026/11/23" is no path).
+_PATH = r"(?<![\w./])(?P<path>/[\w.@+-]+(?:/[\w.@+-]+)*)"
+
+# How the checkers name a place, most specific first; the earliest place in the output wins.
+_LOCATIONS = (
+    # UCL (rspamd): "FILE:END unmatched open brace at LINE" — the brace, not the end of file.
+    re.compile(_PATH + r":\d+ unmatched open brace at (?P<line>\d+)"),
+    # PostgreSQL (pg_hba.conf, pg_ident.conf): 'line N of configuration file "FILE"'.
+    re.compile(r"line (?P<line>\d+) of configuration file \"" + _PATH + '"'),
+    # FILE:N (unbound, nginx, UCL, clamd, redis, the check scripts' own notes),
+    # FILE, line N (postconf), FILE: line N (master.cf), FILE: line: N (UCL),
+    # FILE line N (doveconf), "FILE" line N and "FILE" at end of line N (PostgreSQL).
+    re.compile(
+        '"?' + _PATH + r'"?(?::\s*line:?\s+|,\s*line\s+|\s+(?:at end of\s+)?line\s+|:)(?P<line>\d+)'
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -37,13 +80,27 @@ class CheckResult:
 
 
 def check_config(compose: Compose, services: tuple[str, ...]) -> list[CheckResult]:
+    """Run the checker of each service the stack defines; ask for none it lacks."""
+    defined = compose.images()
+    wanted = [service for service in services if service in defined]
+    if not wanted:
+        raise UsageError(
+            f"not in this stack: {', '.join(services)}",
+            hint="clamav runs with features.antivirus, sink in sandbox mode",
+        )
+    running: set[str] = set()
+    if FIXED_ADDRESS.intersection(wanted):
+        running = {state.service for state in compose.ps() if state.state == "running"}
     results: list[CheckResult] = []
-    for service in services:
+    for service in wanted:
+        arguments = list(CHECKER_ARGUMENTS.get(service, ()))
+        if service in FIXED_ADDRESS and service in running:
+            command = ["exec", "-T", service, CHECKER, *arguments]
+        else:
+            command = ["run", "--rm", "--no-deps", "-T", "--entrypoint", CHECKER, service]
+            command += arguments
         try:
-            out = compose.run(
-                ["run", "--rm", "--no-deps", "-T", "--entrypoint", CHECKER, service],
-                timeout=180,
-            )
+            out = compose.run(command, timeout=180)
             text = (out.stdout + out.stderr).decode(errors="replace")
             results.append(CheckResult(service, True, None, text.strip()))
         except ExternalCommandFailed as e:
@@ -53,10 +110,11 @@ def check_config(compose: Compose, services: tuple[str, ...]) -> list[CheckResul
 
 def locate(service: str, output: str) -> str | None:
     """The first file:line a checker names, as a path in the stack directory."""
-    for match in _LOCATION.finditer(output):
-        path, line = match.group("path"), match.group("line")
-        return f"{stack_path(service, path)}:{line}"
-    return None
+    found = [match for pattern in _LOCATIONS if (match := pattern.search(output))]
+    if not found:
+        return None
+    first = min(found, key=lambda match: match.start("path"))
+    return f"{stack_path(service, first.group('path'))}:{first.group('line')}"
 
 
 def stack_path(service: str, container_path: str) -> str:
@@ -66,7 +124,7 @@ def stack_path(service: str, container_path: str) -> str:
         return f"config/{service}/" + container_path.removeprefix(mounted)
     if container_path.startswith(overrides):
         return f"overrides/{service}/" + container_path.removeprefix(overrides)
-    for prefix in DAEMON_PATHS.get(service, ()):
+    for prefix, stack_prefix in DAEMON_PATHS.get(service, ()):
         if container_path.startswith(prefix):
-            return f"config/{service}/" + container_path.removeprefix(prefix)
+            return stack_prefix + container_path.removeprefix(prefix)
     return container_path

@@ -29,11 +29,13 @@ errors = Console(stderr=True, highlight=False)
 
 def error(message: str, hint: str | None = None) -> None:
     lines = message.splitlines() or [""]
-    errors.print(f"[bold red]error:[/] {lines[0]}", markup=True, soft_wrap=True)
+    errors.print("[bold red]error:[/] ", end="", soft_wrap=True)
+    errors.print(lines[0], markup=False, soft_wrap=True)
     for line in lines[1:]:
         errors.print(f"  {line}", markup=False, soft_wrap=True)
     if hint:
-        errors.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+        errors.print("[dim]hint:[/] ", end="", soft_wrap=True)
+        errors.print(hint, markup=False, soft_wrap=True)
 
 
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
@@ -51,7 +53,8 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def warn(message: str) -> None:
-    errors.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    errors.print("[yellow]warning:[/] ", end="", soft_wrap=True)
+    errors.print(message, markup=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
