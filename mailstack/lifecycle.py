@@ -103,6 +103,9 @@ def up(
     wait_healthy(stack, ["db"], timeout, progress)
     _say(progress, "applying mail directory migrations")
     applied = directory.migrate(stack.compose)
+    # The first domain named in mailstack.yaml is a mail domain from the first `up` on.
+    if stack.config.domain not in {domain.name for domain in directory.list_domains(stack.compose)}:
+        directory.add_domain(stack.compose, stack.config.domain)
     _say(progress, "starting every service")
     stack.compose.run(["up", "--detach", "--remove-orphans"])
     if wait:

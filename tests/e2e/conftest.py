@@ -168,7 +168,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
         if up.returncode != 0:
             _print_logs(running)
             raise AssertionError(f"mailstack up failed:\n{up.stdout}\n{up.stderr}")
-        running.cli("domain", "add", DOMAIN)
         yield running
     finally:
         if sys.exc_info()[0] is not None:

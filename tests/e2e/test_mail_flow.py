@@ -66,6 +66,16 @@ def test_status_json_shows_every_service_healthy(stack: RunningStack) -> None:
     assert status["conflicts"] == []
 
 
+def test_first_domain_exists_after_up_and_more_can_be_added(stack: RunningStack) -> None:
+    listed = json.loads(stack.cli("domain", "list", "--json").stdout)
+    assert DOMAIN in [domain["name"] for domain in listed]
+    again = stack.cli("domain", "add", DOMAIN, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    stack.cli("domain", "add", "bücher.example.test")
+    listed = json.loads(stack.cli("domain", "list", "--json").stdout)
+    assert "xn--bcher-kva.example.test" in [domain["name"] for domain in listed]
+
+
 def test_submission_with_auth_is_read_back_over_imaps(stack: RunningStack) -> None:
     sender, password = stack.new_mailbox()
     recipient, recipient_password = stack.new_mailbox()
