@@ -1,11 +1,13 @@
-"""`domain` and `mailbox`: the mail directory in PostgreSQL."""
+"""`domain`, `mailbox` and `alias`: the mail directory in PostgreSQL and the mail it holds."""
 
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Annotated
 
+import idna
 import typer
 
 from mailstack import directory, lifecycle, passwords
@@ -13,25 +15,115 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_address, normalize_domain
 from mailstack.errors import UsageError
+from mailstack.stack import publish_domain_key
 from mailstack.units import parse_size
 
 domain_app = typer.Typer(help="Mail domains.", no_args_is_help=True)
 mailbox_app = typer.Typer(
     help="Mailboxes (accounts that receive mail and log in).", no_args_is_help=True
 )
+alias_app = typer.Typer(
+    help="Aliases: addresses (or @domain catch-alls) that deliver to other addresses.",
+    no_args_is_help=True,
+)
+
+PurgeOption = Annotated[
+    bool,
+    typer.Option("--purge", help="Also delete the stored mail, for good (asks first)."),
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", help="Do not ask before --purge deletes stored mail.")
+]
+DomainFilter = Annotated[
+    str | None, typer.Option("--domain", help="Only this domain.", show_default=False)
+]
+
+# Letters of these scripts look alike (Cyrillic U+0430 is "a"); one label mixing them is a lure.
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(domain_app, name="domain")
     app.add_typer(mailbox_app, name="mailbox")
+    app.add_typer(alias_app, name="alias")
 
 
 def _valid(kind: str, value: str) -> str:
     normalise = normalize_domain if kind == "DOMAIN" else normalize_address
     try:
-        return normalise(value)
+        normalised = normalise(value)
     except ValueError as e:
         raise UsageError(f"{kind}: {value[:80]!r} {e}") from None
+    mixed = _mixed_scripts(normalised.rpartition("@")[2])
+    if mixed:
+        raise UsageError(
+            f"{kind}: {value[:80]!r} is not accepted: it mixes {' and '.join(mixed)} letters "
+            "in one label (a look-alike of another name?)"
+        )
+    return normalised
+
+
+def _valid_mailbox(value: str) -> str:
+    address = _valid("ADDRESS", value)
+    if "/" in address.rpartition("@")[0]:
+        raise UsageError(
+            f"ADDRESS: {value[:80]!r} is not accepted for a mailbox: '/' in the local part "
+            "would nest its mail inside another mailbox's directory"
+        )
+    return address
+
+
+def _valid_source(value: str) -> str:
+    """An alias source: an address, or '@domain' for a catch-all."""
+    if value.startswith("@"):
+        try:
+            return "@" + _valid("DOMAIN", value[1:])
+        except UsageError:
+            raise UsageError(
+                f"SOURCE: {value[:80]!r} is not a catch-all (@ followed by a domain name)"
+            ) from None
+    return _valid("SOURCE", value)
+
+
+def _mixed_scripts(domain: str) -> list[str]:
+    for label in domain.split("."):
+        if not label.startswith("xn--"):
+            continue
+        try:
+            text = idna.decode(label)
+        except idna.IDNAError:
+            continue  # normalize_domain produced it; nothing to compare then
+        scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in text if ch.isalpha()}
+        mixed = scripts & _CONFUSABLE_SCRIPTS
+        if len(mixed) > 1:
+            return sorted(script.capitalize() for script in mixed)
+    return []
+
+
+def _purge_flags(purge: bool, yes: bool) -> None:
+    if yes and not purge:
+        raise UsageError("--yes only confirms --purge; without --purge no mail is deleted")
+
+
+def _confirm_purge(name: str, *, yes: bool, type_name: bool) -> directory.ConfirmPurge:
+    """The question asked before stored mail is deleted (or --yes, which answers it)."""
+
+    def confirm(mail: directory.StoredMail) -> bool:
+        if yes:
+            return True
+        output.warn(f"--purge deletes the stored mail in {mail} for good")
+        try:
+            if type_name:
+                answer = typer.prompt(f"Type {name} to delete it", default="", show_default=False)
+                return str(answer).strip() == name
+            return typer.confirm(f"Delete the stored mail of {name}?", default=False)
+        except typer.Abort:  # end of input (not a terminal), Ctrl-C or Ctrl-D
+            return False
+
+    return confirm
+
+
+# --- domain ----------------------------------------------------------------------------------
 
 
 @domain_app.command("add")
@@ -45,6 +137,7 @@ def domain_add(
     stack = lifecycle.Stack.load(directory_)
     directory.add_domain(stack.compose, domain)
     output.info(f"added domain {domain}")
+    output.info(str(publish_domain_key(stack, domain)))
 
 
 @domain_app.command("list")
@@ -55,22 +148,56 @@ def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False
     output.listing(directory.list_domains(stack.compose), as_json)
 
 
+@domain_app.command("remove")
+@output.guarded
+def domain_remove(
+    name: Annotated[str, typer.Argument(metavar="DOMAIN", help="e.g. example.org")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also remove the domain's mailboxes and aliases."),
+    ] = False,
+    purge: PurgeOption = False,
+    yes: YesOption = False,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Remove a mail domain. Its stored mail is kept unless --purge."""
+    domain = _valid("DOMAIN", name)
+    _purge_flags(purge, yes)
+    stack = lifecycle.Stack.load(directory_)
+    if domain == stack.config.domain:
+        raise UsageError(
+            f"DOMAIN: {domain} is the stack's own domain (mailstack.yaml: domain) and "
+            "cannot be removed"
+        )
+    removal = directory.remove_domain(
+        stack.compose,
+        domain,
+        force=force,
+        purge=purge,
+        confirm=_confirm_purge(domain, yes=yes, type_name=True),
+    )
+    output.info(str(removal))
+
+
+# --- mailbox ---------------------------------------------------------------------------------
+
+AddressArgument = Annotated[str, typer.Argument(metavar="ADDRESS", help="e.g. alice@example.org")]
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+]
+
+
 @mailbox_app.command("add")
 @output.guarded
 def mailbox_add(
-    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="e.g. alice@example.org")],
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-    ] = False,
+    address: AddressArgument,
+    password_stdin: PasswordStdinOption = False,
     quota: Annotated[str, typer.Option(help="Storage quota, e.g. 2G, 500M; 0 for none.")] = "2G",
     directory_: StackDirOption = Path(),
 ) -> None:
     """Add a mailbox. The password is never taken from the command line."""
-    mailbox = _valid("ADDRESS", address)
-    try:
-        quota_bytes = parse_size(quota)
-    except ValueError as e:
-        raise UsageError(f"--quota: {quota!r} {e}") from None
+    mailbox = _valid_mailbox(address)
+    quota_bytes = _size("--quota", quota)
     password = _read_password(password_stdin)
     passwords.check_password_strength(password)
     stack = lifecycle.Stack.load(directory_)
@@ -80,20 +207,144 @@ def mailbox_add(
 
 @mailbox_app.command("list")
 @output.guarded
-def mailbox_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
-    """List mailboxes."""
+def mailbox_list(
+    domain: DomainFilter = None,
+    directory_: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """List mailboxes with their usage against their quota."""
+    only = _valid("DOMAIN", domain) if domain is not None else None
     stack = lifecycle.Stack.load(directory_)
-    output.listing(directory.list_mailboxes(stack.compose), as_json)
+    report = directory.mailbox_report(stack.compose, only)
+    if report.usage_unavailable:
+        output.warn(report.usage_unavailable)
+    output.listing(report.mailboxes, as_json)
 
 
-def _read_password(from_stdin: bool) -> str:
+@mailbox_app.command("remove")
+@output.guarded
+def mailbox_remove(
+    address: AddressArgument,
+    purge: PurgeOption = False,
+    yes: YesOption = False,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Remove a mailbox (and aliases to or from it). Its stored mail is kept unless --purge."""
+    mailbox = _valid("ADDRESS", address)
+    _purge_flags(purge, yes)
+    stack = lifecycle.Stack.load(directory_)
+    removal = directory.remove_mailbox(
+        stack.compose,
+        mailbox,
+        purge=purge,
+        confirm=_confirm_purge(mailbox.lower(), yes=yes, type_name=False),
+    )
+    output.info(str(removal))
+
+
+@mailbox_app.command("passwd")
+@output.guarded
+def mailbox_passwd(
+    address: AddressArgument,
+    password_stdin: PasswordStdinOption = False,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Set a new password. It is never taken from the command line."""
+    mailbox = _valid("ADDRESS", address)
+    password = _read_password(password_stdin, label="New password")
+    passwords.check_password_strength(password)
+    stack = lifecycle.Stack.load(directory_)
+    directory.set_mailbox_password(stack.compose, mailbox, passwords.hash_password(password))
+    output.info(f"changed the password of {mailbox.lower()}")
+
+
+@mailbox_app.command("quota")
+@output.guarded
+def mailbox_quota(
+    address: AddressArgument,
+    size: Annotated[str, typer.Argument(metavar="SIZE", help="e.g. 2G, 500M; 0 for none.")],
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Change a mailbox's storage quota."""
+    mailbox = _valid("ADDRESS", address)
+    quota_bytes = _size("SIZE", size)
+    stack = lifecycle.Stack.load(directory_)
+    output.info(str(directory.set_mailbox_quota(stack.compose, mailbox, quota_bytes)))
+
+
+# --- alias -----------------------------------------------------------------------------------
+
+SourceArgument = Annotated[
+    str,
+    typer.Argument(metavar="SOURCE", help="An address, or @domain for a catch-all."),
+]
+
+
+@alias_app.command("add")
+@output.guarded
+def alias_add(
+    source: SourceArgument,
+    destinations: Annotated[
+        list[str],
+        typer.Argument(metavar="DEST...", help="Mailboxes or outside addresses.", min=1),
+    ],
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Deliver mail for SOURCE to every DEST (local or outside addresses)."""
+    alias = _valid_source(source)
+    targets = [_valid("DEST", destination) for destination in destinations]
+    stack = lifecycle.Stack.load(directory_)
+    output.info(str(directory.add_alias(stack.compose, alias, targets)))
+
+
+@alias_app.command("remove")
+@output.guarded
+def alias_remove(
+    source: SourceArgument,
+    destinations: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[DEST...]", help="Only these destinations (default: all)."),
+    ] = None,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Remove an alias, or some of its destinations."""
+    alias = _valid_source(source)
+    targets = [_valid("DEST", destination) for destination in destinations or []]
+    stack = lifecycle.Stack.load(directory_)
+    output.info(str(directory.remove_alias(stack.compose, alias, targets)))
+
+
+@alias_app.command("list")
+@output.guarded
+def alias_list(
+    domain: DomainFilter = None,
+    directory_: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """List aliases and catch-alls with their destinations."""
+    only = _valid("DOMAIN", domain) if domain is not None else None
+    stack = lifecycle.Stack.load(directory_)
+    output.listing(directory.list_aliases(stack.compose, only), as_json)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _size(name: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise UsageError(f"{name}: {text[:80]!r} {e}") from None
+
+
+def _read_password(from_stdin: bool, label: str = "Password") -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
             raise UsageError("--password-stdin: standard input is empty")
         return line.rstrip("\r\n")
-    first = str(typer.prompt("Password", hide_input=True))
-    second = str(typer.prompt("Repeat password", hide_input=True))
+    first = str(typer.prompt(label, hide_input=True))
+    second = str(typer.prompt(f"Repeat {label.lower()}", hide_input=True))
     if first != second:
         raise UsageError("password: the two entries differ; nothing was changed")
     return first

@@ -1,0 +1,108 @@
+"""Talking to the running stack as mail clients do: SMTP in, IMAP out."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import imaplib
+import smtplib
+import time
+import uuid
+from email.message import EmailMessage
+
+from tests.e2e.conftest import DOMAIN, PORTS, RunningStack
+
+OUTSIDE_SENDER = "someone@sender.example"
+
+
+def message(sender: str, recipient: str, subject: str, body: str) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = sender
+    mail["To"] = recipient
+    mail["Subject"] = subject
+    mail["Message-ID"] = f"<{uuid.uuid4().hex}@{DOMAIN}>"
+    mail.set_content(body)
+    return mail
+
+
+def unique_subject(what: str) -> str:
+    return f"e2e {what} {uuid.uuid4().hex}"
+
+
+def send_inbound(
+    recipients: list[str], subject: str, body: str = "inbound body\n"
+) -> dict[str, tuple[int, bytes]]:
+    """Send from the outside world to port 25 (no authentication); return refused recipients.
+
+    Raises smtplib.SMTPRecipientsRefused when every recipient is refused.
+    """
+    mail = message(OUTSIDE_SENDER, ", ".join(recipients), subject, body)
+    with smtplib.SMTP("127.0.0.1", PORTS["smtp"], timeout=30) as smtp:
+        smtp.ehlo("mx.sender.example")
+        return smtp.sendmail(OUTSIDE_SENDER, recipients, mail.as_bytes())
+
+
+def imaps(stack: RunningStack) -> imaplib.IMAP4_SSL:
+    return imaplib.IMAP4_SSL("127.0.0.1", PORTS["imaps"], ssl_context=stack.tls_context())
+
+
+def can_log_in(stack: RunningStack, address: str, password: str) -> bool:
+    """Whether IMAPS accepts this login."""
+    with imaps(stack) as imap:
+        try:
+            imap.login(address, password)
+        except imaplib.IMAP4.error:
+            return False
+        return True
+
+
+def inbox_subjects(stack: RunningStack, address: str, password: str) -> list[str]:
+    """The subjects of every message in INBOX right now."""
+    with imaps(stack) as imap:
+        imap.login(address, password)
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, "ALL")
+        subjects = []
+        for number in found[0].split():
+            _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            raw = data[0][1]
+            assert isinstance(raw, bytes)
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            subjects.append(str(parsed["Subject"] or ""))
+        return subjects
+
+
+def fetch_by_subject(
+    stack: RunningStack, address: str, password: str, subject: str, timeout: float = 60
+) -> EmailMessage:
+    """Wait until a message with this subject is in INBOX (over IMAPS) and return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with imaps(stack) as imap:
+            imap.login(address, password)
+            imap.select("INBOX", readonly=True)
+            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+            ids = found[0].split()
+            if ids:
+                _, data = imap.fetch(ids[-1], "(RFC822)")
+                raw = data[0][1]
+                assert isinstance(raw, bytes)
+                parsed = email.message_from_bytes(raw, policy=email.policy.default)
+                assert isinstance(parsed, EmailMessage)
+                return parsed
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message {subject!r} for {address} after {timeout}s")
+        time.sleep(1)
+
+
+def wait_for_sink(stack: RunningStack, text: str, timeout: float = 60) -> None:
+    """Wait until a message containing text reached the outbound sink."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = stack.compose(
+            "exec", "-T", "sink", "grep", "-rl", text, "/var/mail/sink", check=False
+        )
+        if found.returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"no message with {text!r} reached the sink after {timeout}s")
