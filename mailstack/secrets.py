@@ -1,4 +1,8 @@
-"""Secrets: generated once with a CSPRNG, one file each (0600) in secrets/ (0700)."""
+"""Secrets: generated once with a CSPRNG, one file each (0600) in secrets/ (0700).
+
+Two kinds: random tokens (passwords) and key pairs (a PEM private key and its PEM public
+key, two files). Neither is ever replaced once it exists.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import secrets as csprng
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from mailstack.errors import MailstackError
 
 SECRETS_DIR = "secrets"
 
-# name -> what it protects. Each is handed to containers as a Compose file secret
-# (/run/secrets/<name>), never as an environment variable.
-SECRET_NAMES: dict[str, str] = {
+# name -> what it protects: random tokens, 256 bits each.
+TOKEN_SECRETS: dict[str, str] = {
     "db_admin_password": "PostgreSQL superuser (schema migrations, backups)",
     "db_postfix_password": "PostgreSQL role postfix (read-only lookups)",
     "db_dovecot_password": "PostgreSQL role dovecot (read-only lookups)",
@@ -21,7 +27,39 @@ SECRET_NAMES: dict[str, str] = {
     "rspamd_controller_password": "rspamd controller (web UI and learning)",
 }
 
+
+@dataclass(frozen=True)
+class KeyPairSecret:
+    """An EC key pair kept as two secrets: `<stem>_private_key` and `<stem>_public_key`."""
+
+    stem: str
+    purpose: str
+
+    @property
+    def private_name(self) -> str:
+        return f"{self.stem}_private_key"
+
+    @property
+    def public_name(self) -> str:
+        return f"{self.stem}_public_key"
+
+
+KEY_PAIR_SECRETS: tuple[KeyPairSecret, ...] = (
+    # Dovecot's global mail_crypt keys: without the private key the stored mail is unreadable.
+    KeyPairSecret("mail_crypt", "Dovecot mail_crypt (encrypts every stored message)"),
+)
+
+# Every secret by name -> what it protects. Each is handed to containers as a Compose file
+# secret (/run/secrets/<name>), never as an environment variable.
+SECRET_NAMES: dict[str, str] = {
+    **TOKEN_SECRETS,
+    **{pair.private_name: f"{pair.purpose}, private key" for pair in KEY_PAIR_SECRETS},
+    **{pair.public_name: f"{pair.purpose}, public key" for pair in KEY_PAIR_SECRETS},
+}
+
 TOKEN_BYTES = 32  # 256 bits
+# P-521: the curve Dovecot's own mail_crypt examples use; mail kept for years gets the margin.
+KEY_PAIR_CURVE = ec.SECP521R1()
 
 
 @dataclass(frozen=True)
@@ -30,21 +68,29 @@ class SecretsReport:
     kept: tuple[str, ...]
 
 
-def ensure_secrets(stack_dir: Path, names: dict[str, str] = SECRET_NAMES) -> SecretsReport:
+def ensure_secrets(
+    stack_dir: Path,
+    tokens: dict[str, str] = TOKEN_SECRETS,
+    key_pairs: tuple[KeyPairSecret, ...] = KEY_PAIR_SECRETS,
+) -> SecretsReport:
     """Create every missing secret; never change one that exists. Fix loose permissions."""
     directory = stack_dir / SECRETS_DIR
     directory.mkdir(mode=0o700, exist_ok=True)
     directory.chmod(0o700)
     created: list[str] = []
     kept: list[str] = []
-    for name in sorted(names):
+    for name in sorted(tokens):
         path = directory / name
         if path.exists():
             path.chmod(0o600)
             kept.append(name)
             continue
-        _write_new_secret(path, csprng.token_urlsafe(TOKEN_BYTES))
+        _write_new_secret(path, (csprng.token_urlsafe(TOKEN_BYTES) + "\n").encode("ascii"))
         created.append(name)
+    for pair in key_pairs:
+        made = _ensure_key_pair(directory, pair)
+        for name in (pair.private_name, pair.public_name):
+            (created if name in made else kept).append(name)
     return SecretsReport(tuple(created), tuple(kept))
 
 
@@ -59,10 +105,81 @@ def read_secret(stack_dir: Path, name: str) -> str:
         ) from None
 
 
-def _write_new_secret(path: Path, value: str) -> None:
+def new_private_key_pem() -> bytes:
+    """A fresh EC private key as unencrypted PKCS#8 PEM (OpenSSL's "pkey" format)."""
+    key = ec.generate_private_key(KEY_PAIR_CURVE)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_pem(private_pem: bytes) -> bytes:
+    """The public half of a PEM private key, as SubjectPublicKeyInfo PEM."""
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _ensure_key_pair(directory: Path, pair: KeyPairSecret) -> set[str]:
+    """Make the pair, or the public half of a kept private key; return the names written.
+
+    A private key is never generated next to an existing public key: that would silently
+    leave everything encrypted to the old pair unreadable.
+    """
+    private_path = directory / pair.private_name
+    public_path = directory / pair.public_name
+    if not private_path.exists():
+        if public_path.exists():
+            raise MailstackError(
+                f"secret {pair.private_name} is missing but {pair.public_name} exists: "
+                "data encrypted to this key pair cannot be read without it",
+                hint=f"restore secrets/{pair.private_name} from a backup; only if that data "
+                f"is lost anyway, delete secrets/{pair.public_name} to make a new pair",
+            )
+        _write_new_secret(private_path, new_private_key_pem())
+        _write_new_secret(public_path, public_key_pem(private_path.read_bytes()))
+        return {pair.private_name, pair.public_name}
+    private_path.chmod(0o600)
+    private_pem = private_path.read_bytes()
+    try:
+        derived = public_key_pem(private_pem)
+    except (ValueError, TypeError) as e:
+        raise MailstackError(
+            f"secret {pair.private_name} is not a PEM private key ({e})",
+            hint=f"restore secrets/{pair.private_name} from a backup",
+        ) from None
+    if not public_path.exists():
+        _write_new_secret(public_path, derived)
+        return {pair.public_name}
+    public_path.chmod(0o600)
+    if not _same_public_key(public_path.read_bytes(), derived):
+        raise MailstackError(
+            f"secrets {pair.private_name} and {pair.public_name} are not one key pair",
+            hint=f"restore both from the same backup, or delete secrets/{pair.public_name} "
+            "to derive it again from the private key",
+        )
+    return set()
+
+
+def _same_public_key(pem: bytes, expected_pem: bytes) -> bool:
+    # Compared as keys, not bytes: a public key restored from elsewhere may be laid out apart.
+    try:
+        found = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError):
+        return False
+    der = serialization.Encoding.DER
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    expected = serialization.load_pem_public_key(expected_pem)
+    return found.public_bytes(der, spki) == expected.public_bytes(der, spki)
+
+
+def _write_new_secret(path: Path, data: bytes) -> None:
     # O_EXCL: never clobber; mode set at creation so the value is never world-readable.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

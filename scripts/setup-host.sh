@@ -33,6 +33,10 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt_install docker.io
 fi
 apt_install debootstrap iptables ca-certificates python3 python3-venv git
+# --dev: peers the end-to-end tests run against the stack (Debian's packages).
+if [ $dev -eq 1 ]; then
+  apt_install testssl.sh
+fi
 if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
     systemctl enable --now docker >/dev/null 2>&1 || true
