@@ -36,6 +36,16 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+
+# Attachment types refused by default: executables, scripts, shortcuts, disk images and
+# Office formats that carry macros; also when they are inside an archive.
+DANGEROUS_EXTENSIONS = (
+    "exe", "scr", "com", "pif", "bat", "cmd", "cpl", "dll", "msi", "msp", "msc", "reg",
+    "js", "jse", "vbs", "vbe", "vb", "wsf", "wsh", "wsc", "hta", "ps1", "psm1", "jar",
+    "lnk", "scf", "url", "inf", "chm", "iso", "img", "vhd", "vhdx", "appx", "msix",
+    "docm", "dotm", "xlsm", "xltm", "xlam", "pptm", "potm", "ppsm", "ppam", "sldm",
+)  # fmt: skip
 
 
 # --- value checks (pure; raise ValueError with the "allowed" half of the message) ---------
@@ -140,6 +150,15 @@ def check_project(value: str) -> str:
     return value
 
 
+def normalize_extension(value: str) -> str:
+    """A file name extension, lower case, without the dot ("EXE" and ".exe" become "exe")."""
+    reject_unsafe_text(value, limit=32)
+    extension = value.strip().lower().removeprefix(".")
+    if not _EXTENSION.match(extension):
+        raise ValueError("is not a file extension (letters and digits only, 1–16, e.g. exe)")
+    return extension
+
+
 def check_registry(value: str) -> str:
     reject_unsafe_text(value)
     if not _REGISTRY.match(value):
@@ -157,6 +176,8 @@ AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
 TimeZone = Annotated[str, AfterValidator(check_timezone)]
 ProjectName = Annotated[str, AfterValidator(check_project)]
 Registry = Annotated[str, AfterValidator(check_registry)]
+Extension = Annotated[str, AfterValidator(normalize_extension)]
+Score = Annotated[float, Field(ge=0, le=1000)]
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -269,6 +290,90 @@ class Images(Section):
     )
 
 
+class Spam(Section):
+    junk_score: Score = Field(
+        default=6.0,
+        description="spam score at which inbound mail gets the header X-Spam: Yes (the "
+        "mailbox filters it into Junk)",
+    )
+    reject_score: Score = Field(
+        default=15.0,
+        description="spam score at which mail is refused during the SMTP dialogue (5xx)",
+    )
+    greylisting: bool = Field(
+        default=True,
+        description="greylist doubtful inbound mail (score at least greylist_score): the "
+        "first attempt gets a 4xx, a retry after 5 minutes is accepted; init --sandbox "
+        "turns it off",
+    )
+    greylist_score: Score = Field(
+        default=4.0, description="spam score from which greylisting applies"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Spam:
+        if self.junk_score >= self.reject_score:
+            raise ValueError("junk_score must be lower than reject_score")
+        if self.greylisting and self.greylist_score >= self.junk_score:
+            raise ValueError("greylist_score must be lower than junk_score")
+        return self
+
+
+class Attachments(Section):
+    blocked_extensions: list[Extension] = Field(
+        default=list(DANGEROUS_EXTENSIONS),
+        description="attachments with these extensions are refused (5xx), also inside "
+        "archives and when the content reveals the type",
+    )
+    allowed_extensions: list[Extension] = Field(
+        default=[],
+        description="your allowlist: extensions accepted even when blocked_extensions lists "
+        "them (e.g. [iso])",
+    )
+
+
+class RateLimits(Section):
+    sender_burst: int = Field(
+        default=200,
+        ge=0,
+        le=1_000_000,
+        description="recipients one authenticated sender (SMTP login) may send to at once "
+        "before the limit applies (4xx, retried later); 0 turns this limit off",
+    )
+    sender_per_hour: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="recipients per hour a sender regains once the burst is used up",
+    )
+    client_ip_burst: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description="messages one client address may send unauthenticated (inbound mail) "
+        "at once before the limit applies (4xx); 0 turns this limit off",
+    )
+    client_ip_per_hour: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="messages per hour a client address regains once the burst is used up",
+    )
+    client_connections_per_minute: int = Field(
+        default=60,
+        ge=0,
+        le=1_000_000,
+        description="SMTP connections per minute one client address may open to a port before "
+        "Postfix answers 421; 0 turns this limit off",
+    )
+
+
+class Policy(Section):
+    spam: Spam = Field(default_factory=Spam)
+    attachments: Attachments = Field(default_factory=Attachments)
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+
+
 class Config(Section):
     hostname: Domain = Field(description="the mail server's fully qualified name (MX target)")
     domain: Domain = Field(description="the first mail domain")
@@ -288,6 +393,7 @@ class Config(Section):
     backup: Backup = Field(default_factory=Backup)
     update: Update = Field(default_factory=Update)
     images: Images = Field(default_factory=Images)
+    policy: Policy = Field(default_factory=Policy)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -43,7 +43,10 @@ def _section_lines(model: BaseModel, indent: int) -> list[str]:
 
 
 def _scalar(value: Any) -> str:
-    dumped = yaml.safe_dump(value, default_flow_style=True, allow_unicode=False).strip()
+    # One line, however long: a wrapped flow list would not parse back at its indentation.
+    dumped = yaml.safe_dump(
+        value, default_flow_style=True, allow_unicode=False, width=float("inf")
+    ).strip()
     return dumped.removesuffix("\n...").removesuffix("...").strip()
 
 

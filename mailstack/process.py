@@ -31,6 +31,8 @@ def run(
         result = subprocess.run(
             list(argv),
             input=input,
+            # Without input, never let a child read the operator's terminal (prompts follow).
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=capture,
             timeout=timeout,
             check=False,

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from mailstack.config import Config
+from mailstack.dkim import DkimKey
 from mailstack.resources import templates_dir
 from mailstack.secrets import SECRET_NAMES
 
@@ -38,6 +39,15 @@ _COMMENT_PREFIX: dict[str, str] = {".sql": "--", ".lua": "--", ".php": "//", ".j
 
 IMAGE_SERVICES = ("db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav")
 
+# Sandbox-only test data, never rendered in production: a foreign domain whose DMARC policy
+# is p=reject and whose SPF allows no host, so a test can show that forged mail from it is
+# refused. (owner name, type, data) like every sandbox record.
+SANDBOX_TEST_DOMAIN_DMARC_REJECT = "reject.example.test"
+SANDBOX_TEST_RECORDS: tuple[tuple[str, str, str], ...] = (
+    (SANDBOX_TEST_DOMAIN_DMARC_REJECT, "TXT", '"v=spf1 -all"'),
+    (f"_dmarc.{SANDBOX_TEST_DOMAIN_DMARC_REJECT}", "TXT", '"v=DMARC1; p=reject"'),
+)
+
 
 @dataclass(frozen=True)
 class RenderInputs:
@@ -45,6 +55,9 @@ class RenderInputs:
 
     config: Config
     version: str
+    # The public halves of the DKIM keys in <stack>/dkim (mailstack.dkim.load_keys): the
+    # sandbox zone publishes them so verifiers inside the stack can check signatures.
+    dkim_keys: tuple[DkimKey, ...] = ()
 
 
 def render_stack(inputs: RenderInputs, source: Path | None = None) -> dict[str, bytes]:
@@ -68,11 +81,14 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
     backend = ipaddress.ip_network(config.network.backend_subnet)
     frontend = ipaddress.ip_network(config.network.frontend_subnet)
     registry = config.images.registry
+    sandbox = config.mode == "sandbox"
+    attachments = config.policy.attachments
+    allowed = set(attachments.allowed_extensions)
     image_prefix = f"{registry}/mailstack" if registry else "mailstack"
     return {
         "config": config,
         "version": inputs.version,
-        "sandbox": config.mode == "sandbox",
+        "sandbox": sandbox,
         "images": {name: f"{image_prefix}/{name}:{inputs.version}" for name in IMAGE_SERVICES},
         "pull_policy": "missing" if registry else "never",
         "secrets": sorted(SECRET_NAMES),
@@ -85,14 +101,26 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         + ("" if config.network.ports.https == 443 else f":{config.network.ports.https}"),
         # Sandbox DNS: the zones the stack's resolver serves itself and their records as
         # (owner name, type, data in zone-file form). The hostname points at the frontend
-        # gateway, the address the host's clients reach the stack from.
+        # gateway, the address the host's clients reach the stack from; that address also
+        # has a forward-confirmed name of its own, as a well-run sending host would.
         "sandbox_zones": sorted({config.domain, config.hostname}),
         "sandbox_records": [
             (config.hostname, "A", str(frontend.network_address + 1)),
+            (f"sandbox-client.{config.domain}", "A", str(frontend.network_address + 1)),
+            (
+                (frontend.network_address + 1).reverse_pointer,
+                "PTR",
+                f"sandbox-client.{config.domain}.",
+            ),
             (config.domain, "MX", f"10 {config.hostname}."),
             (config.domain, "TXT", '"v=spf1 mx -all"'),
             (f"_dmarc.{config.domain}", "TXT", '"v=DMARC1; p=quarantine"'),
+            *((key.record_name, "TXT", key.zone_data) for key in inputs.dkim_keys),
+            *(SANDBOX_TEST_RECORDS if sandbox else ()),
         ],
+        # Attachment policy: the operator's allowlist wins over the block list.
+        "blocked_extensions": sorted(set(attachments.blocked_extensions) - allowed),
+        "allowed_extensions": sorted(allowed),
     }
 
 

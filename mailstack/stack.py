@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__
+from mailstack import __version__, dkim, lifecycle
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
-from mailstack.errors import StackExists
+from mailstack.errors import StackExists, UsageError
 from mailstack.hostcheck import HostFact, antivirus_default, check_host, memory_bytes
 from mailstack.render import RenderInputs, render_stack
 from mailstack.secrets import SecretsReport, ensure_secrets
@@ -39,6 +39,9 @@ def initial_config(hostname: str, domain: str, extra: dict[str, Any] | None = No
             data[key] = {**data[key], **value}
         else:
             data[key] = value
+    if data.get("mode") == "sandbox" and "policy" not in data:
+        # Staging and tests want an answer at once; the operator may turn it back on.
+        data["policy"] = {"spam": {"greylisting": False}}
     return validate_config(data, source="init")
 
 
@@ -78,9 +81,54 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
     if config.tls.mode == "selfsigned":
         ensure_selfsigned(stack.root, config.hostname)
     stack.ensure_override_dirs()
-    rendered = render_stack(RenderInputs(config, __version__))
-    inputs = {"version": __version__, "config": config.model_dump(mode="json")}
+    # The first domain signs from the first `up`; keys of later domains come from `domain add`.
+    dkim.ensure_key(stack.root, config.domain)
+    keys = tuple(dkim.load_keys(stack.root))
+    rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys))
+    inputs = {
+        "version": __version__,
+        "config": config.model_dump(mode="json"),
+        "dkim_keys": [f"{key.domain} {key.selector} {key.public_key}" for key in keys],
+    }
     return stack.apply_render(rendered, __version__, inputs)
+
+
+@dataclass(frozen=True)
+class DomainKeyResult:
+    key: dkim.DkimKey
+    created: bool
+    restarted: tuple[str, ...]
+
+    def __str__(self) -> str:
+        made = "created" if self.created else "kept"
+        line = f"DKIM key {self.key.selector} for {self.key.domain} {made}"
+        if self.restarted:
+            line += f"; restarted {' and '.join(self.restarted)} to use it"
+        return f"{line}\npublish: {self.key.zone_line}"
+
+
+def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
+    """A domain's DKIM key after `domain add`: made if missing, rendered into the stack, and
+    taken up by the running rspamd (signs with it) and, in sandbox mode, by the resolver
+    (serves its record). Both are restarted only when something changed."""
+    made = dkim.ensure_key(stack.dir.root, domain)
+    report = render(stack.dir.root, stack.config)
+    if report.conflicts:
+        raise UsageError(
+            f"the DKIM key for {domain} is made, but the re-render has "
+            f"{len(report.conflicts)} conflict(s); rspamd does not sign with it yet",
+            hint="resolve each conflict (`mailstack render` lists them), then "
+            "`mailstack restart rspamd`",
+        )
+    running = {state.service for state in stack.compose.ps() if state.state == "running"}
+    wanted = ("resolver", "rspamd") if stack.config.mode == "sandbox" else ("rspamd",)
+    restart = tuple(name for name in wanted if name in running)
+    if restart and (made.created or report.changed()):
+        stack.compose.run(["restart", *restart], timeout=300)
+        lifecycle.wait_healthy(stack, list(restart), 300, None)
+    else:
+        restart = ()
+    return DomainKeyResult(made.key, made.created, restart)
 
 
 def resolve(root: Path, paths: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mailstack import __version__
-from mailstack.cli import accounts, check, lifecycle, setup
+from mailstack.cli import accounts, check, dkim, lifecycle, setup
 from mailstack.cli.output import error
 from mailstack.errors import EXIT_FAILED, MailstackError
 
@@ -48,6 +48,7 @@ setup.register(app)
 lifecycle.register(app)
 check.register(app)
 accounts.register(app)
+dkim.register(app)
 
 
 def run() -> None:

@@ -7,6 +7,7 @@ Compose bridge sends off its bridge. The rule is removed when the session ends, 
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -21,16 +22,25 @@ import yaml
 
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
-PROJECT = "mailstack-e2e"
+# MAILSTACK_E2E_SLOT=1..7 runs a second test session beside the first (own project name,
+# ports and subnets), e.g. while developing one area; CI uses slot 0.
+SLOT = int(os.environ.get("MAILSTACK_E2E_SLOT", "0"))
+PROJECT = "mailstack-e2e" + (str(SLOT) if SLOT else "")
+_PORT_BASE = 2000 if SLOT == 0 else 30000 + 100 * SLOT
 PORTS = {
-    "smtp": 2525,
-    "submission": 2587,
-    "submissions": 2465,
-    "imap": 2143,
-    "imaps": 2993,
-    "http": 2080,
-    "https": 2443,
+    "smtp": _PORT_BASE + 525 if SLOT == 0 else _PORT_BASE + 25,
+    "submission": _PORT_BASE + 587 if SLOT == 0 else _PORT_BASE + 87,
+    "submissions": _PORT_BASE + 465 if SLOT == 0 else _PORT_BASE + 65,
+    "imap": _PORT_BASE + 143 if SLOT == 0 else _PORT_BASE + 43,
+    "imaps": _PORT_BASE + 993 if SLOT == 0 else _PORT_BASE + 93,
+    "http": _PORT_BASE + 80,
+    "https": _PORT_BASE + 443 if SLOT == 0 else _PORT_BASE + 44,
 }
+SUBNETS = (
+    ("172.29.90.0/24", "172.29.91.0/24")
+    if SLOT == 0
+    else (f"172.30.{2 * SLOT}.0/24", f"172.30.{2 * SLOT + 1}.0/24")
+)
 GUARD_RULE = [
     "DOCKER-USER",
     "-i",
@@ -125,13 +135,8 @@ def egress_guard() -> Iterator[None]:
     try:
         yield
     finally:
-        while (
-            subprocess.run(
-                ["iptables", "-D", *GUARD_RULE], capture_output=True, check=False
-            ).returncode
-            == 0
-        ):
-            pass
+        # One rule per session: a session beside this one (another slot) keeps its own.
+        subprocess.run(["iptables", "-D", *GUARD_RULE], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -156,11 +161,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     config = yaml.safe_load(config_path.read_text())
     config["project"] = PROJECT
     config["features"]["antivirus"] = False
-    config["network"]["frontend_subnet"] = "172.29.90.0/24"
-    config["network"]["backend_subnet"] = "172.29.91.0/24"
+    config["network"]["frontend_subnet"], config["network"]["backend_subnet"] = SUBNETS
     config["network"]["ports"] = dict(PORTS)
+    # Every test client reaches the stack from one address (the bridge gateway, through the
+    # loopback proxy), and testssl alone opens hundreds of connections a minute.
+    config.setdefault("policy", {}).setdefault("rate_limits", {})
+    config["policy"]["rate_limits"]["client_connections_per_minute"] = 0
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     mailstack("render", "--dir", str(root))
+    # Build (layer cache: quick when nothing changed) so the images match compose/ as checked out.
+    mailstack("build", "--dir", str(root))
     running = RunningStack(root, root / "tls" / "ca.pem")
     running.compose("down", "--volumes", "--remove-orphans", check=False)
     try:

@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import imaplib
 import json
 import smtplib
 import time
 import uuid
-from email.message import EmailMessage
 
 import pytest
 
 from tests.e2e.conftest import DOMAIN, PORTS, PROJECT, RunningStack
+from tests.e2e.mail import fetch_by_subject, message
 
 pytestmark = pytest.mark.e2e
-
-
-def message(sender: str, recipient: str, subject: str, body: str) -> EmailMessage:
-    mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = recipient
-    mail["Subject"] = subject
-    mail["Message-ID"] = f"<{uuid.uuid4().hex}@{DOMAIN}>"
-    mail.set_content(body)
-    return mail
-
-
-def fetch_by_subject(
-    stack: RunningStack, address: str, password: str, subject: str, timeout: float = 60
-) -> EmailMessage:
-    """Wait until a message with this subject is in INBOX (over IMAPS) and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with imaplib.IMAP4_SSL(
-            "127.0.0.1", PORTS["imaps"], ssl_context=stack.tls_context()
-        ) as imap:
-            imap.login(address, password)
-            imap.select("INBOX", readonly=True)
-            _, found = imap.search(None, "SUBJECT", f'"{subject}"')
-            ids = found[0].split()
-            if ids:
-                _, data = imap.fetch(ids[-1], "(RFC822)")
-                raw = data[0][1]
-                assert isinstance(raw, bytes)
-                parsed = email.message_from_bytes(raw, policy=email.policy.default)
-                assert isinstance(parsed, EmailMessage)
-                return parsed
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no message {subject!r} for {address} after {timeout}s")
-        time.sleep(1)
 
 
 def test_status_json_shows_every_service_healthy(stack: RunningStack) -> None:

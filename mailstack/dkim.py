@@ -1,0 +1,227 @@
+"""DKIM keys: one RSA 2048 key per mail domain, made by mailstack, used by rspamd to sign.
+
+Layout in the stack directory (the directory 0700, every file 0600; the rspamd container
+copies them at start to a tmpfs that only its _rspamd group can read):
+
+    dkim/<domain>.<selector>.key   PEM private key (PKCS#8), one per domain and selector
+    dkim/selectors.map             "<domain> <selector>" per line: the key rspamd signs with
+
+rspamd reads selectors.map as its `selector_map` and finds the key by the path template
+`<domain>.<selector>.key`. Every key on disk is published (in the sandbox zone, and by
+`mailstack dkim show`), so an old selector stays verifiable while a newer one takes over.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import fcntl
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailstack.errors import MailstackError, UsageError
+from mailstack.stackdir import atomic_write
+
+DKIM_DIR = "dkim"
+SELECTORS_FILE = "selectors.map"
+KEY_SUFFIX = ".key"
+RSA_BITS = 2048
+# A DNS TXT record is a list of strings of at most 255 bytes each.
+TXT_CHUNK = 255
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN = re.compile(r"^[a-z0-9.-]{1,253}$")
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """The public half of one domain's DKIM key and where it is published."""
+
+    domain: str
+    selector: str
+    key_type: str  # "rsa"
+    bits: int
+    public_key: str  # base64 of the DER SubjectPublicKeyInfo (the p= tag)
+    active: bool  # rspamd signs with this one
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def txt(self) -> str:
+        """The TXT record's value as one string (what verifiers read)."""
+        return f"v=DKIM1; k={self.key_type}; p={self.public_key}"
+
+    @property
+    def zone_data(self) -> str:
+        """The TXT data in zone-file form: quoted strings of at most 255 characters."""
+        text = self.txt
+        chunks = [text[i : i + TXT_CHUNK] for i in range(0, len(text), TXT_CHUNK)]
+        return " ".join(f'"{chunk}"' for chunk in chunks)
+
+    @property
+    def zone_line(self) -> str:
+        return f"{self.record_name}. IN TXT ( {self.zone_data} )"
+
+    def __str__(self) -> str:
+        state = "active" if self.active else "published, not signing"
+        return (
+            f"{self.domain}  selector {self.selector}  {self.key_type} {self.bits} bits  "
+            f"({state})\n{self.zone_line}"
+        )
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    key: DkimKey
+    created: bool
+
+
+def new_selector(now: datetime.datetime | None = None) -> str:
+    """A selector naming the key's creation date, e.g. ms20250314 (rotation adds new ones)."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return f"ms{moment:%Y%m%d}"
+
+
+def ensure_key(root: Path, domain: str, now: datetime.datetime | None = None) -> KeyResult:
+    """The domain's signing key: made (RSA 2048, 0600) and recorded when it has none yet."""
+    _check_domain(domain)
+    with _locked(root) as directory:
+        selectors = read_selectors(root)
+        selector = selectors.get(domain)
+        if selector is not None:
+            path = directory / key_file_name(domain, selector)
+            if not path.exists():
+                raise MailstackError(
+                    f"DKIM key {DKIM_DIR}/{path.name} is missing, but {DKIM_DIR}/"
+                    f"{SELECTORS_FILE} says {domain} signs with selector {selector}",
+                    hint="restore the key file from a backup; or delete the domain's line in "
+                    f"{DKIM_DIR}/{SELECTORS_FILE} to make a new key (publish its new record)",
+                )
+            return KeyResult(_public(domain, selector, path, active=True), created=False)
+        selector = new_selector(now)
+        path = directory / key_file_name(domain, selector)
+        created = not path.exists()  # an orphan from an interrupted run is taken as it is
+        if created:
+            private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+            pem = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            atomic_write(path, pem, 0o600)
+        selectors[domain] = selector
+        _write_selectors(root, selectors)
+        return KeyResult(_public(domain, selector, path, active=True), created=created)
+
+
+def load_keys(root: Path) -> list[DkimKey]:
+    """Every key in dkim/ (active or not), sorted by domain and selector."""
+    directory = root / DKIM_DIR
+    if not directory.is_dir():
+        return []
+    active = read_selectors(root)
+    keys: list[DkimKey] = []
+    for path in sorted(directory.glob(f"*{KEY_SUFFIX}")):
+        domain, _, selector = path.name.removesuffix(KEY_SUFFIX).rpartition(".")
+        if not (_DOMAIN.match(domain) and _SELECTOR.match(selector)):
+            continue  # not a file of ours
+        keys.append(_public(domain, selector, path, active=active.get(domain) == selector))
+    return keys
+
+
+def show(root: Path, domain: str) -> list[DkimKey]:
+    """The domain's published keys, the active one first."""
+    keys = [key for key in load_keys(root) if key.domain == domain]
+    if not keys:
+        raise UsageError(
+            f"domain {domain} has no DKIM key",
+            hint=f"keys are made by `mailstack domain add {domain}` and `mailstack render`",
+        )
+    return sorted(keys, key=lambda key: (not key.active, key.selector))
+
+
+def read_selectors(root: Path) -> dict[str, str]:
+    """dkim/selectors.map as {domain: selector}; blank lines and # comments are skipped."""
+    path = root / DKIM_DIR / SELECTORS_FILE
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise MailstackError(f"{DKIM_DIR}/{SELECTORS_FILE} cannot be read ({e})") from None
+    selectors: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = line.split("#", 1)[0].split()
+        if not content:
+            continue
+        if len(content) != 2 or not (_DOMAIN.match(content[0]) and _SELECTOR.match(content[1])):
+            raise MailstackError(
+                f"{DKIM_DIR}/{SELECTORS_FILE}:{number}: expected '<domain> <selector>'",
+                hint="fix or delete the line",
+            )
+        selectors[content[0]] = content[1]
+    return selectors
+
+
+def key_file_name(domain: str, selector: str) -> str:
+    return f"{domain}.{selector}{KEY_SUFFIX}"
+
+
+def _write_selectors(root: Path, selectors: dict[str, str]) -> None:
+    lines = [
+        "# Written by mailstack: the DKIM selector each domain signs with (rspamd's",
+        "# selector_map). The key is <domain>.<selector>.key beside this file.",
+        *(f"{domain} {selector}" for domain, selector in sorted(selectors.items())),
+    ]
+    atomic_write(root / DKIM_DIR / SELECTORS_FILE, ("\n".join(lines) + "\n").encode(), 0o600)
+
+
+def _public(domain: str, selector: str, path: Path, *, active: bool) -> DkimKey:
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as e:
+        raise MailstackError(
+            f"DKIM key {DKIM_DIR}/{path.name} cannot be read ({e})",
+            hint="restore it from a backup",
+        ) from None
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise MailstackError(f"DKIM key {DKIM_DIR}/{path.name} is not an RSA key")
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return DkimKey(
+        domain=domain,
+        selector=selector,
+        key_type="rsa",
+        bits=private.key_size,
+        public_key=base64.b64encode(der).decode("ascii"),
+        active=active,
+    )
+
+
+def _check_domain(domain: str) -> None:
+    # Domains arrive normalised (config.normalize_domain); this guards the file names.
+    if not _DOMAIN.match(domain) or ".." in domain or domain.startswith((".", "-")):
+        raise UsageError(f"DKIM: {domain[:80]!r} is not a normalised domain name")
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[Path]:
+    """dkim/ (created 0700) held under an exclusive lock: two `domain add` runs do not race."""
+    directory = root / DKIM_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    descriptor = os.open(directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield directory
+    finally:
+        os.close(descriptor)  # releases the lock
