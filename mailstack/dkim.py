@@ -110,13 +110,7 @@ def ensure_key(root: Path, domain: str, now: datetime.datetime | None = None) ->
         path = directory / key_file_name(domain, selector)
         created = not path.exists()  # an orphan from an interrupted run is taken as it is
         if created:
-            private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-            pem = private.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            atomic_write(path, pem, 0o600)
+            _generate(path)
         selectors[domain] = selector
         _write_selectors(root, selectors)
         return KeyResult(_public(domain, selector, path, active=True), created=created)
@@ -169,6 +163,144 @@ def read_selectors(root: Path) -> dict[str, str]:
             )
         selectors[content[0]] = content[1]
     return selectors
+
+
+# --- rotation: a new key published beside the active one, then the switch, then retire ------
+
+_ROTATION_SELECTOR = re.compile(r"^ms(?P<date>\d{8})(?:-(?P<serial>\d{1,4}))?$")
+
+
+def selector_order(selector: str) -> tuple[str, int, str]:
+    """Sort key: the creation order of mailstack's selectors (ms20250314 < ms20250314-2)."""
+    match = _ROTATION_SELECTOR.match(selector)
+    if match is None:
+        return ("", 0, selector)  # someone else's naming: older than any of ours
+    return (match["date"], int(match["serial"] or 1), selector)
+
+
+def next_selector(taken: set[str], now: datetime.datetime | None = None) -> str:
+    """A new selector for today: msYYYYMMDD, then msYYYYMMDD-2, -3, ... if rotated again."""
+    base = new_selector(now)
+    candidate, serial = base, 1
+    while candidate in taken:
+        serial += 1
+        candidate = f"{base}-{serial}"
+    return candidate
+
+
+def pending_key(keys: list[DkimKey]) -> DkimKey | None:
+    """The newest key that is published but not yet signing (None: no rotation under way).
+
+    keys: one domain's keys. A rotation's new key sorts after the active one; older inactive
+    keys are the ones a rotation left behind, waiting for `dkim retire`."""
+    active = next((key for key in keys if key.active), None)
+    floor = selector_order(active.selector) if active else ("", -1, "")
+    newer = [key for key in keys if not key.active and selector_order(key.selector) > floor]
+    return max(newer, key=lambda key: selector_order(key.selector), default=None)
+
+
+ACTIVE, PENDING, RETIRING = "active", "pending", "retiring"
+
+
+def key_states(keys: list[DkimKey]) -> dict[str, str]:
+    """{selector: state} for one domain's keys: the active one, a rotation's new key waiting
+    to take over (pending), and keys it replaced that are still published (retiring)."""
+    pending = pending_key(keys)
+    return {
+        key.selector: ACTIVE if key.active else PENDING if key == pending else RETIRING
+        for key in keys
+    }
+
+
+def create_rotation_key(root: Path, domain: str, now: datetime.datetime | None = None) -> DkimKey:
+    """A new key for the domain, published (it is on disk) but not signing yet."""
+    _check_domain(domain)
+    with _locked(root) as directory:
+        taken = {key.selector for key in load_keys(root) if key.domain == domain}
+        taken |= {read_selectors(root).get(domain, "")}
+        selector = next_selector(taken, now)
+        path = directory / key_file_name(domain, selector)
+        _generate(path)
+        return _public(domain, selector, path, active=False)
+
+
+def activate(root: Path, domain: str, selector: str) -> DkimKey:
+    """Make rspamd sign the domain's mail with this (existing) key from its next start."""
+    _check_domain(domain)
+    with _locked(root) as directory:
+        path = directory / key_file_name(domain, _checked_selector(selector))
+        if not path.exists():
+            raise UsageError(f"domain {domain} has no DKIM key with selector {selector}")
+        key = _public(domain, selector, path, active=True)
+        selectors = read_selectors(root)
+        selectors[domain] = selector
+        _write_selectors(root, selectors)
+        return key
+
+
+def retire(root: Path, domain: str, selector: str | None = None) -> list[DkimKey]:
+    """Delete the domain's old keys (older than the active one), or the one named.
+
+    The active key is never deleted; a key newer than the active one (a rotation not yet
+    switched) only when named."""
+    _check_domain(domain)
+    with _locked(root) as directory:
+        keys = [key for key in load_keys(root) if key.domain == domain]
+        active = next((key for key in keys if key.active), None)
+        if selector is not None:
+            _checked_selector(selector)
+            chosen = [key for key in keys if key.selector == selector]
+            if not chosen:
+                raise UsageError(f"domain {domain} has no DKIM key with selector {selector}")
+            if chosen[0].active:
+                raise UsageError(
+                    f"selector {selector} is the one {domain} signs with; it cannot be retired",
+                    hint=f"rotate first: mailstack dkim rotate {domain}",
+                )
+        else:
+            floor = selector_order(active.selector) if active else ("", -1, "")
+            chosen = [
+                key for key in keys if not key.active and selector_order(key.selector) < floor
+            ]
+            if not chosen:
+                raise UsageError(
+                    f"domain {domain} has no retired-but-published DKIM key to remove",
+                    hint="see mailstack dkim show " + domain,
+                )
+        for key in chosen:
+            (directory / key_file_name(domain, key.selector)).unlink()
+        return chosen
+
+
+def txt_strings_match(expected: DkimKey, answers: list[str]) -> bool:
+    """True when one TXT record (its strings joined) carries the key's public key."""
+    for answer in answers:
+        tags = {}
+        for part in answer.split(";"):
+            name, separator, value = part.partition("=")
+            if separator:
+                tags[name.strip()] = "".join(value.split())
+        if tags.get("v", "DKIM1") == "DKIM1" and tags.get("p") == expected.public_key:
+            return True
+    return False
+
+
+def _checked_selector(selector: str) -> str:
+    if not _SELECTOR.match(selector):
+        raise UsageError(
+            f"SELECTOR: {selector[:80]!r} is not a DKIM selector (letters, digits, '-')"
+        )
+    return selector
+
+
+def _generate(path: Path) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    atomic_write(path, pem, 0o600)
 
 
 def key_file_name(domain: str, selector: str) -> str:

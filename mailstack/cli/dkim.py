@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack import dkim
+from mailstack import dkim, dkim_rotation, lifecycle
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
@@ -15,6 +15,8 @@ from mailstack.errors import UsageError
 from mailstack.stackdir import StackDir
 
 dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
+# `rotate` made (or found) the new key but DNS does not show it yet: not an error, not done.
+EXIT_PENDING = 3
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +36,7 @@ def show(
     except ValueError as e:
         raise UsageError(f"DOMAIN: {name[:80]!r} {e}") from None
     keys = dkim.show(StackDir(directory).require().root, domain)
+    states = dkim.key_states(keys)
     if as_json:
         output.as_json(
             [
@@ -43,6 +46,7 @@ def show(
                     "key_type": key.key_type,
                     "bits": key.bits,
                     "active": key.active,
+                    "state": states[key.selector],
                     "record_name": key.record_name,
                     "txt": key.txt,
                     "zone_line": key.zone_line,
@@ -51,4 +55,57 @@ def show(
             ]
         )
         return
-    output.listing(keys, as_json_output=False)
+    for key in keys:
+        output.info(str(key))
+        if states[key.selector] == dkim.PENDING:
+            output.info(f"  a rotation waits for this record; then: mailstack dkim rotate {domain}")
+        elif states[key.selector] == dkim.RETIRING:
+            output.info(f"  replaced; when it is no longer needed: mailstack dkim retire {domain}")
+
+
+def _domain(name: str) -> str:
+    try:
+        return normalize_domain(name)
+    except ValueError as e:
+        raise UsageError(f"DOMAIN: {name[:80]!r} {e}") from None
+
+
+@dkim_app.command("rotate")
+@output.guarded
+def rotate(
+    name: Annotated[str, typer.Argument(metavar="DOMAIN", help="e.g. example.org (IDN ok)")],
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now", help="Switch signing at once, without waiting for the record in DNS."
+        ),
+    ] = False,
+    directory: StackDirOption = Path(),
+) -> None:
+    """New key and selector, published beside the old one; signing switches once it is in DNS.
+
+    Run it again to check again: exit code 3 while the new record is not visible yet."""
+    domain = _domain(name)
+    stack = lifecycle.Stack.load(directory)
+    result = dkim_rotation.rotate(stack, domain, now=now)
+    output.info(str(result))
+    if not result.switched:
+        raise typer.Exit(EXIT_PENDING)
+
+
+@dkim_app.command("retire")
+@output.guarded
+def retire(
+    name: Annotated[str, typer.Argument(metavar="DOMAIN", help="e.g. example.org (IDN ok)")],
+    selector: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SELECTOR]", help="Only this key (default: every key older than the active)."
+        ),
+    ] = None,
+    directory: StackDirOption = Path(),
+) -> None:
+    """Delete old DKIM keys after a rotation; the active key is never retired."""
+    domain = _domain(name)
+    stack = lifecycle.Stack.load(directory)
+    output.info(str(dkim_rotation.retire(stack, domain, selector)))

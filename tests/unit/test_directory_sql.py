@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -11,48 +10,9 @@ import pytest
 from mailstack import directory
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.passwords import hash_password
+from tests.unit.fakes import FakeDb
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
-
-
-@dataclass
-class Call:
-    service: str
-    argv: list[str]
-    stdin: str
-    user: str | None
-
-
-@dataclass
-class FakeDb:
-    """Stands in for Compose.exec: records each psql call, answers with canned CSV."""
-
-    answers: list[bytes] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    fail_on: str | None = None
-
-    def exec(
-        self,
-        service: str,
-        argv: list[str],
-        *,
-        input: bytes | None = None,  # mirrors Compose.exec
-        user: str | None = None,
-        timeout: float = 60,
-    ) -> bytes:
-        stdin = (input or b"").decode()
-        self.calls.append(Call(service, argv, stdin, user))
-        if self.fail_on and self.fail_on in stdin:
-            raise ExternalCommandFailed("docker compose exec (exit 3)", "ERROR: boom")
-        return self.answers.pop(0) if self.answers else b""
-
-    def variables(self, call: int = -1) -> dict[str, str]:
-        found = {}
-        for argument in self.calls[call].argv:
-            if argument.startswith("--set="):
-                name, _, value = argument.removeprefix("--set=").partition("=")
-                found[name] = value
-        return found
 
 
 def test_domain_value_travels_as_a_variable_not_in_the_sql() -> None:
