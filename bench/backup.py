@@ -1,0 +1,181 @@
+"""Measure backups: full, incremental after ~1% change, full restore, and `tar | zstd` beside.
+
+Usage (as root, on a host prepared by scripts/setup-host.sh; needs zstd for the reference):
+    .venv/bin/python bench/backup.py [--size-mib 1024] [--keep]
+
+A synthetic mail store (maildir layout, sizes like real mail: mostly 2 to 60 KB, a few MB-sized
+attachments; random bytes, because mail_crypt makes stored mail incompressible) is written
+into a Docker volume of its own. The backup engine is the one `mailstack backup` runs: the
+backup image through mailstack.backup.Repository, with the same container options and
+mount layout. The reference is mailcow's approach: a plain `tar | zstd` of the same volume.
+Prints one figure per line; everything it made is removed at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mailstack import backup
+
+PROJECT = "mailstack-bench-backup"
+MIB = 1024 * 1024
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def volume(name: str) -> Path:
+    docker("volume", "create", name)
+    return Path(docker("volume", "inspect", "--format", "{{.Mountpoint}}", name))
+
+
+def fill(root: Path, size: int, rng: random.Random) -> tuple[int, int]:
+    """A maildir tree of about `size` bytes; returns (files, bytes)."""
+    sizes = [2_000, 4_000, 8_000, 15_000, 30_000, 60_000, 120_000, 2_000_000]
+    weights = [20, 20, 20, 15, 10, 8, 5, 2]
+    written = files = 0
+    while written < size:
+        user = f"user{files % 40:02d}"
+        folder = ("cur", ".Archive/cur", ".Sent/cur")[files % 3]
+        directory = root / "example.test" / user / "Maildir" / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        length = rng.choices(sizes, weights)[0]
+        (directory / f"{1700000000 + files}.M{files}P1.bench,S={length}:2,S").write_bytes(
+            os.urandom(length)
+        )
+        written += length
+        files += 1
+    return files, written
+
+
+def change_one_percent(root: Path, total: int, rng: random.Random) -> int:
+    """New mail worth ~1% of the store, and ~0.1% deleted (expunged); returns bytes added."""
+    added = 0
+    inbox = root / "example.test" / "user00" / "Maildir" / "new"
+    inbox.mkdir(parents=True, exist_ok=True)
+    number = 0
+    while added < total // 100:
+        length = rng.choice([4_000, 15_000, 60_000])
+        (inbox / f"1800000000.M{number}P2.bench").write_bytes(os.urandom(length))
+        added += length
+        number += 1
+    victims = sorted(root.rglob("*.bench,S=*"))[: max(1, number // 10)]
+    for path in victims:
+        path.unlink()
+    return added
+
+
+def timed(work: Callable[[], object]) -> float:
+    started = time.monotonic()
+    work()
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--keep", action="store_true")
+    options = parser.parse_args()
+    rng = random.Random(6)
+    scratch = Path(tempfile.mkdtemp(prefix="mailstack-bench-backup-"))
+    mail_volume = f"{PROJECT}_mail"
+    restored_volume = f"{PROJECT}_restored"
+    password = scratch / "password"
+    password.write_text("bench-only-password\n")
+    password.chmod(0o600)
+    repo = scratch / "repo"
+    repo.mkdir()
+    repository = backup.Repository(
+        image=backup.ensure_image(None),
+        target=backup.parse_target(str(repo)),
+        password_file=password,
+        name=f"{PROJECT}-job",
+        cache_volume=f"{PROJECT}-cache",
+    )
+    mounts = [backup.Mount(mail_volume, f"{backup.VOLUMES_PATH}/mail")]
+    try:
+        files, size = fill(volume(mail_volume), options.size_mib * MIB, rng)
+        print(f"mail store: {files} files, {size / MIB:.0f} MiB")
+        repository.run(["init"])
+        run = [*backup.backup_args("bench"), "--quiet"]  # what `backup create` runs
+
+        def backup_once() -> dict[str, int]:
+            output = repository.run(run, mounts)
+            lines = [json.loads(line) for line in output.decode().splitlines() if line]
+            summary: dict[str, int] = lines[-1]
+            return summary
+
+        holder: dict[str, dict[str, int]] = {}
+        full = timed(lambda: holder.setdefault("full", backup_once()))
+        stored_full = backup.repository_size(repository)
+        print(
+            f"full backup: {full:.1f}s, {size / MIB / full:.0f} MiB/s, repository {stored_full / MIB:.0f} MiB"
+        )
+        added = change_one_percent(
+            Path(docker("volume", "inspect", "--format", "{{.Mountpoint}}", mail_volume)), size, rng
+        )
+        incremental = timed(lambda: holder.setdefault("incremental", backup_once()))
+        stored_after = backup.repository_size(repository)
+        print(
+            f"incremental after {added / MIB:.1f} MiB new mail (~1%): {incremental:.1f}s "
+            f"({100 * incremental / full:.1f}% of the full run), "
+            f"{holder['incremental'].get('data_added', 0) / MIB:.1f} MiB added, repository +"
+            f"{(stored_after - stored_full) / MIB:.1f} MiB"
+        )
+        volume(restored_volume)
+        restore = timed(
+            lambda: repository.run(
+                ["restore", "latest", "--target", "/restore"],
+                [backup.Mount(restored_volume, f"/restore{backup.VOLUMES_PATH}/mail", False)],
+            )
+        )
+        print(f"full restore: {restore:.1f}s, {size / MIB / restore:.0f} MiB/s")
+        source = docker("volume", "inspect", "--format", "{{.Mountpoint}}", mail_volume)
+        archive = scratch / "mail.tar.zst"
+
+        def tar_zstd() -> None:
+            with archive.open("wb") as out:
+                tar = subprocess.Popen(
+                    ["tar", "-C", source, "-cf", "-", "."], stdout=subprocess.PIPE
+                )
+                subprocess.run(
+                    ["zstd", "-q", "-T0", "-3", "-c"], stdin=tar.stdout, stdout=out, check=True
+                )
+                tar.wait()
+
+        reference = timed(tar_zstd)
+        print(
+            f"tar | zstd of the same store (mailcow's approach): {reference:.1f}s, "
+            f"{size / MIB / reference:.0f} MiB/s, {archive.stat().st_size / MIB:.0f} MiB; "
+            f"a second run would take as long and store as much again"
+        )
+        print(
+            f"ratios: restic full / tar|zstd = {full / reference:.2f}; incremental / full = "
+            f"{incremental / full:.3f}; incremental / tar|zstd = {incremental / reference:.3f}"
+        )
+    finally:
+        if not options.keep:
+            for name in (mail_volume, restored_volume, f"{PROJECT}-cache"):
+                subprocess.run(
+                    ["docker", "volume", "rm", "--force", name], capture_output=True, check=False
+                )
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""Backups without Docker: targets, the restic container's command line, error lines, the
+daily timer's units, --only, the mail inventory, and the password made at init."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mailstack import backup, schedule
+from mailstack.cli.main import app
+from mailstack.config import validate_config
+from mailstack.errors import ConfigError, MailstackError, UsageError
+
+runner = CliRunner()
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0ZXN0a2V5bWFpbHN0YWNrYmFja3VwdGVzdA"
+
+
+def config(**backup_section: object) -> object:
+    return validate_config(
+        {"hostname": "mail.example.org", "domain": "example.org", "backup": backup_section}
+    )
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+def test_a_local_path_is_mounted_as_the_repository() -> None:
+    target = backup.parse_target("/srv/backups/mail")
+    assert (target.kind, target.repository, target.path) == ("local", "/repo", "/srv/backups/mail")
+
+
+def test_sftp_and_s3_targets_become_restic_repositories() -> None:
+    sftp = backup.parse_target("sftp://backup@vault.example.org:2222/srv/mail")
+    assert sftp.repository == "sftp:backup@vault.example.org:/srv/mail"
+    assert (sftp.host, sftp.port, sftp.user) == ("vault.example.org", 2222, "backup")
+    assert backup.parse_target("sftp://b@vault.example.org/x").port == 22
+    s3 = backup.parse_target("s3://s3.example.org/bucket/mail")
+    assert s3.repository == "s3:https://s3.example.org/bucket/mail"
+    local_s3 = backup.parse_target("s3+http://127.0.0.1:9000/bucket")
+    assert local_s3.repository == "s3:http://127.0.0.1:9000/bucket"
+
+
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [
+        ("backups/mail", "is not a backup target"),
+        ("ftp://host.example.org/x", "is not a backup target"),
+        ("sftp://vault.example.org/x", "needs a user"),
+        ("s3://key@s3.example.org/bucket", "no user@ part"),
+        ("/srv/back;ups", "is not a plain path"),
+        ("sftp://u@vault.example.org/x\nExecStart=/bin/sh", "control character"),
+        ("sftp://u@-bad-.example.org/x", "is not a host name"),
+    ],
+)
+def test_bad_targets_are_refused_with_one_line(target: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config(target=target, ssh_host_key=HOST_KEY, s3_access_key_id="AKIAEXAMPLE")
+    assert raised.value.message.startswith("mailstack.yaml: backup.target: ")
+    assert allowed in raised.value.message
+
+
+def test_remote_targets_need_their_credentials_named() -> None:
+    with pytest.raises(ConfigError, match="needs ssh_host_key"):
+        config(target="sftp://u@vault.example.org/x")
+    with pytest.raises(ConfigError, match="needs s3_access_key_id"):
+        config(target="s3://s3.example.org/bucket")
+    with pytest.raises(ConfigError, match="is not an SSH public host key"):
+        config(target="sftp://u@vault.example.org/x", ssh_host_key="ssh-dss AAAA")
+    with pytest.raises(ConfigError, match="is not a time of day"):
+        config(schedule_time="25:00")
+
+
+def test_a_local_target_inside_the_stack_directory_is_refused(tmp_path: Path) -> None:
+    settings = config(target=str(tmp_path / "stack" / "backups"))
+    with pytest.raises(UsageError, match="is inside the stack directory"):
+        backup.repository_for(tmp_path / "stack", settings.backup, "mail", None)  # type: ignore[attr-defined]
+
+
+# --- the container's command line ------------------------------------------------------------
+
+
+def repository(target: str, tmp_path: Path, **extra: object) -> backup.Repository:
+    return backup.Repository(
+        image="mailstack/backup:test",
+        target=backup.parse_target(target),
+        password_file=tmp_path / "secrets" / "backup_password",
+        name="mail-backup-job",
+        cache_volume="mail-backup-cache",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_the_password_reaches_restic_as_a_read_only_file_never_in_argv(tmp_path: Path) -> None:
+    argv = repository("/srv/backups", tmp_path).docker_argv(
+        [backup.Mount("mail_mail", "/backup/volumes/mail")]
+    )
+    text = shlex.join(argv)
+    assert f"{tmp_path}/secrets/backup_password:/run/secrets/backup_password:ro" in argv
+    assert "RESTIC_PASSWORD_FILE=/run/secrets/backup_password" in argv
+    assert "RESTIC_PASSWORD=" not in text
+    # A local repository needs no network; the data volumes are mounted read-only.
+    assert argv[argv.index("--network") + 1] == "none"
+    assert "mail_mail:/backup/volumes/mail:ro" in argv
+    assert "/srv/backups:/repo" in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert "no-new-privileges:true" in argv
+
+
+def test_sftp_jobs_check_the_host_key_strictly(tmp_path: Path) -> None:
+    remote = repository("sftp://backup@vault.example.org:2222/srv/mail", tmp_path)
+    argv = remote.docker_argv()
+    command = remote.restic_args(["snapshots"])
+    assert argv[argv.index("--network") + 1] == "host"
+    assert command[0] == "-o" and command[-1] == "snapshots"
+    assert "StrictHostKeyChecking=yes" in command[1] and "BatchMode=yes" in command[1]
+    assert "-p 2222 backup@vault.example.org -s sftp" in command[1]
+
+
+# --- error lines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "code", "expected"),
+    [
+        ("Fatal: wrong password or no key found\n", 1, "wrong password for the backup repository"),
+        (
+            "Fatal: unable to open config file: stat /repo/config: no such file\n"
+            "Is there a repository at the following location?\n/repo\n",
+            1,
+            "no backup repository at",
+        ),
+        (
+            "Fatal: unable to save snapshot: write /repo/data/x: no space left on device\n",
+            1,
+            "is full (no space left on device)",
+        ),
+        (
+            "subprocess ssh: ssh: connect to host 127.0.0.1 port 2: Connection refused\n"
+            "Fatal: unable to open repository at sftp:u@h:/x: unable to start the sftp session\n",
+            1,
+            "is unreachable",
+        ),
+        (
+            "Pack ID does not match, want 34, got a3\nFatal: repository contains errors\n",
+            1,
+            "is damaged",
+        ),
+        ("", 137, "was interrupted"),
+    ],
+)
+def test_restic_failures_become_one_clear_line(output: str, code: int, expected: str) -> None:
+    error = backup.explain_failure("restic check", code, output, backup.parse_target("/srv/b"))
+    assert expected in error.message
+    assert "\n" not in error.message
+    assert isinstance(error, MailstackError)
+
+
+def test_a_missing_repository_is_its_own_error_kind() -> None:
+    error = backup.explain_failure(
+        "restic cat config",
+        1,
+        "Is there a repository at the following location?",
+        backup.parse_target("/srv/b"),
+    )
+    assert isinstance(error, backup.RepositoryMissing)
+
+
+# --- restore's --only, the inventory ---------------------------------------------------------
+
+
+def test_only_takes_parts_and_mailboxes() -> None:
+    parts, mailboxes = backup.parse_only(["mail", "db", "Joe@Example.ORG", "mail"])
+    assert parts == ("mail", "db")
+    assert mailboxes == ("Joe@example.org",)
+    with pytest.raises(UsageError, match="--only: 'everything' is not mail, db, config"):
+        backup.parse_only(["everything"])
+
+
+def test_the_mail_inventory_counts_messages_per_mailbox(tmp_path: Path) -> None:
+    home = tmp_path / "example.org" / "joe" / "Maildir"
+    for folder, count in (("cur", 2), ("new", 1), (".Archive/cur", 3)):
+        (home / folder).mkdir(parents=True)
+        for number in range(count):
+            (home / folder / f"{number}.mail").write_bytes(b"x" * 10)
+    (home / "dovecot.index").write_bytes(b"not a message")
+    assert backup.inventory_of(tmp_path) == {"joe@example.org": (6, 60)}
+
+
+# --- the daily timer -------------------------------------------------------------------------
+
+
+def test_the_timer_runs_daily_in_the_stack_time_zone_and_catches_up(tmp_path: Path) -> None:
+    settings = validate_config(
+        {
+            "hostname": "mail.example.org",
+            "domain": "example.org",
+            "timezone": "Europe/Berlin",
+            "backup": {"schedule_time": "02:15"},
+        }
+    )
+    result = schedule.install(tmp_path / "my stack", settings, tmp_path)
+    timer = (tmp_path / "mailstack-backup-mailstack.timer").read_text()
+    service = (tmp_path / "mailstack-backup-mailstack.service").read_text()
+    assert "OnCalendar=*-*-* 02:15:00 Europe/Berlin" in timer
+    assert "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    assert "Type=oneshot" in service
+    commands = [
+        shlex.split(line.removeprefix("ExecStart="))
+        for line in service.splitlines()
+        if line.startswith("ExecStart=")
+    ]
+    assert commands[0][1:] == [
+        "-m", "mailstack", "backup", "create", "--tag", "daily", "--dir", str(tmp_path / "my stack"),
+    ]  # fmt: skip
+    assert commands[1][3:5] == ["backup", "prune"]
+    assert not result.activated  # a unit directory of our own: systemd is not told
+    removed = schedule.remove(settings, tmp_path)
+    assert len(removed.units) == 2 and not list(tmp_path.glob("*.timer"))
+
+
+def test_systemd_quoting_keeps_specifiers_and_quotes_literal() -> None:
+    assert schedule.systemd_quote('/srv/50% "mail" $HOME\\x') == (
+        '"/srv/50%% \\"mail\\" $$HOME\\\\x"'
+    )
+
+
+# --- the password --------------------------------------------------------------------------
+
+
+def test_init_makes_the_backup_password_once_and_says_to_store_it(stack_root: Path) -> None:
+    args = ["init", "--non-interactive", "--hostname", "mail.example.test"]
+    args += ["--domain", "example.test", "--dir", str(stack_root)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    secret = stack_root / "secrets" / "backup_password"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert "store this elsewhere" in first.output
+    assert secret.read_text().strip() not in first.output
+    kept = secret.read_bytes()
+    again = runner.invoke(app, [*args, "--force"])
+    assert again.exit_code == 0 and "store this elsewhere" not in again.output
+    assert secret.read_bytes() == kept
+
+
+def test_a_bad_tag_is_refused_before_anything_runs(stack_root: Path) -> None:
+    args = ["init", "--non-interactive", "--hostname", "mail.example.test"]
+    runner.invoke(app, [*args, "--domain", "example.test", "--dir", str(stack_root)])
+    result = runner.invoke(app, ["backup", "create", "--tag", "bad tag;", "--dir", str(stack_root)])
+    assert result.exit_code == 2
+    assert "--tag: 'bad tag;' is not a tag" in result.output
+
+
+def test_recovery_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "mailstack.yaml").write_text("hostname: x\n")
+    source = backup.Source(target="/srv/backups", password="secret")
+    with pytest.raises(UsageError, match="is not empty"):
+        backup.recover(source, tmp_path / "stack")
+    assert (tmp_path / "stack" / "mailstack.yaml").read_text() == "hostname: x\n"
+
+
+def test_recovery_from_sftp_needs_the_key_and_the_host_key(tmp_path: Path) -> None:
+    source = backup.Source(target="sftp://backup@vault.example.org/srv/mail", password="secret")
+    with pytest.raises(UsageError, match="needs --ssh-key and --ssh-host-key"):
+        backup.recover(source, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_restore_command_names_an_unreadable_password_file(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["restore", "--from", "/srv/backups", "--dir", str(tmp_path / "new"),
+         "--password-file", str(tmp_path / "missing")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--password-file:" in result.output and "cannot be read" in result.output
