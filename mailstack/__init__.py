@@ -1,8 +1,5 @@
 """mailstack: one small operator file to a complete, hardened mail stack."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("mailstack")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+# The one place the version lives (pyproject.toml reads it): a stack records the version
+# that rendered it, and `mailstack update` moves it to this one.
+__version__ = "0.1.0"

@@ -1,0 +1,325 @@
+"""`mailstack update` between two real versions of the project, on its own running stack.
+
+The old version is this checkout; the new one is a copy of it with a version bump, a changed
+Postfix template, a changed postfix image and a schema migration. A third copy breaks the
+dovecot image's healthcheck. Each runs as `python -m mailstack` from its own tree.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import imaplib
+import json
+import os
+import shutil
+import signal
+import smtplib
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
+
+REPO = Path(__file__).resolve().parents[2]
+OLD_VERSION = "0.1.0"
+NEW_VERSION = "0.1.1"
+PROJECT = f"mailstack-e2e-update{SLOT or ''}"
+# Beside the session stack's ports: each shifted by 5, which no port of a slot uses.
+UPDATE_PORTS = {name: port + 5 for name, port in PORTS.items()}
+SUBNETS = (
+    ("172.29.92.0/24", "172.29.93.0/24")
+    if SLOT == 0
+    else (f"172.31.{2 * SLOT}.0/24", f"172.31.{2 * SLOT + 1}.0/24")
+)
+MAIN_CF = "config/postfix/main.cf"
+TEMPLATE_LINE = "smtpd_error_sleep_time = 1s"
+NEW_TEMPLATE_LINE = "smtpd_error_sleep_time = 2s"
+PASSWORD = "Correct-horse-42-battery"
+
+
+def _version_tree(root: Path, version: str, *, broken_dovecot: bool = False) -> Path:
+    """A copy of the project at `version`, changed the way a release changes things."""
+    shutil.copytree(
+        REPO,
+        root,
+        ignore=shutil.ignore_patterns(".git", ".venv", "stack", "__pycache__", "*.pyc", "tests"),
+    )
+    init = root / "mailstack" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{OLD_VERSION}"', f'"{version}"'))
+    template = root / "templates" / MAIN_CF
+    assert TEMPLATE_LINE in template.read_text()
+    template.write_text(template.read_text().replace(TEMPLATE_LINE, NEW_TEMPLATE_LINE))
+    with (root / "compose" / "postfix" / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write(f'\nLABEL org.mailstack.test-release="{version}"\n')
+    (root / "mailstack" / "migrations" / "0099_update_test.sql").write_text(
+        "CREATE TABLE update_test (note text NOT NULL);\n"
+        "INSERT INTO update_test VALUES ('added by the update');\n"
+    )
+    if broken_dovecot:
+        healthcheck = root / "compose" / "dovecot" / "healthcheck"
+        healthcheck.unlink()
+        healthcheck.write_text(
+            "#!/bin/sh\n# A release whose dovecot never becomes healthy.\nexit 1\n"
+        )
+        healthcheck.chmod(0o755)
+    return root
+
+
+@dataclass
+class UpdateStack:
+    root: Path
+    new_tree: Path
+    broken_tree: Path
+    mailbox: str = ""
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "--project-name", PROJECT, "--project-directory",
+             str(self.root), "--file", str(self.root / "compose.yaml"), *args],
+            capture_output=True, text=True, timeout=300, check=check,
+        )  # fmt: skip
+
+    def run(
+        self, tree: Path, *args: str, timeout: float = 1200
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m mailstack ARGS --dir ROOT` from a version tree (its package wins)."""
+        return subprocess.run(
+            [sys.executable, "-m", "mailstack", *args, "--dir", str(self.root)],
+            cwd=tree, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def manifest_version(self) -> str:
+        return str(json.loads((self.root / ".mailstack" / "manifest.json").read_text())["version"])
+
+    def started_at(self) -> dict[str, str]:
+        ids = self.compose("ps", "--quiet").stdout.split()
+        out = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Name}} {{.State.StartedAt}}", *ids],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return dict(line.split(" ", 1) for line in out.splitlines())
+
+    def image_of(self, service: str) -> str:
+        container = self.compose("ps", "--quiet", service).stdout.strip()
+        return subprocess.run(
+            ["docker", "inspect", "--format", "{{.Config.Image}}", container],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    def postconf(self, name: str) -> str:
+        return self.compose("exec", "-T", "postfix", "postconf", "-h", name).stdout.strip()
+
+    def tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.root / "tls" / "ca.pem"))
+        context.check_hostname = False
+        return context
+
+    def subjects(self) -> list[str]:
+        with imaplib.IMAP4_SSL("127.0.0.1", UPDATE_PORTS["imaps"], ssl_context=self.tls()) as imap:
+            imap.login(self.mailbox, PASSWORD)
+            imap.select("INBOX", readonly=True)
+            _, found = imap.search(None, "ALL")
+            subjects = []
+            for number in found[0].split():
+                _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                raw = data[0][1]
+                assert isinstance(raw, bytes)
+                subjects.append(raw.decode().split(":", 1)[1].strip())
+            return subjects
+
+
+@pytest.fixture(scope="module")
+def update_stack(
+    tmp_path_factory: pytest.TempPathFactory, egress_guard: None
+) -> Iterator[UpdateStack]:
+    base = tmp_path_factory.mktemp("update")
+    root = base / "stack"
+    mailstack(
+        "init", "--non-interactive", "--sandbox", "--bind", "127.0.0.1",
+        "--hostname", HOSTNAME, "--domain", DOMAIN, "--dir", str(root),
+    )  # fmt: skip
+    config_path = root / "mailstack.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["project"] = PROJECT
+    config["features"]["antivirus"] = False
+    config["network"]["frontend_subnet"], config["network"]["backend_subnet"] = SUBNETS
+    config["network"]["ports"] = dict(UPDATE_PORTS)
+    config["backup"]["target"] = str(base / "backups")
+    # The steady sender below is one client sending five messages a second.
+    limits = config.setdefault("policy", {}).setdefault("rate_limits", {})
+    limits.update(client_connections_per_minute=0, client_ip_burst=0)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    stack = UpdateStack(
+        root,
+        _version_tree(base / "new", NEW_VERSION),
+        _version_tree(base / "broken", NEW_VERSION, broken_dovecot=True),
+    )
+    mailstack("render", "--dir", str(root))
+    stack.compose("down", "--volumes", "--remove-orphans", check=False)
+    try:
+        mailstack("up", "--dir", str(root), "--timeout", "400")
+        stack.mailbox = f"steady-{uuid.uuid4().hex[:8]}@{DOMAIN}"
+        mailstack("mailbox", "add", stack.mailbox, "--password-stdin", "--dir", str(root),
+                  stdin=PASSWORD + "\n")  # fmt: skip
+        yield stack
+    finally:
+        if sys.exc_info()[0] is not None:
+            sys.stderr.write(
+                stack.compose("logs", "--no-color", "--tail", "40", check=False).stdout
+            )
+        stack.compose("down", "--volumes", "--remove-orphans", check=False)
+
+
+def test_a_conflicting_edit_stops_the_update_before_any_restart(update_stack: UpdateStack) -> None:
+    main_cf = update_stack.root / MAIN_CF
+    original = main_cf.read_bytes()
+    edited = original.replace(TEMPLATE_LINE.encode(), b"smtpd_error_sleep_time = 3s")
+    main_cf.write_bytes(edited)
+    before = update_stack.started_at()
+    try:
+        result = update_stack.run(update_stack.new_tree, "update", "--skip-backup")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert MAIN_CF in result.stderr and "before touching the running stack" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert main_cf.read_bytes() == edited  # the operator's file, untouched
+        assert (update_stack.root / (MAIN_CF + ".mailstack-merge")).exists()
+        assert update_stack.started_at() == before  # nothing restarted
+        assert update_stack.manifest_version() == OLD_VERSION
+        # Postfix copies its config at start: still the value from before, nothing reloaded.
+        assert update_stack.postconf("smtpd_error_sleep_time") == "1s"
+        assert not (update_stack.root / ".mailstack" / "update").exists()
+    finally:
+        main_cf.write_bytes(original)
+        (update_stack.root / (MAIN_CF + ".mailstack-merge")).unlink(missing_ok=True)
+
+
+def test_b_a_new_image_that_never_gets_healthy_is_rolled_back(update_stack: UpdateStack) -> None:
+    old_dovecot = update_stack.image_of("dovecot")
+    result = update_stack.run(
+        update_stack.broken_tree, "update", "--skip-backup", "--health-timeout", "40"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "dovecot" in output and "rolled back" in output, output
+    assert update_stack.manifest_version() == OLD_VERSION
+    assert update_stack.image_of("dovecot") == old_dovecot
+    assert update_stack.postconf("smtpd_error_sleep_time") == "1s"
+    status = update_stack.run(REPO, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    _send(update_stack, "after rollback")
+    _wait_for(update_stack, ["after rollback"])
+
+
+@dataclass
+class _SteadySender:
+    """An outside MTA delivering one message every 200 ms, retrying on 4xx and on
+    connection errors as a real MTA would, until stopped."""
+
+    stack: UpdateStack
+    sent: list[str] = field(default_factory=list)
+    retries: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        number = 0
+        while not self.stop.is_set():
+            subject = f"steady {number:04d}"
+            while True:
+                try:
+                    _send(self.stack, subject)
+                    break
+                except (OSError, smtplib.SMTPException) as e:
+                    if isinstance(e, smtplib.SMTPResponseException) and e.smtp_code >= 500:
+                        raise
+                    self.retries += 1
+                    time.sleep(0.5)
+            self.sent.append(subject)
+            number += 1
+            time.sleep(0.2)
+
+
+def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: UpdateStack) -> None:
+    main_cf = update_stack.root / MAIN_CF
+    main_cf.write_text(
+        main_cf.read_text() + "\n# the operator's own line\ndelay_warning_time = 4h\n"
+    )
+    sender = _SteadySender(update_stack)
+    thread = threading.Thread(target=sender.run, daemon=True)
+    thread.start()
+    try:
+        state_file = update_stack.root / ".mailstack" / "update" / "state.json"
+        first = subprocess.Popen(
+            [sys.executable, "-m", "mailstack", "update", "--dir", str(update_stack.root)],
+            cwd=update_stack.new_tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and first.poll() is None:
+            if state_file.exists() and '"step": "recreate"' in state_file.read_text():
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the update ended before it could be killed"
+        os.killpg(first.pid, signal.SIGKILL)  # power loss: no cleanup of any kind
+        first.wait()
+        assert state_file.exists()
+
+        result = update_stack.run(update_stack.new_tree, "update")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "rolled back the interrupted update" in output, output
+        assert f"updated from {OLD_VERSION} to {NEW_VERSION}" in output, output
+        assert "mail round trip" in output, output
+        print(output)
+    finally:
+        sender.stop.set()
+        thread.join(timeout=60)
+    assert update_stack.manifest_version() == NEW_VERSION
+    # The template's change and the operator's line are both in force.
+    assert update_stack.postconf("smtpd_error_sleep_time") == "2s"
+    assert update_stack.postconf("delay_warning_time") == "4h"
+    assert update_stack.image_of("postfix").endswith(f":{NEW_VERSION}")
+    migrated = update_stack.compose(
+        "exec", "-T", "--user", "postgres", "db", "psql", "-tA", "-d", "mail",
+        "-c", "SELECT note FROM update_test",
+    )  # fmt: skip
+    assert migrated.stdout.strip() == "added by the update"
+    snapshots = update_stack.run(update_stack.new_tree, "backup", "list", "--json")
+    assert f"pre-update-{OLD_VERSION}-{NEW_VERSION}" in snapshots.stdout, snapshots.stdout
+    # Every message the steady sender handed over is in the mailbox exactly once.
+    assert len(sender.sent) > 20
+    received = _wait_for(update_stack, sender.sent)
+    duplicates = sorted({s for s in received if received.count(s) > 1})
+    assert duplicates == [], duplicates
+    print(f"steady sender: {len(sender.sent)} messages, {sender.retries} retries")
+
+
+def _send(stack: UpdateStack, subject: str) -> None:
+    message = (
+        f"From: someone@sender.example\r\nTo: {stack.mailbox}\r\nSubject: {subject}\r\n"
+        f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{uuid.uuid4().hex}@sender.example>\r\n"
+        "\r\nsent while the stack is updated\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", UPDATE_PORTS["smtp"], timeout=30) as smtp:
+        smtp.ehlo("mx.sender.example")
+        smtp.sendmail("someone@sender.example", [stack.mailbox], message.encode())
+
+
+def _wait_for(stack: UpdateStack, subjects: list[str], timeout: float = 180) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        received = stack.subjects()
+        missing = set(subjects) - set(received)
+        if not missing:
+            return received
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} message(s) never arrived: {sorted(missing)[:5]}")
+        time.sleep(2)
