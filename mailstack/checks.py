@@ -11,8 +11,9 @@ from mailstack.errors import ExternalCommandFailed, UsageError
 # Every image ships /usr/local/bin/check-config: it installs the mounted config exactly as the
 # entrypoint does and runs the daemon's own checker (postgres -C and a scratch server, redis
 # started on a scratch socket, unbound-checkconf, clamd/freshclam, rspamadm configtest,
-# doveconf -n, postfix check and postconf -n, nginx -t). Services the stack does not run
-# (clamav without features.antivirus, sink outside sandbox mode) are skipped.
+# doveconf -n, postfix check and postconf -n, nginx -t, php -l and php-fpm -t). Services the
+# stack does not run (clamav without features.antivirus, sink outside sandbox mode, webmail
+# without features.webmail) are skipped.
 CHECKED_SERVICES = (
     "db",
     "redis",
@@ -23,6 +24,9 @@ CHECKED_SERVICES = (
     "postfix",
     "sink",
     "front",
+    "bans",
+    "mta-sts",
+    "webmail",
 )
 CHECKER = "/usr/local/bin/check-config"
 
@@ -31,7 +35,7 @@ CHECKER_ARGUMENTS: dict[str, tuple[str, ...]] = {"sink": ("sink",)}
 
 # A throwaway container would get the service's fixed address, taken while the service runs:
 # check inside the running container then (its check mode installs nothing over live files).
-FIXED_ADDRESS = frozenset({"resolver"})
+FIXED_ADDRESS = frozenset({"resolver", "webmail", "dovecot"})
 
 # Where a daemon reads a copy of a generated file (container prefix → stack prefix). The
 # copies keep the line numbers: overrides are appended after them (postfix comments out the
@@ -64,9 +68,12 @@ _LOCATIONS = (
     re.compile(r"line (?P<line>\d+) of configuration file \"" + _PATH + '"'),
     # FILE:N (unbound, nginx, UCL, clamd, redis, the check scripts' own notes),
     # FILE, line N (postconf), FILE: line N (master.cf), FILE: line: N (UCL),
-    # FILE line N (doveconf), "FILE" line N and "FILE" at end of line N (PostgreSQL).
+    # FILE line N (doveconf), "FILE" line N and "FILE" at end of line N (PostgreSQL),
+    # FILE on line N (PHP).
     re.compile(
-        '"?' + _PATH + r'"?(?::\s*line:?\s+|,\s*line\s+|\s+(?:at end of\s+)?line\s+|:)(?P<line>\d+)'
+        '"?'
+        + _PATH
+        + r'"?(?::\s*line:?\s+|,\s*line\s+|\s+(?:at end of\s+|on\s+)?line\s+|:)(?P<line>\d+)'
     ),
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,6 +29,14 @@ from pydantic import (
 )
 
 from mailstack.errors import ConfigError
+from mailstack.mailauth import MTA_STS_MAX_MAX_AGE, PolicySyntaxError, parse_spf
+from mailstack.units import (
+    MAX_QUOTA_BYTES,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 CONFIG_FILE = "mailstack.yaml"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -37,6 +47,15 @@ _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_BACKUP_URL = re.compile(
+    r"^(?P<scheme>sftp|s3|s3\+http)://(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
+    r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>/[A-Za-z0-9._/~+-]*)$"
+)
+_SSH_KEY_TYPES = (
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
+)  # fmt: skip
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 # Attachment types refused by default: executables, scripts, shortcuts, disk images and
 # Office formats that carry macros; also when they are inside an archive.
@@ -150,6 +169,15 @@ def check_project(value: str) -> str:
     return value
 
 
+def check_feed_url(value: str) -> str:
+    reject_unsafe_text(value, limit=500)
+    parsed = urllib.parse.urlsplit(value)
+    local = parsed.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parsed.hostname or not (parsed.scheme == "https" or (parsed.scheme == "http" and local)):
+        raise ValueError("is not an https:// URL (http:// only on the loopback address)")
+    return value
+
+
 def normalize_extension(value: str) -> str:
     """A file name extension, lower case, without the dot ("EXE" and ".exe" become "exe")."""
     reject_unsafe_text(value, limit=32)
@@ -166,6 +194,58 @@ def check_registry(value: str) -> str:
     return value
 
 
+def check_backup_target(value: str) -> str:
+    """A local absolute path, sftp://user@host[:port]/path or s3[+http]://host[:port]/bucket."""
+    reject_unsafe_text(value, limit=1024)
+    if value.startswith("/"):
+        return check_absolute_path(value)
+    match = _BACKUP_URL.match(value)
+    if not match:
+        raise ValueError(
+            "is not a backup target (an absolute path, sftp://user@host[:port]/path or "
+            "s3://host[:port]/bucket[/prefix])"
+        )
+    host = match["host"].removeprefix("[").removesuffix("]")
+    if not _is_ip(host):
+        try:
+            normalize_domain(host)
+        except ValueError:
+            raise ValueError(f"is not a backup target ({host!r} is not a host name)") from None
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("is not a backup target (the port is not 1–65535)")
+    if match["scheme"] == "sftp" and not match["user"]:
+        raise ValueError("is not an sftp target (needs a user: sftp://user@host/path)")
+    if match["scheme"] != "sftp" and match["user"]:
+        raise ValueError("is not an s3 target (no user@ part; the key id is s3_access_key_id)")
+    return value
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_ssh_host_key(value: str) -> str:
+    reject_unsafe_text(value, limit=16384)
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES or not _BASE64.match(parts[1]):
+        raise ValueError(
+            'is not an SSH public host key ("ssh-ed25519 AAAA…"; types: '
+            + ", ".join(_SSH_KEY_TYPES)
+            + ")"
+        )
+    return f"{parts[0]} {parts[1]}"
+
+
+def check_daily_time(value: str) -> str:
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        raise ValueError("is not a time of day (HH:MM, 24-hour, e.g. 03:30)")
+    return value
+
+
 Domain = Annotated[str, AfterValidator(normalize_domain)]
 Address = Annotated[str, AfterValidator(normalize_address)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -177,7 +257,12 @@ TimeZone = Annotated[str, AfterValidator(check_timezone)]
 ProjectName = Annotated[str, AfterValidator(check_project)]
 Registry = Annotated[str, AfterValidator(check_registry)]
 Extension = Annotated[str, AfterValidator(normalize_extension)]
+FeedUrl = Annotated[str, AfterValidator(check_feed_url)]
 Score = Annotated[float, Field(ge=0, le=1000)]
+BackupTarget = Annotated[str, AfterValidator(check_backup_target)]
+SshHostKey = Annotated[str, AfterValidator(check_ssh_host_key)]
+S3KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/=-]{3,128}$")]
+DailyTime = Annotated[str, AfterValidator(check_daily_time)]
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -196,16 +281,34 @@ class Features(Section):
         "at least 3 GiB of RAM",
     )
     webmail: bool = Field(
-        default=False,
-        description="Roundcube webmail behind the front proxy (not yet available: must stay false)",
+        default=True,
+        description="Roundcube webmail behind the front proxy (webmail.path); init turns it "
+        "off when the host has less than 1 GiB of RAM",
     )
 
-    @field_validator("webmail")
-    @classmethod
-    def _webmail_not_yet(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("cannot be turned on yet: webmail is not part of this release")
-        return value
+
+def check_web_path(value: str) -> str:
+    """A URL path for the webmail: "/" or "/name/…/" (letters, digits, - and _ per segment)."""
+    reject_unsafe_text(value, limit=64)
+    if not re.fullmatch(r"/([a-z0-9_-]+/)*", value):
+        raise ValueError(
+            'is not a URL path ("/" or segments of lower-case letters, digits, - and _ '
+            "between slashes, e.g. /mail/)"
+        )
+    if value.startswith(("/.well-known/", "/autodiscover/")):
+        raise ValueError("is a path the front already serves (.well-known, autodiscover)")
+    return value
+
+
+WebPath = Annotated[str, AfterValidator(check_web_path)]
+
+
+class Webmail(Section):
+    path: WebPath = Field(
+        default="/",
+        description='where the webmail answers on https://<hostname>: "/" (the landing page '
+        "makes way for it) or e.g. /mail/",
+    )
 
 
 class Ports(Section):
@@ -216,6 +319,9 @@ class Ports(Section):
     imaps: Port = Field(default=993, description="IMAP, implicit TLS")
     http: Port = Field(default=80, description="HTTP (redirects to HTTPS, ACME challenges)")
     https: Port = Field(default=443, description="HTTPS front")
+    managesieve: Port = Field(
+        default=4190, description="ManageSieve (users' own filters), STARTTLS required before login"
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Ports:
@@ -268,18 +374,55 @@ class Tls(Section):
 
 
 class Backup(Section):
-    target: AbsolutePath = Field(
-        default="/var/backups/mailstack", description="where backups go (a local path)"
+    target: BackupTarget = Field(
+        default="/var/backups/mailstack",
+        description="the restic repository: a local path outside the stack directory (e.g. "
+        "a mounted disk), sftp://user@host[:port]/path, or s3://host[:port]/bucket[/prefix] "
+        "(S3-compatible; s3+http:// only for an endpoint on a trusted network)",
+    )
+    ssh_host_key: SshHostKey | None = Field(
+        default=None,
+        description='sftp targets: the server\'s public host key ("ssh-ed25519 AAAA…", as in '
+        "its /etc/ssh/ssh_host_ed25519_key.pub); required, nothing is trusted on first use",
+    )
+    s3_access_key_id: S3KeyId | None = Field(
+        default=None,
+        description="s3 targets: the access key id; the secret key goes in "
+        "secrets/backup_s3_secret_access_key (one line, mode 0600)",
     )
     keep_daily: int = Field(default=7, ge=0, le=366, description="daily snapshots kept")
     keep_weekly: int = Field(default=4, ge=0, le=520, description="weekly snapshots kept")
     keep_monthly: int = Field(default=12, ge=0, le=1200, description="monthly snapshots kept")
+    verify_read_percent: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="share of the repository's data that `backup verify` reads back and checks",
+    )
+    schedule_time: DailyTime = Field(
+        default="03:30",
+        description="local time (HH:MM) of the daily backup once `mailstack backup schedule "
+        "on` has installed the timer",
+    )
+
+    @model_validator(mode="after")
+    def _target_credentials(self) -> Backup:
+        if self.target.startswith("sftp://") and self.ssh_host_key is None:
+            raise ValueError("an sftp target needs ssh_host_key (the server's public host key)")
+        if self.target.startswith(("s3://", "s3+http://")) and self.s3_access_key_id is None:
+            raise ValueError("an s3 target needs s3_access_key_id")
+        return self
 
 
 class Update(Section):
     channel: Literal["stable", "fast", "beta"] = Field(
         default="stable",
         description="stable: tested feature releases; fast: fixes only; beta: early",
+    )
+    feed_url: FeedUrl | None = Field(
+        default=None,
+        description="the release feed `update --check` reads (JSON, docs/release-feed.md); "
+        "https, or http on the loopback address",
     )
 
 
@@ -368,10 +511,187 @@ class RateLimits(Section):
     )
 
 
+def check_duration(value: str, low: int, high: int) -> str:
+    """A duration as operators write it (90s, 10m, 1h, 2d), within [low, high] seconds."""
+    reject_unsafe_text(value, limit=32)
+    seconds = parse_duration(value)  # ValueError names what is allowed
+    if not low <= seconds <= high:
+        raise ValueError(f"is out of range ({format_duration(low)}–{format_duration(high)})")
+    return value.strip().lower()
+
+
+def _duration_as_text(value: object) -> object:
+    """A plain number is seconds: `600` reads as "600s"."""
+    return f"{value}s" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _duration_within(low: int, high: int) -> AfterValidator:
+    return AfterValidator(lambda value: check_duration(value, low, high))
+
+
+BanWindow = Annotated[str, BeforeValidator(_duration_as_text), _duration_within(60, 86400)]
+BanTime = Annotated[str, BeforeValidator(_duration_as_text), _duration_within(1, 30 * 86400)]
+BanDelay = Annotated[str, BeforeValidator(_duration_as_text), _duration_within(0, 30)]
+
+
+def check_client_network(value: str) -> str:
+    """An IPv4 or IPv6 network in CIDR form, or one address (taken as /32 or /128)."""
+    reject_unsafe_text(value, limit=64)
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError:
+        raise ValueError(
+            "is not an address or a network in CIDR form without host bits "
+            "(e.g. 192.0.2.10, 192.0.2.0/24 or 2001:db8::/48)"
+        ) from None
+    return str(network)
+
+
+ClientNetwork = Annotated[str, AfterValidator(check_client_network)]
+
+
+class Bans(Section):
+    enabled: bool = Field(
+        default=True,
+        description="brute-force defence for IMAP and SMTP AUTH: failed logins from one "
+        "client address slow down its next attempts and then ban it for a while",
+    )
+    max_failures: int = Field(
+        default=10,
+        ge=2,
+        le=1000,
+        description="failed logins (distinct login and password pairs: a client retrying one "
+        "stale password counts once) within `window` after which the address is banned",
+    )
+    window: BanWindow = Field(
+        default="10m",
+        description="how long a failed login counts (1m–1d; e.g. 10m, 1h)",
+    )
+    ban_time: BanTime = Field(
+        default="1h",
+        description="how long a banned address is refused, even with the right password "
+        "(1s–30d); `mailstack security bans --clear ADDRESS` lifts a ban early",
+    )
+    max_delay: BanDelay = Field(
+        default="15s",
+        description="longest delay before a login is checked; the delay doubles with each "
+        "recent failure from the address (1s, 2s, 4s, …), 0s turns delays off",
+    )
+    exempt_networks: list[ClientNetwork] = Field(
+        default=[],
+        description="client addresses or networks never delayed or banned (e.g. your office "
+        "or a webmail host); loopback always is",
+    )
+
+
 class Policy(Section):
     spam: Spam = Field(default_factory=Spam)
     attachments: Attachments = Field(default_factory=Attachments)
     rate_limits: RateLimits = Field(default_factory=RateLimits)
+    bans: Bans = Field(default_factory=Bans)
+
+
+def check_size(value: str) -> str:
+    """A size as operators write it (2G, 500M, 0 for none), checked with the CLI's parser."""
+    reject_unsafe_text(value, limit=32)
+    bytes_ = parse_size(value)  # ValueError names what is allowed
+    if bytes_ > MAX_QUOTA_BYTES:
+        raise ValueError(f"is too large (at most {format_size(MAX_QUOTA_BYTES)})")
+    return value.strip()
+
+
+def _size_as_text(value: object) -> object:
+    """YAML reads `0` or `1024` as a number; a size may be written either way."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Size = Annotated[str, BeforeValidator(_size_as_text), AfterValidator(check_size)]
+WarningPercent = Annotated[int, Field(ge=1, le=99)]
+
+
+class Mailboxes(Section):
+    default_quota: Size = Field(
+        default="2G",
+        description="storage quota of a new mailbox when `mailbox add` gets no --quota "
+        "(e.g. 2G, 500M; 0 for none)",
+    )
+    quota_warnings: list[WarningPercent] = Field(
+        default=[85, 95],
+        max_length=5,
+        description="a mailbox gets a warning message when its usage first crosses each of "
+        "these percentages of its quota; [] for none",
+    )
+
+    @field_validator("quota_warnings")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a percentage twice")
+        return value
+
+
+def check_spf(value: str) -> str:
+    """An SPF record as published (one TXT string), syntax checked."""
+    reject_unsafe_text(value, limit=450)
+    if any(ch in value for ch in "\"'\\"):
+        raise ValueError("is not an SPF record (quotes and backslashes are not allowed)")
+    try:
+        parse_spf(value)
+    except PolicySyntaxError as e:
+        raise ValueError(f"is not an SPF record: it {e}") from None
+    return " ".join(value.split())
+
+
+def check_report_address(value: str) -> str:
+    """A report address for DMARC/TLS-RPT: a plain mailto: target (no quotes, no '!' or ',')."""
+    address = normalize_address(value)
+    if not re.match(r"^[A-Za-z0-9._+-]+@", address):
+        raise ValueError("is not a plain mail address (letters, digits and . _ + - before the @)")
+    return address
+
+
+Spf = Annotated[str, AfterValidator(check_spf)]
+ReportAddress = Annotated[str, AfterValidator(check_report_address)]
+
+
+class Dns(Section):
+    public_ipv4: IPv4 | None = Field(
+        default=None,
+        description="the host's public IPv4 address: the hostname's A record, the mta-sts "
+        "host and the PTR to ask your provider for (`dns records` prints a placeholder "
+        "while unset)",
+    )
+    public_ipv6: IPv6 | None = Field(
+        default=None, description="the host's public IPv6 address (AAAA records), if any"
+    )
+    spf: Spf = Field(
+        default="v=spf1 mx -all",
+        description="the SPF record every mail domain publishes (syntax and the 10-lookup "
+        "limit are checked by `check dns`)",
+    )
+    dmarc_policy: Literal["none", "quarantine", "reject"] = Field(
+        default="quarantine", description="DMARC p= of every mail domain"
+    )
+    dmarc_rua: ReportAddress | None = Field(
+        default=None,
+        description="where DMARC aggregate reports go (default: postmaster@ each domain)",
+    )
+    tls_rpt_rua: ReportAddress | None = Field(
+        default=None,
+        description="where TLS-RPT reports go (default: postmaster@ each domain)",
+    )
+    mta_sts_mode: Literal["enforce", "testing", "none"] = Field(
+        default="testing",
+        description="MTA-STS policy mode served at https://mta-sts.<domain>: testing only "
+        "reports failures; use enforce once the certificate is publicly trusted (senders "
+        "then refuse to deliver without valid TLS); none withdraws the policy",
+    )
+    mta_sts_max_age: int = Field(
+        default=604800,
+        ge=604800,
+        le=MTA_STS_MAX_MAX_AGE,
+        description="seconds senders may cache the MTA-STS policy (one week or more)",
+    )
 
 
 class Config(Section):
@@ -388,12 +708,15 @@ class Config(Section):
     )
     timezone: TimeZone = Field(default="UTC", description="time zone of logs and the daemons")
     features: Features = Field(default_factory=Features)
+    webmail: Webmail = Field(default_factory=Webmail)
     network: Network = Field(default_factory=Network)
     tls: Tls = Field(default_factory=Tls)
     backup: Backup = Field(default_factory=Backup)
     update: Update = Field(default_factory=Update)
     images: Images = Field(default_factory=Images)
     policy: Policy = Field(default_factory=Policy)
+    mailboxes: Mailboxes = Field(default_factory=Mailboxes)
+    dns: Dns = Field(default_factory=Dns)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import idna
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.passwords import is_password_hash
 from mailstack.resources import migrations_dir
+from mailstack.units import MAX_QUOTA_BYTES
 
 DB_SERVICE = "db"
 DATABASE = "mail"
@@ -36,7 +37,6 @@ MAIL_SERVICE = "dovecot"
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
 MAIL_ROOT = "/var/mail"
 MAX_DESTINATIONS = 100
-MAX_QUOTA_BYTES = 2**62  # bigint in PostgreSQL, with room for Dovecot's arithmetic
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 _VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # _RECORD takes the advisory lock 7246118001 ("schema migrations of mailstack"): two
@@ -350,6 +350,12 @@ def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
             ) from None
         done.append(migration.name)
     return done
+
+
+def pending_in(compose: Executor, directory: Path | None = None) -> list[Migration]:
+    """The migrations this mailstack would apply to the running database."""
+    rows = _psql(compose, _BOOTSTRAP)
+    return pending_migrations(available_migrations(directory), {row[0]: row[2] for row in rows})
 
 
 def applied_migrations(compose: Executor) -> list[str]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ANTIVIRUS_MIN_BYTES = 3 * 1024**3
+# The webmail (PHP-FPM with Roundcube) takes ~40-100 MiB; the rest of the stack ~600 MiB.
+WEBMAIL_MIN_BYTES = 1024**3
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ def memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 
 def antivirus_default(memory: int | None) -> bool:
     return memory is not None and memory >= ANTIVIRUS_MIN_BYTES
+
+
+def webmail_default(memory: int | None) -> bool:
+    """On unless the host is known to be small (an unknown size keeps the default: on)."""
+    return memory is None or memory >= WEBMAIL_MIN_BYTES
 
 
 def port_in_use(port: int, address: str = "0.0.0.0") -> bool:  # noqa: S104  # probing a bind

@@ -25,6 +25,12 @@ class BuildResult:
     seconds: float
 
 
+def reference(registry: str | None, name: str, version: str) -> str:
+    """An image of mailstack's: mailstack/<name>:<version>, under the registry when set."""
+    prefix = f"{registry}/mailstack" if registry else "mailstack"
+    return f"{prefix}/{name}:{version}"
+
+
 def image_exists(reference: str) -> bool:
     result = process.run(["docker", "image", "inspect", reference], check=False, timeout=60)
     return result.returncode == 0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import directory, images, process
+from mailstack import __version__, directory, images, process
 from mailstack.compose import Compose, ServiceState, docker_available
 from mailstack.config import Config
 from mailstack.errors import MailstackError, UsageError
@@ -58,6 +58,8 @@ class UpResult:
 def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildResult]:
     docker_available()
     wanted = _wanted_images(stack)
+    # No service runs it: `mailstack backup` starts it for each job. Built with the others.
+    wanted["backup"] = images.reference(stack.config.images.registry, "backup", __version__)
     if stack.config.images.registry:
         images.pull_all(wanted)
         return []

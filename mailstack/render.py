@@ -13,15 +13,19 @@ from typing import Any
 
 import jinja2
 
+from mailstack import dnsrecords
 from mailstack.config import Config
 from mailstack.dkim import DkimKey
 from mailstack.resources import templates_dir
 from mailstack.secrets import SECRET_NAMES
+from mailstack.units import parse_duration
 
 # Templates whose path starts with one of these are rendered only when the predicate holds.
 OPTIONAL_TREES: dict[str, Callable[[Config], bool]] = {
     "config/clamav/": lambda config: config.features.antivirus,
     "config/sink/": lambda config: config.mode == "sandbox",
+    "config/bans/": lambda config: config.policy.bans.enabled,
+    "config/webmail/": lambda config: config.features.webmail,
 }
 
 # Where each daemon's override point is: files there are the operator's, never written.
@@ -32,12 +36,22 @@ OVERRIDE_POINTS: dict[str, str] = {
     "front": "overrides/front/*.conf (included in the server block)",
     "resolver": "overrides/resolver/*.conf (included last)",
     "redis": "overrides/redis/redis.conf (included last)",
+    "bans": "overrides/bans/bans.conf (read last)",
+    "webmail": "overrides/webmail/*.inc.php (Roundcube settings, read last)",
 }
 
 # Comment syntax by file name ending; files with no comment syntax get no header.
-_COMMENT_PREFIX: dict[str, str] = {".sql": "--", ".lua": "--", ".php": "//", ".json": ""}
+_COMMENT_PREFIX: dict[str, str] = {
+    ".sql": "--", ".lua": "--", ".php": "//", ".json": "", ".ini": ";", ".js": "//",
+}  # fmt: skip
 
-IMAGE_SERVICES = ("db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav")
+IMAGE_SERVICES = (
+    "db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav", "bans",
+    "backup", "mta-sts", "webmail",
+)  # fmt: skip
+
+# The webmail's fixed addresses on both networks: network address + 81 (the front has + 80).
+WEBMAIL_HOST_OFFSET = 81
 
 # Sandbox-only test data, never rendered in production: a foreign domain whose DMARC policy
 # is p=reject and whose SPF allows no host, so a test can show that forged mail from it is
@@ -93,31 +107,61 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "pull_policy": "missing" if registry else "never",
         "secrets": sorted(SECRET_NAMES),
         "resolver_ip": str(backend.network_address + 53),
+        # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
+        "dovecot_backend_ip": str(backend.network_address + 24),
         "frontend_resolver_ip": str(frontend.network_address + 53),
         "backend_gateway": str(backend.network_address + 1),
         "frontend_gateway": str(frontend.network_address + 1),
         # Where HTTP redirects to: the HTTPS port is left out when it is the default.
         "https_origin": f"https://{config.hostname}"
         + ("" if config.network.ports.https == 443 else f":{config.network.ports.https}"),
+        # The front's fixed address; in sandbox mode it is the host's "public" address.
+        "front_ip": dnsrecords.front_address(config),
+        # Roundcube: fixed addresses, so that PHP-FPM admits only the front, PostgreSQL only
+        # this container, and Dovecot believes the browser's address (x-originating-ip) only
+        # from here.
+        "webmail": {
+            "path": config.webmail.path,
+            # At "/" the webmail takes the place of the landing page.
+            "at_root": config.features.webmail and config.webmail.path == "/",
+            "frontend_ip": str(frontend.network_address + WEBMAIL_HOST_OFFSET),
+            "backend_ip": str(backend.network_address + WEBMAIL_HOST_OFFSET),
+        },
+        # Whether the stack's certificate comes from its own CA (tls/ca.pem): clients inside
+        # the stack verify against that CA, else against the system's trusted CAs.
+        "stack_ca": config.tls.mode == "selfsigned",
+        # Client autoconfiguration (Thunderbird, Outlook, Apple): what the front answers.
+        "autoconfig": {
+            "imaps": config.network.ports.imaps,
+            "submissions": config.network.ports.submissions,
+            "submission": config.network.ports.submission,
+        },
+        # The MTA-STS policy the front serves at https://mta-sts.<domain>/.
+        "mta_sts_policy": dnsrecords.mta_sts_policy(config).lines,
         # Sandbox DNS: the zones the stack's resolver serves itself and their records as
-        # (owner name, type, data in zone-file form). The hostname points at the frontend
-        # gateway, the address the host's clients reach the stack from; that address also
-        # has a forward-confirmed name of its own, as a well-run sending host would.
+        # (owner name, type, data in zone-file form): what `mailstack dns records` prints
+        # for the first domain, so `check dns` passes there. The frontend gateway, the
+        # address the host's clients reach the stack from, has a forward-confirmed name of
+        # its own, as a well-run sending host would.
         "sandbox_zones": sorted({config.domain, config.hostname}),
         "sandbox_records": [
-            (config.hostname, "A", str(frontend.network_address + 1)),
+            *dnsrecords.sandbox_zone(config, inputs.dkim_keys),
             (f"sandbox-client.{config.domain}", "A", str(frontend.network_address + 1)),
             (
                 (frontend.network_address + 1).reverse_pointer,
                 "PTR",
                 f"sandbox-client.{config.domain}.",
             ),
-            (config.domain, "MX", f"10 {config.hostname}."),
-            (config.domain, "TXT", '"v=spf1 mx -all"'),
-            (f"_dmarc.{config.domain}", "TXT", '"v=DMARC1; p=quarantine"'),
-            *((key.record_name, "TXT", key.zone_data) for key in inputs.dkim_keys),
             *(SANDBOX_TEST_RECORDS if sandbox else ()),
         ],
+        # Dovecot runs only the first quota_warning that matches: the highest comes first.
+        "quota_warnings": sorted(config.mailboxes.quota_warnings, reverse=True),
+        # Brute-force defence (the bans service): durations in seconds for bansd.
+        "bans": {
+            "window": parse_duration(config.policy.bans.window),
+            "ban_time": parse_duration(config.policy.bans.ban_time),
+            "max_delay": parse_duration(config.policy.bans.max_delay),
+        },
         # Attachment policy: the operator's allowlist wins over the block list.
         "blocked_extensions": sorted(set(attachments.blocked_extensions) - allowed),
         "allowed_extensions": sorted(allowed),

@@ -25,6 +25,10 @@ TOKEN_SECRETS: dict[str, str] = {
     "db_dovecot_password": "PostgreSQL role dovecot (read-only lookups)",
     "redis_password": "Redis (rspamd's statistics and rate limits)",
     "rspamd_controller_password": "rspamd controller (web UI and learning)",
+    "srs_secret": "postsrsd's SRS key (forwarded mail; keep it: bounces verify against it)",
+    "bans_api_key": "the bans service's policy API (Dovecot asks it about every login)",
+    "db_roundcube_password": "PostgreSQL role roundcube (the webmail's own database)",
+    "roundcube_des_key": "Roundcube's session key (encrypts the IMAP password in a session)",
 }
 
 
@@ -56,6 +60,12 @@ SECRET_NAMES: dict[str, str] = {
     **{pair.private_name: f"{pair.purpose}, private key" for pair in KEY_PAIR_SECRETS},
     **{pair.public_name: f"{pair.purpose}, public key" for pair in KEY_PAIR_SECRETS},
 }
+
+# The backup repository's password: kept apart from SECRET_NAMES because no container of the
+# stack gets it (only the one-shot backup container). Without it no backup can be read, so the
+# operator is told once, when it is made, to keep a copy somewhere else.
+BACKUP_PASSWORD = "backup_password"  # noqa: S105  # a file name, not a password
+BACKUP_SECRETS: dict[str, str] = {BACKUP_PASSWORD: "the backup repository (restic)"}
 
 TOKEN_BYTES = 32  # 256 bits
 # P-521: the curve Dovecot's own mail_crypt examples use; mail kept for years gets the margin.
@@ -183,3 +193,9 @@ def _write_new_secret(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def ensure_backup_password(stack_dir: Path) -> bool:
+    """Make the backup repository password if it is missing; True when it was made now."""
+    report = ensure_secrets(stack_dir, tokens=BACKUP_SECRETS, key_pairs=())
+    return BACKUP_PASSWORD in report.created

@@ -7,13 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, dkim, lifecycle
+from mailstack import __version__, dkim, dnsrecords, lifecycle
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
-from mailstack.hostcheck import HostFact, antivirus_default, check_host, memory_bytes
+from mailstack.hostcheck import (
+    HostFact,
+    antivirus_default,
+    check_host,
+    memory_bytes,
+    webmail_default,
+)
 from mailstack.render import RenderInputs, render_stack
-from mailstack.secrets import SecretsReport, ensure_secrets
+from mailstack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
 from mailstack.stackdir import RenderReport, StackDir, atomic_write
 from mailstack.tls import ensure_selfsigned
 
@@ -25,14 +31,19 @@ class InitResult:
     secrets: SecretsReport
     render: RenderReport
     host_facts: tuple[HostFact, ...]
+    backup_password_created: bool = False
 
 
 def initial_config(hostname: str, domain: str, extra: dict[str, Any] | None = None) -> Config:
-    """A Config for a new stack; antivirus on only where the host has the memory for it."""
+    """A Config for a new stack; antivirus and webmail on where the host has the memory."""
+    memory = memory_bytes()
     data: dict[str, Any] = {
         "hostname": hostname,
         "domain": domain,
-        "features": {"antivirus": antivirus_default(memory_bytes())},
+        "features": {
+            "antivirus": antivirus_default(memory),
+            "webmail": webmail_default(memory),
+        },
     }
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
@@ -69,8 +80,9 @@ def init_stack(
         )
     atomic_write(stack.config_path, commented_yaml(config).encode(), 0o640)
     secrets = ensure_secrets(stack.root)
+    backup_password = ensure_backup_password(stack.root)
     report = render(stack.root, config=config)
-    return InitResult(stack.root, backup, secrets, report, tuple(facts))
+    return InitResult(stack.root, backup, secrets, report, tuple(facts), backup_password)
 
 
 def render(root: Path, config: Config | None = None) -> RenderReport:
@@ -79,7 +91,7 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
     config = config or stack.load_config()
     ensure_secrets(stack.root)
     if config.tls.mode == "selfsigned":
-        ensure_selfsigned(stack.root, config.hostname)
+        ensure_selfsigned(stack.root, config.hostname, dnsrecords.certificate_names(config))
     stack.ensure_override_dirs()
     # The first domain signs from the first `up`; keys of later domains come from `domain add`.
     dkim.ensure_key(stack.root, config.domain)

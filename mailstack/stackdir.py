@@ -28,7 +28,9 @@ from mailstack.merge import Action, decide, has_conflict_markers
 STATE_DIR = ".mailstack"
 MANIFEST_SCHEMA = 1
 CANDIDATE_SUFFIX = ".mailstack-merge"
-OVERRIDE_SERVICES = ("postfix", "dovecot", "rspamd", "front", "resolver", "redis")
+OVERRIDE_SERVICES = (
+    "postfix", "dovecot", "rspamd", "front", "resolver", "redis", "bans", "webmail",
+)  # fmt: skip
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

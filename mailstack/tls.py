@@ -67,7 +67,10 @@ def ensure_selfsigned(
         return TlsReport(False, False, current.not_valid_after_utc)
 
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue_server(key, wanted, ca_key_loaded, ca_cert, now)
+    # The hostname is the subject's common name; every name is in subjectAltName.
+    cert = _issue_server(
+        key, [hostname, *(n for n in wanted if n != hostname)], ca_key_loaded, ca_cert, now
+    )
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
         serialization.Encoding.PEM
     )

@@ -1,9 +1,10 @@
-"""Sizes like 2G or 500M, as operators write them."""
+"""Sizes like 2G or 500M and durations like 10m or 1h, as operators write them."""
 
 from __future__ import annotations
 
 import re
 
+MAX_QUOTA_BYTES = 2**62  # bigint in PostgreSQL, with room for Dovecot's arithmetic
 _SIZE = re.compile(r"^(\d{1,9})\s*([KMGT]?)i?B?$", re.IGNORECASE)
 _FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -22,3 +23,23 @@ def format_size(value: int) -> str:
         if value >= factor and value % factor == 0:
             return f"{value // factor}{unit}"
     return str(value)
+
+
+_DURATION = re.compile(r"^(\d{1,9})\s*([smhd]?)$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds from '90s', '10m', '1h', '2d' or a plain number of seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ValueError("is not a duration (a number with s, m, h or d, e.g. 10m)")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    for unit in ("d", "h", "m"):
+        factor = _SECONDS[unit]
+        if seconds >= factor and seconds % factor == 0:
+            return f"{seconds // factor}{unit}"
+    return f"{seconds}s"

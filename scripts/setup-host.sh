@@ -36,6 +36,10 @@ apt_install debootstrap iptables ca-certificates python3 python3-venv git
 # --dev: peers the end-to-end tests run against the stack (Debian's packages).
 if [ $dev -eq 1 ]; then
   apt_install testssl.sh
+  # The webmail tests' browser, driven by PyPI's playwright (never `playwright install`).
+  apt_install chromium
+  # The backup tests start their own sshd on loopback as the SFTP target (never the system one).
+  apt_install openssh-server openssh-sftp-server
 fi
 if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then

@@ -26,6 +26,26 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mail')
 REVOKE ALL ON DATABASE mail FROM PUBLIC;
 GRANT CONNECT ON DATABASE mail TO postfix, dovecot;
 
+-- The webmail (features.webmail): Roundcube's own role and database, which it owns and
+-- where it keeps its schema. The secret is handed to this container only while the webmail
+-- is on; when it is off, the role stays (its data too) but cannot log in.
+\set webmail `test -r /run/secrets/db_roundcube_password && echo on || echo off`
+\if :webmail
+\set roundcube_password `cat /run/secrets/db_roundcube_password`
+SELECT 'CREATE ROLE roundcube' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'roundcube')
+\gexec
+ALTER ROLE roundcube WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+    CONNECTION LIMIT 12 PASSWORD :'roundcube_password';
+\unset roundcube_password
+SELECT 'CREATE DATABASE roundcube OWNER roundcube ENCODING ''UTF8'' TEMPLATE template0'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'roundcube')
+\gexec
+REVOKE ALL ON DATABASE roundcube FROM PUBLIC;
+\else
+SELECT 'ALTER ROLE roundcube NOLOGIN' WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = 'roundcube')
+\gexec
+\endif
+
 \connect mail
 -- Lookup roles read the views the migrations grant them, and nothing else.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;

@@ -192,15 +192,24 @@ PasswordStdinOption = Annotated[
 def mailbox_add(
     address: AddressArgument,
     password_stdin: PasswordStdinOption = False,
-    quota: Annotated[str, typer.Option(help="Storage quota, e.g. 2G, 500M; 0 for none.")] = "2G",
+    quota: Annotated[
+        str | None,
+        typer.Option(
+            help="Storage quota, e.g. 2G, 500M; 0 for none. "
+            "Default: mailboxes.default_quota in mailstack.yaml (2G unless set).",
+            show_default=False,
+        ),
+    ] = None,
     directory_: StackDirOption = Path(),
 ) -> None:
     """Add a mailbox. The password is never taken from the command line."""
     mailbox = _valid_mailbox(address)
-    quota_bytes = _size("--quota", quota)
+    quota_bytes = _size("--quota", quota) if quota is not None else None
     password = _read_password(password_stdin)
     passwords.check_password_strength(password)
     stack = lifecycle.Stack.load(directory_)
+    if quota_bytes is None:
+        quota_bytes = parse_size(stack.config.mailboxes.default_quota)
     directory.add_mailbox(stack.compose, mailbox, passwords.hash_password(password), quota_bytes)
     output.info(f"added mailbox {mailbox}")
 

@@ -12,7 +12,19 @@ from typing import Annotated
 import typer
 
 from mailstack import __version__
-from mailstack.cli import accounts, check, dkim, lifecycle, setup
+from mailstack.cli import (
+    access,
+    accounts,
+    backup,
+    check,
+    dkim,
+    dns,
+    lifecycle,
+    security,
+    setup,
+    sieve,
+    update,
+)
 from mailstack.cli.output import error
 from mailstack.errors import EXIT_FAILED, MailstackError
 
@@ -48,7 +60,13 @@ setup.register(app)
 lifecycle.register(app)
 check.register(app)
 accounts.register(app)
+access.register()
+sieve.register(accounts.mailbox_app)
 dkim.register(app)
+backup.register(app)
+dns.register(app)
+security.register(app)
+update.register(app)
 
 
 def run() -> None:

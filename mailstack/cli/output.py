@@ -14,7 +14,9 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from mailstack.dnscheck import DnsCheckReport
 from mailstack.errors import MailstackError
 from mailstack.lifecycle import StackStatus, UpResult
 from mailstack.merge import Action
@@ -59,6 +61,17 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     console.print(message, markup=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A line for the operator on stderr, beside output meant for a file or a pipe."""
+    errors.print(message, markup=False, soft_wrap=True)
+
+
+def verbatim(text: str) -> None:
+    """Text exactly as given (a script, a key): no wrapping, no tab expansion."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def progress(message: str) -> None:
@@ -124,6 +137,18 @@ def render_report(report: RenderReport) -> None:
         )
 
 
+def backup_password_notice(stack_dir: Path) -> None:
+    """Said once, when the backup repository password is made."""
+    errors.print("[bold yellow]store this elsewhere:[/] ", end="", soft_wrap=True)
+    errors.print(
+        f"the backup password is in {stack_dir / 'secrets' / 'backup_password'}. Copy it now "
+        "to a password manager or a safe place off this host: without it no backup can be "
+        "read, and a lost host takes its copy with it.",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def status_table(status: StackStatus) -> None:
     table = Table(title=f"stack {status.project}")
     for column in ("service", "state", "health", "status", "ports"):
@@ -155,3 +180,28 @@ def up_result(result: UpResult) -> None:
         info(f"applied migrations: {', '.join(result.migrations)}")
     state = "healthy" if result.status.healthy else "started"
     info(f"stack {result.status.project} {state} in {result.seconds:.0f}s")
+
+
+def dns_check_table(report: DnsCheckReport) -> None:
+    """`check dns`: one row per record, the failures' fixes below the table."""
+    table = Table(title=f"DNS as resolver {report.resolver} sees it", show_lines=False)
+    for column in ("record", "expected", "found", "verdict"):
+        table.add_column(column, overflow="fold")
+    colours = {"pass": "green", "FAIL": "bold red", "warn": "yellow"}
+    for row in report.rows:
+        table.add_row(
+            Text(f"{row.kind} {row.name}"),
+            Text(row.expected),
+            Text(row.found),
+            Text(row.verdict, style=colours.get(row.verdict, "")),
+        )
+    console.print(table)
+    for row in report.rows:
+        if row.fix:
+            info(f"{row.verdict}: {row.kind} {row.name}: {row.fix}")
+    failed = len(report.failures)
+    info(
+        f"{len(report.rows)} checks, {failed} failed"
+        if failed
+        else f"{len(report.rows)} checks passed"
+    )

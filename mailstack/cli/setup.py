@@ -89,6 +89,8 @@ def init(
     output.info(f"created stack {config.project} for {config.hostname} in {result.stack_dir}")
     if result.secrets.created:
         output.info(f"generated {len(result.secrets.created)} secrets in secrets/ (mode 0600)")
+    if result.backup_password_created:
+        output.backup_password_notice(result.stack_dir)
     output.render_report(result.render)
     output.info("next: review mailstack.yaml, then `mailstack up`")
 

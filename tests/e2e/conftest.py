@@ -7,6 +7,7 @@ Compose bridge sends off its bridge. The rule is removed when the session ends, 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import ssl
@@ -35,12 +36,15 @@ PORTS = {
     "imaps": _PORT_BASE + 993 if SLOT == 0 else _PORT_BASE + 93,
     "http": _PORT_BASE + 80,
     "https": _PORT_BASE + 443 if SLOT == 0 else _PORT_BASE + 44,
+    "managesieve": _PORT_BASE + 4190 if SLOT == 0 else _PORT_BASE + 90,
 }
 SUBNETS = (
     ("172.29.90.0/24", "172.29.91.0/24")
     if SLOT == 0
     else (f"172.30.{2 * SLOT}.0/24", f"172.30.{2 * SLOT + 1}.0/24")
 )
+# Where every test client on the host arrives from: the frontend network's gateway.
+GATEWAY = str(ipaddress.ip_network(SUBNETS[0]).network_address + 1)
 GUARD_RULE = [
     "DOCKER-USER",
     "-i",
@@ -167,6 +171,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     # loopback proxy), and testssl alone opens hundreds of connections a minute.
     config.setdefault("policy", {}).setdefault("rate_limits", {})
     config["policy"]["rate_limits"]["client_connections_per_minute"] = 0
+    # The same single address (the gateway) tries wrong passwords in several tests: it is
+    # exempt from brute-force bans; test_bans.py connects from other addresses of its own.
+    config["policy"].setdefault("bans", {})["exempt_networks"] = [GATEWAY]
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     mailstack("render", "--dir", str(root))
     # Build (layer cache: quick when nothing changed) so the images match compose/ as checked out.

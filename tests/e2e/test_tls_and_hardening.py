@@ -45,7 +45,6 @@ ENDPOINTS = (
     Endpoint("submission", "smtp"),  # 587
     Endpoint("imaps", None),  # 993
     Endpoint("imap", "imap"),  # 143
-    Endpoint("managesieve", "sieve"),  # 4190
     Endpoint("https", None, http=True),  # 443
 )
 
@@ -260,6 +259,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "rspamd": frozenset({"SETGID", "SETUID"}),
     "front": frozenset({"SETGID", "SETUID"}),
     "bans": frozenset({"SETGID", "SETUID"}),
+    # reads the secrets as root; the PHP-FPM master starts its workers as www-data
+    "webmail": frozenset({"SETGID", "SETUID"}),
     # master: sockets for service users, privilege drop, signals children, chroots logins
     "dovecot": frozenset({"CHOWN", "SETGID", "SETUID", "KILL", "SYS_CHROOT"}),
     # master: postfix-owned queue directories (DAC_OVERRIDE), signals its children
