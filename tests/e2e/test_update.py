@@ -177,6 +177,11 @@ def update_stack(
                 stack.compose("logs", "--no-color", "--tail", "40", check=False).stdout
             )
         stack.compose("down", "--volumes", "--remove-orphans", check=False)
+        # restic's cache for the pre-update snapshot is a volume of its own, outside Compose.
+        subprocess.run(
+            ["docker", "volume", "rm", "--force", f"{PROJECT}-backup-cache"],
+            capture_output=True, check=False,
+        )  # fmt: skip
 
 
 def test_a_conflicting_edit_stops_the_update_before_any_restart(update_stack: UpdateStack) -> None:
