@@ -10,6 +10,7 @@ are read through Docker wherever its data root is. A snapshot holds, under /back
     volumes/redis       rspamd's learned data (Bayes, history, reputation)
     volumes/rspamd      rspamd's own state
     dump/db.pgdump      pg_dump -Fc of the mail directory (one transaction: consistent)
+    dump/webmail.pgdump pg_dump -Fc of Roundcube's database, when webmail is on
     dump/manifest.json  versions, images, per-mailbox counts, DB row counts, file digests
     dump/mail-inventory.tsv  messages and bytes per mailbox, taken inside the pause
 
@@ -56,6 +57,9 @@ VOLUMES = ("mail", "redis", "rspamd")
 PAUSED_SERVICES = ("dovecot", "redis")
 HYPERSCAN_CACHES = ("*.hs", "*.hs.unser", "*.hsmc", "*.hsmp")
 DB_DUMP = "db.pgdump"
+# Roundcube's own database (contacts, identities, settings), when the stack has one.
+WEBMAIL_DUMP = "webmail.pgdump"
+WEBMAIL_DATABASE = "roundcube"
 MANIFEST = "manifest.json"
 INVENTORY = "mail-inventory.tsv"
 MANIFEST_SCHEMA = 1
@@ -652,6 +656,10 @@ def _create(
         )
         (staging / DB_DUMP).write_bytes(dump)
         manifest["db_dump_sha256"] = hashlib.sha256(dump).hexdigest()
+        webmail = _dump_webmail(compose)
+        if webmail is not None:
+            (staging / WEBMAIL_DUMP).write_bytes(webmail)
+            manifest["webmail_dump_sha256"] = hashlib.sha256(webmail).hexdigest()
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         mounts = _snapshot_mounts(stack, staging)
         base = backup_args(stack.config.hostname)
@@ -1136,7 +1144,7 @@ def _includes(parts: Sequence[str], mailboxes: Sequence[str], full: bool) -> lis
     if full:
         includes += [f"{VOLUMES_PATH}/redis", f"{VOLUMES_PATH}/rspamd"]
     if "db" in parts:
-        includes.append(f"{DUMP_PATH}/{DB_DUMP}")
+        includes += [f"{DUMP_PATH}/{DB_DUMP}", f"{DUMP_PATH}/{WEBMAIL_DUMP}"]
     for address in mailboxes:
         includes.append(_mailbox_path(address))
     if includes:
@@ -1243,6 +1251,49 @@ def restore_db_dump(
         user="postgres",
         timeout=3600,
     )  # fmt: skip
+    manifest_args = ["dump", snapshot_id, f"{DUMP_PATH}/{MANIFEST}"]
+    recorded = json.loads(
+        repository.run(manifest_args if lock else ["--no-lock", *manifest_args], what="restic dump")
+    )
+    if recorded.get("webmail_dump_sha256") and _has_database(compose, WEBMAIL_DATABASE):
+        args = ["dump", snapshot_id, f"{DUMP_PATH}/{WEBMAIL_DUMP}"]
+        webmail = repository.run(
+            args if lock else ["--no-lock", *args], what="restic dump", timeout=3600
+        )
+        compose.exec(
+            directory.DB_SERVICE,
+            [
+                "pg_restore", "--username=postgres", f"--dbname={WEBMAIL_DATABASE}", "--clean",
+                "--if-exists", "--single-transaction", "--exit-on-error", "--no-owner",
+                f"--role={WEBMAIL_DATABASE}",
+            ],
+            input=webmail,
+            user="postgres",
+            timeout=3600,
+        )  # fmt: skip
+
+
+def _has_database(compose: Compose, name: str) -> bool:
+    found = compose.exec(
+        directory.DB_SERVICE,
+        ["psql", "--no-psqlrc", "--tuples-only", "--no-align", "--dbname=postgres",
+         "--set", f"name={name}", "--file=-"],
+        input=b"SELECT 1 FROM pg_database WHERE datname = :'name';\n",
+        user="postgres",
+    )  # fmt: skip
+    return found.strip() == b"1"
+
+
+def _dump_webmail(compose: Compose) -> bytes | None:
+    """Roundcube's database as a custom-format dump, or None when the stack has none."""
+    if not _has_database(compose, WEBMAIL_DATABASE):
+        return None
+    return compose.exec(
+        directory.DB_SERVICE,
+        ["pg_dump", "--format=custom", "--username=postgres", f"--dbname={WEBMAIL_DATABASE}"],
+        user="postgres",
+        timeout=3600,
+    )
 
 
 # --- disaster recovery -----------------------------------------------------------------------

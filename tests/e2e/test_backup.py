@@ -468,6 +468,11 @@ def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
     first_backup: dict[str, Any],
     tmp_path: Path,
 ) -> None:
+    # Webmail data (contacts, settings) lives in Roundcube's own database: it travels too.
+    stack.compose(
+        "exec", "-T", "--user", "postgres", "db", "psql", "--dbname=roundcube",
+        "--command", "CREATE TABLE backup_marker AS SELECT 'kept' AS note",
+    )  # fmt: skip
     # Whatever was delivered last is in the newest snapshot; take it now.
     stack.cli("backup", "create", timeout=900)
     expected = {address: _digests(stack, address) for address in filled.messages}
@@ -499,6 +504,11 @@ def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
                 assert set(digests) <= set(expected[address][folder])
         assert (new_root / "config" / "dovecot" / "dovecot.conf").read_bytes() == edited
         assert {p.name: p.read_bytes() for p in (new_root / "dkim").iterdir()} == dkim_before
+        marker = rebuilt.compose(
+            "exec", "-T", "--user", "postgres", "db", "psql", "--dbname=roundcube",
+            "--tuples-only", "--no-align", "--command", "SELECT note FROM backup_marker",
+        )  # fmt: skip
+        assert marker.stdout.strip() == b"kept"
 
         # Outbound mail is signed with the same key, and the signature verifies.
         address = next(iter(filled.messages))
@@ -515,5 +525,8 @@ def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
         remaining = json.loads(rebuilt.cli("backup", "list", "--json").stdout)
         assert [s["id"] for s in remaining] == [listed[-1]["id"]]
     finally:
-        rebuilt.compose("down", "--volumes", "--remove-orphans", check=False)
+        # The rebuilt stack is the session's project on the recovered volumes: hand them back
+        # to the session's stack directory, so the tests after this one find it running.
+        rebuilt.compose("down", "--remove-orphans", check=False)
         lost.rename(stack.root)
+        stack.cli("up", "--timeout", "600", timeout=900)
