@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 import imaplib
 import smtplib
 import time
@@ -15,12 +16,15 @@ from tests.e2e.conftest import DOMAIN, PORTS, RunningStack
 OUTSIDE_SENDER = "someone@sender.example"
 
 
-def message(sender: str, recipient: str, subject: str, body: str) -> EmailMessage:
+def message(sender: str, recipient: str, subject: str, body: str = "Hello.\n") -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = sender
     mail["To"] = recipient
     mail["Subject"] = subject
-    mail["Message-ID"] = f"<{uuid.uuid4().hex}@{DOMAIN}>"
+    # Well formed, as real mail is: without a Date, and with a Message-ID naming the
+    # recipient's domain, Rspamd scores outside mail as spam and Sieve files it into Junk.
+    mail["Date"] = email.utils.formatdate()
+    mail["Message-ID"] = f"<{uuid.uuid4().hex}@{sender.rpartition('@')[2] or DOMAIN}>"
     mail.set_content(body)
     return mail
 

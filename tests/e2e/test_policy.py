@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import DOMAIN, PORTS, RunningStack
+from tests.e2e.mail import message
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +32,6 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 # Sandbox-only test domain (mailstack/render.py): DMARC p=reject, SPF -all.
 DMARC_REJECT_DOMAIN = "reject.example.test"
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
-def message(sender: str, recipient: str, subject: str, body: str = "Hello.\n") -> EmailMessage:
-    mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = recipient
-    mail["Subject"] = subject
-    mail["Date"] = email.utils.formatdate(localtime=False)
-    mail["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2])
-    mail.set_content(body)
-    return mail
 
 
 def submit(stack: RunningStack, login: str, password: str, mail: EmailMessage) -> None:

@@ -52,9 +52,7 @@ def submit(stack: RunningStack, login: str, mail: EmailMessage) -> None:
 
 
 def well_formed(sender: str, recipient: str, subject: str, body: str = "Hello.\n") -> EmailMessage:
-    mail = message(sender, recipient, subject, body)
-    mail["Date"] = email.utils.formatdate()
-    return mail
+    return message(sender, recipient, subject, body)  # Date and a sender-side Message-ID
 
 
 def sloppy_spam(sender: str, recipient: str, subject: str) -> bytes:
