@@ -15,6 +15,7 @@ from mailstack import __version__
 from mailstack.cli import (
     access,
     accounts,
+    accounts_sync,
     backup,
     check,
     dkim,
@@ -60,6 +61,7 @@ setup.register(app)
 lifecycle.register(app)
 check.register(app)
 accounts.register(app)
+accounts_sync.register(app)
 access.register()
 sieve.register(accounts.mailbox_app)
 dkim.register(app)

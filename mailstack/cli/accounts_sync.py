@@ -1,0 +1,71 @@
+"""`accounts export|import`: the whole mail directory as one YAML file, synced declaratively."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack import accounts_sync, dkim, lifecycle
+from mailstack.cli import output
+from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.stack import publish_domain_key
+
+accounts_app = typer.Typer(
+    help="The whole mail directory (domains, mailboxes, aliases) as one YAML file.",
+    no_args_is_help=True,
+)
+
+FileArgument = Annotated[Path, typer.Argument(metavar="FILE.yaml", dir_okay=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(accounts_app, name="accounts")
+
+
+@accounts_app.command("export")
+@output.guarded
+def accounts_export(
+    file: FileArgument,
+    directory_: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Write every domain, mailbox (password hash), alias and grant to FILE (mode 0600)."""
+    stack = lifecycle.Stack.load(directory_)
+    result = accounts_sync.export_accounts(stack.compose, file)
+    if as_json:
+        output.as_json(result)
+    else:
+        output.info(str(result))
+
+
+@accounts_app.command("import")
+@output.guarded
+def accounts_import(
+    file: FileArgument,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only print the differences; change nothing.")
+    ] = False,
+    directory_: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Make the directory equal to FILE (one transaction); print the differences first.
+
+    Entries missing from FILE are removed (stored mail of removed mailboxes is kept).
+    """
+    wanted = accounts_sync.load_document(file)  # a bad file is refused before anything else
+    stack = lifecycle.Stack.load(directory_)
+    result = accounts_sync.import_accounts(
+        stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
+    )
+    if as_json:
+        output.as_json(result)
+    else:
+        output.info(str(result))
+    if result.applied and result.added_domains:
+        # New domains sign like ones from `domain add`: keys made, one re-render and restart.
+        *others, last = result.added_domains
+        for domain in others:
+            dkim.ensure_key(stack.dir.root, domain)
+        output.note(str(publish_domain_key(stack, last)))
