@@ -181,16 +181,39 @@ class Repository:
         """The container's command: entrypoint options (before), then restic's arguments."""
         extra: list[str] = []
         if self.target.kind == "sftp":
-            command = (
-                "ssh -i /run/secrets/backup_ssh_key -o BatchMode=yes -o StrictHostKeyChecking=yes "
-                "-o UserKnownHostsFile=/run/secrets/backup_known_hosts "
-                "-o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=15 -o ServerAliveInterval=30 "
-                f"-p {self.target.port} {self.target.user}@{self.target.host} -s sftp"
-            )
-            extra = ["-o", f"sftp.command={command}"]
+            extra = ["-o", f"sftp.command={' '.join(self.ssh_argv())}"]
         if not self.cache_volume:
             extra.append("--no-cache")
         return [*before, *extra, *args] if args else list(before)
+
+    def ssh_argv(self) -> list[str]:
+        """ssh to the sftp target, trusting only the host key from mailstack.yaml."""
+        return [
+            "ssh", "-i", "/run/secrets/backup_ssh_key", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "UserKnownHostsFile=/run/secrets/backup_known_hosts",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=15",
+            "-o", "ServerAliveInterval=30",
+            "-p", str(self.target.port), f"{self.target.user}@{self.target.host}", "-s", "sftp",
+        ]  # fmt: skip
+
+    def _ssh_diagnosis(self, ssh_mounts: Sequence[Mount]) -> str:
+        """ssh's own complaint about the sftp target, asked for directly.
+
+        restic kills ssh as soon as the sftp session fails, often before ssh has printed why
+        (host key mismatch, key not authorized); a second, bare connection always says it.
+        """
+        argv = self.docker_argv(ssh_mounts)
+        argv[2:2] = ["--entrypoint", "ssh"]
+        argv[argv.index("--name") + 1] += "-ssh"
+        argv += self.ssh_argv()[1:]
+        result = process.run(argv, timeout=60, what="ssh", check=False)
+        return (result.stderr or b"").decode(errors="replace")
+
+    def _failure(self, what: str, code: int, output: str, ssh_mounts: Sequence[Mount]) -> Exception:
+        if self.target.kind == "sftp" and "sftp" in output.lower():
+            output += "\n" + self._ssh_diagnosis(ssh_mounts)
+        return explain_failure(what, code, output, self.target)
 
     def _check_sources(self, mounts: Sequence[Mount]) -> None:
         """Docker would make a missing host path an empty directory: refuse instead."""
@@ -247,7 +270,7 @@ class Repository:
                 raise
             if result.returncode != 0:
                 output = (result.stderr or b"").decode(errors="replace")
-                raise explain_failure(what, result.returncode, output, self.target)
+                raise self._failure(what, result.returncode, output, ssh_mounts)
             return result.stdout
 
     def stream(
@@ -268,7 +291,7 @@ class Repository:
                 self.kill()
                 raise
             if code != 0:
-                raise explain_failure(what, code, stderr, self.target)
+                raise self._failure(what, code, stderr, ssh_mounts)
 
     def kill(self) -> None:
         """Stop this stack's backup container if one is left running (an interrupted job)."""
