@@ -35,7 +35,7 @@ CHECKER_ARGUMENTS: dict[str, tuple[str, ...]] = {"sink": ("sink",)}
 
 # A throwaway container would get the service's fixed address, taken while the service runs:
 # check inside the running container then (its check mode installs nothing over live files).
-FIXED_ADDRESS = frozenset({"resolver", "webmail", "dovecot"})
+FIXED_ADDRESS = frozenset({"resolver", "webmail", "dovecot", "front"})
 
 # Where a daemon reads a copy of a generated file (container prefix → stack prefix). The
 # copies keep the line numbers: overrides are appended after them (postfix comments out the

@@ -201,3 +201,23 @@ def test_a_file_of_the_image_keeps_its_container_path() -> None:
 )
 def test_no_location_when_the_checker_names_none(output: str) -> None:
     assert locate("rspamd", output) is None
+
+
+def test_every_service_with_a_fixed_address_is_checked_inside_its_running_container() -> None:
+    # `compose run` of such a service asks for the running one's address and fails.
+    import yaml
+
+    from mailstack.checks import FIXED_ADDRESS
+    from mailstack.config import validate_config
+    from mailstack.render import RenderInputs, render_stack
+    from tests.conftest import REFERENCE
+
+    files = render_stack(RenderInputs(validate_config(REFERENCE), "1"))
+    services = yaml.safe_load(files["compose.yaml"])["services"]
+    fixed = {
+        name
+        for name, service in services.items()
+        for network in (service.get("networks") or {}).values()
+        if isinstance(network, dict) and "ipv4_address" in network
+    }
+    assert fixed and fixed <= FIXED_ADDRESS
