@@ -26,6 +26,7 @@ from mailstack.stackdir import atomic_write
 PROBE_LOCAL_PART = "mailstack-probe"
 PROBE_SECRET = "probe_password"  # noqa: S105  # the name of the secret file
 _PROBE_QUOTA = 10 * 1024 * 1024
+RETRY_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,7 @@ def round_trip(
     message["Message-ID"] = email.utils.make_msgid(domain=config.domain)
     message.set_content("A round trip made by mailstack to check the stack; deleted at once.\n")
     try:
-        with smtplib.SMTP(host, config.network.ports.submission, timeout=30) as smtp:
-            smtp.ehlo(config.hostname)
-            smtp.starttls(context=context)
-            smtp.login(address, password)
-            smtp.send_message(message)
+        _submit(config, host, context, address, password, message, deadline=started + timeout)
         while True:
             if _fetch_and_delete(config, host, context, address, password, token):
                 return ProbeResult(address, time.monotonic() - started)
@@ -93,6 +90,41 @@ def round_trip(
             time.sleep(1)
     except (OSError, smtplib.SMTPException, imaplib.IMAP4.error) as e:
         raise MailstackError(f"the mail round trip as {address} failed: {e}") from None
+
+
+def _submit(
+    config: Config,
+    host: str,
+    context: ssl.SSLContext,
+    address: str,
+    password: str,
+    message: EmailMessage,
+    deadline: float,
+) -> None:
+    """Submit as a mail client would, retrying a temporary (4xx) refusal or a dropped
+    connection until the deadline: a daemon that has just started may defer for a moment
+    (Postfix marks a database it could not reach as down for a while), and real senders
+    retry that. A permanent (5xx) refusal fails at once."""
+    while True:
+        try:
+            with smtplib.SMTP(host, config.network.ports.submission, timeout=30) as smtp:
+                smtp.ehlo(config.hostname)
+                smtp.starttls(context=context)
+                smtp.login(address, password)
+                smtp.send_message(message)
+            return
+        except (OSError, smtplib.SMTPException) as e:
+            if not is_temporary(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(RETRY_SECONDS)
+
+
+def is_temporary(error: Exception) -> bool:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(400 <= code < 500 for code, _ in error.recipients.values())
+    if isinstance(error, smtplib.SMTPResponseException):
+        return 400 <= error.smtp_code < 500
+    return isinstance(error, (OSError, smtplib.SMTPServerDisconnected))
 
 
 def _fetch_and_delete(

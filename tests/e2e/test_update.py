@@ -279,6 +279,11 @@ def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: Upd
 
         result = update_stack.run(update_stack.new_tree, "update")
         output = result.stdout + result.stderr
+        if result.returncode != 0:  # the daemons' side of the story
+            logs = update_stack.compose(
+                "logs", "--no-color", "--tail", "80", "postfix", "db", check=False
+            )
+            output += logs.stdout
         assert result.returncode == 0, output
         assert "rolled back the interrupted update" in output, output
         assert f"updated from {OLD_VERSION} to {NEW_VERSION}" in output, output
