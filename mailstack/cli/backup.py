@@ -198,7 +198,7 @@ def recover(
         typer.Option(
             "--from",
             help="The repository: a local path, sftp://user@host[:port]/path or "
-            "s3://host[:port]/bucket[/prefix].",
+            "s3://host[:port]/bucket\\[/prefix].",
         ),
     ],
     directory: Annotated[

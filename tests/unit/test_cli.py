@@ -224,3 +224,26 @@ def test_mailbox_add_refuses_weak_password(stack_root: Path) -> None:
 def test_unknown_option_is_usage_error() -> None:
     code, _ = invoke("render", "--no-such-option")
     assert code == 2
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words an operator types."""
+    import typer.main
+
+    paths: list[tuple[str, ...]] = []
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():  # a group's subcommands
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "mailstack")
+def test_every_help_page_renders(path: tuple[str, ...]) -> None:
+    # Help text is rich markup: "[/prefix]" in a usage hint once crashed `restore --help`.
+    code, text = invoke(*path, "--help")
+    assert code == 0, text
+    assert "Usage:" in text and "unexpected error" not in text
