@@ -95,7 +95,7 @@ def test_check_dns_passes_on_the_sandbox_domain(stack: RunningStack) -> None:
     assert expected | {"TLS-RPT", "SRV", "autoconfig"} <= kinds
     assert all(row["verdict"] == "pass" for row in rows), rows
     # The text form is a table plus a summary line.
-    text = stack.cli("check", "dns").stdout
+    text = stack.cli("check", "dns", DOMAIN).stdout
     assert "checks passed" in text
 
 

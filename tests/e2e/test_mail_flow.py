@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.e2e.conftest import DOMAIN, PORTS, PROJECT, RunningStack
-from tests.e2e.mail import fetch_by_subject, message
+from tests.e2e.mail import fetch_by_subject, message, send_inbound
 
 pytestmark = pytest.mark.e2e
 
@@ -225,12 +225,8 @@ def test_a_container_cannot_reach_an_outside_address(stack: RunningStack) -> Non
 def test_mail_survives_down_and_up(stack: RunningStack) -> None:
     recipient, password = stack.new_mailbox()
     subject = f"e2e persistent {uuid.uuid4().hex}"
-    with smtplib.SMTP("127.0.0.1", PORTS["smtp"], timeout=30) as smtp:
-        smtp.sendmail(
-            "someone@sender.example",
-            [recipient],
-            message("someone@sender.example", recipient, subject, "keep me\n").as_bytes(),
-        )
+    # As an outside MTA would, with a name in EHLO: a bare IP there scores as spam (Junk).
+    assert send_inbound([recipient], subject, "keep me\n") == {}
     fetch_by_subject(stack, recipient, password, subject)
     stack.cli("down")
     assert stack.compose("ps", "--quiet").stdout.strip() == b""
