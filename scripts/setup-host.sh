@@ -60,7 +60,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 say "installing mailstack into $venv"
 if [ $dev -eq 1 ]; then
-  "$venv/bin/pip" install -q "$repo[dev]"
+  # Editable: .venv/bin/mailstack runs the working tree, as the tests do.
+  "$venv/bin/pip" install -q --editable "$repo[dev]"
 else
   "$venv/bin/pip" install -q "$repo"
 fi
