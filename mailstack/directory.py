@@ -151,6 +151,7 @@ class DomainRemoval:
     mailboxes: tuple[str, ...]
     aliases: tuple[str, ...]  # "source -> destination", every row that went
     purged: StoredMail | None  # what was deleted on --purge; None: stored mail kept
+    alias_domains: tuple[str, ...] = ()  # alias domains that pointed at it, removed with it
 
     def __str__(self) -> str:
         lines = []
@@ -158,6 +159,7 @@ class DomainRemoval:
             lines.append(f"removed domain {self.domain}")
         lines += [f"  removed mailbox {address}" for address in self.mailboxes]
         lines += [f"  removed alias {alias}" for alias in self.aliases]
+        lines += [f"  removed alias domain {alias}" for alias in self.alias_domains]
         command = f"mailstack domain remove {self.domain} --purge"
         lines.append(_mail_fate(self.purged, self.mail_path, command))
         return "\n".join(lines)
@@ -367,14 +369,29 @@ def applied_migrations(compose: Executor) -> list[str]:
 # --- domains ---------------------------------------------------------------------------------
 
 
+# An alias domain's name cannot become a mail domain (a trigger enforces it too): say so in
+# one line instead of letting the trigger's error through.
+_ADD_DOMAIN = """
+WITH alias_of AS (SELECT target FROM alias_domains WHERE name = :'domain'),
+added AS (
+    INSERT INTO domains (name) SELECT :'domain' WHERE NOT EXISTS (SELECT 1 FROM alias_of)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name
+)
+SELECT 'alias_of', target FROM alias_of
+UNION ALL SELECT 'added', name FROM added;
+"""
+
+
 def add_domain(compose: Executor, name: str) -> None:
     """Add a mail domain (already normalised by config.normalize_domain)."""
-    rows = _psql(
-        compose,
-        "INSERT INTO domains (name) VALUES (:'domain') ON CONFLICT (name) DO NOTHING "
-        "RETURNING name;",
-        {"domain": name},
-    )
+    rows = _psql(compose, _ADD_DOMAIN, {"domain": name})
+    for kind, value in rows:
+        if kind == "alias_of":
+            raise UsageError(
+                f"DOMAIN: {name} is an alias domain of {value}; a name is one or the other",
+                hint=f"to make it a mail domain, first: mailstack domain alias remove {name}",
+            )
     if not rows:
         raise UsageError(f"domain {name} already exists")
 
@@ -394,6 +411,7 @@ _DOMAIN_STATE = """
 SELECT 'state', EXISTS (SELECT 1 FROM domains WHERE name = :'domain'),
     (SELECT count(*) FROM mailboxes WHERE domain = :'domain'),
     (SELECT count(DISTINCT source) FROM aliases WHERE domain = :'domain');
+SELECT 'alias_domain', name FROM alias_domains WHERE target = :'domain' ORDER BY name;
 """
 
 # One transaction. The domain row is locked first (a concurrent `mailbox add` waits), the
@@ -404,21 +422,31 @@ _REMOVE_DOMAIN = """
 SELECT 'locked', name FROM domains WHERE name = :'domain' FOR UPDATE;
 SELECT EXISTS (SELECT 1 FROM domains WHERE name = :'domain') AS domain_found,
     (SELECT count(*) FROM mailboxes WHERE domain = :'domain') AS mailbox_count,
-    (SELECT count(DISTINCT source) FROM aliases WHERE domain = :'domain') AS alias_count
+    (SELECT count(DISTINCT source) FROM aliases WHERE domain = :'domain') AS alias_count,
+    (SELECT count(*) FROM alias_domains WHERE target = :'domain') AS alias_domain_count,
+    (:'force' = 'yes' OR NOT EXISTS (SELECT 1 FROM mailboxes WHERE domain = :'domain')
+        AND NOT EXISTS (SELECT 1 FROM aliases WHERE domain = :'domain')
+        AND NOT EXISTS (SELECT 1 FROM alias_domains WHERE target = :'domain')) AS may_remove
 \\gset
 SELECT 'state', :'domain_found', :'mailbox_count', :'alias_count';
+SELECT 'alias_domain', name FROM alias_domains WHERE target = :'domain' ORDER BY name;
 DELETE FROM aliases
-    WHERE :'domain_found' = 't'
-    AND (:'force' = 'yes' OR (:'mailbox_count' = '0' AND :'alias_count' = '0'))
+    WHERE :'domain_found' = 't' AND :'may_remove' = 't'
     AND (domain = :'domain' OR lower(substring(destination from '@([^@]*)$')) = :'domain')
     RETURNING 'alias', source, destination;
+WITH gone AS (
+    DELETE FROM alias_domains WHERE target = :'domain' AND :'may_remove' = 't' RETURNING name
+), grants AS (
+    DELETE FROM sender_permissions WHERE split_part(sender, '@', 2) IN (SELECT name FROM gone)
+    RETURNING sender
+)
+SELECT 'alias_domain_removed', name FROM gone
+UNION ALL SELECT 'grant', sender FROM grants;
 DELETE FROM mailboxes
-    WHERE domain = :'domain'
-    AND (:'force' = 'yes' OR (:'mailbox_count' = '0' AND :'alias_count' = '0'))
+    WHERE domain = :'domain' AND :'may_remove' = 't'
     RETURNING 'mailbox', address;
 DELETE FROM domains
-    WHERE name = :'domain'
-    AND (:'force' = 'yes' OR (:'mailbox_count' = '0' AND :'alias_count' = '0'))
+    WHERE name = :'domain' AND :'may_remove' = 't'
     RETURNING 'domain', name;
 """
 
@@ -438,8 +466,9 @@ def remove_domain(
     """
     rows = _psql(compose, _DOMAIN_STATE, {"domain": name})
     exists, mailboxes, aliases = _state(rows)
-    if exists and (mailboxes or aliases) and not force:
-        raise _domain_in_use(name, mailboxes, aliases)
+    alias_domains = _alias_domains(rows)
+    if exists and (mailboxes or aliases or alias_domains) and not force:
+        raise _domain_in_use(name, mailboxes, aliases, alias_domains)
     path = domain_mail_path(name)
     mail = _confirmed_purge(compose, path, purge, confirm)
     if not exists:
@@ -458,7 +487,8 @@ def remove_domain(
         exists, mailboxes, aliases = _state(rows)
         if not exists:
             raise UsageError(f"domain {name} does not exist")
-        raise _domain_in_use(name, mailboxes, aliases)  # someone added a mailbox meanwhile
+        # Someone added a mailbox, an alias or an alias domain meanwhile.
+        raise _domain_in_use(name, mailboxes, aliases, _alias_domains(rows))
     _kick(compose, f"*@{name}")
     return DomainRemoval(
         name,
@@ -467,13 +497,22 @@ def remove_domain(
         tuple(row[1] for row in rows if row[0] == "mailbox"),
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
         _purge(compose, mail) if mail is not None and mail.exists else None,
+        tuple(row[1] for row in rows if row[0] == "alias_domain_removed"),
     )
 
 
-def _domain_in_use(name: str, mailboxes: int, aliases: int) -> UsageError:
+def _alias_domains(rows: list[list[str]]) -> list[str]:
+    return [row[1] for row in rows if row[0] == "alias_domain"]
+
+
+def _domain_in_use(name: str, mailboxes: int, aliases: int, alias_domains: list[str]) -> UsageError:
+    has = f"{mailboxes} mailbox(es) and {aliases} alias(es)"
+    if alias_domains:
+        has = f"{mailboxes} mailbox(es), {aliases} alias(es) and the alias domain(s) " + ", ".join(
+            alias_domains
+        )
     return UsageError(
-        f"domain {name} still has {mailboxes} mailbox(es) and {aliases} alias(es); "
-        "nothing was removed",
+        f"domain {name} still has {has}; nothing was removed",
         hint="remove them first, or pass --force to remove them with the domain "
         "(their stored mail is kept unless you also pass --purge)",
     )

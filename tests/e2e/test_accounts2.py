@@ -169,6 +169,25 @@ def test_alias_domain_delivers_to_the_target_and_signs_with_its_own_key(
         send_inbound([own], subject_for("after removal"))
 
 
+def test_an_alias_domain_is_neither_added_as_a_domain_nor_dropped_silently(
+    stack: RunningStack,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    target, alias_domain = f"target-{tag}.example.test", f"alias-{tag}.example.test"
+    stack.cli("domain", "add", target)
+    stack.cli("domain", "alias", "add", alias_domain, target)
+    clash = stack.cli("domain", "add", alias_domain, check=False)
+    assert clash.returncode == 2, clash.stderr
+    assert clash.stderr.startswith(f"error: DOMAIN: {alias_domain} is an alias domain of {target}")
+    assert "Traceback" not in clash.stderr and "ERROR:" not in clash.stderr
+    kept = stack.cli("domain", "remove", target, check=False)
+    assert kept.returncode == 2 and f"alias domain(s) {alias_domain}" in kept.stderr
+    removed = stack.cli("domain", "remove", target, "--force").stdout
+    assert f"removed alias domain {alias_domain}" in removed
+    listed = json.loads(stack.cli("domain", "alias", "list", "--json").stdout)
+    assert alias_domain not in [entry["name"] for entry in listed]
+
+
 # --- sender permissions ----------------------------------------------------------------------
 
 

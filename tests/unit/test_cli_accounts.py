@@ -372,6 +372,16 @@ def test_domain_in_use_is_refused_without_force(containers: FakeContainers) -> N
     assert containers.sent("DELETE") == [] and containers.sent("du ") == []
 
 
+def test_alias_domains_pointing_at_a_domain_keep_it_without_force(
+    containers: FakeContainers,
+) -> None:
+    containers.answers = [("SELECT 'state'", b"state,t,0,0\nalias_domain,other.example\n")]
+    code, text = invoke("domain", "remove", "busy.example")
+    assert code == 2
+    assert "0 alias(es) and the alias domain(s) other.example; nothing was removed" in text
+    assert containers.sent("DELETE") == []
+
+
 def test_domain_remove_with_force_keeps_mail_and_reports_what_went(
     containers: FakeContainers,
 ) -> None:

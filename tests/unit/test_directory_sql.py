@@ -16,7 +16,7 @@ HASH = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYX
 
 
 def test_domain_value_travels_as_a_variable_not_in_the_sql() -> None:
-    db = FakeDb(answers=[b"example.org\n"])
+    db = FakeDb(answers=[b"added,example.org\n"])
     directory.add_domain(db, "example.org")
     call = db.calls[0]
     assert call.service == "db"
@@ -40,8 +40,15 @@ def test_adding_an_existing_domain_is_a_usage_error() -> None:
         directory.add_domain(db, "example.org")
 
 
+def test_an_alias_domain_name_is_refused_in_one_line_naming_its_target() -> None:
+    db = FakeDb(answers=[b"alias_of,example.org\n"])
+    with pytest.raises(UsageError, match=r"alias domain of example\.org") as refused:
+        directory.add_domain(db, "example.net")
+    assert "domain alias remove example.net" in (refused.value.hint or "")
+
+
 def test_hostile_value_is_passed_verbatim_as_a_variable() -> None:
-    db = FakeDb(answers=[b"x\n"])
+    db = FakeDb(answers=[b"added,x\n"])
     hostile = "x'); DROP TABLE domains; --"
     directory.add_domain(db, hostile)
     assert db.variables()["domain"] == hostile
