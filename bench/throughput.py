@@ -199,25 +199,15 @@ def wait_delivered(volume: Path, address: str, count: int, timeout: float) -> di
         time.sleep(0.5)
 
 
+def driver_argv(*args: str) -> list[str]:
+    """`docker exec` of the load driver (DRIVER, on stdin) in the load container."""
+    return ["docker", "exec", "-i", "-e", f"SENDER={SENDER}", LOAD, "bash", "-s", "--", *args]
+
+
 def send(tag: str, count: int, sessions: int, interval_us: int) -> tuple[list[str], int]:
     """Run the driver's send phase; return its output lines and the number of failures."""
     result = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-i",
-            "-e",
-            f"SENDER={SENDER}",
-            LOAD,
-            "bash",
-            "-s",
-            "--",
-            "send",
-            tag,
-            str(count),
-            str(sessions),
-            str(interval_us),
-        ],
+        driver_argv("send", tag, str(count), str(sessions), str(interval_us)),
         input=DRIVER,
         capture_output=True,
         text=True,
@@ -233,21 +223,7 @@ def send(tag: str, count: int, sessions: int, interval_us: int) -> tuple[list[st
 
 
 def prepare(tag: str, count: int, recipient: str) -> None:
-    docker(
-        "exec",
-        "-i",
-        "-e",
-        f"SENDER={SENDER}",
-        LOAD,
-        "bash",
-        "-s",
-        "--",
-        "prepare",
-        tag,
-        str(count),
-        recipient,
-        stdin=DRIVER,
-    )
+    docker(*driver_argv("prepare", tag, str(count), recipient)[1:], stdin=DRIVER)
     docker("exec", "-i", LOAD, "bash", "-c", f"cat > /tmp/{tag}/rcpt", stdin=recipient + "\n")
 
 

@@ -46,6 +46,16 @@ def send_inbound(
         return smtp.sendmail(OUTSIDE_SENDER, recipients, mail.as_bytes())
 
 
+def submit(stack: RunningStack, login: str, password: str, mail: EmailMessage) -> None:
+    """Send like a mail client: port 587, STARTTLS, AUTH."""
+    with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=60) as smtp:
+        smtp.ehlo("client.example.test")
+        smtp.starttls(context=stack.tls_context())
+        smtp.ehlo("client.example.test")
+        smtp.login(login, password)
+        smtp.send_message(mail)
+
+
 def imaps(stack: RunningStack) -> imaplib.IMAP4_SSL:
     return imaplib.IMAP4_SSL("127.0.0.1", PORTS["imaps"], ssl_context=stack.tls_context())
 

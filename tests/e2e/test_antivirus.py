@@ -26,6 +26,7 @@ from tests.e2e.mail import (
     fetch_by_subject,
     inbox_subjects,
     message,
+    submit,
     wait_for_sink,
 )
 
@@ -80,16 +81,6 @@ def _with_attachment(
     return mail
 
 
-def _submit(stack: RunningStack, login: str, password: str, mail: EmailMessage) -> None:
-    """Like a mail client: 587, STARTTLS, AUTH."""
-    with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=60) as smtp:
-        smtp.ehlo("client.example.test")
-        smtp.starttls(context=stack.tls_context())
-        smtp.ehlo("client.example.test")
-        smtp.login(login, password)
-        smtp.send_message(mail)
-
-
 def _inbound(mail: EmailMessage) -> None:
     """Like another mail server: 25, no authentication."""
     with smtplib.SMTP("127.0.0.1", PORTS["smtp"], timeout=60) as smtp:
@@ -125,7 +116,7 @@ def test_eicar_submitted_on_587_is_refused_at_smtp_time(
     mail = _with_attachment(
         sender, "friend@elsewhere.example", "587", "test-file.dat", EICAR, "octet-stream"
     )
-    refused = _refusal(lambda: _submit(stack, sender, password, mail))
+    refused = _refusal(lambda: submit(stack, sender, password, mail))
     assert refused is not None and 500 <= refused[0] < 600, refused
     assert "virus" in refused[1].lower(), refused
 
@@ -153,7 +144,7 @@ def test_clean_attachments_still_pass_on_587_and_25(stack: RunningStack, antivir
     outbound = _with_attachment(
         sender, "friend@elsewhere.example", "clean 587", "report.pdf", PDF, "pdf"
     )
-    _submit(stack, sender, password, outbound)
+    submit(stack, sender, password, outbound)
     wait_for_sink(stack, str(outbound["Subject"]))
     inbound = _with_attachment(
         OUTSIDE_SENDER, recipient, "clean 25", "notes.zip", _zip("notes.txt", b"hello\n"), "zip"

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import DOMAIN, PORTS, RunningStack
-from tests.e2e.mail import message
+from tests.e2e.mail import message, submit
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +32,6 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 # Sandbox-only test domain (mailstack/render.py): DMARC p=reject, SPF -all.
 DMARC_REJECT_DOMAIN = "reject.example.test"
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
-def submit(stack: RunningStack, login: str, password: str, mail: EmailMessage) -> None:
-    """Send like a mail client: port 587, STARTTLS, AUTH."""
-    with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=60) as smtp:
-        smtp.ehlo("client.example.test")
-        smtp.starttls(context=stack.tls_context())
-        smtp.ehlo("client.example.test")
-        smtp.login(login, password)
-        smtp.send_message(mail)
 
 
 def deliver_inbound(mail: EmailMessage, sender: str, recipient: str) -> None:
