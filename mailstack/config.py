@@ -135,8 +135,10 @@ def check_subnet(value: str) -> str:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError:
         raise ValueError("is not a network in CIDR form (e.g. 172.30.53.0/24)") from None
-    if network.version != 4 or not network.is_private or network.prefixlen > 28:
-        raise ValueError("is not a private IPv4 network of /28 or larger")
+    # Some services have fixed addresses up to .81 (render.py); Docker hands out the others
+    # from the upper half of the first /24 (ip_range), so the two never meet.
+    if network.version != 4 or not network.is_private or network.prefixlen > 24:
+        raise ValueError("is not a private IPv4 network of /24 or larger")
     return str(network)
 
 

@@ -110,6 +110,11 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": str(backend.network_address + 24),
         "frontend_resolver_ip": str(frontend.network_address + 53),
+        # Docker's own picks (every container without a fixed address) come from here, above
+        # every fixed address: after many recreations its allocator would otherwise reach one
+        # (.24, .53, .80, .81) and a service could not start.
+        "frontend_dynamic_range": dynamic_range(frontend),
+        "backend_dynamic_range": dynamic_range(backend),
         "backend_gateway": str(backend.network_address + 1),
         "frontend_gateway": str(frontend.network_address + 1),
         # Where HTTP redirects to: the HTTPS port is left out when it is the default.
@@ -166,6 +171,11 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "blocked_extensions": sorted(set(attachments.blocked_extensions) - allowed),
         "allowed_extensions": sorted(allowed),
     }
+
+
+def dynamic_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """The upper half of the network's first /24: where Docker picks addresses itself."""
+    return str(ipaddress.ip_network(f"{network.network_address + 128}/25"))
 
 
 def with_header(path: str, body: str) -> str:
