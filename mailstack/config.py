@@ -340,10 +340,14 @@ class Network(Section):
     ipv6: bool = Field(default=False, description="also publish the ports on bind_ipv6")
     bind_ipv6: IPv6 = Field(default="::", description="IPv6 address the ports bind to")
     frontend_subnet: Subnet = Field(
-        default="172.29.80.0/24", description="network of the services that publish ports"
+        default="172.29.80.0/24",
+        description="network of the services that publish ports; private IPv4, /24 or larger "
+        "(fixed addresses .53, .80, .81; Docker picks the rest from .128-.255)",
     )
     backend_subnet: Subnet = Field(
-        default="172.29.81.0/24", description="internal network (db, redis, rspamd); no egress"
+        default="172.29.81.0/24",
+        description="internal network (db, redis, rspamd); no egress; private IPv4, /24 or "
+        "larger (fixed addresses .24, .53, .81; Docker picks the rest from .128-.255)",
     )
     ports: Ports = Field(default_factory=Ports)
 
