@@ -510,7 +510,7 @@ class DisasterRecoveryResult:
 
 def ensure_image(registry: str | None) -> str:
     """The backup image: built (or pulled) when missing; `mailstack build` rebuilds it."""
-    reference = images.reference(registry, "backup", __version__)
+    reference = images.reference(registry, "backup")
     if not images.image_exists(reference):
         if registry:
             images.pull_all({"backup": reference})

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from mailstack import process
 from mailstack.errors import MailstackError
+from mailstack.imagetags import BASE_IMAGE, content_tag
 from mailstack.render import IMAGE_SERVICES
 from mailstack.resources import build_contexts_dir
 
-BASE_IMAGE = "mailstack/debian:bookworm"
+__all__ = ["BASE_IMAGE", "content_tag"]
 SUITE = "bookworm"
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
@@ -25,10 +26,11 @@ class BuildResult:
     seconds: float
 
 
-def reference(registry: str | None, name: str, version: str) -> str:
-    """An image of mailstack's: mailstack/<name>:<version>, under the registry when set."""
+def reference(registry: str | None, name: str, tag: str | None = None) -> str:
+    """An image of mailstack's: mailstack/<name>:<tag>, under the registry when set; the tag
+    follows the build context (imagetags.content_tag) unless given."""
     prefix = f"{registry}/mailstack" if registry else "mailstack"
-    return f"{prefix}/{name}:{version}"
+    return f"{prefix}/{name}:{tag or content_tag(name)}"
 
 
 def image_exists(reference: str) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import __version__, directory, images, process
+from mailstack import directory, images, process
 from mailstack.compose import Compose, ServiceState, docker_available
 from mailstack.config import Config
 from mailstack.errors import MailstackError, UsageError
@@ -59,7 +59,7 @@ def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildRe
     docker_available()
     wanted = _wanted_images(stack)
     # No service runs it: `mailstack backup` starts it for each job. Built with the others.
-    wanted["backup"] = images.reference(stack.config.images.registry, "backup", __version__)
+    wanted["backup"] = images.reference(stack.config.images.registry, "backup")
     if stack.config.images.registry:
         images.pull_all(wanted)
         return []

@@ -72,6 +72,8 @@ class RenderInputs:
     # The public halves of the DKIM keys in <stack>/dkim (mailstack.dkim.load_keys): the
     # sandbox zone publishes them so verifiers inside the stack can check signatures.
     dkim_keys: tuple[DkimKey, ...] = ()
+    # {service: image tag} (imagetags.content_tags); without it every tag is the version.
+    image_tags: Mapping[str, str] | None = None
 
 
 def render_stack(inputs: RenderInputs, source: Path | None = None) -> dict[str, bytes]:
@@ -103,7 +105,10 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "config": config,
         "version": inputs.version,
         "sandbox": sandbox,
-        "images": {name: f"{image_prefix}/{name}:{inputs.version}" for name in IMAGE_SERVICES},
+        "images": {
+            name: f"{image_prefix}/{name}:{(inputs.image_tags or {}).get(name, inputs.version)}"
+            for name in IMAGE_SERVICES
+        },
         "pull_policy": "missing" if registry else "never",
         "secrets": sorted(SECRET_NAMES),
         "resolver_ip": str(backend.network_address + 53),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, dkim, dnsrecords, lifecycle
+from mailstack import __version__, dkim, dnsrecords, imagetags, lifecycle
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
@@ -18,7 +18,7 @@ from mailstack.hostcheck import (
     memory_bytes,
     webmail_default,
 )
-from mailstack.render import RenderInputs, render_stack
+from mailstack.render import IMAGE_SERVICES, RenderInputs, render_stack
 from mailstack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
 from mailstack.stackdir import RenderReport, StackDir, atomic_write
 from mailstack.tls import ensure_selfsigned
@@ -96,9 +96,11 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
     # The first domain signs from the first `up`; keys of later domains come from `domain add`.
     dkim.ensure_key(stack.root, config.domain)
     keys = tuple(dkim.load_keys(stack.root))
-    rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys))
+    tags = imagetags.content_tags(IMAGE_SERVICES)
+    rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys, image_tags=tags))
     inputs = {
         "version": __version__,
+        "image_tags": tags,
         "config": config.model_dump(mode="json"),
         "dkim_keys": [f"{key.domain} {key.selector} {key.public_key}" for key in keys],
     }
