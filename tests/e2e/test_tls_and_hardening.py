@@ -169,7 +169,26 @@ def scans(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict
     directory = tmp_path_factory.mktemp("testssl")
     with ThreadPoolExecutor(max_workers=len(ENDPOINTS)) as pool:
         runs = [pool.submit(_run_testssl, stack, endpoint, directory) for endpoint in ENDPOINTS]
-        return {run.result().endpoint.name: run.result() for run in runs}
+        scans = {run.result().endpoint.name: run.result() for run in runs}
+    for name, scan in scans.items():  # the summary, for `pytest -s` and failure reports
+        print(f"testssl {name}: {summary(scan)}")
+    return scans
+
+
+def summary(scan: Scan) -> str:
+    """Protocols offered, the accepted suites and the findings counted by severity."""
+    protocols = [
+        label
+        for protocol, label in (("SSLv2", "SSLv2"), ("SSLv3", "SSLv3"), ("TLS1", "TLS 1.0"),
+                                ("TLS1_1", "TLS 1.1"), ("TLS1_2", "TLS 1.2"), ("TLS1_3", "TLS 1.3"))
+        if scan.by_id(protocol)["finding"].startswith("offered")
+    ]  # fmt: skip
+    suites = sorted({columns[3] for _, columns in scan.ciphers()})
+    severities: dict[str, int] = {}
+    for item in scan.findings:
+        severities[item["severity"]] = severities.get(item["severity"], 0) + 1
+    counted = ", ".join(f"{severity} {count}" for severity, count in sorted(severities.items()))
+    return f"{' + '.join(protocols)}; {len(suites)} suites ({' '.join(suites)}); {counted}"
 
 
 def _endpoint_ids() -> list[str]:
