@@ -10,7 +10,7 @@ from typing import Annotated
 import idna
 import typer
 
-from mailstack import directory, lifecycle, passwords
+from mailstack import access, directory, lifecycle, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_address, normalize_domain
@@ -185,6 +185,12 @@ AddressArgument = Annotated[str, typer.Argument(metavar="ADDRESS", help="e.g. al
 PasswordStdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
+GeneratePasswordOption = Annotated[
+    bool,
+    typer.Option(
+        "--generate-password", help="Generate a strong password (~99 bits) and print it once."
+    ),
+]
 
 
 @mailbox_app.command("add")
@@ -192,6 +198,7 @@ PasswordStdinOption = Annotated[
 def mailbox_add(
     address: AddressArgument,
     password_stdin: PasswordStdinOption = False,
+    generate_password: GeneratePasswordOption = False,
     quota: Annotated[
         str | None,
         typer.Option(
@@ -205,13 +212,14 @@ def mailbox_add(
     """Add a mailbox. The password is never taken from the command line."""
     mailbox = _valid_mailbox(address)
     quota_bytes = _size("--quota", quota) if quota is not None else None
-    password = _read_password(password_stdin)
-    passwords.check_password_strength(password)
+    password = _new_password(password_stdin, generate_password)
     stack = lifecycle.Stack.load(directory_)
     if quota_bytes is None:
         quota_bytes = parse_size(stack.config.mailboxes.default_quota)
     directory.add_mailbox(stack.compose, mailbox, passwords.hash_password(password), quota_bytes)
     output.info(f"added mailbox {mailbox}")
+    if generate_password:
+        output.info(f"password (shown once, only its hash is stored): {password}")
 
 
 @mailbox_app.command("list")
@@ -256,15 +264,17 @@ def mailbox_remove(
 def mailbox_passwd(
     address: AddressArgument,
     password_stdin: PasswordStdinOption = False,
+    generate_password: GeneratePasswordOption = False,
     directory_: StackDirOption = Path(),
 ) -> None:
     """Set a new password. It is never taken from the command line."""
     mailbox = _valid("ADDRESS", address)
-    password = _read_password(password_stdin, label="New password")
-    passwords.check_password_strength(password)
+    password = _new_password(password_stdin, generate_password, label="New password")
     stack = lifecycle.Stack.load(directory_)
     directory.set_mailbox_password(stack.compose, mailbox, passwords.hash_password(password))
     output.info(f"changed the password of {mailbox.lower()}")
+    if generate_password:
+        output.info(f"new password (shown once, only its hash is stored): {password}")
 
 
 @mailbox_app.command("quota")
@@ -344,6 +354,17 @@ def _size(name: str, text: str) -> int:
         return parse_size(text)
     except ValueError as e:
         raise UsageError(f"{name}: {text[:80]!r} {e}") from None
+
+
+def _new_password(from_stdin: bool, generate: bool, label: str = "Password") -> str:
+    """A password typed twice, read from stdin, or generated; never from argv."""
+    if generate and from_stdin:
+        raise UsageError("--generate-password and --password-stdin: choose one")
+    if generate:
+        return access.generate_app_password()
+    password = _read_password(from_stdin, label)
+    passwords.check_password_strength(password)
+    return password
 
 
 def _read_password(from_stdin: bool, label: str = "Password") -> str:

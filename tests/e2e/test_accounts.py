@@ -131,6 +131,17 @@ def test_passwd_replaces_the_password(stack: RunningStack) -> None:
     assert can_log_in(stack, address, new_password)
 
 
+def test_a_generated_password_logs_in(stack: RunningStack) -> None:
+    address = f"generated-{uuid.uuid4().hex[:8]}@{DOMAIN}"
+    added = stack.cli("mailbox", "add", address, "--generate-password").stdout
+    password = added.split("stored): ", 1)[1].split()[0]
+    assert can_log_in(stack, address, password)
+    changed = stack.cli("mailbox", "passwd", address, "--generate-password").stdout
+    new_password = changed.split("stored): ", 1)[1].split()[0]
+    assert not can_log_in(stack, address, password)
+    assert can_log_in(stack, address, new_password)
+
+
 def test_over_quota_mail_is_refused_at_rcpt_and_list_shows_usage(stack: RunningStack) -> None:
     address, password = stack.new_mailbox()
     stack.cli("mailbox", "quota", address, "16K")

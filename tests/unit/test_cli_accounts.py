@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mailstack import directory, lifecycle
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
+from mailstack.passwords import verify_password
 
 runner = CliRunner()
 PASSWORD = "Correct-horse-42-battery"
@@ -238,6 +239,27 @@ def test_odd_but_valid_addresses_travel_verbatim_as_variables(
     assert local_part not in call.text.replace("\\set password_hash", "")
     assert PASSWORD not in call.text and all(PASSWORD not in arg for arg in call.argv)
     assert all("ARGON2ID" not in argument for argument in call.argv)
+
+
+def test_generated_password_is_printed_once_and_only_its_hash_is_stored(
+    containers: FakeContainers,
+) -> None:
+    containers.answers = [("UPDATE mailboxes", b"alice@example.test\n")]
+    code, text = invoke("mailbox", "passwd", "alice@example.test", "--generate-password")
+    assert code == 0, text
+    shown = text.split("stored): ", 1)[1].split()[0]
+    assert len(shown) >= 20 and text.count(shown) == 1
+    (call,) = containers.sent("UPDATE mailboxes")
+    assert shown not in call.text and all(shown not in arg for arg in call.argv)
+    stored = re.search(r"^\\set password_hash '([^']+)'$", call.text, re.MULTILINE)
+    assert stored and verify_password(stored.group(1), shown)
+
+
+def test_generate_password_and_password_stdin_exclude_each_other(untouchable: None) -> None:
+    code, text = invoke(
+        "mailbox", "add", "a@example.test", "--generate-password", "--password-stdin", input="x\n"
+    )
+    assert code == 2 and "choose one" in text
 
 
 def test_alias_with_several_destinations_and_a_catch_all_source(
