@@ -590,7 +590,16 @@ class Bans(Section):
     )
 
 
+class Dkim(Section):
+    ed25519: bool = Field(
+        default=False,
+        description="also sign with an Ed25519 key per domain (RFC 8463), beside the RSA "
+        "signature that every verifier checks; publish its record too (dns records)",
+    )
+
+
 class Policy(Section):
+    dkim: Dkim = Field(default_factory=Dkim)
     spam: Spam = Field(default_factory=Spam)
     attachments: Attachments = Field(default_factory=Attachments)
     rate_limits: RateLimits = Field(default_factory=RateLimits)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import atomic_write
@@ -45,7 +45,7 @@ class DkimKey:
 
     domain: str
     selector: str
-    key_type: str  # "rsa"
+    key_type: str  # "rsa" or "ed25519"
     bits: int
     public_key: str  # base64 of the DER SubjectPublicKeyInfo (the p= tag)
     active: bool  # rspamd signs with this one
@@ -270,6 +270,84 @@ def retire(root: Path, domain: str, selector: str | None = None) -> list[DkimKey
         for key in chosen:
             (directory / key_file_name(domain, key.selector)).unlink()
         return chosen
+
+
+# --- Ed25519: an optional second signature (policy.dkim.ed25519) ------------------------------
+# dkim/ed25519/<domain>.<selector>.key, 0600: base64 of the 32-byte seed and the 32-byte public
+# key, the form rspamd reads (what `rspamadm dkim_keygen -t ed25519` prints). Kept out of
+# dkim/*.key, which are the RSA selectors that rotation manages. One key per domain.
+
+ED25519_DIR = "ed25519"
+
+
+def ensure_ed25519_key(root: Path, domain: str, now: datetime.datetime | None = None) -> DkimKey:
+    """The domain's Ed25519 key, made when it has none yet."""
+    _check_domain(domain)
+    with _locked(root) as directory:
+        keys = directory / ED25519_DIR
+        keys.mkdir(mode=0o700, exist_ok=True)
+        existing = sorted(keys.glob(f"{domain}.*{KEY_SUFFIX}"))
+        for path in existing:
+            selector = path.name.removeprefix(f"{domain}.").removesuffix(KEY_SUFFIX)
+            if _SELECTOR.match(selector):
+                return _ed25519_public(domain, selector, path)
+        selector = "ed" + new_selector(now).removeprefix("ms")
+        private = ed25519.Ed25519PrivateKey.generate()
+        seed = private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        path = keys / key_file_name(domain, selector)
+        atomic_write(path, base64.b64encode(seed + public) + b"\n", 0o600)
+        return _ed25519_public(domain, selector, path)
+
+
+def load_ed25519_keys(root: Path) -> list[DkimKey]:
+    directory = root / DKIM_DIR / ED25519_DIR
+    if not directory.is_dir():
+        return []
+    keys = []
+    for path in sorted(directory.glob(f"*{KEY_SUFFIX}")):
+        domain, _, selector = path.name.removesuffix(KEY_SUFFIX).rpartition(".")
+        if _DOMAIN.match(domain) and _SELECTOR.match(selector):
+            keys.append(_ed25519_public(domain, selector, path))
+    return keys
+
+
+def published_keys(root: Path, *, ed25519_on: bool) -> list[DkimKey]:
+    """What DNS must carry: every RSA key, and the Ed25519 keys when they sign."""
+    return load_keys(root) + (load_ed25519_keys(root) if ed25519_on else [])
+
+
+def _ed25519_public(domain: str, selector: str, path: Path) -> DkimKey:
+    try:
+        raw = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (OSError, ValueError) as e:
+        raise MailstackError(f"DKIM key {DKIM_DIR}/{ED25519_DIR}/{path.name}: {e}") from None
+    if (
+        len(raw) != 64
+        or ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        != raw[32:]
+    ):
+        raise MailstackError(
+            f"DKIM key {DKIM_DIR}/{ED25519_DIR}/{path.name} is not an Ed25519 key "
+            "(base64 of the seed and the public key)",
+            hint="restore it from a backup, or delete it to make a new one (publish its record)",
+        )
+    return DkimKey(
+        domain=domain,
+        selector=selector,
+        key_type="ed25519",
+        bits=256,
+        public_key=base64.b64encode(raw[32:]).decode("ascii"),
+        active=True,
+    )
 
 
 def txt_strings_match(expected: DkimKey, answers: list[str]) -> bool:

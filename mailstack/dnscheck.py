@@ -522,7 +522,7 @@ def mail_domains(stack: Stack, requested: str | None) -> tuple[list[str], str]:
 
 def stack_records(stack: Stack, requested: str | None) -> RecordsResult:
     domains, note = mail_domains(stack, requested)
-    keys = dkim.load_keys(stack.dir.root)
+    keys = dkim.published_keys(stack.dir.root, ed25519_on=stack.config.policy.dkim.ed25519)
     return RecordsResult(record_set(stack.config, domains, keys), note)
 
 
@@ -538,7 +538,7 @@ def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> Dn
     return check_dns(
         config,
         domains,
-        dkim.load_keys(stack.dir.root),
+        dkim.published_keys(stack.dir.root, ed25519_on=config.policy.dkim.ed25519),
         Lookup(resolver),
         https_fetcher(cafile),
         own_ca=own_ca,

@@ -115,6 +115,8 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": str(backend.network_address + 24),
         "frontend_resolver_ip": str(frontend.network_address + 53),
+        # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
+        "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
         # Docker's own picks (every container without a fixed address) come from here, above
         # every fixed address: after many recreations its allocator would otherwise reach one
         # (.24, .53, .80, .81) and a service could not start.

@@ -95,7 +95,10 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
     stack.ensure_override_dirs()
     # The first domain signs from the first `up`; keys of later domains come from `domain add`.
     dkim.ensure_key(stack.root, config.domain)
-    keys = tuple(dkim.load_keys(stack.root))
+    if config.policy.dkim.ed25519:  # a second key for every domain that signs
+        for domain in dkim.read_selectors(stack.root):
+            dkim.ensure_ed25519_key(stack.root, domain)
+    keys = tuple(dkim.published_keys(stack.root, ed25519_on=config.policy.dkim.ed25519))
     tags = imagetags.content_tags(IMAGE_SERVICES)
     rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys, image_tags=tags))
     inputs = {

@@ -186,6 +186,43 @@ def test_a_new_domain_gets_its_own_key_and_signs_with_it(stack: RunningStack) ->
     assert dkim.verify(raw, dnsfunc=resolver_txt(stack))
 
 
+def test_ed25519_adds_a_second_signature_beside_rsa_and_both_verify(stack: RunningStack) -> None:
+    path = stack.root / "mailstack.yaml"
+    original = path.read_text()
+    config = yaml.safe_load(original)
+    config.setdefault("policy", {}).setdefault("dkim", {})["ed25519"] = True
+    try:
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        stack.cli("render")
+        stack.cli("check", "config", "rspamd")  # rspamadm configtest on the two-key config
+        for service in ("rspamd", "resolver"):  # the signer, and the sandbox zone
+            stack.cli("restart", service)
+        (key_file,) = (stack.root / "dkim" / "ed25519").glob(f"{DOMAIN}.*.key")
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert "k=ed25519" in stack.cli("dns", "records", DOMAIN).stdout
+        sender, password = stack.new_mailbox()
+        subject = f"e2e dkim ed25519 {uuid.uuid4().hex}"
+        submit(stack, sender, password, message(sender, "friend@elsewhere.example", subject))
+        raw = from_sink(stack, subject)
+        headers = email.message_from_bytes(raw).get_all("DKIM-Signature") or []
+        tags = [
+            dict(
+                part.split("=", 1) for part in re.sub(r"\s+", "", str(h)).split(";") if "=" in part
+            )
+            for h in headers
+        ]
+        assert sorted(t["a"] for t in tags) == ["ed25519-sha256", "rsa-sha256"], tags
+        assert {t["d"] for t in tags} == {DOMAIN}
+        verifier = dkim.DKIM(raw)
+        for index in range(len(headers)):  # each signature on its own, against DNS
+            assert verifier.verify(idx=index, dnsfunc=resolver_txt(stack)), tags[index]
+    finally:
+        path.write_text(original)
+        stack.cli("render")
+        for service in ("rspamd", "resolver"):
+            stack.cli("restart", service)
+
+
 def test_inbound_mail_is_arc_sealed_and_the_seal_verifies(stack: RunningStack) -> None:
     recipient, password = stack.new_mailbox()
     subject = f"e2e arc {uuid.uuid4().hex}"

@@ -193,3 +193,47 @@ def test_the_cli_shows_selector_size_and_record(tmp_path: Path) -> None:
     assert missing.exit_code == 2
     bad = runner.invoke(app, ["dkim", "show", "not a domain", "--dir", str(root)])
     assert bad.exit_code == 2 and "DOMAIN" in bad.output
+
+
+# --- Ed25519 (policy.dkim.ed25519) ------------------------------------------------------------
+
+
+def test_an_ed25519_key_is_made_once_in_rspamds_form_and_kept_apart(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = dkim.ensure_ed25519_key(tmp_path, "example.org", NOW)
+    assert dkim.ensure_ed25519_key(tmp_path, "example.org") == key  # made once
+    (path,) = (tmp_path / "dkim" / "ed25519").glob("example.org.*.key")
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700
+    raw = base64.b64decode(path.read_bytes())  # seed + public key, as rspamd reads it
+    seed, public = raw[:32], raw[32:]
+    derived = ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    assert (
+        derived.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw) == public
+    )
+    assert key.txt == f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
+    assert key.selector == "ed20250314"
+    # Not an RSA selector: rotation and `dkim show` never see it.
+    assert dkim.load_keys(tmp_path) == []
+    assert dkim.published_keys(tmp_path, ed25519_on=False) == []
+    assert dkim.published_keys(tmp_path, ed25519_on=True) == [key]
+
+
+def test_a_damaged_ed25519_key_is_named(tmp_path: Path) -> None:
+    dkim.ensure_ed25519_key(tmp_path, "example.org", NOW)
+    (path,) = (tmp_path / "dkim" / "ed25519").glob("*.key")
+    path.write_text(base64.b64encode(b"x" * 64).decode())
+    with pytest.raises(MailstackError, match="is not an Ed25519 key"):
+        dkim.load_ed25519_keys(tmp_path)
+
+
+def test_rspamd_signs_twice_only_with_ed25519_on(tmp_path: Path) -> None:
+    key = dkim.ensure_ed25519_key(tmp_path, "example.org", NOW)
+    data = {**REFERENCE, "policy": {"dkim": {"ed25519": True}}}
+    on = render_stack(RenderInputs(validate_config(data), "1", dkim_keys=(key,)))
+    signing = on["config/rspamd/dkim_signing.conf"].decode()
+    assert '"example.org" {' in signing
+    assert '{ path = "/run/rspamd/dkim/$domain.$selector.key"; }' in signing  # from the map
+    assert f'selector = "{key.selector}"' in signing
+    off = render_stack(RenderInputs(validate_config(REFERENCE), "1"))
+    assert "domain {" not in off["config/rspamd/dkim_signing.conf"].decode()
