@@ -149,10 +149,13 @@ class Repository:
     s3_access_key_id: str | None = None
     s3_secret_file: Path | None = None
 
-    def docker_argv(self, mounts: Sequence[Mount] = ()) -> list[str]:
-        """`docker run` of the backup image with the repository, the password and mounts."""
+    def docker_argv(
+        self, mounts: Sequence[Mount] = (), *, entrypoint: str | None = None, name: str = ""
+    ) -> list[str]:
+        """`docker run` of the backup image with the repository, the password and mounts
+        (its entrypoint, restic's wrapper, unless another program is named)."""
         argv = [
-            "docker", "run", "--rm", "--name", self.name, "--hostname", "mailstack-backup",
+            "docker", "run", "--rm", "--name", name or self.name, "--hostname", "mailstack-backup",
             "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL",
             *[option for cap in CAPABILITIES for option in ("--cap-add", cap)],
             # Not --read-only: restic sets the times of the parent directories it restores
@@ -174,6 +177,8 @@ class Repository:
                 argv += ["--volume", f"{self.s3_secret_file}:/run/secrets/{S3_SECRET}:ro"]
         for mount in mounts:
             argv += ["--volume", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
+        if entrypoint:
+            argv += ["--entrypoint", entrypoint]
         argv.append(self.image)
         return argv
 
@@ -203,10 +208,8 @@ class Repository:
         restic kills ssh as soon as the sftp session fails, often before ssh has printed why
         (host key mismatch, key not authorized); a second, bare connection always says it.
         """
-        argv = self.docker_argv(ssh_mounts)
-        argv[2:2] = ["--entrypoint", "ssh"]
-        argv[argv.index("--name") + 1] += "-ssh"
-        argv += self.ssh_argv()[1:]
+        ssh, *arguments = self.ssh_argv()
+        argv = self.docker_argv(ssh_mounts, entrypoint=ssh, name=f"{self.name}-ssh") + arguments
         result = process.run(argv, timeout=60, what="ssh", check=False)
         return (result.stderr or b"").decode(errors="replace")
 

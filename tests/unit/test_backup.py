@@ -118,6 +118,12 @@ def test_sftp_jobs_check_the_host_key_strictly(tmp_path: Path) -> None:
     assert command[0] == "-o" and command[-1] == "snapshots"
     assert "StrictHostKeyChecking=yes" in command[1] and "BatchMode=yes" in command[1]
     assert "-p 2222 backup@vault.example.org -s sftp" in command[1]
+    # The diagnosis when a session fails: the same ssh, run directly in the same image.
+    ssh, *arguments = remote.ssh_argv()
+    direct = remote.docker_argv(entrypoint=ssh, name="job-ssh") + arguments
+    assert direct[direct.index("--entrypoint") + 1] == "ssh"
+    assert direct[direct.index("--name") + 1] == "job-ssh"
+    assert direct[direct.index(remote.image) + 1 :] == arguments
 
 
 # --- error lines -----------------------------------------------------------------------------
