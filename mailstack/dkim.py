@@ -19,6 +19,7 @@ import datetime
 import fcntl
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +85,10 @@ class KeyResult:
     created: bool
 
 
-def new_selector(now: datetime.datetime | None = None) -> str:
+def new_selector(now: datetime.datetime | None = None, prefix: str = "ms") -> str:
     """A selector naming the key's creation date, e.g. ms20250314 (rotation adds new ones)."""
     moment = now or datetime.datetime.now(datetime.UTC)
-    return f"ms{moment:%Y%m%d}"
+    return f"{prefix}{moment:%Y%m%d}"
 
 
 def ensure_key(root: Path, domain: str, now: datetime.datetime | None = None) -> KeyResult:
@@ -284,25 +285,15 @@ def ensure_ed25519_key(root: Path, domain: str, now: datetime.datetime | None = 
     """The domain's Ed25519 key, made when it has none yet."""
     _check_domain(domain)
     with _locked(root) as directory:
+        existing = [key for key in load_ed25519_keys(root) if key.domain == domain]
+        if existing:
+            return existing[0]
         keys = directory / ED25519_DIR
         keys.mkdir(mode=0o700, exist_ok=True)
-        existing = sorted(keys.glob(f"{domain}.*{KEY_SUFFIX}"))
-        for path in existing:
-            selector = path.name.removeprefix(f"{domain}.").removesuffix(KEY_SUFFIX)
-            if _SELECTOR.match(selector):
-                return _ed25519_public(domain, selector, path)
-        selector = "ed" + new_selector(now).removeprefix("ms")
-        private = ed25519.Ed25519PrivateKey.generate()
-        seed = private.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        public = private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        selector = new_selector(now, prefix="ed")
+        seed = secrets.token_bytes(32)  # an Ed25519 private key is 32 random bytes
         path = keys / key_file_name(domain, selector)
-        atomic_write(path, base64.b64encode(seed + public) + b"\n", 0o600)
+        atomic_write(path, base64.b64encode(seed + _ed25519_public_bytes(seed)) + b"\n", 0o600)
         return _ed25519_public(domain, selector, path)
 
 
@@ -328,13 +319,7 @@ def _ed25519_public(domain: str, selector: str, path: Path) -> DkimKey:
         raw = base64.b64decode(path.read_bytes().strip(), validate=True)
     except (OSError, ValueError) as e:
         raise MailstackError(f"DKIM key {DKIM_DIR}/{ED25519_DIR}/{path.name}: {e}") from None
-    if (
-        len(raw) != 64
-        or ed25519.Ed25519PrivateKey.from_private_bytes(raw[:32])
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        != raw[32:]
-    ):
+    if len(raw) != 64 or _ed25519_public_bytes(raw[:32]) != raw[32:]:
         raise MailstackError(
             f"DKIM key {DKIM_DIR}/{ED25519_DIR}/{path.name} is not an Ed25519 key "
             "(base64 of the seed and the public key)",
@@ -347,6 +332,13 @@ def _ed25519_public(domain: str, selector: str, path: Path) -> DkimKey:
         bits=256,
         public_key=base64.b64encode(raw[32:]).decode("ascii"),
         active=True,
+    )
+
+
+def _ed25519_public_bytes(seed: bytes) -> bytes:
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    return private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
 
 
