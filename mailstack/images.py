@@ -14,7 +14,6 @@ from mailstack.imagetags import BASE_IMAGE, content_tag
 from mailstack.render import IMAGE_SERVICES
 from mailstack.resources import build_contexts_dir
 
-__all__ = ["BASE_IMAGE", "content_tag"]
 SUITE = "bookworm"
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
