@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,9 +31,6 @@ from mailstack.errors import MailstackError, UsageError
 MAX_APP_PASSWORDS = 20  # per mailbox
 APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # No look-alikes (0/o, 1/l/i): people type these into phones.
-_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
-_GROUPS = 4
-_GROUP_LENGTH = 5
 LOOKUP_KEY_HEX = 8  # 32 bits: Dovecot's %{sha256;truncate=32:password}
 
 
@@ -103,20 +99,6 @@ class SenderChange:
 # --- app passwords ---------------------------------------------------------------------------
 
 
-def generate_app_password() -> str:
-    """Four groups of five characters from a 31-letter alphabet (~99 bits), e.g. 'k3xq9-...'."""
-    while True:
-        groups = (
-            "".join(secrets.choice(_ALPHABET) for _ in range(_GROUP_LENGTH)) for _ in range(_GROUPS)
-        )
-        candidate = "-".join(groups)
-        try:
-            passwords.check_password_strength(candidate)
-        except UsageError:
-            continue  # e.g. too few distinct letters: vanishingly rare, draw again
-        return candidate
-
-
 def lookup_key(password: str) -> str:
     """What Dovecot's %{sha256;truncate=32:password} gives for this password (hex)."""
     return hashlib.sha256(password.encode("utf-8")).hexdigest()[:LOOKUP_KEY_HEX]
@@ -153,7 +135,7 @@ def add_app_password(compose: Executor, address: str, name: str) -> NewAppPasswo
     address = address.lower()
     check_app_password_name(name)
     for _attempt in range(5):  # a lookup_key shared with another of its passwords: draw again
-        password = generate_app_password()
+        password = passwords.generate_password()
         counts = _counts(
             _psql(
                 compose,

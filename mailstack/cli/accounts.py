@@ -10,7 +10,7 @@ from typing import Annotated
 import idna
 import typer
 
-from mailstack import access, directory, lifecycle, passwords
+from mailstack import directory, lifecycle, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_address, normalize_domain
@@ -361,7 +361,7 @@ def _new_password(from_stdin: bool, generate: bool, label: str = "Password") -> 
     if generate and from_stdin:
         raise UsageError("--generate-password and --password-stdin: choose one")
     if generate:
-        return access.generate_app_password()
+        return passwords.generate_password()
     password = _read_password(from_stdin, label)
     passwords.check_password_strength(password)
     return password
