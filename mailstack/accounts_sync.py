@@ -29,8 +29,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mailstack.access import APP_PASSWORD_NAME
-from mailstack.cli.accounts import _mixed_scripts
-from mailstack.config import explain, normalize_address, normalize_domain
+from mailstack.config import explain, mixed_scripts, normalize_address, normalize_domain
 from mailstack.directory import (
     MAIL_ROOT,
     MAX_DESTINATIONS,
@@ -57,7 +56,7 @@ HEADER = (
 
 
 def _no_lookalikes(domain: str) -> None:
-    mixed = _mixed_scripts(domain)
+    mixed = mixed_scripts(domain)
     if mixed:
         raise ValueError(
             f"mixes {' and '.join(mixed)} letters in one label (a look-alike of another name?)"

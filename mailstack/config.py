@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import unicodedata
 import urllib.parse
 import zoneinfo
 from functools import cache
@@ -105,6 +106,27 @@ def normalize_domain(value: str) -> str:
     if labels[-1].isdigit():
         raise ValueError("is not a domain name (the top-level label is numeric)")
     return ascii_name
+
+
+# Letters of these scripts look alike (Cyrillic U+0430 is "a"); one label mixing them is a lure.
+_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
+
+
+def mixed_scripts(domain: str) -> list[str]:
+    """The look-alike scripts (Latin, Greek, Cyrillic) mixed in one label of a normalised
+    domain, e.g. ["Cyrillic", "Latin"]; empty when none is."""
+    for label in domain.split("."):
+        if not label.startswith("xn--"):
+            continue
+        try:
+            text = idna.decode(label)
+        except idna.IDNAError:
+            continue  # normalize_domain produced it; nothing to compare then
+        scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in text if ch.isalpha()}
+        mixed = scripts & _CONFUSABLE_SCRIPTS
+        if len(mixed) > 1:
+            return sorted(script.capitalize() for script in mixed)
+    return []
 
 
 def normalize_address(value: str) -> str:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import sys
-import unicodedata
 from pathlib import Path
 from typing import Annotated
 
-import idna
 import typer
 
 from mailstack import directory, lifecycle, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.config import normalize_address, normalize_domain
+from mailstack.config import mixed_scripts, normalize_address, normalize_domain
 from mailstack.errors import UsageError
 from mailstack.stack import publish_domain_key
 from mailstack.units import parse_size
@@ -38,9 +36,6 @@ DomainFilter = Annotated[
     str | None, typer.Option("--domain", help="Only this domain.", show_default=False)
 ]
 
-# Letters of these scripts look alike (Cyrillic U+0430 is "a"); one label mixing them is a lure.
-_CONFUSABLE_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC"})
-
 
 def register(app: typer.Typer) -> None:
     app.add_typer(domain_app, name="domain")
@@ -54,7 +49,7 @@ def _valid(kind: str, value: str) -> str:
         normalised = normalise(value)
     except ValueError as e:
         raise UsageError(f"{kind}: {value[:80]!r} {e}") from None
-    mixed = _mixed_scripts(normalised.rpartition("@")[2])
+    mixed = mixed_scripts(normalised.rpartition("@")[2])
     if mixed:
         raise UsageError(
             f"{kind}: {value[:80]!r} is not accepted: it mixes {' and '.join(mixed)} letters "
@@ -83,21 +78,6 @@ def _valid_source(value: str) -> str:
                 f"SOURCE: {value[:80]!r} is not a catch-all (@ followed by a domain name)"
             ) from None
     return _valid("SOURCE", value)
-
-
-def _mixed_scripts(domain: str) -> list[str]:
-    for label in domain.split("."):
-        if not label.startswith("xn--"):
-            continue
-        try:
-            text = idna.decode(label)
-        except idna.IDNAError:
-            continue  # normalize_domain produced it; nothing to compare then
-        scripts = {unicodedata.name(ch, "").split(" ")[0] for ch in text if ch.isalpha()}
-        mixed = scripts & _CONFUSABLE_SCRIPTS
-        if len(mixed) > 1:
-            return sorted(script.capitalize() for script in mixed)
-    return []
 
 
 def _purge_flags(purge: bool, yes: bool) -> None:
