@@ -423,10 +423,10 @@ SELECT 'locked', name FROM domains WHERE name = :'domain' FOR UPDATE;
 SELECT EXISTS (SELECT 1 FROM domains WHERE name = :'domain') AS domain_found,
     (SELECT count(*) FROM mailboxes WHERE domain = :'domain') AS mailbox_count,
     (SELECT count(DISTINCT source) FROM aliases WHERE domain = :'domain') AS alias_count,
-    (SELECT count(*) FROM alias_domains WHERE target = :'domain') AS alias_domain_count,
-    (:'force' = 'yes' OR NOT EXISTS (SELECT 1 FROM mailboxes WHERE domain = :'domain')
-        AND NOT EXISTS (SELECT 1 FROM aliases WHERE domain = :'domain')
-        AND NOT EXISTS (SELECT 1 FROM alias_domains WHERE target = :'domain')) AS may_remove
+    (SELECT count(*) FROM alias_domains WHERE target = :'domain') AS alias_domain_count
+\\gset
+SELECT :'force' = 'yes' OR (:'mailbox_count' = '0' AND :'alias_count' = '0'
+    AND :'alias_domain_count' = '0') AS may_remove
 \\gset
 SELECT 'state', :'domain_found', :'mailbox_count', :'alias_count';
 SELECT 'alias_domain', name FROM alias_domains WHERE target = :'domain' ORDER BY name;
