@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
 
-from mailstack import checks, dnscheck, lifecycle
+from mailstack import checks, dnscheck, lifecycle, tlscheck
 from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
@@ -82,3 +85,116 @@ def check_dns(
         output.dns_check_table(report)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+@check_app.command("tls")
+@output.guarded
+def check_tls(
+    domain: DomainArgument = None,
+    directory: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Connect to every TLS endpoint as a client would and judge what it serves.
+
+    For 25, 465, 587, 143, 993, 4190 and 443 (and with SNI every HTTPS name of the mail
+    domains: mta-sts., autoconfig., autodiscover.): the chain and its root, the names the
+    certificate covers, days to expiry (a warning under 21), key and signature, OCSP/CRL
+    URLs, and the TLS versions accepted (only 1.2 and 1.3 may be). A failed ACME renewal
+    (.mailstack/acme.json) is a failure too.
+
+    Exit codes: 0 every endpoint good, with a publicly trusted chain; 1 a failure; 3 all
+    good, but the chain ends at the stack's own CA (tls.mode selfsigned: fine offline,
+    trusted by no other server).
+    """
+    stack = lifecycle.Stack.load(directory)
+    report = tlscheck.check_stack(stack, domain_argument(domain))
+    if as_json:
+        output.as_json(
+            {
+                "ok": report.ok,
+                "exit_code": report.exit_code,
+                "acme": output.plain(report.acme),
+                "findings": output.plain(report.findings),
+                "endpoints": [
+                    {**output.plain(endpoint), "verdict": endpoint.verdict}
+                    for endpoint in report.endpoints
+                ],
+            }
+        )
+    else:
+        _show_tls_report(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+_VERDICT_STYLES = {tlscheck.PASS: "green", tlscheck.FAIL: "bold red", tlscheck.WARN: "yellow"}
+_ANCHORS = {
+    tlscheck.ANCHOR_PUBLIC: "a publicly trusted root",
+    tlscheck.ANCHOR_OWN_CA: "the stack's own CA (tls.mode selfsigned)",
+    tlscheck.ANCHOR_UNTRUSTED: "an untrusted root",
+    tlscheck.ANCHOR_INCOMPLETE: "incomplete",
+    tlscheck.ANCHOR_BROKEN: "broken",
+}
+
+
+def _show_tls_report(report: tlscheck.TlsCheckReport) -> None:
+    """`check tls`: a small table per endpoint, then one line per finding with its fix."""
+    for endpoint in report.endpoints:
+        how = f"STARTTLS {endpoint.starttls}" if endpoint.starttls else "implicit TLS"
+        title = Text(f"{endpoint.name} {endpoint.address}:{endpoint.port} ({how}) ")
+        title.append(endpoint.verdict, style=_VERDICT_STYLES[endpoint.verdict])
+        table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE)
+        table.add_column("check", style="dim")
+        table.add_column("found", overflow="fold")
+        offered = [version for version, ok in endpoint.protocols.items() if ok]
+        refused = [version for version, ok in endpoint.protocols.items() if not ok]
+        table.add_row(
+            "protocols",
+            Text(", ".join(offered) or "none")
+            + Text(f" (refused: {', '.join(refused)})" if refused else "", style="dim"),
+        )
+        leaf, chain = endpoint.leaf, endpoint.chain
+        if leaf is not None:
+            table.add_row("certificate", Text(f"{leaf.subject}, {leaf.key}, {leaf.signature}"))
+            table.add_row("expires", Text(f"{leaf.not_after} ({leaf.days_left} days)"))
+            revocation = (
+                f"OCSP {', '.join(leaf.ocsp) or 'none'}; CRL {', '.join(leaf.crl) or 'none'}; "
+                f"stapled: {'yes' if endpoint.ocsp_stapled else 'no'}"
+            )
+            table.add_row("revocation", Text(revocation))
+        if chain is not None:
+            path = " <- ".join(
+                certificate.subject + ("" if certificate.served else " (not served)")
+                for certificate in chain.certificates
+            )
+            table.add_row("chain", Text(f"{path}: {_ANCHORS[chain.anchor]}"))
+        if endpoint.names:
+            table.add_row(
+                "names",
+                Text(
+                    ", ".join(
+                        f"{check.name} {'ok' if check.covered else 'MISSING'}"
+                        for check in endpoint.names
+                    )
+                ),
+            )
+        output.console.print(table)
+    if report.acme is not None and report.acme.ok:
+        until = (
+            f", certificate valid until {report.acme.not_after}" if report.acme.not_after else ""
+        )
+        output.info(f"ACME: last renewal check {report.acme.checked}: ok{until}")
+    findings = report.all_findings()
+    for finding in findings:
+        output.info(f"{finding.verdict}: {finding.what}: {finding.fix}")
+    failed = sum(1 for finding in findings if finding.verdict == tlscheck.FAIL)
+    count = len(report.endpoints)
+    if failed:
+        output.info(f"{count} endpoints, {failed} failure{'' if failed == 1 else 's'}")
+    elif report.own_ca:
+        output.info(
+            f"{count} endpoints good; the chain ends at the stack's own CA: other servers "
+            "and clients do not trust it (use tls.mode manual with a public certificate)"
+        )
+    else:
+        output.info(f"{count} endpoints good, publicly trusted")
