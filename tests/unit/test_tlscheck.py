@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from typer.testing import CliRunner
 
 from mailstack import tlscheck
+from mailstack.cli.main import app
 from mailstack.config import validate_config
 from mailstack.tlscheck import (
     ANCHOR_BROKEN,
@@ -569,3 +572,78 @@ def test_nothing_listening_is_no_handshake_with_the_clients_reason() -> None:
     target = Endpoint("imaps", "127.0.0.1", free_port(), None, (HOST,))
     handshake = tlscheck.openssl_probe([target])["imaps"].by_name[HOST]
     assert handshake.protocol is None and handshake.error == "Connection refused"
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def init_stack(root: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "init",
+            "--non-interactive",
+            "--hostname",
+            HOST,
+            "--domain",
+            "example.test",
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(root),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    config_path = root / "mailstack.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    # Ports nothing listens on: the stack is not running.
+    config["network"]["ports"] = {
+        name: free_port()
+        for name in (
+            "smtp",
+            "submissions",
+            "submission",
+            "imap",
+            "imaps",
+            "http",
+            "https",
+            "managesieve",
+        )
+    }
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_check_tls_on_a_stack_that_is_down_fails_each_endpoint(stack_root: Path) -> None:
+    init_stack(stack_root)
+    result = CliRunner().invoke(app, ["check", "tls", "--json", "--dir", str(stack_root)])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert [e["name"] for e in report["endpoints"]] == [
+        "smtp",
+        "submissions",
+        "submission",
+        "imap",
+        "imaps",
+        "managesieve",
+        "https",
+    ]
+    for endpoint in report["endpoints"]:
+        assert endpoint["verdict"] == FAIL
+        assert endpoint["findings"][0]["what"].endswith("no TLS handshake (Connection refused)")
+
+
+def test_check_tls_of_a_domain_the_stack_does_not_have_is_one_line_exit_2(
+    stack_root: Path,
+) -> None:
+    init_stack(stack_root)
+    result = CliRunner().invoke(app, ["check", "tls", "nope.test", "--dir", str(stack_root)])
+    assert result.exit_code == 2
+    assert "DOMAIN: 'nope.test' is not a mail domain of this stack" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_tls_help_documents_the_exit_codes() -> None:
+    result = CliRunner().invoke(app, ["check", "tls", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "Exit codes: 0 every endpoint good" in " ".join(result.output.split())
