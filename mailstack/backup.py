@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mailstack import __version__, directory, images, process
+from mailstack import __version__, directory, images, process, repository_key
 from mailstack.compose import Compose
 from mailstack.config import Backup as BackupConfig
 from mailstack.config import check_backup_target, check_ssh_host_key, normalize_address
@@ -586,11 +586,68 @@ def _prepare(repository: Repository, stack_root: Path) -> tuple[bool, bool]:
     if repository.target.kind == "local":
         Path(repository.target.path).mkdir(mode=0o700, parents=True, exist_ok=True)
     # A lock left by an interrupted job (the host lock above says no job of ours runs now).
-    with contextlib.suppress(RepositoryMissing):
+    try:
         repository.run(["unlock", "--remove-all"], what="restic unlock", timeout=300)
-        return False, password_created
-    repository.run(["init"], what="restic init", timeout=300)
-    return True, password_created
+        created = False
+    except RepositoryMissing:
+        repository.run(["init"], what="restic init", timeout=300)
+        created = True
+    use_fast_key(repository)
+    return created, password_created
+
+
+def use_fast_key(repository: Repository) -> bool:
+    """Replace a local repository's calibrated key by one with cheap scrypt parameters.
+
+    restic 0.14 spends ~0.6 s of scrypt opening the repository in every job (seven per
+    `backup create`, one inside the Dovecot pause). With mailstack's 256-bit random password
+    that work factor guards nothing (see repository_key). Only a repository whose one key is
+    opened by a password of that shape is changed, and restic itself must open the new key
+    (`key remove` refuses to remove the key it used) before the old one goes. True when the
+    key was replaced. Remote targets keep restic's key: restic cannot upload a key file.
+    """
+    found = _replaceable_key(repository)
+    if found is None:
+        return False
+    old, password, opened = found
+    name, content = repository_key.seal_key(
+        opened.master_key, password, username=opened.username, hostname=opened.hostname
+    )
+    new = old.parent / name
+    descriptor = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)  # restic's mode
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        repository.run(
+            ["--key-hint", name, "key", "remove", old.name], what="restic key remove", timeout=300
+        )
+    except MailstackError:
+        if old.exists():  # never leave the repository without a key that opens it
+            new.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _replaceable_key(repository: Repository) -> tuple[Path, str, repository_key.KeyFile] | None:
+    """The local repository's one key, when mailstack's password opens it with slow scrypt."""
+    if repository.target.kind != "local":
+        return None
+    try:
+        password = repository.password_file.read_text(encoding="utf-8").strip()
+        if not repository_key.is_random_token(password):
+            return None
+        keys = sorted((Path(repository.target.path) / "keys").iterdir())
+        if len(keys) != 1:
+            return None  # an operator's own keys: leave the repository's keys to them
+        opened = repository_key.open_key(keys[0].read_bytes(), password)
+    except (OSError, ValueError):
+        return None  # not readable from here, or not restic's usual key: keep it
+    fast = (repository_key.FAST_N, repository_key.FAST_R, repository_key.FAST_P)
+    if (opened.n, opened.r, opened.p) == fast:
+        return None
+    return keys[0], password, opened
 
 
 def ensure_ssh_key(stack_root: Path) -> str:

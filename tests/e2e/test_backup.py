@@ -200,6 +200,20 @@ def test_backup_then_one_new_message_adds_a_small_fraction(
     assert not any("warm-pass" in s["tags"] for s in listed)  # the warm pass is forgotten
 
 
+def test_the_repository_key_has_cheap_scrypt_and_restic_opens_it(
+    stack: RunningStack, repository: Path, first_backup: dict[str, Any]
+) -> None:
+    # restic's own key (scrypt calibrated to ~0.5 s) was replaced by one with p=1: the
+    # password is mailstack's 256-bit token. restic opened only that key in the jobs since.
+    keys = list((repository / "keys").iterdir())
+    assert len(keys) == 1
+    key = json.loads(keys[0].read_bytes())
+    assert (key["kdf"], key["N"], key["r"], key["p"]) == ("scrypt", 2**15, 8, 1)
+    assert hashlib.sha256(keys[0].read_bytes()).hexdigest() == keys[0].name
+    listed = json.loads(stack.cli("backup", "list", "--json").stdout)
+    assert first_backup["snapshot"] in [s["short_id"] for s in listed]
+
+
 def test_verify_restores_a_snapshot_and_compares_it_with_the_manifest(
     stack: RunningStack, first_backup: dict[str, Any], filled: Filled
 ) -> None:
