@@ -163,6 +163,9 @@ class Repository:
             "--tmpfs", "/tmp:mode=1777",  # noqa: S108  # the container's own tmpfs
             # A local repository needs no network at all; remote ones reach what the host reaches.
             "--network", "none" if self.target.kind == "local" else "host",
+            # What restic prints (decrypted dumps, progress) goes to mailstack only:
+            # Docker's json-file log would keep a copy on the host's disk until --rm.
+            "--log-driver", "none",
             "--env", "RESTIC_PASSWORD_FILE=/run/secrets/backup_password",
             "--env", f"RESTIC_REPOSITORY={self.target.repository}",
             "--volume", f"{self.password_file}:/run/secrets/backup_password:ro",
