@@ -768,9 +768,12 @@ def _create(
             finally:
                 compose.run(["unpause", *PAUSED_SERVICES], timeout=120)
                 pause_seconds = time.monotonic() - pause_started
-        finally:
-            # The warm pass is never a snapshot of its own, also when the job fails.
-            _forget_warm_passes(repository)
+        except BaseException:
+            # The warm pass is never a snapshot of its own, also when the job fails; a job
+            # killed a moment ago (Ctrl-C) left its lock behind.
+            _forget_warm_passes(repository, unlock=True)
+            raise
+        _forget_warm_passes(repository, unlock=False)
     stored = repository_size(repository)
     _say(progress, 1.0, "done")
     return BackupResult(
@@ -834,16 +837,19 @@ class _Summary:
         return read
 
 
-def _forget_warm_passes(repository: Repository) -> None:
-    """Forget warm-pass snapshots (their data stays where a final snapshot shares it)."""
+def _forget_warm_passes(repository: Repository, *, unlock: bool) -> None:
+    """Forget warm-pass snapshots (their data stays where a final snapshot shares it).
+
+    One restic job: of the snapshots tagged as a warm pass, keep those that are also a
+    mailstack snapshot (none are), so every warm pass goes, this run's and any a killed run
+    left. unlock: first remove a killed job's lock (no job of this stack runs: host lock).
+    """
     with contextlib.suppress(MailstackError):
-        # A job killed a moment ago left its lock; no job of this stack runs now (host lock).
-        repository.run(["unlock", "--remove-all"], what="restic unlock")
-        warm = [
-            item.id for item in _snapshots(repository, warm_passes=True) if WARM_TAG in item.tags
-        ]
-        if warm:
-            repository.run(["forget", *warm], what="restic forget (warm pass)")
+        if unlock:
+            repository.run(["unlock", "--remove-all"], what="restic unlock")
+        repository.run(
+            ["forget", "--tag", WARM_TAG, "--keep-tag", TAG], what="restic forget (warm pass)"
+        )
 
 
 def _say(progress: Progress | None, fraction: float, message: str) -> None:
