@@ -1,6 +1,7 @@
-"""The daily backup: a systemd timer on the host that runs `mailstack backup create` and `prune`.
+"""Timers on the host: the daily backup (`backup create` and `prune`) and the certificate
+renewal (`tls renew`), each a systemd timer and a oneshot service.
 
-A timer rather than a scheduler container: a backup drives Docker (pause, pg_dump through
+Timers rather than a scheduler container: a backup drives Docker (pause, pg_dump through
 the db container, the one-shot restic container), and a container that may do that needs the
 Docker socket, which is root on the host. The host's systemd already has what a schedule
 needs: catch-up after downtime (Persistent=), a random delay, logs in the journal and a
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from mailstack import process
 from mailstack.config import Config
+from mailstack.errors import UsageError
 from mailstack.stackdir import atomic_write
 
 SYSTEMD_DIR = Path("/etc/systemd/system")
@@ -22,7 +24,21 @@ _RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID
 
 
 @dataclass(frozen=True)
+class Timer:
+    """A systemd timer and the oneshot service it starts: mailstack commands on one stack."""
+
+    name: str  # the units' name, without .service/.timer
+    what: str  # for people: "daily backup"
+    owner: str  # the command that writes and removes the units
+    calendar: str  # OnCalendar=
+    random_delay: str  # RandomizedDelaySec=
+    commands: tuple[tuple[str, ...], ...]
+    nice: bool  # background work: lowest CPU and I/O priority
+
+
+@dataclass(frozen=True)
 class ScheduleResult:
+    what: str
     enabled: bool
     units: tuple[str, ...]
     when: str
@@ -30,8 +46,8 @@ class ScheduleResult:
 
     def __str__(self) -> str:
         if not self.enabled:
-            return f"daily backup off: removed {', '.join(self.units) or 'nothing (was off)'}"
-        line = f"daily backup on at {self.when}: wrote {', '.join(self.units)}"
+            return f"{self.what} off: removed {', '.join(self.units) or 'nothing (was off)'}"
+        line = f"{self.what} on at {self.when}: wrote {', '.join(self.units)}"
         if not self.activated:
             timer = Path(self.units[-1]).name
             line += (
@@ -41,13 +57,33 @@ class ScheduleResult:
         return line
 
 
-def unit_name(config: Config) -> str:
-    return f"mailstack-backup-{config.project}"
+def backup_timer(stack_root: Path, config: Config) -> Timer:
+    """`backup create` then `prune`, daily at backup.schedule_time in the stack's time zone."""
+    return Timer(
+        name=f"mailstack-backup-{config.project}",
+        what="daily backup",
+        owner="mailstack backup schedule",
+        calendar=f"*-*-* {config.backup.schedule_time}:00 {config.timezone}",
+        random_delay="15min",
+        commands=(
+            mailstack_command(stack_root, "backup", "create", "--tag", "daily"),
+            mailstack_command(stack_root, "backup", "prune"),
+        ),
+        nice=True,
+    )
 
 
-def calendar(config: Config) -> str:
-    """OnCalendar= for backup.schedule_time in the stack's time zone."""
-    return f"*-*-* {config.backup.schedule_time}:00 {config.timezone}"
+def renewal_timer(stack_root: Path, config: Config) -> Timer:
+    """`tls renew` twice a day (as certbot's own timer does); it renews only when due."""
+    return Timer(
+        name=f"mailstack-tls-{config.project}",
+        what="certificate renewal",
+        owner="mailstack tls schedule",
+        calendar="*-*-* 04,16:00:00",
+        random_delay="1h",  # spreads the load on the CA, as it asks
+        commands=(mailstack_command(stack_root, "tls", "renew"),),
+        nice=False,
+    )
 
 
 def systemd_quote(argument: str) -> str:
@@ -56,46 +92,40 @@ def systemd_quote(argument: str) -> str:
     return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
 
 
-def mailstack_command(stack_root: Path, *args: str) -> list[str]:
+def mailstack_command(stack_root: Path, *args: str) -> tuple[str, ...]:
     """The command a unit runs: this mailstack (its Python), on this stack directory."""
-    return [sys.executable, "-m", "mailstack", *args, "--dir", str(stack_root)]
+    return (sys.executable, "-m", "mailstack", *args, "--dir", str(stack_root))
 
 
-def service_unit(stack_root: Path, config: Config) -> str:
-    create = mailstack_command(stack_root, "backup", "create", "--tag", "daily")
-    prune = mailstack_command(stack_root, "backup", "prune")
+def service_unit(timer: Timer) -> str:
+    lines = [
+        f"# Written by `{timer.owner} on`; `... off` removes it.",
+        "[Unit]",
+        f"Description=mailstack {timer.what}",
+        "Wants=network-online.target",
+        "After=network-online.target docker.service",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        *(f"ExecStart={' '.join(systemd_quote(a) for a in command)}" for command in timer.commands),
+    ]
+    if timer.nice:
+        lines += ["Nice=10", "IOSchedulingClass=best-effort", "IOSchedulingPriority=7"]
+    return "\n".join([*lines, ""])
+
+
+def timer_unit(timer: Timer) -> str:
     return "\n".join(
         [
-            "# Written by `mailstack backup schedule on`; `... off` removes it.",
+            f"# Written by `{timer.owner} on`; `... off` removes it.",
             "[Unit]",
-            f"Description=mailstack daily backup of stack {config.project}",
-            "Wants=network-online.target",
-            "After=network-online.target docker.service",
-            "",
-            "[Service]",
-            "Type=oneshot",
-            f"ExecStart={' '.join(systemd_quote(a) for a in create)}",
-            f"ExecStart={' '.join(systemd_quote(a) for a in prune)}",
-            "Nice=10",
-            "IOSchedulingClass=best-effort",
-            "IOSchedulingPriority=7",
-            "",
-        ]
-    )
-
-
-def timer_unit(config: Config) -> str:
-    return "\n".join(
-        [
-            "# Written by `mailstack backup schedule on`; `... off` removes it.",
-            "[Unit]",
-            f"Description=daily backup of mailstack stack {config.project}",
+            f"Description=mailstack {timer.what} ({timer.name})",
             "",
             "[Timer]",
-            f"OnCalendar={calendar(config)}",
-            # A host that was off at the time backs up when it comes back.
+            f"OnCalendar={timer.calendar}",
+            # A host that was off at the time runs it when it comes back.
             "Persistent=true",
-            "RandomizedDelaySec=15min",
+            f"RandomizedDelaySec={timer.random_delay}",
             "",
             "[Install]",
             "WantedBy=timers.target",
@@ -104,33 +134,46 @@ def timer_unit(config: Config) -> str:
     )
 
 
-def install(stack_root: Path, config: Config, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
-    name = unit_name(config)
-    service = unit_dir / f"{name}.service"
-    timer = unit_dir / f"{name}.timer"
-    atomic_write(service, service_unit(stack_root, config).encode(), 0o644)
-    atomic_write(timer, timer_unit(config).encode(), 0o644)
-    activated = _systemd_running() and unit_dir == SYSTEMD_DIR
+def install(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    service = unit_dir / f"{timer.name}.service"
+    timer_file = unit_dir / f"{timer.name}.timer"
+    atomic_write(service, service_unit(timer).encode(), 0o644)
+    atomic_write(timer_file, timer_unit(timer).encode(), 0o644)
+    activated = systemd_running() and unit_dir == SYSTEMD_DIR
     if activated:
         process.run(["systemctl", "daemon-reload"], timeout=60)
-        process.run(["systemctl", "enable", "--now", timer.name], timeout=60)
-    return ScheduleResult(True, (str(service), str(timer)), calendar(config), activated)
+        process.run(["systemctl", "enable", "--now", timer_file.name], timeout=60)
+    return ScheduleResult(
+        timer.what, True, (str(service), str(timer_file)), timer.calendar, activated
+    )
 
 
-def remove(config: Config, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
-    name = unit_name(config)
-    timer = unit_dir / f"{name}.timer"
-    if _systemd_running() and unit_dir == SYSTEMD_DIR and timer.exists():
-        process.run(["systemctl", "disable", "--now", timer.name], timeout=60, check=False)
+def remove(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    timer_file = unit_dir / f"{timer.name}.timer"
+    if systemd_running() and unit_dir == SYSTEMD_DIR and timer_file.exists():
+        process.run(["systemctl", "disable", "--now", timer_file.name], timeout=60, check=False)
     removed: list[str] = []
-    for path in (unit_dir / f"{name}.service", timer):
+    for path in (unit_dir / f"{timer.name}.service", timer_file):
         if path.exists():
             path.unlink()
             removed.append(str(path))
-    if removed and _systemd_running() and unit_dir == SYSTEMD_DIR:
+    if removed and systemd_running() and unit_dir == SYSTEMD_DIR:
         process.run(["systemctl", "daemon-reload"], timeout=60, check=False)
-    return ScheduleResult(False, tuple(removed), "", False)
+    return ScheduleResult(timer.what, False, tuple(removed), "", False)
 
 
-def _systemd_running() -> bool:
+def switch(state: str, timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    """`... schedule on|off`: install or remove the timer."""
+    if state == "on":
+        return install(timer, unit_dir)
+    if state == "off":
+        return remove(timer, unit_dir)
+    raise UsageError(f"on|off: {state[:40]!r} is not on or off")
+
+
+def installed(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> bool:
+    return (unit_dir / f"{timer.name}.timer").exists()
+
+
+def systemd_running() -> bool:
     return _RUNNING_MARKER.is_dir()

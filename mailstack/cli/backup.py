@@ -182,13 +182,8 @@ def schedule_command(
     as_json: JsonOption = False,
 ) -> None:
     """A daily backup (and prune) by a systemd timer at backup.schedule_time."""
-    if state not in ("on", "off"):
-        raise UsageError(f"on|off: {state[:40]!r} is not on or off")
     stack = Stack.load(directory)
-    if state == "on":
-        result = schedule.install(stack.dir.root, stack.config, unit_dir)
-    else:
-        result = schedule.remove(stack.config, unit_dir)
+    result = schedule.switch(state, schedule.backup_timer(stack.dir.root, stack.config), unit_dir)
     output.as_json(result) if as_json else output.info(str(result))
 
 

@@ -208,11 +208,12 @@ def test_the_timer_runs_daily_in_the_stack_time_zone_and_catches_up(tmp_path: Pa
             "backup": {"schedule_time": "02:15"},
         }
     )
-    result = schedule.install(tmp_path / "my stack", settings, tmp_path)
-    timer = (tmp_path / "mailstack-backup-mailstack.timer").read_text()
+    timer = schedule.backup_timer(tmp_path / "my stack", settings)
+    result = schedule.install(timer, tmp_path)
+    timer_text = (tmp_path / "mailstack-backup-mailstack.timer").read_text()
     service = (tmp_path / "mailstack-backup-mailstack.service").read_text()
-    assert "OnCalendar=*-*-* 02:15:00 Europe/Berlin" in timer
-    assert "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    assert "OnCalendar=*-*-* 02:15:00 Europe/Berlin" in timer_text
+    assert "Persistent=true" in timer_text and "WantedBy=timers.target" in timer_text
     assert "Type=oneshot" in service
     commands = [
         shlex.split(line.removeprefix("ExecStart="))
@@ -224,7 +225,7 @@ def test_the_timer_runs_daily_in_the_stack_time_zone_and_catches_up(tmp_path: Pa
     ]  # fmt: skip
     assert commands[1][3:5] == ["backup", "prune"]
     assert not result.activated  # a unit directory of our own: systemd is not told
-    removed = schedule.remove(settings, tmp_path)
+    removed = schedule.remove(timer, tmp_path)
     assert len(removed.units) == 2 and not list(tmp_path.glob("*.timer"))
 
 
