@@ -283,7 +283,18 @@ def sandbox_zone(config: Config, keys: Sequence[DkimKey]) -> list[tuple[str, str
         for key in keys
         if key.domain != config.domain
     ]
-    return [(record.name, record.type, record.data) for record in served if not record.placeholder]
+    # Aliases of the hostname are served flattened (as many DNS providers do): Unbound does
+    # not follow a CNAME in its local data, and ACME validation of those names asks for A.
+    host_addresses = [r for r in served if r.name == config.hostname and r.type in ("A", "AAAA")]
+    flat: list[tuple[str, str, str]] = []
+    for record in served:
+        if record.placeholder:
+            continue
+        if record.type == "CNAME" and record.data == f"{config.hostname}.":
+            flat += [(record.name, address.type, address.data) for address in host_addresses]
+        else:
+            flat.append((record.name, record.type, record.data))
+    return flat
 
 
 def txt(text: str) -> str:
