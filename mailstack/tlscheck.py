@@ -63,7 +63,7 @@ MAX_CHAIN = 8
 
 # Where the chain ends.
 ANCHOR_PUBLIC = "public"  # a root of the system trust store
-ANCHOR_OWN_CA = "stack-ca"  # <stack>/tls/ca.pem (tls.mode selfsigned)
+ANCHOR_OWN_CA = "stack-ca"  # tls/ca.pem (selfsigned) or tls/trusted.pem (tls.ca_file)
 ANCHOR_UNTRUSTED = "untrusted"  # a self-signed root nobody here trusts
 ANCHOR_INCOMPLETE = "incomplete"  # an issuer is neither served nor a known root
 ANCHOR_BROKEN = "broken"  # a signature does not verify, or a non-CA issues
@@ -366,12 +366,12 @@ def certificate_info(certificate: x509.Certificate, *, served: bool = True) -> C
 
 def build_chain(  # noqa: PLR0911  # one return per way a chain can end
     served: Sequence[x509.Certificate],
-    own_ca: x509.Certificate | None,
+    own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
 ) -> tuple[Chain, list[x509.Certificate]]:
     """Follow issuers from the leaf: first among the served certificates, then the known
     roots (the stack's CA, the system trust store). Returns the chain and its certificates."""
-    own = _fingerprint(own_ca) if own_ca is not None else None
+    own = {_fingerprint(root) for root in own_cas}
     public = {_fingerprint(root) for root in public_roots}
     path = [served[0]]
     infos = [certificate_info(served[0])]
@@ -383,13 +383,13 @@ def build_chain(  # noqa: PLR0911  # one return per way a chain can end
         current = path[-1]
         if current.issuer == current.subject and _signed_by(current, current):
             fingerprint = _fingerprint(current)
-            if fingerprint == own:
+            if fingerprint in own:
                 return done(ANCHOR_OWN_CA)
             if fingerprint in public:
                 return done(ANCHOR_PUBLIC)
             return done(ANCHOR_UNTRUSTED, f"{_name(current.subject)} is a root nobody here trusts")
         candidates = [(c, True) for c in served[1:] if c not in path]
-        candidates += [(c, False) for c in ([own_ca] if own_ca else []) + list(public_roots)]
+        candidates += [(c, False) for c in [*own_cas, *public_roots]]
         named = [(c, was_served) for c, was_served in candidates if c.subject == current.issuer]
         issuer = next(((c, s) for c, s in named if _signed_by(current, c)), None)
         if issuer is None:
@@ -411,7 +411,7 @@ def build_chain(  # noqa: PLR0911  # one return per way a chain can end
         infos.append(certificate_info(certificate, served=was_served))
         if not was_served:  # a trust anchor ends the chain
             fingerprint = _fingerprint(certificate)
-            return done(ANCHOR_OWN_CA if fingerprint == own else ANCHOR_PUBLIC)
+            return done(ANCHOR_OWN_CA if fingerprint in own else ANCHOR_PUBLIC)
     return done(ANCHOR_BROKEN, f"longer than {MAX_CHAIN} certificates")
 
 
@@ -473,7 +473,7 @@ def evaluate_certificate(
     endpoint: Endpoint,
     chain_pem: str,
     now: datetime.datetime,
-    own_ca: x509.Certificate | None,
+    own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
     label: str = "",
 ) -> tuple[Leaf | None, Chain | None, list[Finding]]:
@@ -507,7 +507,7 @@ def evaluate_certificate(
         )
     findings: list[Finding] = []
     leaf = served[0]
-    chain, path = build_chain(served, own_ca, public_roots)
+    chain, path = build_chain(served, own_cas, public_roots)
     if chain.anchor in (ANCHOR_INCOMPLETE, ANCHOR_BROKEN):
         findings.append(
             Finding(
@@ -579,7 +579,7 @@ def evaluate_endpoint(
     endpoint: Endpoint,
     probe: Probe,
     now: datetime.datetime,
-    own_ca: x509.Certificate | None,
+    own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
 ) -> EndpointReport:
     """One endpoint's handshakes judged: protocols, chain, names, expiry, key."""
@@ -632,7 +632,7 @@ def evaluate_endpoint(
             Finding(WARN, f"{where}: TLS1.3 is not offered", "offer TLS 1.3 beside 1.2")
         )
     leaf, chain, certificate_findings = evaluate_certificate(
-        endpoint, main.chain_pem, now, own_ca, public_roots
+        endpoint, main.chain_pem, now, own_cas, public_roots
     )
     findings += certificate_findings
     main_served = parse_chain(main.chain_pem) if leaf is not None else []
@@ -669,7 +669,7 @@ def evaluate_endpoint(
             )
         if fingerprint != main_fingerprint:  # another certificate for this name: judge it too
             findings += evaluate_certificate(
-                endpoint, handshake.chain_pem, now, own_ca, public_roots, f" ({name})"
+                endpoint, handshake.chain_pem, now, own_cas, public_roots, f" ({name})"
             )[2]
     return EndpointReport(
         endpoint.name,
@@ -734,13 +734,13 @@ def check(
     endpoints: Sequence[Endpoint],
     probe: Callable[[Sequence[Endpoint]], dict[str, Probe]],
     now: datetime.datetime,
-    own_ca: x509.Certificate | None,
+    own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
     stack_root: Path,
 ) -> TlsCheckReport:
     probes = probe(endpoints)
     reports = tuple(
-        evaluate_endpoint(endpoint, probes[endpoint.name], now, own_ca, public_roots)
+        evaluate_endpoint(endpoint, probes[endpoint.name], now, own_cas, public_roots)
         for endpoint in endpoints
     )
     acme, findings = read_acme_state(stack_root)
@@ -862,15 +862,19 @@ def system_roots() -> list[x509.Certificate]:
     return []
 
 
-def load_own_ca(stack_root: Path) -> x509.Certificate | None:
-    try:
-        return x509.load_pem_x509_certificate((stack_root / "tls" / "ca.pem").read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValueError as e:
-        raise MailstackError(
-            f"{stack_root / 'tls' / 'ca.pem'} is not a PEM certificate ({e})"
-        ) from None
+def load_own_cas(stack_root: Path) -> list[x509.Certificate]:
+    """The stack's own CA (tls/ca.pem) and the operator's private CAs (tls.ca_file, copied
+    to tls/trusted.pem): roots this stack trusts that no other server does."""
+    roots: list[x509.Certificate] = []
+    for name in ("ca.pem", "trusted.pem"):
+        path = stack_root / "tls" / name
+        try:
+            roots += x509.load_pem_x509_certificates(path.read_bytes())
+        except FileNotFoundError:
+            continue
+        except ValueError as e:
+            raise MailstackError(f"{path} is not a PEM certificate ({e})") from None
+    return roots
 
 
 def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
@@ -882,7 +886,7 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
         stack_endpoints(stack.config, domains),
         openssl_probe,
         datetime.datetime.now(datetime.UTC),
-        load_own_ca(root),
+        load_own_cas(root),
         system_roots(),
         root,
     )

@@ -151,7 +151,7 @@ def judge(
         target or endpoint(),
         probe(chain, **probe_args),
         NOW,
-        own.certificate if own else None,
+        [own.certificate] if own else [],
         [root.certificate for root in public],
     )
 
@@ -351,7 +351,7 @@ def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
         endpoint("imaps", (HOST,)),
         probe((tmp_path / "leaf.pem").read_text() + root.pem, names=(HOST,)),
         datetime.datetime.now(datetime.UTC),
-        root.certificate,
+        [root.certificate],
         [],
     )
     assert fails(result) == [f"imaps:443: CN={HOST} has a weak signature (RSA-SHA1)"]
@@ -363,7 +363,7 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
     expired = issue("mta-sts.example.test", own_ca, names=("mta-sts.example.test",), days=(-9, -1))
     handshakes = probe(stack_leaf.pem + own_ca.pem)
     handshakes.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
-    result = tlscheck.evaluate_endpoint(endpoint(), handshakes, NOW, own_ca.certificate, [])
+    result = tlscheck.evaluate_endpoint(endpoint(), handshakes, NOW, [own_ca.certificate], [])
     assert fails(result) == [
         "https:443 (mta-sts.example.test): CN=mta-sts.example.test expired on "
         "2026-05-31T12:00:00+00:00"
@@ -392,7 +392,7 @@ def test_an_endpoint_without_a_handshake_fails_and_says_why() -> None:
         endpoint("imaps", (HOST,)),
         Probe({HOST: nothing}, dict.fromkeys(tlscheck.PROTOCOLS, nothing)),
         NOW,
-        None,
+        [],
         [],
     )
     assert fails(result) == ["imaps:443: no TLS handshake (connect:errno=111)"]
@@ -539,7 +539,7 @@ def test_the_probe_reads_chain_and_protocols_of_a_modern_server(
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
     probes = tlscheck.openssl_probe([target])
     result = tlscheck.evaluate_endpoint(
-        target, probes["imaps"], datetime.datetime.now(datetime.UTC), own_ca.certificate, []
+        target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert result.protocols == {"TLS1.0": False, "TLS1.1": False, "TLS1.2": True, "TLS1.3": True}
     assert result.chain is not None and result.chain.anchor == ANCHOR_OWN_CA
@@ -560,7 +560,7 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
         version: version for version in tlscheck.PROTOCOLS
     }
     result = tlscheck.evaluate_endpoint(
-        target, probes["imaps"], datetime.datetime.now(datetime.UTC), own_ca.certificate, []
+        target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert fails(result) == [
         f"imaps:{s_server}: TLS1.0 is offered",
