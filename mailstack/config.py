@@ -382,22 +382,52 @@ class Network(Section):
         return self
 
 
+def check_acme_url(value: str) -> str:
+    reject_unsafe_text(value, limit=500)
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ValueError("is not an https:// URL of an ACME directory")
+    return value
+
+
+AcmeUrl = Annotated[str, AfterValidator(check_acme_url)]
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
 class Tls(Section):
     mode: Literal["selfsigned", "acme", "manual"] = Field(
         default="selfsigned",
         description="selfsigned: a certificate from the stack's own CA; acme: obtained and "
-        "renewed automatically; manual: cert_file and key_file below",
+        "renewed automatically (HTTP-01 through the front, `mailstack tls renew`); manual: "
+        "cert_file and key_file below",
     )
-    acme_email: Address | None = Field(default=None, description="contact for the ACME account")
-    cert_file: AbsolutePath | None = Field(default=None, description="mode manual: PEM chain")
+    acme_email: Address | None = Field(
+        default=None,
+        description="mode acme: contact for the ACME account (expiry warnings from the CA)",
+    )
+    acme_server: AcmeUrl = Field(
+        default=LETS_ENCRYPT, description="mode acme: the ACME directory URL (Let's Encrypt)"
+    )
+    renew_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="mode acme: renew when the certificate expires in fewer days than this",
+    )
+    ca_file: AbsolutePath | None = Field(
+        default=None,
+        description="modes acme and manual: a PEM bundle of extra CAs the stack trusts for its "
+        "own certificate and the ACME server (a private CA); default: the system's CAs",
+    )
+    cert_file: AbsolutePath | None = Field(
+        default=None, description="mode manual: PEM chain (certificate first)"
+    )
     key_file: AbsolutePath | None = Field(default=None, description="mode manual: PEM key")
 
     @model_validator(mode="after")
     def _manual_needs_files(self) -> Tls:
         if self.mode == "manual" and not (self.cert_file and self.key_file):
             raise ValueError("mode manual needs cert_file and key_file")
-        if self.mode == "acme":
-            raise ValueError("mode acme is not part of this release yet; use selfsigned or manual")
         return self
 
 

@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mailstack import directory, images, process
+from mailstack import acme, certreload, directory, images, process
 from mailstack.compose import Compose, ServiceState, docker_available
 from mailstack.config import Config
 from mailstack.errors import MailstackError, UsageError
@@ -39,6 +40,8 @@ class StackStatus:
     conflicts: tuple[str, ...]
     deleted_by_operator: tuple[str, ...]
     kept_dropped: tuple[str, ...]
+    # tls.mode acme: the last `tls renew` (ok, checked, error, not_after), None before one ran.
+    certificate_renewal: dict[str, Any] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -53,6 +56,7 @@ class UpResult:
     built: tuple[str, ...]
     migrations: tuple[str, ...]
     status: StackStatus
+    reloaded: tuple[str, ...] = ()  # daemons told of a new certificate
 
 
 def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildResult]:
@@ -60,6 +64,8 @@ def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildRe
     wanted = _wanted_images(stack)
     # No service runs it: `mailstack backup` starts it for each job. Built with the others.
     wanted["backup"] = images.reference(stack.config.images.registry, "backup")
+    if stack.config.tls.mode == "acme":  # likewise run by `mailstack tls renew`
+        wanted["acme"] = images.reference(stack.config.images.registry, "acme")
     if stack.config.images.registry:
         images.pull_all(wanted)
         return []
@@ -110,9 +116,14 @@ def up(
         directory.add_domain(stack.compose, stack.config.domain)
     _say(progress, "starting every service")
     stack.compose.run(["up", "--detach", "--remove-orphans"])
+    reloaded: list[str] = []
     if wait:
         wait_healthy(stack, None, timeout, progress)
-    return UpResult(time.monotonic() - started, tuple(built), tuple(applied), status(stack))
+        # Containers that kept running since the certificate changed still serve the old one.
+        reloaded = certreload.reload_if_changed(stack)
+    return UpResult(
+        time.monotonic() - started, tuple(built), tuple(applied), status(stack), tuple(reloaded)
+    )
 
 
 def wait_healthy(
@@ -172,6 +183,9 @@ def status(stack: Stack) -> StackStatus:
         conflicts=tuple(manifest.conflicts),
         deleted_by_operator=tuple(manifest.deleted_by_operator),
         kept_dropped=tuple(manifest.kept_dropped),
+        certificate_renewal=acme.read_state(stack.dir.root)
+        if stack.config.tls.mode == "acme"
+        else None,
     )
 
 

@@ -47,7 +47,7 @@ _COMMENT_PREFIX: dict[str, str] = {
 
 IMAGE_SERVICES = (
     "db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav", "bans",
-    "backup", "mta-sts", "webmail",
+    "backup", "mta-sts", "webmail", "acme",
 )  # fmt: skip
 
 # The webmail's fixed addresses on both networks: network address + 81 (the front has + 80).
@@ -139,9 +139,13 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "frontend_ip": str(frontend.network_address + WEBMAIL_HOST_OFFSET),
             "backend_ip": str(backend.network_address + WEBMAIL_HOST_OFFSET),
         },
-        # Whether the stack's certificate comes from its own CA (tls/ca.pem): clients inside
-        # the stack verify against that CA, else against the system's trusted CAs.
-        "stack_ca": config.tls.mode == "selfsigned",
+        # Whether clients inside the stack verify its certificate against a CA file of the
+        # stack's: its own CA (tls/ca.pem, mode selfsigned) or tls.ca_file (tls/trusted.pem);
+        # else against the system's trusted CAs.
+        "stack_ca": config.tls.mode == "selfsigned" or config.tls.ca_file is not None,
+        "trusted_ca": "ca.pem"
+        if config.tls.mode == "selfsigned" or config.tls.ca_file is None
+        else "trusted.pem",
         # Client autoconfiguration (Thunderbird, Outlook, Apple): what the front answers.
         "autoconfig": {
             "imaps": config.network.ports.imaps,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, dkim, dnsrecords, imagetags, lifecycle
+from mailstack import __version__, acme, dkim, dnsrecords, imagetags, lifecycle, tls
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
@@ -21,7 +21,6 @@ from mailstack.hostcheck import (
 from mailstack.render import IMAGE_SERVICES, RenderInputs, render_stack
 from mailstack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
 from mailstack.stackdir import RenderReport, StackDir, atomic_write
-from mailstack.tls import ensure_selfsigned
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,29 @@ def init_stack(
     return InitResult(stack.root, backup, secrets, report, tuple(facts), backup_password)
 
 
+def install_certificate(root: Path, config: Config) -> None:
+    """tls/ for the configured mode. acme: the stack's own certificate stands in until the
+    first ACME one is installed (`up` obtains it: the front must serve the challenge first)."""
+    names = dnsrecords.certificate_names(config)
+    if config.tls.mode == "selfsigned":
+        tls.ensure_selfsigned(root, config.hostname, names)
+    elif config.tls.mode == "acme":
+        served = tls.load_certificate(root / tls.TLS_DIR / "cert.pem")
+        stack_ca = tls.load_certificate(root / tls.TLS_DIR / "ca.pem")
+        if served is None or (stack_ca is not None and served.issuer == stack_ca.subject):
+            tls.ensure_selfsigned(root, config.hostname, names)
+        acme.prepare_directories(root)
+    elif config.tls.cert_file and config.tls.key_file:  # manual (the model requires both)
+        tls.install_manual(root, config.tls.cert_file, config.tls.key_file, config.hostname)
+    tls.install_trusted(root, None if config.tls.mode == "selfsigned" else config.tls.ca_file)
+
+
 def render(root: Path, config: Config | None = None) -> RenderReport:
     """Re-render the stack from mailstack.yaml, merging operator edits (DESIGN.md's table)."""
     stack = StackDir(root)
     config = config or stack.load_config()
     ensure_secrets(stack.root)
-    if config.tls.mode == "selfsigned":
-        ensure_selfsigned(stack.root, config.hostname, dnsrecords.certificate_names(config))
+    install_certificate(stack.root, config)
     stack.ensure_override_dirs()
     # The first domain signs from the first `up`; keys of later domains come from `domain add`.
     dkim.ensure_key(stack.root, config.domain)

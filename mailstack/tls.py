@@ -1,6 +1,8 @@
-"""The stack's own CA and server certificate (tls.mode: selfsigned).
+"""The stack's certificate: its own CA (tls.mode: selfsigned), or one installed from
+elsewhere (manual: the operator's files; acme: mailstack.acme).
 
-Files in <stack>/tls/: ca.pem, cert.pem (server certificate + CA), key.pem (0600).
+Files in <stack>/tls/: ca.pem (the stack's CA), cert.pem (server certificate + chain),
+key.pem (0600), trusted.pem (tls.ca_file: the CAs that verify a certificate from elsewhere).
 The CA's private key is a secret: secrets/ca.key (0600), never mounted into a container.
 """
 
@@ -16,9 +18,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mailstack.errors import UsageError
 from mailstack.stackdir import atomic_write
 
 TLS_DIR = "tls"
+TRUSTED = "trusted.pem"
 CA_VALIDITY = datetime.timedelta(days=3650)
 SERVER_VALIDITY = datetime.timedelta(days=365)  # Mozilla intermediate: at most 366
 RENEW_BEFORE = datetime.timedelta(days=30)
@@ -56,12 +60,13 @@ def ensure_selfsigned(
 
     wanted = sorted({hostname, *names})
     cert_path = tls_dir / "cert.pem"
-    current = _load_or_none(cert_path)
+    current = load_certificate(cert_path)
     if (
         not created_ca
         and current is not None
         and (tls_dir / "key.pem").exists()
-        and _names_of(current) == wanted
+        and current.issuer == ca_cert.subject  # not one from elsewhere (acme, manual) before
+        and names_of(current) == wanted
         and current.not_valid_after_utc - now > RENEW_BEFORE
     ):
         return TlsReport(False, False, current.not_valid_after_utc)
@@ -151,16 +156,101 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _load_or_none(path: Path) -> x509.Certificate | None:
+def load_certificate(path: Path) -> x509.Certificate | None:
+    """The first certificate of a PEM file, or None when it is missing or unreadable."""
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
 
 
-def _names_of(cert: x509.Certificate) -> list[str]:
+def names_of(cert: x509.Certificate) -> list[str]:
     try:
         extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
     return sorted(str(value) for value in extension.value.get_values_for_type(x509.DNSName))
+
+
+def install_chain(root: Path, chain: bytes, key: bytes) -> x509.Certificate:
+    """Put a PEM chain (certificate first) and its key where the daemons read them; the key
+    must belong to the certificate. Unchanged files are not rewritten."""
+    certificate = matching_certificate(chain, key)
+    tls_dir = root / TLS_DIR
+    tls_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name, data, mode in (("key.pem", key, 0o600), ("cert.pem", chain, 0o644)):
+        if _read_or_none(tls_dir / name) != data:
+            atomic_write(tls_dir / name, data, mode)
+    return certificate
+
+
+def install_manual(
+    root: Path, cert_file: str, key_file: str, hostname: str, now: datetime.datetime | None = None
+) -> x509.Certificate:
+    """tls.mode manual: check the operator's files, then install them. One-line errors."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    chain = _read_pem("tls.cert_file", cert_file, b"CERTIFICATE")
+    key = _read_pem("tls.key_file", key_file, b"PRIVATE KEY")
+    try:
+        certificate = matching_certificate(chain, key)
+    except ValueError as error:
+        raise UsageError(
+            f"tls.cert_file: {cert_file}: {error}",
+            hint="the certificate file must hold the PEM chain (the server certificate first) "
+            "and tls.key_file its unencrypted PEM key",
+        ) from None
+    if hostname not in names_of(certificate):
+        raise UsageError(
+            f"tls.cert_file: {cert_file} does not cover the hostname {hostname} "
+            f"(it covers {', '.join(names_of(certificate)) or 'no DNS name'})",
+        )
+    if certificate.not_valid_after_utc <= now:
+        raise UsageError(
+            f"tls.cert_file: {cert_file} expired on {certificate.not_valid_after_utc:%Y-%m-%d}"
+        )
+    return install_chain(root, chain, key)
+
+
+def matching_certificate(chain: bytes, key: bytes) -> x509.Certificate:
+    """The chain's first certificate, if the key is its own (ValueError otherwise)."""
+    certificate = x509.load_pem_x509_certificate(chain)
+    private = serialization.load_pem_private_key(key, password=None)
+    if _public_der(private.public_key()) != _public_der(certificate.public_key()):
+        raise ValueError("the private key does not belong to the certificate")
+    return certificate
+
+
+def install_trusted(root: Path, ca_file: str | None) -> None:
+    """tls.ca_file copied to tls/trusted.pem (what the webmail and the MTA-STS resolver trust)."""
+    target = root / TLS_DIR / TRUSTED
+    if ca_file is None:
+        target.unlink(missing_ok=True)
+        return
+    bundle = _read_pem("tls.ca_file", ca_file, b"CERTIFICATE")
+    if _read_or_none(target) != bundle:
+        atomic_write(target, bundle, 0o644)
+
+
+def _read_pem(key: str, path: str, kind: bytes) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"{key}: {path} cannot be read ({error.strerror})") from None
+    if b"-----BEGIN " not in data or kind not in data:
+        raise UsageError(f"{key}: {path} is not a PEM file with a {kind.decode().lower()}")
+    return data
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _public_der(key: object) -> bytes:
+    if not hasattr(key, "public_bytes"):
+        raise ValueError("the key type is not supported")
+    return key.public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

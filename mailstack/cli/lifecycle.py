@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack import lifecycle
+from mailstack import acme, lifecycle
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED
@@ -39,6 +39,9 @@ def up(
     stack = lifecycle.Stack.load(directory)
     result = lifecycle.up(stack, wait=wait, timeout=timeout, progress=output.progress)
     output.up_result(result)
+    if stack.config.tls.mode == "acme" and result.status.healthy:
+        for line in acme.after_up(stack):
+            output.info(line)
 
 
 def down(

@@ -24,6 +24,7 @@ from mailstack.cli import (
     security,
     setup,
     sieve,
+    tls,
     update,
 )
 from mailstack.cli.output import error
@@ -69,6 +70,7 @@ backup.register(app)
 dns.register(app)
 security.register(app)
 update.register(app)
+tls.register(app)
 
 
 def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import json
 import sys
@@ -91,13 +92,15 @@ def listing(items: list[Any], as_json_output: bool) -> None:
         info(str(item))
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any) -> Any:  # noqa: PLR0911  # one return per kind of value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -173,6 +176,12 @@ def status_table(status: StackStatus) -> None:
         info(f"note: {path} was deleted by you; mailstack does not re-create it")
     for path in status.kept_dropped:
         info(f"note: {path} is no longer generated but kept because you edited it")
+    renewal = status.certificate_renewal
+    if renewal and not renewal.get("ok"):
+        warn(
+            f"certificate renewal failed at {renewal.get('checked')}: {renewal.get('error')} "
+            f"(the certificate served expires {renewal.get('not_after') or 'unknown'})"
+        )
 
 
 def up_result(result: UpResult) -> None:
@@ -180,6 +189,8 @@ def up_result(result: UpResult) -> None:
         info(f"applied migrations: {', '.join(result.migrations)}")
     state = "healthy" if result.status.healthy else "started"
     info(f"stack {result.status.project} {state} in {result.seconds:.0f}s")
+    if result.reloaded:
+        info(f"new certificate in tls/: reloaded {', '.join(result.reloaded)}")
 
 
 def dns_check_table(report: DnsCheckReport) -> None:

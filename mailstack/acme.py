@@ -1,0 +1,255 @@
+"""ACME certificates (tls.mode: acme): obtained and renewed by certbot, installed by mailstack.
+
+certbot (Debian's, in the acme image) runs in a one-shot container on the frontend network,
+answers HTTP-01 through the front (it writes into <stack>/acme/webroot, which nginx serves at
+/.well-known/acme-challenge/ on port 80) and keeps its account and certificates in
+<stack>/acme/letsencrypt. mailstack decides when to renew (pure, below), copies a new
+certificate into <stack>/tls/ (what every daemon reads) and reloads postfix, dovecot and nginx:
+each finishes the connections it has and serves new ones with the new certificate.
+
+Why certbot: packaged by Debian (security updates with the host's), the EFF's reference
+client, the webroot authenticator needs no port of its own, and it keeps one certificate per
+`--cert-name` when the names change. The container gets no Docker socket: the reloads are
+done by mailstack, which already drives Compose.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from mailstack import certreload, dnsrecords, images, process, schedule
+from mailstack.config import Config
+from mailstack.errors import MailstackError
+from mailstack.stackdir import STATE_DIR, atomic_write
+
+if TYPE_CHECKING:
+    from mailstack.lifecycle import Stack
+from mailstack.tls import TLS_DIR, install_chain, load_certificate, names_of
+
+ACME_DIR = "acme"
+CERT_NAME = "mailstack"  # certbot's --cert-name: one certificate, whatever names it covers
+STATE_FILE = "acme.json"
+CONTAINER_ACME = "/acme"  # where <stack>/acme is mounted in the acme container
+WEBROOT = "webroot"  # <stack>/acme/webroot: the front serves it at /.well-known/acme-challenge/
+CERTBOT_DIR = "letsencrypt"  # <stack>/acme/letsencrypt: certbot's account, keys, certificates
+TRUSTED_CA = "/etc/mailstack/trusted-ca.pem"  # tls.ca_file inside the container
+
+
+def wanted_names(config: Config) -> list[str]:
+    """The hostname first (the subject), then the web names the front serves."""
+    return [config.hostname, *dnsrecords.certificate_names(config)]
+
+
+def renewal_reason(
+    cert: x509.Certificate | None,
+    stack_ca: x509.Certificate | None,
+    wanted: list[str],
+    now: datetime.datetime,
+    renew_days: int,
+) -> str | None:
+    """Why the served certificate must be replaced by a new ACME one; None: it is good."""
+    if cert is None:
+        return "there is no certificate yet"
+    if stack_ca is not None and cert.issuer == stack_ca.subject:
+        return "the stack serves its own self-signed placeholder"
+    missing = sorted(set(wanted) - set(names_of(cert)))
+    if missing:
+        return f"the certificate does not cover {', '.join(missing)}"
+    left = cert.not_valid_after_utc - now
+    if left < datetime.timedelta(days=renew_days):
+        return f"it expires in {max(left.days, 0)} days (renewal {renew_days} days before)"
+    return None
+
+
+def certbot_args(config: Config, names: list[str], *, force: bool) -> list[str]:
+    """certbot's command line for one order of every name (the renewal, or the first one)."""
+    args = [
+        "certonly", "--non-interactive", "--agree-tos",
+        "--config-dir", f"{CONTAINER_ACME}/{CERTBOT_DIR}",
+        "--work-dir", "/tmp/certbot/work", "--logs-dir", "/tmp/certbot/logs",  # noqa: S108
+        "--webroot", "--webroot-path", f"{CONTAINER_ACME}/{WEBROOT}",
+        "--server", config.tls.acme_server,
+        "--cert-name", CERT_NAME,
+        "--key-type", "ecdsa", "--elliptic-curve", "secp256r1",
+        # mailstack has decided that a new certificate is due: certbot must not second-guess.
+        "--force-renewal" if force else "--keep-until-expiring",
+    ]  # fmt: skip
+    if config.tls.acme_email:
+        args += ["--email", config.tls.acme_email]
+    else:
+        args.append("--register-unsafely-without-email")
+    for name in names:
+        args += ["--domain", name]
+    return args
+
+
+def docker_argv(stack: Stack, image: str, certbot: list[str]) -> list[str]:
+    """`docker run` of the acme image on the stack's frontend network, acme/ mounted."""
+    root = stack.dir.root
+    argv = [
+        "docker", "run", "--rm", "--name", f"{stack.config.project}-acme",
+        "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL", "--read-only",
+        "--tmpfs", "/tmp:mode=1777",  # noqa: S108  # the container's own tmpfs
+        # The frontend network: out to the ACME server, as the front's own answers come back.
+        "--network", f"{stack.config.project}_frontend",
+        "--volume", f"{root / ACME_DIR}:{CONTAINER_ACME}",
+    ]  # fmt: skip
+    if stack.config.tls.ca_file:
+        argv += [
+            "--volume", f"{stack.config.tls.ca_file}:{TRUSTED_CA}:ro",
+            "--env", f"REQUESTS_CA_BUNDLE={TRUSTED_CA}",
+        ]  # fmt: skip
+    return [*argv, image, *certbot]
+
+
+def prepare_directories(root: Path) -> None:
+    """acme/ and its webroot readable by nginx's workers; certbot's state for root alone."""
+    acme = root / ACME_DIR
+    acme.mkdir(mode=0o755, exist_ok=True)
+    (acme / WEBROOT).mkdir(mode=0o755, exist_ok=True)
+    (acme / CERTBOT_DIR).mkdir(mode=0o700, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    renewed: bool
+    reason: str | None  # why it was renewed (or None: nothing was due)
+    not_after: datetime.datetime
+    names: tuple[str, ...]
+    reloaded: tuple[str, ...]
+
+    def __str__(self) -> str:
+        expiry = f"valid until {self.not_after:%Y-%m-%d} ({', '.join(self.names)})"
+        if not self.renewed:
+            return f"certificate not due for renewal: {expiry}"
+        line = f"new certificate ({self.reason}): {expiry}"
+        if self.reloaded:
+            line += f"; reloaded {', '.join(self.reloaded)}"
+        return line
+
+
+class AcmeFailed(MailstackError):
+    pass
+
+
+def renew(
+    stack: Stack, *, force: bool = False, now: datetime.datetime | None = None
+) -> RenewResult:
+    """Obtain a certificate when one is due (or forced), install it and reload the daemons.
+    Every outcome is recorded in .mailstack/acme.json for `status` and `check tls`."""
+    config = stack.config
+    if config.tls.mode != "acme":
+        raise MailstackError(
+            f"tls.mode: {config.tls.mode!r} gets no ACME certificates",
+            hint="set tls.mode: acme in mailstack.yaml, then `mailstack render` and `up`",
+        )
+    now = now or datetime.datetime.now(datetime.UTC)
+    root = stack.dir.root
+    names = wanted_names(config)
+    current = load_certificate(root / TLS_DIR / "cert.pem")
+    reason = renewal_reason(
+        current, load_certificate(root / TLS_DIR / "ca.pem"), names, now, config.tls.renew_days
+    )
+    if force and reason is None:
+        reason = "renewal forced"
+    if reason is None:
+        assert current is not None  # noqa: S101  # renewal_reason says "no certificate" then
+        write_state(root, ok=True, now=now, error=None, cert=current)
+        return RenewResult(False, None, current.not_valid_after_utc, tuple(names), ())
+    try:
+        fresh = _obtain(stack, names)
+    except AcmeFailed as failure:
+        write_state(root, ok=False, now=now, error=failure.message, cert=current)
+        raise
+    reloaded = tuple(certreload.reload_daemons(stack))
+    write_state(root, ok=True, now=now, error=None, cert=fresh)
+    return RenewResult(True, reason, fresh.not_valid_after_utc, tuple(names), reloaded)
+
+
+def _obtain(stack: Stack, names: list[str]) -> x509.Certificate:
+    root = stack.dir.root
+    prepare_directories(root)
+    image = images.reference(stack.config.images.registry, ACME_DIR)
+    if not images.image_exists(image):
+        images.build_all({ACME_DIR: image})
+    argv = docker_argv(stack, image, certbot_args(stack.config, names, force=True))
+    result = process.run(argv, check=False, timeout=900, what="certbot")
+    output = (result.stdout + result.stderr).decode(errors="replace")
+    if result.returncode != 0:
+        raise AcmeFailed(
+            f"the ACME server did not issue a certificate for {', '.join(names)}: "
+            + certbot_error(output),
+            hint="each name needs an A record pointing at this host and port 80 open to the "
+            "internet (`mailstack dns records`); then `mailstack tls renew`",
+        )
+    live = root / ACME_DIR / CERTBOT_DIR / "live" / CERT_NAME
+    try:
+        return install_chain(
+            root, (live / "fullchain.pem").read_bytes(), (live / "privkey.pem").read_bytes()
+        )
+    except (OSError, ValueError) as error:
+        raise AcmeFailed(f"certbot's new certificate cannot be installed: {error}") from None
+
+
+def certbot_error(output: str) -> str:
+    """The line of certbot's output that says what went wrong (the CA's own words if any)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for marker in ("Detail:", "urn:ietf:params:acme:error", "An unexpected error", "Error"):
+        for line in lines:
+            if marker in line:
+                return line[:300]
+    return lines[-1][:300] if lines else "certbot printed nothing"
+
+
+def write_state(
+    root: Path,
+    *,
+    ok: bool,
+    now: datetime.datetime,
+    error: str | None,
+    cert: x509.Certificate | None,
+) -> None:
+    state = {
+        "ok": ok,
+        "checked": now.isoformat(timespec="seconds"),
+        "error": error,
+        "not_after": cert.not_valid_after_utc.isoformat() if cert else None,
+    }
+    atomic_write(root / STATE_DIR / STATE_FILE, json.dumps(state, indent=2).encode() + b"\n")
+
+
+def read_state(root: Path) -> dict[str, Any] | None:
+    """The last renewal's outcome, or None when none ran (or the file is unreadable)."""
+    try:
+        state = json.loads((root / STATE_DIR / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def after_up(stack: Stack) -> list[str]:
+    """What `up` does in mode acme once the front serves: obtain the first certificate (or
+    a due one), and schedule renewals when the host runs systemd. Lines for the operator;
+    a failure is said, not raised: the stack is up, with the certificate it had."""
+    lines: list[str] = []
+    try:
+        lines.append(str(renew(stack)))
+    except MailstackError as failure:
+        lines.append(f"warning: {failure.message}")
+        if failure.hint:
+            lines.append(f"  {failure.hint}")
+    timer = schedule.renewal_timer(stack.dir.root, stack.config)
+    if schedule.systemd_running() and not schedule.installed(timer):
+        lines.append(str(schedule.install(timer)))
+    elif not schedule.installed(timer):
+        lines.append(
+            "renewals are not scheduled (systemd is not running here): run `mailstack tls "
+            "renew` twice a day from your scheduler (it renews only when due)"
+        )
+    return lines

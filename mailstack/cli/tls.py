@@ -1,0 +1,53 @@
+"""`tls renew` and `tls schedule`: ACME certificates (tls.mode: acme)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack import acme, schedule
+from mailstack.cli import output
+from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.lifecycle import Stack
+
+tls_app = typer.Typer(help="The stack's certificate (tls.mode acme).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tls_app, name="tls")
+
+
+@tls_app.command("renew")
+@output.guarded
+def renew(
+    force: Annotated[
+        bool, typer.Option("--force", help="Order a new certificate even when none is due.")
+    ] = False,
+    directory: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Obtain a certificate when one is due (tls.renew_days before expiry, names changed, or
+    none yet), install it and reload postfix, dovecot and nginx. What the timer runs."""
+    result = acme.renew(Stack.load(directory), force=force)
+    output.as_json(result) if as_json else output.info(str(result))
+
+
+@tls_app.command("schedule")
+@output.guarded
+def schedule_command(
+    state: Annotated[
+        str, typer.Argument(metavar="on|off", help="Turn the renewal timer on or off.")
+    ],
+    unit_dir: Annotated[
+        Path,
+        typer.Option(help="Where the systemd units go.", show_default=True),
+    ] = schedule.SYSTEMD_DIR,
+    directory: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """Run `tls renew` twice a day from a systemd timer (`up` turns it on in mode acme)."""
+    stack = Stack.load(directory)
+    result = schedule.switch(state, schedule.renewal_timer(stack.dir.root, stack.config), unit_dir)
+    output.as_json(result) if as_json else output.info(str(result))

@@ -1,0 +1,293 @@
+"""tls.mode acme end to end: pebble (the Let's Encrypt test server, Debian's package) inside
+the test network issues the stack's certificate over real HTTP-01 through the front; the
+daemons reload and keep their open connections; a due certificate is renewed, one not due
+is left alone; a failed renewal is reported by `tls renew` and `status`; and the stack goes
+back to its own certificate when the mode is switched back.
+
+Shares the session stack: the fixture switches it to acme and back to selfsigned at the end.
+"""
+
+from __future__ import annotations
+
+import datetime
+import imaplib
+import ipaddress
+import json
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
+
+PEBBLE_IMAGE = "mailstack-test/pebble"
+PEBBLE_CONTEXT = Path(__file__).parent / "pebble"
+FRONTEND = ipaddress.ip_network(SUBNETS[0])
+PEBBLE_IP = str(FRONTEND.network_address + 70)  # below Docker's dynamic range (.128+)
+RESOLVER_IP = str(FRONTEND.network_address + 53)  # the stack's resolver: the sandbox zone
+NAMES = {HOSTNAME, f"mta-sts.{DOMAIN}", f"autoconfig.{DOMAIN}", f"autodiscover.{DOMAIN}"}
+
+
+@dataclass(frozen=True)
+class Pebble:
+    container: str
+    trust: Path  # the API's CA and pebble's issuing root: what tls.ca_file names
+
+
+def _test_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and pebble's API certificate for its IP address (the ACME directory is HTTPS)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailstack e2e ACME API CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(PEBBLE_IP)), x509.DNSName("pebble")]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "api-ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for path in paths:
+        path.chmod(0o644)  # read by pebble's own user in its container
+    return paths
+
+
+def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=900, check=check
+    )
+
+
+def _fetch(url: str, cafile: Path) -> bytes:
+    context = ssl.create_default_context(cafile=str(cafile))
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310
+        body: bytes = response.read()
+        return body
+
+
+@pytest.fixture(scope="module")
+def pebble(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    directory = tmp_path_factory.mktemp("pebble")
+    directory.chmod(0o755)
+    api_ca, _, _ = _test_ca(directory)
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "pebble": {
+                    "listenAddress": "0.0.0.0:14000",
+                    "managementListenAddress": "0.0.0.0:15000",
+                    "certificate": "/etc/pebble/cert.pem",
+                    "privateKey": "/etc/pebble/key.pem",
+                    "httpPort": 80,  # HTTP-01 on the real port: the front's
+                    "tlsPort": 443,
+                    "ocspResponderURL": "",
+                    "externalAccountBindingRequired": False,
+                }
+            }
+        )
+    )
+    (directory / "config.json").chmod(0o644)
+    _docker("build", "--quiet", "--tag", PEBBLE_IMAGE, str(PEBBLE_CONTEXT))
+    container = f"{PROJECT}-pebble"
+    _docker("rm", "--force", container, check=False)
+    _docker(
+        "run", "--detach", "--name", container,
+        "--network", f"{PROJECT}_frontend", "--ip", PEBBLE_IP,
+        "--env", "PEBBLE_VA_NOSLEEP=1", "--env", "PEBBLE_WFE_NONCEREJECT=0",
+        "--volume", f"{directory}:/etc/pebble:ro",
+        PEBBLE_IMAGE, "-config", "/etc/pebble/config.json",
+        # Validation asks the stack's resolver: the sandbox zone names the front.
+        "-dnsserver", f"{RESOLVER_IP}:53",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                root = _fetch(f"https://{PEBBLE_IP}:15000/roots/0", api_ca)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        trust = directory / "trust.pem"
+        trust.write_bytes(api_ca.read_bytes() + root)
+        yield Pebble(container, trust)
+    finally:
+        _docker("rm", "--force", container, check=False)
+
+
+def _set_tls(stack: RunningStack, tls: dict[str, object]) -> None:
+    path = stack.root / "mailstack.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["tls"] = tls
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def acme_stack(stack: RunningStack, pebble: Pebble) -> Iterator[dict[str, object]]:
+    tls: dict[str, object] = {
+        "mode": "acme",
+        "acme_server": f"https://{PEBBLE_IP}:14000/dir",
+        "acme_email": f"postmaster@{DOMAIN}",
+        "ca_file": str(pebble.trust),
+    }
+    _set_tls(stack, tls)
+    try:
+        yield tls
+    finally:
+        _set_tls(stack, {"mode": "selfsigned"})
+        stack.cli("render")
+        stack.cli("up", "--timeout", "400")
+        # The stack's own certificate again, for the tests after this file.
+        served = _served(stack, "imaps", HOSTNAME)
+        ca = x509.load_pem_x509_certificate((stack.root / "tls" / "ca.pem").read_bytes())
+        assert served.issuer == ca.subject
+
+
+def _served(stack: RunningStack, port: str, name: str) -> x509.Certificate:
+    """The certificate a port serves (STARTTLS where the protocol has it), by SNI name."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # read what is served; verified separately below
+    if port == "smtp":
+        with smtplib.SMTP("127.0.0.1", PORTS["smtp"], local_hostname="client.example.net") as smtp:
+            smtp.starttls(context=context)
+            der = smtp.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+    else:
+        with (
+            socket.create_connection(("127.0.0.1", PORTS[port]), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _names(cert: x509.Certificate) -> set[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(san.value.get_values_for_type(x509.DNSName))
+
+
+def _verified(stack: RunningStack, trust: Path, name: str) -> None:
+    """A client that trusts pebble's root accepts the chain the front serves for `name`."""
+    context = ssl.create_default_context(cafile=str(trust))
+    context.check_hostname = False  # 127.0.0.1; the names are checked from the certificate
+    with (
+        socket.create_connection(("127.0.0.1", PORTS["https"]), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name),
+    ):
+        pass
+
+
+def test_acme_issues_renews_reloads_and_reports(
+    stack: RunningStack, pebble: Pebble, acme_stack: dict[str, object]
+) -> None:
+    # Before the switch: a logged-in IMAP session on the old certificate, kept open.
+    address, password = stack.new_mailbox()
+    session = imaplib.IMAP4_SSL("127.0.0.1", PORTS["imaps"], ssl_context=stack.tls_context())
+    session.login(address, password)
+
+    stack.cli("render")
+    up = stack.cli("up", "--timeout", "400")
+    assert "new certificate (the stack serves its own self-signed placeholder)" in up.stdout, (
+        up.stdout
+    )
+    first = _served(stack, "imaps", HOSTNAME)
+    assert "Pebble" in first.issuer.rfc4514_string()
+    assert _names(first) == NAMES
+    for port in ("smtp", "submissions", "imaps"):
+        assert _served(stack, port, HOSTNAME).serial_number == first.serial_number, port
+    for name in NAMES:
+        assert _served(stack, "https", name).serial_number == first.serial_number, name
+        _verified(stack, pebble.trust, name)
+    key = stack.root / "tls" / "key.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    # Reloaded, not restarted: the session opened before still works.
+    assert session.noop()[0] == "OK"
+
+    # Not due (pebble's certificates last five years; renewal 30 days before): left alone.
+    again = stack.cli("tls", "renew")
+    assert "not due for renewal" in again.stdout
+    assert _served(stack, "imaps", HOSTNAME).serial_number == first.serial_number
+
+    # Due: a renewal window longer than the certificate's life makes it due now.
+    acme_stack["renew_days"] = 3650
+    _set_tls(stack, acme_stack)
+    renewed = stack.cli("tls", "renew", "--json")
+    result = json.loads(renewed.stdout)
+    assert result["renewed"] is True and "expires in" in result["reason"]
+    assert result["reloaded"] == ["postfix", "dovecot", "front"]
+    second = _served(stack, "imaps", HOSTNAME)
+    assert second.serial_number != first.serial_number
+    assert second.not_valid_after_utc.isoformat() == result["not_after"]
+    for port in ("smtp", "submissions", "https"):
+        assert _served(stack, port, HOSTNAME).serial_number == second.serial_number, port
+    # `check tls` reports the new certificate: the chain ends at the CA of tls.ca_file, a
+    # private root (exit 3, like the stack's own CA), every name covered.
+    checked = stack.cli("check", "tls", DOMAIN, "--json", check=False)
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 3, checked.stdout
+    assert report["ok"] is True
+    expiries = {
+        endpoint["leaf"]["not_after"] for endpoint in report["endpoints"] if endpoint.get("leaf")
+    }
+    assert expiries == {result["not_after"]}, expiries
+    assert session.noop()[0] == "OK"
+    session.logout()
+    status = json.loads(stack.cli("status", "--json").stdout)
+    assert status["certificate_renewal"]["ok"] is True
+
+    # A failed renewal: the ACME server is gone. One line, exit 1, recorded for `status`.
+    _docker("stop", pebble.container)
+    failed = stack.cli("tls", "renew", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "did not issue a certificate" in failed.stderr
+    state = json.loads(stack.cli("status", "--json", check=False).stdout)["certificate_renewal"]
+    assert state["ok"] is False and state["error"]
+    shown = stack.cli("status", check=False)
+    assert "certificate renewal failed" in shown.stdout + shown.stderr
+    # The certificate served is still the good one.
+    assert _served(stack, "imaps", HOSTNAME).serial_number == second.serial_number

@@ -1,0 +1,292 @@
+"""Where the stack's certificate comes from: ACME renewal decisions and certbot's command,
+the operator's own files (tls.mode manual), the trusted CA file, and mode switches."""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailstack import acme, schedule, tls
+from mailstack.config import validate_config
+from mailstack.errors import UsageError
+from mailstack.stack import install_certificate
+from tests.conftest import REFERENCE
+from tests.unit.test_cli import init, invoke
+
+NOW = datetime.datetime(2026, 12, 5, 12, 0, tzinfo=datetime.UTC)
+NAMES = [
+    "mail.example.test",
+    "mta-sts.example.test",
+    "autoconfig.example.test",
+    "autodiscover.example.test",
+]
+
+
+def certificate(
+    names: list[str], days: int = 90, issuer: str = "Test CA"
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(days=400))
+        .not_valid_after(NOW + datetime.timedelta(days=days))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def acme_config(**tls_values: Any) -> Any:
+    return validate_config({**REFERENCE, "tls": {"mode": "acme", **tls_values}})
+
+
+# --- when to renew ------------------------------------------------------------------------------
+
+
+def test_every_name_the_front_serves_is_ordered_hostname_first() -> None:
+    assert acme.wanted_names(acme_config()) == NAMES
+
+
+@pytest.mark.parametrize(
+    ("names", "days", "renew_days", "expected"),
+    [
+        (NAMES, 60, 30, None),
+        (NAMES, 29, 30, "it expires in 29 days (renewal 30 days before)"),
+        (NAMES, 60, 90, "it expires in 60 days (renewal 90 days before)"),
+        (NAMES[:2], 60, 30, "does not cover autoconfig.example.test, autodiscover.example.test"),
+        (NAMES, -3, 30, "it expires in 0 days"),
+    ],
+)
+def test_renewal_is_due_when_expiring_or_a_name_is_missing(
+    names: list[str], days: int, renew_days: int, expected: str | None
+) -> None:
+    cert, _ = certificate(names, days)
+    reason = acme.renewal_reason(cert, None, NAMES, NOW, renew_days)
+    if expected is None:
+        assert reason is None
+    else:
+        assert reason is not None and expected in reason
+
+
+def test_the_stacks_own_placeholder_and_no_certificate_are_due() -> None:
+    placeholder, _ = certificate(NAMES, 365, issuer="mailstack CA for mail.example.test")
+    stack_ca, _ = certificate(["ca"], 3650, issuer="mailstack CA for mail.example.test")
+    stack_ca_subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "mailstack CA for mail.example.test")]
+    )
+    assert stack_ca.issuer == stack_ca_subject
+    reason = acme.renewal_reason(placeholder, _as_ca(stack_ca_subject), NAMES, NOW, 30)
+    assert reason == "the stack serves its own self-signed placeholder"
+    assert acme.renewal_reason(None, None, NAMES, NOW, 30) == "there is no certificate yet"
+
+
+def _as_ca(subject: x509.Name) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_certbot_orders_every_name_with_webroot_ecdsa_and_the_configured_server() -> None:
+    config = acme_config(acme_server="https://acme.example.net/dir", acme_email="ops@example.test")
+    args = acme.certbot_args(config, NAMES, force=True)
+    assert args[0] == "certonly" and "--non-interactive" in args and "--agree-tos" in args
+    assert args[args.index("--server") + 1] == "https://acme.example.net/dir"
+    assert args[args.index("--webroot-path") + 1] == "/acme/webroot"
+    assert args[args.index("--key-type") + 1] == "ecdsa"
+    assert args[args.index("--email") + 1] == "ops@example.test"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--domain"] == NAMES
+    assert "--force-renewal" in args
+    without_email = acme.certbot_args(acme_config(), NAMES, force=False)
+    assert "--register-unsafely-without-email" in without_email
+    assert "--keep-until-expiring" in without_email
+    assert acme_config().tls.acme_server.startswith("https://acme-v02.api.letsencrypt.org/")
+
+
+def test_the_error_line_is_the_cas_own_words() -> None:
+    output = "\n".join(
+        [
+            "Saving debug log to /tmp/certbot/logs/letsencrypt.log",
+            "Certbot failed to authenticate some domains (authenticator: webroot).",
+            "  Domain: autoconfig.example.org",
+            "  Type:   dns",
+            "  Detail: no valid A records found for autoconfig.example.org",
+            "Some challenges have failed.",
+        ]
+    )
+    assert (
+        acme.certbot_error(output) == "Detail: no valid A records found for autoconfig.example.org"
+    )
+    assert acme.certbot_error("") == "certbot printed nothing"
+
+
+@pytest.mark.parametrize(
+    ("tls_values", "expected"),
+    [
+        ({"acme_server": "http://acme.example.net/dir"}, "is not an https:// URL"),
+        ({"acme_server": "https://acme.example.net/dir\nx"}, "control character"),
+        ({"renew_days": 0}, "is too small"),
+        ({"ca_file": "relative/ca.pem"}, "absolute"),
+    ],
+)
+def test_bad_acme_settings_are_one_line_errors(tls_values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        acme_config(**tls_values)
+    assert caught.value.message.startswith("mailstack.yaml: tls")
+    assert expected in caught.value.message
+
+
+def test_the_renewal_timer_runs_tls_renew_twice_a_day(tmp_path: Path) -> None:
+    timer = schedule.renewal_timer(tmp_path / "stack", acme_config())
+    result = schedule.switch("on", timer, tmp_path)
+    service = (tmp_path / "mailstack-tls-reference.service").read_text()
+    timer_text = (tmp_path / "mailstack-tls-reference.timer").read_text()
+    assert "OnCalendar=*-*-* 04,16:00:00" in timer_text and "Persistent=true" in timer_text
+    command = next(
+        shlex.split(line.removeprefix("ExecStart="))
+        for line in service.splitlines()
+        if line.startswith("ExecStart=")
+    )
+    assert command[3:] == ["tls", "renew", "--dir", str(tmp_path / "stack")]
+    assert "Nice=" not in service and not result.activated
+    assert schedule.installed(timer, tmp_path)
+    schedule.switch("off", timer, tmp_path)
+    assert not schedule.installed(timer, tmp_path)
+    with pytest.raises(UsageError, match="is not on or off"):
+        schedule.switch("maybe", timer, tmp_path)
+
+
+# --- installing a certificate -------------------------------------------------------------------
+
+
+def test_a_chain_is_installed_only_with_its_own_key(tmp_path: Path) -> None:
+    cert, key = certificate(NAMES)
+    _, other_key = certificate(NAMES)
+    with pytest.raises(ValueError, match="does not belong"):
+        tls.install_chain(tmp_path, pem(cert), key_pem(other_key))
+    assert not (tmp_path / "tls" / "cert.pem").exists()
+    tls.install_chain(tmp_path, pem(cert), key_pem(key))
+    assert (tmp_path / "tls" / "cert.pem").read_bytes() == pem(cert)
+    assert stat.S_IMODE((tmp_path / "tls" / "key.pem").stat().st_mode) == 0o600
+
+
+def _manual_files(tmp_path: Path, names: list[str], days: int = 90) -> tuple[Path, Path]:
+    cert, key = certificate(names, days)
+    cert_file, key_file = tmp_path / "operator-cert.pem", tmp_path / "operator-key.pem"
+    cert_file.write_bytes(pem(cert))
+    key_file.write_bytes(key_pem(key))
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize(
+    ("names", "days", "expected"),
+    [
+        (["other.example.test"], 90, "does not cover the hostname mail.example.test"),
+        (NAMES, -1, "expired on"),
+    ],
+)
+def test_manual_files_are_checked_before_use(
+    tmp_path: Path, names: list[str], days: int, expected: str
+) -> None:
+    cert_file, key_file = _manual_files(tmp_path, names, days)
+    with pytest.raises(UsageError, match=expected) as caught:
+        tls.install_manual(tmp_path / "stack", str(cert_file), str(key_file), NAMES[0])
+    assert caught.value.message.startswith(f"tls.cert_file: {cert_file}")
+
+
+def test_manual_files_that_are_missing_or_not_pem_name_the_key(tmp_path: Path) -> None:
+    cert_file, _ = _manual_files(tmp_path, NAMES)
+    with pytest.raises(UsageError, match=r"^tls.key_file: /nonexistent/key.pem cannot be read"):
+        tls.install_manual(tmp_path, str(cert_file), "/nonexistent/key.pem", NAMES[0])
+    with pytest.raises(UsageError, match="is not a PEM file with a private key"):
+        tls.install_manual(tmp_path, str(cert_file), str(cert_file), NAMES[0])
+
+
+def test_manual_mode_serves_the_operators_files_and_back_to_selfsigned(
+    stack_root: Path, tmp_path: Path
+) -> None:
+    code, text = init(stack_root)
+    assert code == 0, text
+    cert_file, key_file = _manual_files(tmp_path, NAMES)
+    ca_file = tmp_path / "private-ca.pem"
+    ca_file.write_bytes(pem(certificate(["Private CA"])[0]))
+    config_path = stack_root / "mailstack.yaml"
+    document = yaml.safe_load(config_path.read_text())
+    document["tls"] = {
+        "mode": "manual",
+        "cert_file": str(cert_file),
+        "key_file": str(key_file),
+        "ca_file": str(ca_file),
+    }
+    config_path.write_text(yaml.safe_dump(document))
+    code, text = invoke("render", "--dir", str(stack_root))
+    assert code == 0, text
+    assert (stack_root / "tls" / "cert.pem").read_bytes() == cert_file.read_bytes()
+    assert (stack_root / "tls" / "trusted.pem").read_bytes() == ca_file.read_bytes()
+    compose = (stack_root / "compose.yaml").read_text()
+    assert "./tls/trusted.pem:/etc/mailstack/tls/ca.pem:ro" in compose
+    assert "acme/webroot" not in compose
+
+    # A broken key file: one line, exit 2, the served files untouched.
+    key_file.write_text("not a key\n")
+    code, text = invoke("render", "--dir", str(stack_root))
+    assert code == 2 and "tls.key_file" in text and "Traceback" not in text
+    assert (stack_root / "tls" / "cert.pem").read_bytes() == cert_file.read_bytes()
+
+    document["tls"] = {"mode": "selfsigned"}
+    config_path.write_text(yaml.safe_dump(document))
+    code, text = invoke("render", "--dir", str(stack_root))
+    assert code == 0, text
+    served = x509.load_pem_x509_certificate((stack_root / "tls" / "cert.pem").read_bytes())
+    own_ca = x509.load_pem_x509_certificate((stack_root / "tls" / "ca.pem").read_bytes())
+    assert served.issuer == own_ca.subject
+    assert not (stack_root / "tls" / "trusted.pem").exists()
+
+
+def test_acme_mode_starts_on_the_stacks_own_certificate_and_keeps_an_acme_one(
+    stack_root: Path,
+) -> None:
+    code, text = init(stack_root)
+    assert code == 0, text
+    config = acme_config()
+    install_certificate(stack_root, config)
+    placeholder = (stack_root / "tls" / "cert.pem").read_bytes()
+    assert (stack_root / "acme" / "webroot").is_dir()
+    assert stat.S_IMODE((stack_root / "acme" / "letsencrypt").stat().st_mode) == 0o700
+    issued, key = certificate(NAMES)
+    tls.install_chain(stack_root, pem(issued), key_pem(key))
+    install_certificate(stack_root, config)  # a re-render keeps the ACME certificate
+    assert (stack_root / "tls" / "cert.pem").read_bytes() == pem(issued) != placeholder
