@@ -23,27 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from mailstack import certreload, dnsrecords, images, process, schedule
-from mailstack.config import Config
+from mailstack import certreload, dkim, dnsrecords, images, process, schedule
+from mailstack.config import Config, Tls
 from mailstack.errors import MailstackError
 from mailstack.stackdir import STATE_DIR, atomic_write
 
 if TYPE_CHECKING:
     from mailstack.lifecycle import Stack
-from mailstack.tls import TLS_DIR, install_chain, load_certificate, names_of
+from mailstack.tls import TLS_DIR, install_chain, load_certificate, matching_certificate, names_of
 
 ACME_DIR = "acme"
 CERT_NAME = "mailstack"  # certbot's --cert-name: one certificate, whatever names it covers
 STATE_FILE = "acme.json"
+# Names the CA could not validate are tried again after this (see waiting_for_dns).
+RETRY_UNVALIDATED = datetime.timedelta(hours=48)
 CONTAINER_ACME = "/acme"  # where <stack>/acme is mounted in the acme container
 WEBROOT = "webroot"  # <stack>/acme/webroot: the front serves it at /.well-known/acme-challenge/
 CERTBOT_DIR = "letsencrypt"  # <stack>/acme/letsencrypt: certbot's account, keys, certificates
 TRUSTED_CA = "/etc/mailstack/trusted-ca.pem"  # tls.ca_file inside the container
 
 
-def wanted_names(config: Config) -> list[str]:
+def wanted_names(config: Config, domains: list[str]) -> list[str]:
     """The hostname first (the subject), then the web names the front serves."""
-    return [config.hostname, *dnsrecords.certificate_names(config)]
+    return [config.hostname, *dnsrecords.certificate_names(config, domains)]
 
 
 def renewal_reason(
@@ -79,6 +81,8 @@ def certbot_args(config: Config, names: list[str], *, force: bool) -> list[str]:
         "--key-type", "ecdsa", "--elliptic-curve", "secp256r1",
         # mailstack has decided that a new certificate is due: certbot must not second-guess.
         "--force-renewal" if force else "--keep-until-expiring",
+        # A name whose DNS is not published yet (a new domain) must not cost the others.
+        "--allow-subset-of-names",
     ]  # fmt: skip
     if config.tls.acme_email:
         args += ["--email", config.tls.acme_email]
@@ -151,25 +155,56 @@ def renew(
         )
     now = now or datetime.datetime.now(datetime.UTC)
     root = stack.dir.root
-    names = wanted_names(config)
+    names = wanted_names(config, dkim.signing_domains(root))
     current = load_certificate(root / TLS_DIR / "cert.pem")
     reason = renewal_reason(
         current, load_certificate(root / TLS_DIR / "ca.pem"), names, now, config.tls.renew_days
     )
     if force and reason is None:
         reason = "renewal forced"
+    previous = read_state(root) or {}
+    if reason and not force and waiting_for_dns(current, previous, names, now, config.tls):
+        reason = None
     if reason is None:
         assert current is not None  # noqa: S101  # renewal_reason says "no certificate" then
-        write_state(root, ok=True, now=now, error=None, cert=current)
+        write_state(root, previous, ok=True, now=now, error=None, cert=current)
         return RenewResult(False, None, current.not_valid_after_utc, tuple(names), ())
     try:
         fresh = _obtain(stack, names)
     except AcmeFailed as failure:
-        write_state(root, ok=False, now=now, error=failure.message, cert=current)
+        write_state(root, previous, ok=False, now=now, error=failure.message, cert=current)
         raise
     reloaded = tuple(certreload.reload_daemons(stack))
-    write_state(root, ok=True, now=now, error=None, cert=fresh)
-    return RenewResult(True, reason, fresh.not_valid_after_utc, tuple(names), reloaded)
+    covered = set(names_of(fresh))
+    issued = {
+        "issued": now.isoformat(timespec="seconds"),
+        "unvalidated": [name for name in names if name not in covered],
+    }
+    write_state(root, issued, ok=True, now=now, error=None, cert=fresh)
+    return RenewResult(
+        True, reason, fresh.not_valid_after_utc, tuple(n for n in names if n in covered), reloaded
+    )
+
+
+def waiting_for_dns(
+    current: x509.Certificate | None,
+    previous: dict[str, Any],
+    names: list[str],
+    now: datetime.datetime,
+    settings: Tls,
+) -> bool:
+    """Names the CA could not validate at the last issuance are ordered again only after
+    RETRY_UNVALIDATED, unless the certificate is due anyway: until their DNS is published
+    each order would fail them again, and the CA limits failed validations and duplicate
+    certificates. A name not tried yet (a new domain) is ordered at once."""
+    if current is None or renewal_reason(current, None, [], now, settings.renew_days):
+        return False
+    missing = {name for name in names if name not in names_of(current)}
+    try:
+        issued = datetime.datetime.fromisoformat(str(previous.get("issued")))
+    except ValueError:
+        return False
+    return missing <= set(previous.get("unvalidated") or ()) and now - issued < RETRY_UNVALIDATED
 
 
 def _obtain(stack: Stack, names: list[str]) -> x509.Certificate:
@@ -190,11 +225,17 @@ def _obtain(stack: Stack, names: list[str]) -> x509.Certificate:
         )
     live = root / ACME_DIR / CERTBOT_DIR / "live" / CERT_NAME
     try:
-        return install_chain(
-            root, (live / "fullchain.pem").read_bytes(), (live / "privkey.pem").read_bytes()
-        )
+        chain = (live / "fullchain.pem").read_bytes()
+        key = (live / "privkey.pem").read_bytes()
+        fresh = matching_certificate(chain, key)
     except (OSError, ValueError) as error:
         raise AcmeFailed(f"certbot's new certificate cannot be installed: {error}") from None
+    if names[0] not in names_of(fresh):  # validated without the hostname: worse than none
+        raise AcmeFailed(
+            f"the ACME server could not validate {names[0]}: " + certbot_error(output),
+            hint="the hostname needs an A record pointing at this host and port 80 open",
+        )
+    return install_chain(root, chain, key)
 
 
 def certbot_error(output: str) -> str:
@@ -209,17 +250,22 @@ def certbot_error(output: str) -> str:
 
 def write_state(
     root: Path,
+    kept: dict[str, Any],
     *,
     ok: bool,
     now: datetime.datetime,
     error: str | None,
     cert: x509.Certificate | None,
 ) -> None:
+    """.mailstack/acme.json: this run's outcome, and from `kept` the last issuance's time and
+    the names it could not validate."""
     state = {
         "ok": ok,
         "checked": now.isoformat(timespec="seconds"),
         "error": error,
         "not_after": cert.not_valid_after_utc.isoformat() if cert else None,
+        "issued": kept.get("issued"),
+        "unvalidated": list(kept.get("unvalidated") or ()),
     }
     atomic_write(root / STATE_DIR / STATE_FILE, json.dumps(state, indent=2).encode() + b"\n")
 

@@ -117,6 +117,11 @@ def ensure_key(root: Path, domain: str, now: datetime.datetime | None = None) ->
         return KeyResult(_public(domain, selector, path, active=True), created=created)
 
 
+def signing_domains(root: Path) -> list[str]:
+    """The mail domains the stack signs for (a key each, made by `domain add`)."""
+    return sorted(read_selectors(root))
+
+
 def load_keys(root: Path) -> list[DkimKey]:
     """Every key in dkim/ (active or not), sorted by domain and selector."""
     directory = root / DKIM_DIR

@@ -112,9 +112,14 @@ def mta_sts_policy(config: Config) -> MtaStsPolicy:
     return MtaStsPolicy(config.dns.mta_sts_mode, (config.hostname,), config.dns.mta_sts_max_age)
 
 
-def certificate_names(config: Config) -> tuple[str, ...]:
-    """Names besides the hostname the stack's certificate covers (the first domain's)."""
-    return tuple(f"{host}.{config.domain}" for host in (MTA_STS_HOST, *AUTOCONFIG_HOSTS))
+def certificate_names(config: Config, domains: Iterable[str] = ()) -> tuple[str, ...]:
+    """Names besides the hostname the stack's certificate covers: the web names (MTA-STS
+    policy host, autoconfig, autodiscover) of the first domain and of every other given."""
+    return tuple(
+        f"{host}.{domain}"
+        for domain in dict.fromkeys([config.domain, *domains])
+        for host in (MTA_STS_HOST, *AUTOCONFIG_HOSTS)
+    )
 
 
 def dmarc_report_address(config: Config, domain: str) -> str:
@@ -282,6 +287,14 @@ def sandbox_zone(config: Config, keys: Sequence[DkimKey]) -> list[tuple[str, str
         Record("DKIM", key.record_name, "TXT", key.zone_data, "")
         for key in keys
         if key.domain != config.domain
+    ]
+    # The web names of those domains too: the stack's certificate covers them (ACME asks).
+    others = [key.domain for key in keys if key.domain != config.domain]
+    first = set(certificate_names(config))
+    served += [
+        Record("web", name, "CNAME", f"{config.hostname}.", "")
+        for name in certificate_names(config, others)
+        if name not in first
     ]
     # Aliases of the hostname are served flattened (as many DNS providers do): Unbound does
     # not follow a CNAME in its local data, and ACME validation of those names asks for A.

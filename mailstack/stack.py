@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, acme, dkim, dnsrecords, imagetags, lifecycle, tls
+from mailstack import __version__, acme, certreload, dkim, dnsrecords, imagetags, lifecycle, tls
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
@@ -87,7 +87,7 @@ def init_stack(
 def install_certificate(root: Path, config: Config) -> None:
     """tls/ for the configured mode. acme: the stack's own certificate stands in until the
     first ACME one is installed (`up` obtains it: the front must serve the challenge first)."""
-    names = dnsrecords.certificate_names(config)
+    names = dnsrecords.certificate_names(config, dkim.signing_domains(root))
     if config.tls.mode == "selfsigned":
         tls.ensure_selfsigned(root, config.hostname, names)
     elif config.tls.mode == "acme":
@@ -130,13 +130,25 @@ class DomainKeyResult:
     key: dkim.DkimKey
     created: bool
     restarted: tuple[str, ...]
+    reloaded: tuple[str, ...] = ()  # took a certificate with the domain's web names
+    acme_pending: bool = False  # tls.mode acme: the names come with the next renewal
 
     def __str__(self) -> str:
         made = "created" if self.created else "kept"
         line = f"DKIM key {self.key.selector} for {self.key.domain} {made}"
         if self.restarted:
             line += f"; restarted {' and '.join(self.restarted)} to use it"
-        return f"{line}\npublish: {self.key.zone_line}"
+        line += f"\npublish: {self.key.zone_line}"
+        if self.reloaded:
+            line += (
+                f"\nthe certificate now covers its web names: reloaded {', '.join(self.reloaded)}"
+            )
+        if self.acme_pending:
+            line += (
+                f"\nthe certificate gets the web names of {self.key.domain} at the next renewal "
+                "(`mailstack tls renew` once `mailstack dns records` are published)"
+            )
+        return line
 
 
 def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
@@ -160,7 +172,9 @@ def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
         lifecycle.wait_healthy(stack, list(restart), 300, None)
     else:
         restart = ()
-    return DomainKeyResult(made.key, made.created, restart)
+    reloaded = tuple(certreload.reload_if_changed(stack)) if running else ()
+    acme_pending = stack.config.tls.mode == "acme" and made.created
+    return DomainKeyResult(made.key, made.created, restart, reloaded, acme_pending)
 
 
 def resolve(root: Path, paths: list[str]) -> list[str]:

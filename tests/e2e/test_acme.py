@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mailstack import acme, dkim
+from mailstack.config import validate_config
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
 
 PEBBLE_IMAGE = "mailstack-test/pebble"
@@ -38,6 +40,7 @@ FRONTEND = ipaddress.ip_network(SUBNETS[0])
 PEBBLE_IP = str(FRONTEND.network_address + 70)  # below Docker's dynamic range (.128+)
 RESOLVER_IP = str(FRONTEND.network_address + 53)  # the stack's resolver: the sandbox zone
 NAMES = {HOSTNAME, f"mta-sts.{DOMAIN}", f"autoconfig.{DOMAIN}", f"autodiscover.{DOMAIN}"}
+SECOND = "acme-second.example.test"  # a mail domain added once the certificate is there
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,11 @@ def _names(cert: x509.Certificate) -> set[str]:
     return set(san.value.get_values_for_type(x509.DNSName))
 
 
+def _wanted(stack: RunningStack) -> list[str]:
+    config = validate_config(yaml.safe_load((stack.root / "mailstack.yaml").read_text()))
+    return acme.wanted_names(config, dkim.signing_domains(stack.root))
+
+
 def _verified(stack: RunningStack, trust: Path, name: str) -> None:
     """A client that trusts pebble's root accepts the chain the front serves for `name`."""
     context = ssl.create_default_context(cafile=str(trust))
@@ -236,7 +244,8 @@ def test_acme_issues_renews_reloads_and_reports(
     )
     first = _served(stack, "imaps", HOSTNAME)
     assert "Pebble" in first.issuer.rfc4514_string()
-    assert _names(first) == NAMES
+    # Every mail domain's web names (earlier tests may have added domains): all validated.
+    assert NAMES <= _names(first) == set(_wanted(stack))
     for port in ("smtp", "submissions", "imaps"):
         assert _served(stack, port, HOSTNAME).serial_number == first.serial_number, port
     for name in NAMES:
@@ -276,6 +285,16 @@ def test_acme_issues_renews_reloads_and_reports(
     assert expiries == {result["not_after"]}, expiries
     assert session.noop()[0] == "OK"
     session.logout()
+
+    # A new mail domain: its web names come with the next renewal, at once (never tried yet).
+    added = stack.cli("domain", "add", SECOND)
+    assert "at the next renewal" in added.stdout, added.stdout
+    widened = json.loads(stack.cli("tls", "renew", "--json").stdout)
+    assert widened["renewed"] is True and f"mta-sts.{SECOND}" in widened["reason"]
+    third = _served(stack, "https", f"mta-sts.{SECOND}")
+    assert {f"mta-sts.{SECOND}", f"autoconfig.{SECOND}", HOSTNAME} <= _names(third)
+    _verified(stack, pebble.trust, f"autodiscover.{SECOND}")
+    stack.cli("domain", "remove", SECOND)
     status = json.loads(stack.cli("status", "--json").stdout)
     assert status["certificate_renewal"]["ok"] is True
 
@@ -290,4 +309,4 @@ def test_acme_issues_renews_reloads_and_reports(
     shown = stack.cli("status", check=False)
     assert "certificate renewal failed" in shown.stdout + shown.stderr
     # The certificate served is still the good one.
-    assert _served(stack, "imaps", HOSTNAME).serial_number == second.serial_number
+    assert _served(stack, "imaps", HOSTNAME).serial_number == third.serial_number

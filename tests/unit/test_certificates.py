@@ -70,7 +70,30 @@ def acme_config(**tls_values: Any) -> Any:
 
 
 def test_every_name_the_front_serves_is_ordered_hostname_first() -> None:
-    assert acme.wanted_names(acme_config()) == NAMES
+    assert acme.wanted_names(acme_config(), []) == NAMES
+    # Every other mail domain (a DKIM key each) adds its web names; the first is not repeated.
+    assert acme.wanted_names(acme_config(), ["example.net", "example.test"]) == [
+        *NAMES,
+        "mta-sts.example.net",
+        "autoconfig.example.net",
+        "autodiscover.example.net",
+    ]
+
+
+def test_names_the_ca_could_not_validate_wait_unless_the_certificate_is_due() -> None:
+    cert, _ = certificate(NAMES[:2], days=80)
+    issued = {"issued": (NOW - datetime.timedelta(hours=3)).isoformat(), "unvalidated": NAMES[2:]}
+    settings = acme_config().tls
+    assert acme.waiting_for_dns(cert, issued, NAMES, NOW, settings)
+    # A name never tried (a domain added since) is ordered at once.
+    assert not acme.waiting_for_dns(cert, issued, [*NAMES, "mta-sts.example.net"], NOW, settings)
+    # Two days on, they are tried again.
+    later = NOW + acme.RETRY_UNVALIDATED
+    assert not acme.waiting_for_dns(cert, issued, NAMES, later, settings)
+    # A certificate that is due anyway is renewed whatever names wait.
+    expiring, _ = certificate(NAMES[:2], days=10)
+    assert not acme.waiting_for_dns(expiring, issued, NAMES, NOW, settings)
+    assert not acme.waiting_for_dns(cert, {}, NAMES, NOW, settings)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +152,7 @@ def test_certbot_orders_every_name_with_webroot_ecdsa_and_the_configured_server(
     assert args[args.index("--key-type") + 1] == "ecdsa"
     assert args[args.index("--email") + 1] == "ops@example.test"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--domain"] == NAMES
-    assert "--force-renewal" in args
+    assert "--force-renewal" in args and "--allow-subset-of-names" in args
     without_email = acme.certbot_args(acme_config(), NAMES, force=False)
     assert "--register-unsafely-without-email" in without_email
     assert "--keep-until-expiring" in without_email

@@ -152,8 +152,12 @@ def test_the_sandbox_zone_serves_what_dns_records_prints(
     }
     for name, _ in aliases:
         assert {data for owner, rtype, data in zone if owner == name and rtype == "A"} == host
-    # Keys of domains added later are served too (their records are `dns records D`).
+    # Keys of domains added later are served too (their records are `dns records D`), and
+    # their web names, which the stack's certificate covers.
     assert all((key.record_name, "TXT") in served for key in keys)
+    others = [key.domain for key in keys if key.domain != reference_config.domain]
+    assert others
+    assert all((name, "A") in served for name in certificate_names(reference_config, others))
 
 
 def test_the_production_render_serves_no_zone(keys: tuple[dkim.DkimKey, ...]) -> None:
