@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mailstack import backup, schedule
 from mailstack.cli import output
-from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
 from mailstack.lifecycle import Stack
 
@@ -171,20 +171,13 @@ def prune(directory: StackDirOption = Path(), as_json: JsonOption = False) -> No
 @backup_app.command("schedule")
 @output.guarded
 def schedule_command(
-    state: Annotated[
-        str, typer.Argument(metavar="on|off", help="Turn the daily backup on or off.")
-    ],
-    unit_dir: Annotated[
-        Path,
-        typer.Option(help="Where the systemd units go.", show_default=True),
-    ] = schedule.SYSTEMD_DIR,
+    state: OnOffArgument,
+    unit_dir: UnitDirOption = schedule.SYSTEMD_DIR,
     directory: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
     """A daily backup (and prune) by a systemd timer at backup.schedule_time."""
-    stack = Stack.load(directory)
-    result = schedule.switch(state, schedule.backup_timer(stack.dir.root, stack.config), unit_dir)
-    output.as_json(result) if as_json else output.info(str(result))
+    output.timer_switch(state, schedule.backup_timer, unit_dir, Stack.load(directory), as_json)
 
 
 def recover(

@@ -1,4 +1,4 @@
-"""Options shared by every command."""
+"""Options and arguments shared by several commands."""
 
 from __future__ import annotations
 
@@ -19,3 +19,9 @@ StackDirOption = Annotated[
 ]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+# `backup schedule` and `tls schedule`: a host timer on or off, and where its units go.
+OnOffArgument = Annotated[
+    str, typer.Argument(metavar="on|off", help="Turn the timer on or off.", show_default=False)
+]
+UnitDirOption = Annotated[Path, typer.Option(help="Where the systemd units go.", show_default=True)]

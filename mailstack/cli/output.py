@@ -17,10 +17,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mailstack import schedule
+from mailstack.config import Config
 from mailstack.dnscheck import DnsCheckReport
 from mailstack.errors import MailstackError
-from mailstack.lifecycle import StackStatus, UpResult
+from mailstack.lifecycle import Stack, StackStatus, UpResult
 from mailstack.merge import Action
+from mailstack.schedule import Timer
 from mailstack.stackdir import CANDIDATE_SUFFIX, RenderReport
 
 P = ParamSpec("P")
@@ -216,3 +219,15 @@ def dns_check_table(report: DnsCheckReport) -> None:
         if failed
         else f"{len(report.rows)} checks passed"
     )
+
+
+def timer_switch(
+    state: str,
+    timer_for: Callable[[Path, Config], Timer],
+    unit_dir: Path,
+    stack: Stack,
+    json_output: bool,
+) -> None:
+    """`... schedule on|off`: the stack's timer installed or removed, and said."""
+    result = schedule.switch(state, timer_for(stack.dir.root, stack.config), unit_dir)
+    as_json(result) if json_output else info(str(result))

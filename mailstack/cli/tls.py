@@ -9,7 +9,7 @@ import typer
 
 from mailstack import acme, schedule
 from mailstack.cli import output
-from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.lifecycle import Stack
 
 tls_app = typer.Typer(help="The stack's certificate (tls.mode acme).", no_args_is_help=True)
@@ -37,17 +37,10 @@ def renew(
 @tls_app.command("schedule")
 @output.guarded
 def schedule_command(
-    state: Annotated[
-        str, typer.Argument(metavar="on|off", help="Turn the renewal timer on or off.")
-    ],
-    unit_dir: Annotated[
-        Path,
-        typer.Option(help="Where the systemd units go.", show_default=True),
-    ] = schedule.SYSTEMD_DIR,
+    state: OnOffArgument,
+    unit_dir: UnitDirOption = schedule.SYSTEMD_DIR,
     directory: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
     """Run `tls renew` twice a day from a systemd timer (`up` turns it on in mode acme)."""
-    stack = Stack.load(directory)
-    result = schedule.switch(state, schedule.renewal_timer(stack.dir.root, stack.config), unit_dir)
-    output.as_json(result) if as_json else output.info(str(result))
+    output.timer_switch(state, schedule.renewal_timer, unit_dir, Stack.load(directory), as_json)
