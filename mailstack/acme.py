@@ -25,12 +25,12 @@ from cryptography import x509
 
 from mailstack import certreload, dkim, dnsrecords, images, process, schedule
 from mailstack.config import Config, Tls
-from mailstack.errors import MailstackError
+from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import STATE_DIR, atomic_write
+from mailstack.tls import TLS_DIR, install_chain, load_certificate, matching_certificate, names_of
 
 if TYPE_CHECKING:
     from mailstack.lifecycle import Stack
-from mailstack.tls import TLS_DIR, install_chain, load_certificate, matching_certificate, names_of
 
 ACME_DIR = "acme"
 CERT_NAME = "mailstack"  # certbot's --cert-name: one certificate, whatever names it covers
@@ -125,13 +125,20 @@ class RenewResult:
     renewed: bool
     reason: str | None  # why it was renewed (or None: nothing was due)
     not_after: datetime.datetime
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # the names the certificate covers
     reloaded: tuple[str, ...]
+    waiting: tuple[str, ...] = ()  # names the CA could not validate yet (retried later)
 
     def __str__(self) -> str:
         expiry = f"valid until {self.not_after:%Y-%m-%d} ({', '.join(self.names)})"
         if not self.renewed:
-            return f"certificate not due for renewal: {expiry}"
+            line = f"certificate not due for renewal: {expiry}"
+            if self.waiting:
+                line += (
+                    f"; not validated yet: {', '.join(self.waiting)} (tried again "
+                    f"{RETRY_UNVALIDATED.days * 24} h after the last issuance, or with --force)"
+                )
+            return line
         line = f"new certificate ({self.reason}): {expiry}"
         if self.reloaded:
             line += f"; reloaded {', '.join(self.reloaded)}"
@@ -149,7 +156,7 @@ def renew(
     Every outcome is recorded in .mailstack/acme.json for `status` and `check tls`."""
     config = stack.config
     if config.tls.mode != "acme":
-        raise MailstackError(
+        raise UsageError(
             f"tls.mode: {config.tls.mode!r} gets no ACME certificates",
             hint="set tls.mode: acme in mailstack.yaml, then `mailstack render` and `up`",
         )
@@ -168,7 +175,15 @@ def renew(
     if reason is None:
         assert current is not None  # noqa: S101  # renewal_reason says "no certificate" then
         write_state(root, previous, ok=True, now=now, error=None, cert=current)
-        return RenewResult(False, None, current.not_valid_after_utc, tuple(names), ())
+        covered = set(names_of(current))
+        return RenewResult(
+            False,
+            None,
+            current.not_valid_after_utc,
+            tuple(name for name in names if name in covered),
+            (),
+            tuple(name for name in names if name not in covered),
+        )
     try:
         fresh = _obtain(stack, names)
     except AcmeFailed as failure:

@@ -4,6 +4,7 @@ the operator's own files (tls.mode manual), the trusted CA file, and mode switch
 from __future__ import annotations
 
 import datetime
+import json
 import shlex
 import stat
 from pathlib import Path
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from mailstack import acme, schedule, tls
 from mailstack.config import validate_config
 from mailstack.errors import UsageError
+from mailstack.lifecycle import Stack
 from mailstack.stack import install_certificate
 from tests.conftest import REFERENCE
 from tests.unit.test_cli import init, invoke
@@ -313,3 +315,37 @@ def test_acme_mode_starts_on_the_stacks_own_certificate_and_keeps_an_acme_one(
     tls.install_chain(stack_root, pem(issued), key_pem(key))
     install_certificate(stack_root, config)  # a re-render keeps the ACME certificate
     assert (stack_root / "tls" / "cert.pem").read_bytes() == pem(issued) != placeholder
+
+
+def test_renew_leaves_a_good_certificate_alone_and_says_which_names_wait(stack_root: Path) -> None:
+    code, text = init(stack_root)
+    assert code == 0, text
+    config_path = stack_root / "mailstack.yaml"
+    document = yaml.safe_load(config_path.read_text())
+    document["tls"] = {"mode": "acme"}
+    config_path.write_text(yaml.safe_dump(document))
+    # Issued yesterday without the autoconfig names (their DNS was not there yet).
+    issued, key = certificate(NAMES[:2], days=80)
+    tls.install_chain(stack_root, pem(issued), key_pem(key))
+    (stack_root / ".mailstack" / "acme.json").write_text(
+        json.dumps(
+            {
+                "ok": True,
+                "issued": (NOW - datetime.timedelta(days=1)).isoformat(),
+                "unvalidated": NAMES[2:],
+            }
+        )
+    )
+    result = acme.renew(Stack.load(stack_root), now=NOW)  # no container: nothing is due
+    assert not result.renewed and result.names == tuple(NAMES[:2])
+    assert result.waiting == tuple(NAMES[2:]) and "not validated yet" in str(result)
+    state = acme.read_state(stack_root)
+    assert state is not None and state["ok"] is True and state["unvalidated"] == NAMES[2:]
+    assert state["not_after"] == issued.not_valid_after_utc.isoformat()
+
+
+def test_renew_in_another_mode_is_a_usage_error(stack_root: Path) -> None:
+    code, text = init(stack_root)
+    assert code == 0, text
+    code, text = invoke("tls", "renew", "--dir", str(stack_root))
+    assert code == 2 and "tls.mode: 'selfsigned' gets no ACME certificates" in text
