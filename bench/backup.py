@@ -1,14 +1,18 @@
 """Measure backups: full, incremental after ~1% change, full restore, and `tar | zstd` beside.
 
 Usage (as root, on a host prepared by scripts/setup-host.sh; needs zstd for the reference):
-    .venv/bin/python bench/backup.py [--size-mib 1024] [--keep]
+    .venv/bin/python bench/backup.py [--size-mib 1024] [--keep] [--calibrated-key]
 
 A synthetic mail store (maildir layout, sizes like real mail: mostly 2 to 60 KB, a few MB-sized
 attachments; random bytes, because mail_crypt makes stored mail incompressible) is written
 into a Docker volume of its own. The backup engine is the one `mailstack backup` runs: the
 backup image through mailstack.backup.Repository, with the same container options and
-mount layout. The reference is mailcow's approach: a plain `tar | zstd` of the same volume.
-Prints one figure per line; everything it made is removed at the end unless --keep.
+mount layout, and the repository key `backup create` gives a new repository (cheap scrypt;
+--calibrated-key keeps restic's own, as before). Besides the incremental run after ~1% new
+mail, a run with nothing changed shows the fixed cost of one restic job (container, key,
+lock, index, a scan of every file). The reference is mailcow's approach: a plain `tar | zstd`
+of the same volume. Prints one figure per line; everything it made is removed at the end
+unless --keep. Throughput is in MiB/s (2^20 bytes) and, for the restore, also MB/s (10^6).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +36,7 @@ from mailstack import backup
 
 PROJECT = "mailstack-bench-backup"
 MIB = 1024 * 1024
+MB = 1_000_000
 
 
 def docker(*args: str) -> str:
@@ -80,6 +86,18 @@ def change_one_percent(root: Path, total: int, rng: random.Random) -> int:
     return added
 
 
+def mountpoint(name: str) -> str:
+    return docker("volume", "inspect", "--format", "{{.Mountpoint}}", name)
+
+
+def tar_zstd(source: str, archive: Path) -> None:
+    """mailcow's approach: the whole volume through tar and zstd into one file."""
+    with archive.open("wb") as out:
+        tar = subprocess.Popen(["tar", "-C", source, "-cf", "-", "."], stdout=subprocess.PIPE)
+        subprocess.run(["zstd", "-q", "-T0", "-3", "-c"], stdin=tar.stdout, stdout=out, check=True)
+        tar.wait()
+
+
 def timed(work: Callable[[], object]) -> float:
     started = time.monotonic()
     work()
@@ -90,13 +108,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--calibrated-key", action="store_true", help="keep restic's calibrated scrypt key"
+    )
     options = parser.parse_args()
     rng = random.Random(6)
     scratch = Path(tempfile.mkdtemp(prefix="mailstack-bench-backup-"))
     mail_volume = f"{PROJECT}_mail"
     restored_volume = f"{PROJECT}_restored"
     password = scratch / "password"
-    password.write_text("bench-only-password\n")
+    password.write_text(secrets.token_urlsafe(32) + "\n")  # as mailstack generates it
     password.chmod(0o600)
     repo = scratch / "repo"
     repo.mkdir()
@@ -111,7 +132,10 @@ def main() -> None:
     try:
         files, size = fill(volume(mail_volume), options.size_mib * MIB, rng)
         print(f"mail store: {files} files, {size / MIB:.0f} MiB")
-        repository.run(["init"])
+        repository.run(["init"])  # then, as `backup create` does for a new repository:
+        fast_key = not options.calibrated_key and backup.use_fast_key(repository)
+        key = "cheap scrypt (N=2^15, r=8, p=1)" if fast_key else "restic's calibrated scrypt"
+        print(f"repository key: {key}")
         run = [*backup.backup_args("bench"), "--quiet"]  # what `backup create` runs
 
         def backup_once() -> dict[str, int]:
@@ -124,18 +148,21 @@ def main() -> None:
         full = timed(lambda: holder.setdefault("full", backup_once()))
         stored_full = backup.repository_size(repository)
         print(
-            f"full backup: {full:.1f}s, {size / MIB / full:.0f} MiB/s, repository {stored_full / MIB:.0f} MiB"
+            f"full backup: {full:.2f}s, {size / MIB / full:.0f} MiB/s, repository {stored_full / MIB:.0f} MiB"
         )
-        added = change_one_percent(
-            Path(docker("volume", "inspect", "--format", "{{.Mountpoint}}", mail_volume)), size, rng
-        )
+        added = change_one_percent(Path(mountpoint(mail_volume)), size, rng)
         incremental = timed(lambda: holder.setdefault("incremental", backup_once()))
         stored_after = backup.repository_size(repository)
         print(
-            f"incremental after {added / MIB:.1f} MiB new mail (~1%): {incremental:.1f}s "
+            f"incremental after {added / MIB:.1f} MiB new mail (~1%): {incremental:.2f}s "
             f"({100 * incremental / full:.1f}% of the full run), "
             f"{holder['incremental'].get('data_added', 0) / MIB:.1f} MiB added, repository +"
             f"{(stored_after - stored_full) / MIB:.1f} MiB"
+        )
+        unchanged = timed(backup_once)
+        print(
+            f"backup with nothing changed (the fixed cost of a run): {unchanged:.2f}s "
+            f"({100 * unchanged / full:.1f}% of the full run)"
         )
         volume(restored_volume)
         restore = timed(
@@ -144,21 +171,12 @@ def main() -> None:
                 [backup.Mount(restored_volume, f"/restore{backup.VOLUMES_PATH}/mail", False)],
             )
         )
-        print(f"full restore: {restore:.1f}s, {size / MIB / restore:.0f} MiB/s")
-        source = docker("volume", "inspect", "--format", "{{.Mountpoint}}", mail_volume)
+        print(
+            f"full restore: {restore:.1f}s, {size / MIB / restore:.0f} MiB/s "
+            f"= {size / MB / restore:.0f} MB/s"
+        )
         archive = scratch / "mail.tar.zst"
-
-        def tar_zstd() -> None:
-            with archive.open("wb") as out:
-                tar = subprocess.Popen(
-                    ["tar", "-C", source, "-cf", "-", "."], stdout=subprocess.PIPE
-                )
-                subprocess.run(
-                    ["zstd", "-q", "-T0", "-3", "-c"], stdin=tar.stdout, stdout=out, check=True
-                )
-                tar.wait()
-
-        reference = timed(tar_zstd)
+        reference = timed(lambda: tar_zstd(mountpoint(mail_volume), archive))
         print(
             f"tar | zstd of the same store (mailcow's approach): {reference:.1f}s, "
             f"{size / MIB / reference:.0f} MiB/s, {archive.stat().st_size / MIB:.0f} MiB; "
