@@ -602,7 +602,7 @@ def _prepare(repository: Repository, stack_root: Path) -> tuple[bool, bool]:
 def use_fast_key(repository: Repository) -> bool:
     """Replace a local repository's calibrated key by one with cheap scrypt parameters.
 
-    restic 0.14 spends ~0.6 s of scrypt opening the repository in every job (seven per
+    restic 0.14 spends ~0.6 s of scrypt opening the repository in every job (five per
     `backup create`, one inside the Dovecot pause). With mailstack's 256-bit random password
     that work factor guards nothing (see repository_key). Only a repository whose one key is
     opened by a password of that shape is changed, and restic itself must open the new key
