@@ -127,7 +127,7 @@ class RenewResult:
     not_after: datetime.datetime
     names: tuple[str, ...]  # the names the certificate covers
     reloaded: tuple[str, ...]
-    waiting: tuple[str, ...] = ()  # names the CA could not validate yet (retried later)
+    waiting: tuple[str, ...] = ()  # names the CA could not validate (yet), with its reason
 
     def __str__(self) -> str:
         expiry = f"valid until {self.not_after:%Y-%m-%d} ({', '.join(self.names)})"
@@ -142,6 +142,8 @@ class RenewResult:
         line = f"new certificate ({self.reason}): {expiry}"
         if self.reloaded:
             line += f"; reloaded {', '.join(self.reloaded)}"
+        if self.waiting:
+            line += f"\nnot validated, tried again in 48 h: {'; '.join(self.waiting)}"
         return line
 
 
@@ -185,7 +187,7 @@ def renew(
             tuple(name for name in names if name not in covered),
         )
     try:
-        fresh = _obtain(stack, names)
+        fresh, failures = _obtain(stack, names)
     except AcmeFailed as failure:
         write_state(root, previous, ok=False, now=now, error=failure.message, cert=current)
         raise
@@ -197,7 +199,12 @@ def renew(
     }
     write_state(root, issued, ok=True, now=now, error=None, cert=fresh)
     return RenewResult(
-        True, reason, fresh.not_valid_after_utc, tuple(n for n in names if n in covered), reloaded
+        True,
+        reason,
+        fresh.not_valid_after_utc,
+        tuple(n for n in names if n in covered),
+        reloaded,
+        tuple(f"{n} ({failures.get(n, 'not validated')})" for n in names if n not in covered),
     )
 
 
@@ -222,7 +229,7 @@ def waiting_for_dns(
     return missing <= set(previous.get("unvalidated") or ()) and now - issued < RETRY_UNVALIDATED
 
 
-def _obtain(stack: Stack, names: list[str]) -> x509.Certificate:
+def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str, str]]:
     root = stack.dir.root
     prepare_directories(root)
     image = images.reference(stack.config.images.registry, ACME_DIR)
@@ -250,7 +257,21 @@ def _obtain(stack: Stack, names: list[str]) -> x509.Certificate:
             f"the ACME server could not validate {names[0]}: " + certbot_error(output),
             hint="the hostname needs an A record pointing at this host and port 80 open",
         )
-    return install_chain(root, chain, key)
+    return install_chain(root, chain, key), validation_failures(output)
+
+
+def validation_failures(output: str) -> dict[str, str]:
+    """{name: the CA's reason} for each name certbot reports it could not validate."""
+    failures: dict[str, str] = {}
+    domain = None
+    for raw in output.splitlines():
+        line = raw.strip()
+        if line.startswith("Domain:"):
+            domain = line.removeprefix("Domain:").strip()
+        elif line.startswith("Detail:") and domain:
+            failures[domain] = line.removeprefix("Detail:").strip()[:200]
+            domain = None
+    return failures
 
 
 def certbot_error(output: str) -> str:

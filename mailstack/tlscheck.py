@@ -736,14 +736,16 @@ def check(
     now: datetime.datetime,
     own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
-    stack_root: Path,
+    acme_root: Path | None,
 ) -> TlsCheckReport:
+    """Every endpoint judged; and in tls.mode acme (acme_root: the stack directory) the last
+    renewal's outcome."""
     probes = probe(endpoints)
     reports = tuple(
         evaluate_endpoint(endpoint, probes[endpoint.name], now, own_cas, public_roots)
         for endpoint in endpoints
     )
-    acme, findings = read_acme_state(stack_root)
+    acme, findings = read_acme_state(acme_root) if acme_root else (None, [])
     return TlsCheckReport(reports, acme, tuple(findings))
 
 
@@ -888,5 +890,5 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
         datetime.datetime.now(datetime.UTC),
         load_own_cas(root),
         system_roots(),
-        root,
+        root if stack.config.tls.mode == "acme" else None,  # another mode's old state is moot
     )

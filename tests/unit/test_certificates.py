@@ -176,6 +176,9 @@ def test_the_error_line_is_the_cas_own_words() -> None:
         acme.certbot_error(output) == "Detail: no valid A records found for autoconfig.example.org"
     )
     assert acme.certbot_error("") == "certbot printed nothing"
+    assert acme.validation_failures(output) == {
+        "autoconfig.example.org": "no valid A records found for autoconfig.example.org"
+    }
 
 
 @pytest.mark.parametrize(
