@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,9 +184,23 @@ def acme_stack(stack: RunningStack, pebble: Pebble) -> Iterator[dict[str, object
         stack.cli("render")
         stack.cli("up", "--timeout", "400")
         # The stack's own certificate again, for the tests after this file.
-        served = _served(stack, "imaps", HOSTNAME)
         ca = x509.load_pem_x509_certificate((stack.root / "tls" / "ca.pem").read_bytes())
-        assert served.issuer == ca.subject
+        for port, name in (("imaps", HOSTNAME), ("smtp", HOSTNAME), ("https", HOSTNAME)):
+            served = _reloaded(stack, port, name, lambda cert: cert.issuer == ca.subject)
+            assert served.issuer == ca.subject, port
+
+
+def _reloaded(
+    stack: RunningStack, port: str, name: str, taken: Callable[[x509.Certificate], bool]
+) -> x509.Certificate:
+    """The certificate served once the reload took effect: a reload is a signal, and each
+    daemon starts serving the new files within moments, not at the instant it returns."""
+    deadline = time.monotonic() + 20
+    while True:
+        served = _served(stack, port, name)
+        if taken(served) or time.monotonic() > deadline:
+            return served
+        time.sleep(0.5)
 
 
 def _served(stack: RunningStack, port: str, name: str) -> x509.Certificate:
@@ -242,14 +256,18 @@ def test_acme_issues_renews_reloads_and_reports(
     assert "new certificate (the stack serves its own self-signed placeholder)" in up.stdout, (
         up.stdout
     )
-    first = _served(stack, "imaps", HOSTNAME)
+    first = _reloaded(
+        stack, "imaps", HOSTNAME, lambda cert: "Pebble" in cert.issuer.rfc4514_string()
+    )
     assert "Pebble" in first.issuer.rfc4514_string()
     # Every mail domain's web names (earlier tests may have added domains): all validated.
     assert NAMES <= _names(first) == set(_wanted(stack))
     for port in ("smtp", "submissions", "imaps"):
-        assert _served(stack, port, HOSTNAME).serial_number == first.serial_number, port
+        served = _reloaded(stack, port, HOSTNAME, lambda c: c.serial_number == first.serial_number)
+        assert served.serial_number == first.serial_number, port
     for name in NAMES:
-        assert _served(stack, "https", name).serial_number == first.serial_number, name
+        served = _reloaded(stack, "https", name, lambda c: c.serial_number == first.serial_number)
+        assert served.serial_number == first.serial_number, name
         _verified(stack, pebble.trust, name)
     key = stack.root / "tls" / "key.pem"
     assert key.stat().st_mode & 0o777 == 0o600
@@ -268,11 +286,12 @@ def test_acme_issues_renews_reloads_and_reports(
     result = json.loads(renewed.stdout)
     assert result["renewed"] is True and "expires in" in result["reason"]
     assert result["reloaded"] == ["postfix", "dovecot", "front"]
-    second = _served(stack, "imaps", HOSTNAME)
+    second = _reloaded(stack, "imaps", HOSTNAME, lambda c: c.serial_number != first.serial_number)
     assert second.serial_number != first.serial_number
     assert second.not_valid_after_utc.isoformat() == result["not_after"]
     for port in ("smtp", "submissions", "https"):
-        assert _served(stack, port, HOSTNAME).serial_number == second.serial_number, port
+        served = _reloaded(stack, port, HOSTNAME, lambda c: c.serial_number == second.serial_number)
+        assert served.serial_number == second.serial_number, port
     # `check tls` reports the new certificate: the chain ends at the CA of tls.ca_file, a
     # private root (exit 3, like the stack's own CA), every name covered.
     checked = stack.cli("check", "tls", DOMAIN, "--json", check=False)
@@ -291,8 +310,12 @@ def test_acme_issues_renews_reloads_and_reports(
     assert "at the next renewal" in added.stdout, added.stdout
     widened = json.loads(stack.cli("tls", "renew", "--json").stdout)
     assert widened["renewed"] is True and f"mta-sts.{SECOND}" in widened["reason"]
-    third = _served(stack, "https", f"mta-sts.{SECOND}")
-    assert {f"mta-sts.{SECOND}", f"autoconfig.{SECOND}", HOSTNAME} <= _names(third)
+    third = _reloaded(
+        stack, "https", f"mta-sts.{SECOND}", lambda c: c.serial_number != second.serial_number
+    )
+    assert {f"mta-sts.{SECOND}", f"autoconfig.{SECOND}", HOSTNAME} <= _names(third), json.dumps(
+        widened
+    )
     _verified(stack, pebble.trust, f"autodiscover.{SECOND}")
     stack.cli("domain", "remove", SECOND)
     status = json.loads(stack.cli("status", "--json").stdout)
