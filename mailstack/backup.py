@@ -55,6 +55,7 @@ DUMP_PATH = f"{SNAPSHOT_ROOT}/dump"
 VOLUMES = ("mail", "redis", "rspamd")
 # Paused for the final pass: Dovecot (the mail store) and Redis (its append-only file).
 PAUSED_SERVICES = ("dovecot", "redis")
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
 HYPERSCAN_CACHES = ("*.hs", "*.hs.unser", "*.hsmc", "*.hsmp")
 DB_DUMP = "db.pgdump"
 # Roundcube's own database (contacts, identities, settings), when the stack has one.
@@ -693,6 +694,41 @@ def init_repository(root: Path) -> InitRepositoryResult:
 # --- create ----------------------------------------------------------------------------------
 
 
+def await_health_after_pause(compose: Compose, since: float, timeout: float = 30) -> None:
+    """Wait until each paused service passed a health probe started after the pause ended
+    (`since`, time.time()). A probe that ran while they were frozen can leave Docker saying
+    "unhealthy" until the next one passes (moby #46203), and whatever comes next (`compose
+    up` in an update: `depends_on: service_healthy`) must not take that for a failure.
+    Returns at the deadline regardless: the services run; their next probe decides."""
+    deadline = time.monotonic() + timeout
+    containers = [s.container for s in compose.ps() if s.service in PAUSED_SERVICES]
+    while containers and time.monotonic() < deadline:
+        result = process.run(
+            ["docker", "inspect", "--format", "{{json .State.Health}}", *containers],
+            check=False,
+            timeout=60,
+        )
+        healths = [json.loads(line) for line in result.stdout.decode().splitlines() if line]
+        if result.returncode == 0 and all(probed_healthy_since(h, since) for h in healths):
+            return
+        time.sleep(0.5)
+
+
+def probed_healthy_since(health: dict[str, Any] | None, since: float) -> bool:
+    if not health:  # no healthcheck: nothing to wait for
+        return True
+    log = health.get("Log") or []
+    if health.get("Status") != "healthy" or not log:
+        return False
+    # Docker's RFC 3339 time with nanoseconds and an offset; whole seconds are enough here.
+    match = _RFC3339.fullmatch(str(log[-1].get("Start", "")))
+    if not match:
+        return False
+    offset = "+00:00" if match[2] == "Z" else match[2]
+    moment = datetime.datetime.fromisoformat(match[1] + offset)
+    return moment.timestamp() >= int(since)
+
+
 def _running(compose: Compose) -> set[str]:
     return {state.service for state in compose.ps() if state.state == "running"}
 
@@ -768,6 +804,7 @@ def _create(
             finally:
                 compose.run(["unpause", *PAUSED_SERVICES], timeout=120)
                 pause_seconds = time.monotonic() - pause_started
+                await_health_after_pause(compose, since=time.time())
         except BaseException:
             # The warm pass is never a snapshot of its own, also when the job fails; a job
             # killed a moment ago (Ctrl-C) left its lock behind.

@@ -3,6 +3,7 @@ daily timer's units, --only, the mail inventory, and the password made at init."
 
 from __future__ import annotations
 
+import datetime
 import shlex
 import stat
 from pathlib import Path
@@ -285,3 +286,14 @@ def test_restore_command_names_an_unreadable_password_file(tmp_path: Path) -> No
     )  # fmt: skip
     assert result.exit_code == 2
     assert "--password-file:" in result.output and "cannot be read" in result.output
+
+
+def test_after_the_pause_only_a_probe_started_later_counts() -> None:
+    since = datetime.datetime(2026, 12, 5, 14, 40, 10, tzinfo=datetime.UTC).timestamp()
+    before = {"Status": "healthy", "Log": [{"Start": "2026-12-05T14:40:09.999999999Z"}]}
+    after = {"Status": "healthy", "Log": [{"Start": "2026-12-05T15:40:11.5+01:00"}]}
+    stale = {"Status": "unhealthy", "Log": [{"Start": "2026-12-05T14:40:12Z"}]}
+    assert not backup.probed_healthy_since(before, since)
+    assert backup.probed_healthy_since(after, since)
+    assert not backup.probed_healthy_since(stale, since)
+    assert backup.probed_healthy_since(None, since)  # no healthcheck: nothing to wait for
