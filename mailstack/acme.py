@@ -69,7 +69,7 @@ def renewal_reason(
     return None
 
 
-def certbot_args(config: Config, names: list[str], *, force: bool) -> list[str]:
+def certbot_args(config: Config, names: list[str]) -> list[str]:
     """certbot's command line for one order of every name (the renewal, or the first one)."""
     args = [
         "certonly", "--non-interactive", "--agree-tos",
@@ -80,7 +80,7 @@ def certbot_args(config: Config, names: list[str], *, force: bool) -> list[str]:
         "--cert-name", CERT_NAME,
         "--key-type", "ecdsa", "--elliptic-curve", "secp256r1",
         # mailstack has decided that a new certificate is due: certbot must not second-guess.
-        "--force-renewal" if force else "--keep-until-expiring",
+        "--force-renewal",
         # A name whose DNS is not published yet (a new domain) must not cost the others.
         "--allow-subset-of-names",
     ]  # fmt: skip
@@ -235,7 +235,7 @@ def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str,
     image = images.reference(stack.config.images.registry, ACME_DIR)
     if not images.image_exists(image):
         images.build_all({ACME_DIR: image})
-    argv = docker_argv(stack, image, certbot_args(stack.config, names, force=True))
+    argv = docker_argv(stack, image, certbot_args(stack.config, names))
     result = process.run(argv, check=False, timeout=900, what="certbot")
     output = (result.stdout + result.stderr).decode(errors="replace")
     if result.returncode != 0:

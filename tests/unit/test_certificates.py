@@ -147,7 +147,7 @@ def _as_ca(subject: x509.Name) -> x509.Certificate:
 
 def test_certbot_orders_every_name_with_webroot_ecdsa_and_the_configured_server() -> None:
     config = acme_config(acme_server="https://acme.example.net/dir", acme_email="ops@example.test")
-    args = acme.certbot_args(config, NAMES, force=True)
+    args = acme.certbot_args(config, NAMES)
     assert args[0] == "certonly" and "--non-interactive" in args and "--agree-tos" in args
     assert args[args.index("--server") + 1] == "https://acme.example.net/dir"
     assert args[args.index("--webroot-path") + 1] == "/acme/webroot"
@@ -155,9 +155,8 @@ def test_certbot_orders_every_name_with_webroot_ecdsa_and_the_configured_server(
     assert args[args.index("--email") + 1] == "ops@example.test"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--domain"] == NAMES
     assert "--force-renewal" in args and "--allow-subset-of-names" in args
-    without_email = acme.certbot_args(acme_config(), NAMES, force=False)
+    without_email = acme.certbot_args(acme_config(), NAMES)
     assert "--register-unsafely-without-email" in without_email
-    assert "--keep-until-expiring" in without_email
     assert acme_config().tls.acme_server.startswith("https://acme-v02.api.letsencrypt.org/")
 
 
