@@ -477,7 +477,7 @@ def _mta_sts_policy_rows(  # noqa: PLR0911  # one verdict per way a fetch fails
                 "the stack's own CA (tls.mode selfsigned)",
                 WARN,
                 "senders cannot verify it, so they ignore the policy (with mode enforce they "
-                "may not deliver at all): use tls.mode manual with a public certificate",
+                "may not deliver at all): use tls.mode acme (or manual with a public certificate)",
             )
         )
     return rows

@@ -521,7 +521,8 @@ def evaluate_certificate(
             Finding(
                 FAIL,
                 f"{where}: the chain ends at an untrusted root: {chain.detail}",
-                "serve a chain that ends at a public CA's root (tls.mode manual)",
+                "serve a chain that ends at a public CA's root (tls.mode acme, or manual "
+                "with a public certificate)",
             )
         )
     for position, certificate in enumerate(path):

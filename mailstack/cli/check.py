@@ -194,7 +194,7 @@ def _show_tls_report(report: tlscheck.TlsCheckReport) -> None:
     elif report.own_ca:
         output.info(
             f"{count} endpoints good; the chain ends at the stack's own CA: other servers "
-            "and clients do not trust it (use tls.mode manual with a public certificate)"
+            "and clients do not trust it (use tls.mode acme, or manual with a public certificate)"
         )
     else:
         output.info(f"{count} endpoints good, publicly trusted")
