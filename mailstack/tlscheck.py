@@ -38,12 +38,13 @@ from cryptography.x509.oid import (
     SignatureAlgorithmOID,
 )
 
-from mailstack import process
+from mailstack import acme, process
 from mailstack.config import Config
 from mailstack.dnscheck import mail_domains
 from mailstack.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
 from mailstack.errors import ExternalCommandFailed, MailstackError
 from mailstack.lifecycle import Stack
+from mailstack.stackdir import STATE_DIR
 
 PASS, FAIL, WARN = "pass", "FAIL", "warn"
 # Exit codes of `check tls`: 0 and 1 as everywhere; 3 when nothing failed but the chain
@@ -56,7 +57,6 @@ MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 PROTOCOLS = ("TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3")
 REQUIRED_PROTOCOLS = ("TLS1.2", "TLS1.3")
-ACME_STATE = Path(".mailstack") / "acme.json"
 PROBE_TIMEOUT = 30.0
 PROBE_WORKERS = 8
 MAX_CHAIN = 8
@@ -691,7 +691,7 @@ _NO_HANDSHAKE = Handshake(None, "", False, "not tried")
 
 def read_acme_state(stack_root: Path) -> tuple[AcmeState | None, list[Finding]]:
     """The ACME renewal's last word (<stack>/.mailstack/acme.json), read tolerantly."""
-    path = stack_root / ACME_STATE
+    path = stack_root / STATE_DIR / acme.STATE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -726,7 +726,7 @@ def read_acme_state(stack_root: Path) -> tuple[AcmeState | None, list[Finding]]:
             FAIL,
             f"ACME: the certificate renewal failed{checked}: {state.error or 'no error given'}",
             "fix the cause (DNS of the names, port 80 reachable from outside), then "
-            "`mailstack render`",
+            "`mailstack tls renew`",
         )
     ]
 
