@@ -232,9 +232,13 @@ def waiting_for_dns(
 def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str, str]]:
     root = stack.dir.root
     prepare_directories(root)
-    image = images.reference(stack.config.images.registry, ACME_DIR)
-    if not images.image_exists(image):
-        images.build_all({ACME_DIR: image})
+    config = stack.config
+    image = images.ensure_images(
+        root,
+        [ACME_DIR],
+        registry=config.images.registry,
+        apt_sources=config.images.apt_sources_path,
+    )[ACME_DIR]
     argv = docker_argv(stack, image, certbot_args(stack.config, names))
     result = process.run(argv, check=False, timeout=900, what="certbot")
     output = (result.stdout + result.stderr).decode(errors="replace")

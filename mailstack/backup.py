@@ -49,6 +49,7 @@ from mailstack.stackdir import STATE_DIR, StackDir
 
 SNAPSHOT_ROOT = "/backup"
 STACK_PATH = f"{SNAPSHOT_ROOT}/stack"
+BACKUP_IMAGE = "backup"  # compose/backup: restic, run for one job at a time
 VOLUMES_PATH = f"{SNAPSHOT_ROOT}/volumes"
 DUMP_PATH = f"{SNAPSHOT_ROOT}/dump"
 # Named volumes in a snapshot; the db volume is not: its content travels as the dump.
@@ -515,20 +516,19 @@ class DisasterRecoveryResult:
 # --- the stack's repository ------------------------------------------------------------------
 
 
-def ensure_image(registry: str | None) -> str:
-    """The backup image: built (or pulled) when missing; `mailstack build` rebuilds it."""
-    reference = images.reference(registry, "backup")
-    if not images.image_exists(reference):
-        if registry:
-            images.pull_all({"backup": reference})
-        else:
-            images.ensure_base_image()
-            images.build_image("backup", reference)
-    return reference
+def ensure_image(stack_root: Path, registry: str | None, apt_sources: Path | None) -> str:
+    """The backup image the stack records: built (or pulled) when missing."""
+    return images.ensure_images(
+        stack_root, [BACKUP_IMAGE], registry=registry, apt_sources=apt_sources
+    )[BACKUP_IMAGE]
 
 
 def repository_for(
-    stack_root: Path, config: BackupConfig, project: str, registry: str | None
+    stack_root: Path,
+    config: BackupConfig,
+    project: str,
+    registry: str | None,
+    apt_sources: Path | None = None,
 ) -> Repository:
     target = parse_target(config.target)
     if target.kind == "local":
@@ -541,7 +541,7 @@ def repository_for(
             )
     secrets = stack_root / SECRETS_DIR
     return Repository(
-        image=ensure_image(registry),
+        image=ensure_image(stack_root, registry, apt_sources),
         target=target,
         password_file=secrets / BACKUP_PASSWORD,
         name=f"{project}-backup-job",
@@ -554,8 +554,13 @@ def repository_for(
 
 
 def _repository(stack: Stack) -> Repository:
+    config = stack.config
     return repository_for(
-        stack.dir.root, stack.config.backup, stack.config.project, stack.config.images.registry
+        stack.dir.root,
+        config.backup,
+        config.project,
+        config.images.registry,
+        config.images.apt_sources_path,
     )
 
 
@@ -1498,7 +1503,8 @@ def _recover(  # the parts of one recovery, checked by recover()
         password_file.write_text(source.password.strip() + "\n")
         password_file.chmod(0o600)
         repository = Repository(
-            image=ensure_image(registry),
+            # The stack directory is not there yet: the image is recorded nowhere.
+            image=ensure_image(Path(scratch), registry, None),
             target=target,
             password_file=password_file,
             name=f"mailstack-recover-{os.getpid()}",
@@ -1541,13 +1547,13 @@ def _recover(  # the parts of one recovery, checked by recover()
             timeout=86400,
         )  # fmt: skip
         _say(progress, 0.7, "starting the database and restoring its dump")
-        db_image = stack.compose.images()[directory.DB_SERVICE]
-        if not images.image_exists(db_image):  # a fresh host: the db image first
-            if stack.config.images.registry:
-                images.pull_all({"db": db_image})
-            else:
-                images.ensure_base_image()
-                images.build_image("db", db_image)
+        # A fresh host: the db image first (the restored .env names images built elsewhere).
+        images.ensure_images(
+            root,
+            [directory.DB_SERVICE],
+            registry=stack.config.images.registry,
+            apt_sources=stack.config.images.apt_sources_path,
+        )
         stack.compose.run(["up", "--detach", "db"], timeout=600)
         try:
             wait_healthy(stack, ["db"], 300, None)

@@ -289,6 +289,20 @@ S3KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/=-]{3,128}$")]
 DailyTime = Annotated[str, AfterValidator(check_daily_time)]
 
 
+def check_window(value: str) -> str:
+    start, dash, end = value.partition("-")
+    if not dash:
+        raise ValueError("is not a time window (HH:MM-HH:MM, 24-hour, e.g. 04:00-06:00)")
+    check_daily_time(start)
+    check_daily_time(end)
+    if start == end:
+        raise ValueError("is an empty window (start and end are the same time)")
+    return value
+
+
+TimeWindow = Annotated[str, AfterValidator(check_window)]
+
+
 # --- the model -------------------------------------------------------------------------------
 
 
@@ -482,6 +496,18 @@ class Update(Section):
         description="the release feed `update --check` reads (JSON, docs/release-feed.md); "
         "https, or http on the loopback address",
     )
+    security: Literal["auto", "notify", "off"] = Field(
+        default="auto",
+        description="Debian security fixes in the images (docs/update.md): auto applies them "
+        "unattended inside the window (health-gated, rolled back on failure) and mails the "
+        "postmaster what it did; notify only mails what is pending and the command to run; "
+        "off: only `mailstack check updates` and `status` tell",
+    )
+    window: TimeWindow = Field(
+        default="04:00-06:00",
+        description="local time (HH:MM-HH:MM, may cross midnight) in which security: auto may "
+        "restart a service; the daily check runs at its start",
+    )
 
 
 class Images(Section):
@@ -489,6 +515,15 @@ class Images(Section):
         default=None,
         description="pull images from this registry instead of building them locally",
     )
+    apt_sources: AbsolutePath | None = Field(
+        default=None,
+        description="a file of apt sources (deb822 or one-line) images are built from, with "
+        "the release, -updates and -security suites; default: the host's own apt sources",
+    )
+
+    @property
+    def apt_sources_path(self) -> Path | None:
+        return Path(self.apt_sources) if self.apt_sources else None
 
 
 class Spam(Section):

@@ -1,21 +1,33 @@
-"""Images: the Debian base image (debootstrap when no registry is reachable) and the builds."""
+"""Images: the Debian release (debootstrap when no registry is reachable), the base layer with
+the host's apt sources, package plans, and builds whose tags follow the packages in them.
+
+A build of image X: resolve X's plan (packageplan), tag = content_tag(X, plan digest), build
+only when no image has that tag, with the plan's digest as a build argument (the install runs
+again exactly when the plan changed, and fails unless it installs the plan) and the package
+set as a label (read by `check updates` and `version` without running anything).
+"""
 
 from __future__ import annotations
 
-import re
+import json
+import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import process
-from mailstack.errors import MailstackError
-from mailstack.imagetags import BASE_IMAGE, content_tag
-from mailstack.render import IMAGE_SERVICES
+from mailstack import aptsources, imagerefs, packageplan, process
+from mailstack.errors import ExternalCommandFailed, MailstackError
+from mailstack.imagetags import BASE_CONTEXT, DEBIAN_IMAGE, content_tag, files_digest
 from mailstack.resources import build_contexts_dir
 
-SUITE = "bookworm"
-APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+PACKAGES_LABEL = "org.mailstack.packages"
+PLAN_LABEL = "org.mailstack.packages.digest"
+VENDOR_LABEL = "org.opencontainers.image.vendor=mailstack"
+_PLAN_CHANGED_EXIT = 3  # mailstack-packages: the mirror moved between plan and build
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -25,9 +37,17 @@ class BuildResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ImagesResult:
+    """What a build run did: the references recorded, the images built, the plans used."""
+
+    references: Mapping[str, str]
+    built: tuple[BuildResult, ...]
+    plans: Mapping[str, packageplan.Plan]
+
+
 def reference(registry: str | None, name: str, tag: str | None = None) -> str:
-    """An image of mailstack's: mailstack/<name>:<tag>, under the registry when set; the tag
-    follows the build context (imagetags.content_tag) unless given."""
+    """An image of mailstack's: mailstack/<name>:<tag>, under the registry when set."""
     prefix = f"{registry}/mailstack" if registry else "mailstack"
     return f"{prefix}/{name}:{tag or content_tag(name)}"
 
@@ -37,54 +57,53 @@ def image_exists(reference: str) -> bool:
     return result.returncode == 0
 
 
-def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
-    """The host's configured Debian mirror, read from its apt sources (never hard-coded)."""
-    for text in _apt_source_texts(sources):
-        mirror = mirror_from_sources(text)
-        if mirror:
-            return mirror
-    raise MailstackError(
-        "no Debian mirror found in the host's apt sources",
-        hint="configure apt (/etc/apt/sources.list.d/debian.sources), or set images.registry",
+def image_id(reference: str) -> str | None:
+    result = process.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", reference], check=False, timeout=60
+    )
+    return result.stdout.decode().strip() if result.returncode == 0 else None
+
+
+def installed_packages(reference: str) -> dict[str, str]:
+    """An image's package set: its label, or dpkg's database for an image built without one."""
+    result = process.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", reference],
+        timeout=60,
+        what=f"docker image inspect {reference}",
+    )
+    labels = json.loads(result.stdout or b"null") or {}
+    if PACKAGES_LABEL in labels:
+        return packageplan.parse_package_set(str(labels[PACKAGES_LABEL]))
+    listing = process.run(
+        ["docker", "run", "--rm", "--network", "none", "--log-driver", "none",
+         "--entrypoint", "dpkg-query", reference,
+         "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"],
+        timeout=120, what=f"dpkg-query in {reference}",
+    )  # fmt: skip
+    lines = listing.stdout.decode(errors="replace").splitlines()
+    return packageplan.parse_package_set(
+        "\n".join(
+            line.removeprefix("installed ") for line in lines if line.startswith("installed ")
+        )
     )
 
 
-def mirror_from_sources(text: str) -> str | None:
-    """The first Debian archive URI in a sources.list or deb822 .sources text."""
-    uris: list[str] = []
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if line.startswith("URIs:"):
-            uris += line.removeprefix("URIs:").split()
-        elif line.startswith("deb "):
-            parts = [part for part in line.split() if not part.startswith("[")]
-            if len(parts) >= 2:
-                uris.append(parts[1])
-    for uri in uris:
-        if re.match(r"^https?://", uri) and "security" not in uri and "debian" in uri:
-            return uri
-    return None
+# --- the Debian release and the base layer ---------------------------------------------------
 
 
-def _apt_source_texts(sources: tuple[Path, ...]) -> list[str]:
-    texts: list[str] = []
-    for source in sources:
-        if source.is_dir():
-            texts += [p.read_text(errors="replace") for p in sorted(source.glob("*.sources"))]
-            texts += [p.read_text(errors="replace") for p in sorted(source.glob("*.list"))]
-        elif source.is_file():
-            texts.append(source.read_text(errors="replace"))
-    return texts
+def debian_mirror(apt_sources: Path | None = None) -> str:
+    """The mirror debootstrap uses: from the host's apt sources (never hard-coded)."""
+    return aptsources.debootstrap_mirror(aptsources.configured_sources(apt_sources))
 
 
-def ensure_base_image(rebuild: bool = False) -> bool:
-    """Make the base image with debootstrap and import it; False when it already existed."""
-    if image_exists(BASE_IMAGE) and not rebuild:
+def ensure_base_image(rebuild: bool = False, apt_sources: Path | None = None) -> bool:
+    """Make the Debian release image with debootstrap; False when it already existed."""
+    if image_exists(DEBIAN_IMAGE) and not rebuild:
         return False
-    mirror = debian_mirror()
+    mirror = debian_mirror(apt_sources)
     with tempfile.TemporaryDirectory(prefix="mailstack-rootfs-") as rootfs:
         process.run(
-            ["debootstrap", "--variant=minbase", SUITE, rootfs, mirror],
+            ["debootstrap", "--variant=minbase", aptsources.RELEASE, rootfs, mirror],
             timeout=1800,
             what="debootstrap",
         )
@@ -95,7 +114,7 @@ def ensure_base_image(rebuild: bool = False) -> bool:
                     path.unlink()
         tar = process.run(["tar", "-C", rootfs, "-c", "."], timeout=600, what="tar")
         process.run(
-            ["docker", "import", "-", BASE_IMAGE],
+            ["docker", "import", "-", DEBIAN_IMAGE],
             input=tar.stdout,
             timeout=600,
             what="docker import",
@@ -103,50 +122,148 @@ def ensure_base_image(rebuild: bool = False) -> bool:
     return True
 
 
-def build_order(services: tuple[str, ...] = IMAGE_SERVICES) -> list[str]:
-    return list(services)
+def base_layer_files(apt_sources: Path | None) -> dict[str, bytes]:
+    """The generated part of the base layer's context: apt's sources and their keyrings."""
+    entries = aptsources.image_sources(aptsources.configured_sources(apt_sources))
+    keyrings = aptsources.keyring_files(entries)
+    in_image = {path: aptsources.image_keyring_path(path, i) for i, path in enumerate(keyrings)}
+    files = {
+        "apt/sources.list.d/mailstack.sources": aptsources.render_deb822(entries, in_image).encode()
+    }
+    for host_path, image_path in in_image.items():
+        try:
+            files["apt/" + image_path.removeprefix("/etc/apt/")] = Path(host_path).read_bytes()
+        except OSError as e:
+            raise MailstackError(
+                f"the apt sources name the keyring {host_path}, which cannot be read "
+                f"({e.strerror})",
+                hint="fix Signed-By in the apt sources, or install the keyring",
+            ) from None
+    return files
 
 
-def build_image(service: str, image: str, *, pull_base: bool = False) -> None:
+def ensure_base_layer(apt_sources: Path | None = None) -> str:
+    """The base layer for these apt sources (built when missing): mailstack/base:<digest>."""
+    ensure_base_image(apt_sources=apt_sources)
+    generated = base_layer_files(apt_sources)
+    shipped = build_contexts_dir() / BASE_CONTEXT
+    debian_id = image_id(DEBIAN_IMAGE) or ""
+    shipped_files = {
+        path.relative_to(shipped).as_posix(): path.read_bytes()
+        for path in shipped.rglob("*")
+        if path.is_file()
+    }
+    tag = files_digest({**shipped_files, **generated, "debian-image": debian_id.encode()})[:16]
+    layer = f"mailstack/base:{tag}"
+    if image_exists(layer):
+        return layer
+    with tempfile.TemporaryDirectory(prefix="mailstack-base-") as scratch:
+        context = Path(scratch) / "context"
+        shutil.copytree(shipped, context)
+        for relative, content in generated.items():
+            target = context / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(0o644)
+        process.run(
+            ["docker", "build", "--tag", layer, "--label", VENDOR_LABEL,
+             "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", str(context)],
+            timeout=600, what="docker build base layer",
+        )  # fmt: skip
+    return layer
+
+
+# --- plans and builds --------------------------------------------------------------------------
+
+
+def resolve_plans(base_layer: str, names: Sequence[str]) -> dict[str, packageplan.Plan]:
+    return packageplan.resolve(base_layer, str(build_contexts_dir()), list(names))
+
+
+def build_image(
+    service: str, image: str, *, base_layer: str, plan: packageplan.Plan | None = None
+) -> None:
     contexts = build_contexts_dir()
     dockerfile = contexts / service / "Dockerfile"
     if not dockerfile.is_file():
         raise MailstackError(f"no build context for {service} ({dockerfile} is missing)")
     argv = [
-        "docker",
-        "build",
-        "--tag",
-        image,
-        "--file",
-        str(dockerfile),
-        "--build-arg",
-        f"BASE_IMAGE={BASE_IMAGE}",
-        "--label",
-        "org.opencontainers.image.vendor=mailstack",
-    ]
-    if pull_base:
-        argv.append("--pull")
+        "docker", "build", "--tag", image, "--file", str(dockerfile),
+        "--build-arg", f"BASE_IMAGE={base_layer}", "--label", VENDOR_LABEL,
+    ]  # fmt: skip
+    if plan is not None:
+        argv += [
+            "--build-arg", f"PACKAGES_DIGEST={plan.digest}",
+            "--label", f"{PLAN_LABEL}={plan.digest}",
+            "--label", f"{PACKAGES_LABEL}={packageplan.package_set_text(plan.packages)}",
+        ]  # fmt: skip
     process.run([*argv, str(contexts)], timeout=3600, what=f"docker build {service}")
 
 
-def build_all(
-    images: dict[str, str], progress: Callable[[str, int, int], None] | None = None
-) -> list[BuildResult]:
-    """Build every service image in `images` ({service: reference}); layer cache reused."""
-    import time  # noqa: PLC0415  # only builds need a clock
-
-    ensure_base_image()
-    results: list[BuildResult] = []
-    order = [service for service in build_order() if service in images]
-    for index, service in enumerate(order):
-        if progress:
-            progress(service, index, len(order))
+def build_current(
+    names: Sequence[str],
+    *,
+    apt_sources: Path | None = None,
+    progress: Progress | None = None,
+    plans: Mapping[str, packageplan.Plan] | None = None,
+) -> ImagesResult:
+    """Each named image at Debian's newest packages: resolved, tagged by content, built when
+    no image has its tag. A mirror that moves during the build is resolved again, once."""
+    layer = ensure_base_layer(apt_sources)
+    if plans is None:
+        _say(progress, "resolving the newest Debian packages for each image")
+        plans = resolve_plans(layer, names)
+    built: list[BuildResult] = []
+    references: dict[str, str] = {}
+    missing = []
+    for name in names:
+        references[name] = reference(None, name, content_tag(name, plans[name].digest))
+        if not image_exists(references[name]):
+            missing.append(name)
+    for index, name in enumerate(missing):
+        _say(progress, f"building {name} ({index + 1}/{len(missing)})")
         started = time.monotonic()
-        build_image(service, images[service])
-        results.append(BuildResult(service, images[service], time.monotonic() - started))
-    return results
+        try:
+            build_image(name, references[name], base_layer=layer, plan=plans[name])
+        except ExternalCommandFailed as e:
+            if "the Debian mirror changed during the build" not in e.output:
+                raise
+            _say(progress, "the Debian mirror changed during the build: resolving again")
+            return build_current(names, apt_sources=apt_sources, progress=progress)
+        built.append(BuildResult(name, references[name], time.monotonic() - started))
+    return ImagesResult(references, tuple(built), plans)
 
 
 def pull_all(images: dict[str, str]) -> None:
     for image in sorted(set(images.values())):
         process.run(["docker", "pull", image], timeout=1800, what=f"docker pull {image}")
+
+
+def ensure_images(
+    root: Path,
+    names: Sequence[str],
+    *,
+    registry: str | None,
+    apt_sources: Path | None,
+    progress: Progress | None = None,
+) -> dict[str, str]:
+    """The recorded reference of each named image, made (built or pulled) and recorded when
+    it is missing: what one-shot jobs (backup, acme) and a fresh host need."""
+    recorded = imagerefs.read(root)
+    have = {name: recorded[name] for name in names if name in recorded}
+    missing = [name for name in names if name not in have or not image_exists(have[name])]
+    if not missing:
+        return have
+    if registry:
+        pulled = {name: reference(registry, name) for name in missing}
+        pull_all(pulled)
+        imagerefs.write(root, pulled)
+        return {**have, **pulled}
+    result = build_current(missing, apt_sources=apt_sources, progress=progress)
+    imagerefs.write(root, result.references)
+    return {**have, **result.references}
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress:
+        progress(message)

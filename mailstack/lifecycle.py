@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import acme, certreload, directory, images, process
+from mailstack import acme, certreload, directory, imagerefs, images, process
 from mailstack.compose import Compose, ServiceState, docker_available
 from mailstack.config import Config
 from mailstack.errors import MailstackError, UsageError
@@ -59,32 +59,33 @@ class UpResult:
     reloaded: tuple[str, ...] = ()  # daemons told of a new certificate
 
 
-def build(stack: Stack, progress: Progress | None = None) -> list[images.BuildResult]:
+def build(
+    stack: Stack, progress: Progress | None = None, names: list[str] | None = None
+) -> images.ImagesResult:
+    """Every image the stack uses (or `names`) at Debian's newest packages, recorded in .env;
+    an image whose packages did not change keeps its tag and is not rebuilt."""
     docker_available()
-    wanted = _wanted_images(stack)
-    # No service runs it: `mailstack backup` starts it for each job. Built with the others.
-    wanted["backup"] = images.reference(stack.config.images.registry, "backup")
+    wanted = names if names is not None else wanted_images(stack)
+    registry = stack.config.images.registry
+    if registry:
+        pulled = {name: images.reference(registry, name) for name in wanted}
+        images.pull_all(pulled)
+        imagerefs.write(stack.dir.root, pulled)
+        return images.ImagesResult(pulled, (), {})
+    result = images.build_current(
+        wanted, apt_sources=stack.config.images.apt_sources_path, progress=progress
+    )
+    imagerefs.write(stack.dir.root, result.references)
+    return result
+
+
+def wanted_images(stack: Stack) -> list[str]:
+    """Every image the stack uses: its services' and the one-shot jobs' (backup, acme)."""
+    names = {imagerefs.image_name(reference) for reference in stack.compose.images().values()}
+    names.add("backup")  # no service runs it: `mailstack backup` starts it for each job
     if stack.config.tls.mode == "acme":  # likewise run by `mailstack tls renew`
-        wanted["acme"] = images.reference(stack.config.images.registry, "acme")
-    if stack.config.images.registry:
-        images.pull_all(wanted)
-        return []
-
-    def report(service: str, index: int, total: int) -> None:
-        if progress:
-            progress(f"building {service} ({index + 1}/{total})")
-
-    return images.build_all(wanted, report)
-
-
-def _wanted_images(stack: Stack) -> dict[str, str]:
-    """{build context: image} for every image the rendered compose file uses."""
-    by_service = stack.compose.images()
-    wanted: dict[str, str] = {}
-    for reference in by_service.values():
-        name = reference.rsplit("/", 1)[-1].split(":", 1)[0]
-        wanted[name] = reference
-    return wanted
+        names.add("acme")
+    return sorted(names)
 
 
 def up(
@@ -96,16 +97,16 @@ def up(
     docker_available()
     stack.compose.config_check()
     check_subnets(stack.config, host_networks(exclude_project=stack.config.project))
-    missing = {
-        service: image
-        for service, image in _wanted_images(stack).items()
-        if not images.image_exists(image)
-    }
+    recorded = imagerefs.read(stack.dir.root)
+    missing = [
+        name
+        for name in wanted_images(stack)
+        if name not in recorded or not images.image_exists(recorded[name])
+    ]
     built: list[str] = []
     if missing:
-        if progress:
-            progress(f"images missing ({', '.join(sorted(missing))}): building them first")
-        built = [result.service for result in build(stack, progress)]
+        _say(progress, f"images missing ({', '.join(missing)}): building them first")
+        built = [result.service for result in build(stack, progress, missing).built]
     _say(progress, "starting the database")
     stack.compose.run(["up", "--detach", "--remove-orphans", "db"])
     wait_healthy(stack, ["db"], timeout, progress)

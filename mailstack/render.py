@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from mailstack import dnsrecords
+from mailstack import dnsrecords, imagerefs
 from mailstack.config import Config
 from mailstack.dkim import DkimKey
 from mailstack.resources import templates_dir
@@ -72,8 +72,6 @@ class RenderInputs:
     # The public halves of the DKIM keys in <stack>/dkim (mailstack.dkim.load_keys): the
     # sandbox zone publishes them so verifiers inside the stack can check signatures.
     dkim_keys: tuple[DkimKey, ...] = ()
-    # {service: image tag} (imagetags.content_tags); without it every tag is the version.
-    image_tags: Mapping[str, str] | None = None
 
 
 def render_stack(inputs: RenderInputs, source: Path | None = None) -> dict[str, bytes]:
@@ -105,9 +103,10 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "config": config,
         "version": inputs.version,
         "sandbox": sandbox,
+        # ${MAILSTACK_IMAGE_X:-…}: the tag follows the image's packages, recorded in .env by
+        # each build (mailstack.imagerefs), so a security update never touches this file.
         "images": {
-            name: f"{image_prefix}/{name}:{(inputs.image_tags or {}).get(name, inputs.version)}"
-            for name in IMAGE_SERVICES
+            name: imagerefs.compose_reference(name, image_prefix) for name in IMAGE_SERVICES
         },
         "pull_policy": "missing" if registry else "never",
         "secrets": sorted(SECRET_NAMES),

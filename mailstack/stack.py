@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, acme, certreload, dkim, dnsrecords, imagetags, lifecycle, tls
+from mailstack import __version__, acme, certreload, dkim, dnsrecords, lifecycle, tls
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
@@ -18,7 +18,7 @@ from mailstack.hostcheck import (
     memory_bytes,
     webmail_default,
 )
-from mailstack.render import IMAGE_SERVICES, RenderInputs, render_stack
+from mailstack.render import RenderInputs, render_stack
 from mailstack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
 from mailstack.stackdir import RenderReport, StackDir, atomic_write
 
@@ -114,11 +114,9 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
         for domain in dkim.read_selectors(stack.root):
             dkim.ensure_ed25519_key(stack.root, domain)
     keys = tuple(dkim.published_keys(stack.root, ed25519_on=config.policy.dkim.ed25519))
-    tags = imagetags.content_tags(IMAGE_SERVICES)
-    rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys, image_tags=tags))
+    rendered = render_stack(RenderInputs(config, __version__, dkim_keys=keys))
     inputs = {
         "version": __version__,
-        "image_tags": tags,
         "config": config.model_dump(mode="json"),
         "dkim_keys": [f"{key.domain} {key.selector} {key.public_key}" for key in keys],
     }

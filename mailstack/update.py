@@ -33,7 +33,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from mailstack import __version__, backup, directory, lifecycle, probe, process, stack
+from mailstack import __version__, backup, directory, imagerefs, lifecycle, probe, process, stack
 from mailstack.compose import docker_available
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_write
@@ -397,7 +397,7 @@ class _UpdateRecords:
 
     # The tree: every file the manifest knows, compose.yaml, and .mailstack's own records.
     def _tracked(self) -> set[str]:
-        return set(self.stack_dir.manifest().files) | {"compose.yaml"}
+        return set(self.stack_dir.manifest().files) | {"compose.yaml", imagerefs.ENV_FILE}
 
     def _save_tree(self) -> None:
         files = self.dir / "tree"

@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
 def build(directory: StackDirOption = Path()) -> None:
     """Build every image from Debian's packages (or pull them when images.registry is set)."""
     stack = lifecycle.Stack.load(directory)
-    results = lifecycle.build(stack, output.progress)
-    for result in results:
-        output.info(f"built {result.image} in {result.seconds:.0f}s")
+    result = lifecycle.build(stack, output.progress)
+    for built in result.built:
+        output.info(f"built {built.image} in {built.seconds:.0f}s")
+    if not result.built:
+        output.info("every image is current: nothing to build")
 
 
 def up(

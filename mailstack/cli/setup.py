@@ -12,7 +12,7 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
 from mailstack.errors import ConfigError, UsageError
-from mailstack.imagetags import BASE_IMAGE
+from mailstack.imagetags import DEBIAN_IMAGE
 
 host_app = typer.Typer(help="Prepare this host (base image).", no_args_is_help=True)
 
@@ -125,7 +125,7 @@ def base_image(
     """Make the Debian base image with debootstrap from the host's apt mirror."""
     created = images.ensure_base_image(rebuild=rebuild)
     if as_json:
-        output.as_json({"image": BASE_IMAGE, "created": created})
+        output.as_json({"image": DEBIAN_IMAGE, "created": created})
     else:
         verb = "created" if created else "already present:"
-        output.info(f"base image {verb} {BASE_IMAGE}")
+        output.info(f"base image {verb} {DEBIAN_IMAGE}")

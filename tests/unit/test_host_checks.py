@@ -12,7 +12,6 @@ import pytest
 from mailstack import compose
 from mailstack.config import validate_config
 from mailstack.errors import DockerUnavailable, UsageError
-from mailstack.images import mirror_from_sources
 from mailstack.lifecycle import check_subnets, routes_from_proc
 from mailstack.units import parse_size
 
@@ -72,15 +71,6 @@ def test_routes_skip_default_route_and_docker_bridges(tmp_path: Path) -> None:
         "br-1234\t00501DAC\t00000000\t0001\t0\t0\t0\t00FFFFFF\n"
     )
     assert routes_from_proc(table) == [ipaddress.IPv4Network("192.168.1.0/24")]
-
-
-def test_mirror_is_read_from_deb822_and_one_line_sources() -> None:
-    deb822 = "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm\n"
-    assert mirror_from_sources(deb822) == "http://mirror.invalid/debian"
-    one_line = "deb [arch=amd64] http://mirror.invalid/debian bookworm main\n"
-    assert mirror_from_sources(one_line) == "http://mirror.invalid/debian"
-    security_only = "URIs: http://mirror.invalid/debian-security\n"
-    assert mirror_from_sources(security_only) is None
 
 
 @pytest.mark.parametrize(
