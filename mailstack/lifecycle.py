@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import acme, certreload, directory, imagerefs, images, process
+from mailstack import acme, certreload, directory, imagerefs, images, process, securitycheck
 from mailstack.compose import Compose, ServiceState, docker_available
 from mailstack.config import Config
 from mailstack.errors import MailstackError, UsageError
@@ -42,6 +42,10 @@ class StackStatus:
     kept_dropped: tuple[str, ...]
     # tls.mode acme: the last `tls renew` (ok, checked, error, not_after), None before one ran.
     certificate_renewal: dict[str, Any] | None = None
+    # The last `check updates` in one line, and whether security fixes are pending.
+    security: str = "security: not checked yet (`mailstack check updates`)"
+    security_pending: bool = False
+    security_last_run: str = ""  # the daily run's outcome (update.security)
 
     @property
     def healthy(self) -> bool:
@@ -178,6 +182,8 @@ def restart(stack: Stack, service: str | None, timeout: float = 300) -> None:
 
 def status(stack: Stack) -> StackStatus:
     manifest = stack.dir.manifest()
+    security = securitycheck.load(stack.dir.root)
+    report = security.report
     return StackStatus(
         project=stack.config.project,
         services=tuple(stack.compose.ps()),
@@ -187,6 +193,9 @@ def status(stack: Stack) -> StackStatus:
         certificate_renewal=acme.read_state(stack.dir.root)
         if stack.config.tls.mode == "acme"
         else None,
+        security=securitycheck.summary_line(report) if report else StackStatus.security,
+        security_pending=bool(report and report.security_fixes),
+        security_last_run=security.last_run.get("outcome", ""),
     )
 
 

@@ -119,6 +119,37 @@ def _submit(
             time.sleep(RETRY_SECONDS)
 
 
+def send(
+    config: Config,
+    ca_file: Path | None,
+    address: str,
+    password: str,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    timeout: float = 90,
+) -> None:
+    """A notice from mailstack, submitted on 587 as the probe mailbox (signed like any mail
+    of the domain); temporary refusals are retried until the timeout."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.check_hostname = False  # our own published port, by address; the chain is verified
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    message = EmailMessage()
+    message["From"] = f"mailstack <{address}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = email.utils.make_msgid(domain=config.domain)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to it
+    message.set_content(body)
+    host = _connect_address(config.network.bind_ipv4)
+    try:
+        _submit(config, host, context, address, password, message, time.monotonic() + timeout)
+    except (OSError, smtplib.SMTPException) as e:
+        raise MailstackError(f"the notice to {to} could not be submitted: {e}") from None
+
+
 def is_temporary(error: Exception) -> bool:
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         return all(400 <= code < 500 for code, _ in error.recipients.values())

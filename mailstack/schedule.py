@@ -86,6 +86,21 @@ def renewal_timer(stack_root: Path, config: Config) -> Timer:
     )
 
 
+def security_timer(stack_root: Path, config: Config) -> Timer:
+    """`update --security --unattended` daily at the start of update.window: it applies
+    (auto) or mails (notify) Debian's security fixes, as update.security says."""
+    start = config.update.window.split("-", 1)[0]
+    return Timer(
+        name=f"mailstack-security-{config.project}",
+        what="daily security update",
+        owner="mailstack up (update.security)",
+        calendar=f"*-*-* {start}:00 {config.timezone}",
+        random_delay="10min",  # stays inside the window; the run checks it again
+        commands=(mailstack_command(stack_root, "update", "--security", "--unattended"),),
+        nice=False,
+    )
+
+
 def systemd_quote(argument: str) -> str:
     r"""One ExecStart= argument: double quotes, with \ " escaped and % $ doubled (specifiers)."""
     escaped = argument.replace("\\", "\\\\").replace('"', '\\"')

@@ -26,14 +26,25 @@ import datetime
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from mailstack import __version__, backup, directory, imagerefs, lifecycle, probe, process, stack
+from mailstack import (
+    __version__,
+    backup,
+    directory,
+    imagerefs,
+    images,
+    lifecycle,
+    packageplan,
+    probe,
+    process,
+    stack,
+)
 from mailstack.compose import docker_available
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_write
@@ -71,6 +82,7 @@ class UpdateState:
     started: str = ""
     migrated: bool = False
     recreated: list[str] = field(default_factory=list)
+    kind: str = "release"  # or "security": images rebuilt for Debian's fixes (securityupdate)
 
     def to_json(self) -> bytes:
         return (json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n").encode()
@@ -120,8 +132,8 @@ def update(
     health_timeout: float = HEALTH_TIMEOUT,
 ) -> UpdateResult:
     started = time.monotonic()
-    records = _UpdateRecords(StackDir(root).require())
-    rolled_back = _roll_back_interrupted(root, records, progress, health_timeout)
+    records = UpdateRecords(StackDir(root).require())
+    rolled_back = roll_back_interrupted(root, records, progress, health_timeout)
     current = lifecycle.Stack.load(root)
     from_version = current.dir.manifest().version or "0.0.0"
     to_version = __version__
@@ -130,7 +142,7 @@ def update(
         return UpdateResult(from_version, to_version, (), (), (), None, None, 0.0, rolled_back)
     _say(progress, "preflight: health, conflicts, disk, Docker and Compose")
     preflight(current)
-    run = _Run(root, records, UpdateState(from_version, to_version, "snapshot", _now()),
+    run = UpdateRun(root, records, UpdateState(from_version, to_version, "snapshot", _now()),
                progress, health_timeout)  # fmt: skip
     records.begin(run.state)
     try:
@@ -162,13 +174,13 @@ def update(
     )
 
 
-class _Run:
+class UpdateRun:
     """The steps of one update, each recorded in the state file before it starts."""
 
     def __init__(
         self,
         root: Path,
-        records: _UpdateRecords,
+        records: UpdateRecords,
         state: UpdateState,
         progress: Progress | None,
         health_timeout: float,
@@ -186,8 +198,8 @@ class _Run:
         self.steps.append(step)
         return lifecycle.Stack.load(self.root)
 
-    def safety_backup(self) -> str:
-        tag = f"pre-update-{self.state.from_version}-{self.state.to_version}"
+    def safety_backup(self, tag: str | None = None) -> str:
+        tag = tag or f"pre-update-{self.state.from_version}-{self.state.to_version}"
         current = self._begin("backup", f"safety snapshot {tag}")
         return _safety_backup(current, tag, self.progress)
 
@@ -206,6 +218,17 @@ class _Run:
     def build(self) -> None:
         new = self._begin("build", "building the new images (the stack keeps serving)")
         lifecycle.build(new, self.progress)
+
+    def build_images(self, names: list[str], plans: Mapping[str, packageplan.Plan]) -> None:
+        """Only these images, from these plans (the security path); recorded in .env."""
+        new = self._begin("build", f"building {', '.join(names)} (the stack keeps serving)")
+        result = images.build_current(
+            names,
+            apt_sources=new.config.images.apt_sources_path,
+            progress=self.progress,
+            plans=plans,
+        )
+        imagerefs.write(self.root, result.references)
 
     def migrate(self) -> list[str]:
         new = self._begin("migrate", "schema migrations")
@@ -255,6 +278,12 @@ class _Run:
             )
         if isinstance(failure, KeyboardInterrupt):
             return failure
+        if self.state.kind == "security":
+            return UpdateFailed(
+                f"security update failed at '{step}': {_first_line(failure)}; rolled back, the "
+                "previous images are serving again",
+                hint="see `mailstack logs SERVICE` for the failing service's logs",
+            )
         return UpdateFailed(
             f"update to {to_version} failed at '{step}': {_first_line(failure)}; rolled back, "
             f"mailstack {self.state.from_version} is serving again",
@@ -262,14 +291,14 @@ class _Run:
         )
 
 
-def _roll_back_interrupted(
-    root: Path, records: _UpdateRecords, progress: Progress | None, health_timeout: float
+def roll_back_interrupted(
+    root: Path, records: UpdateRecords, progress: Progress | None, health_timeout: float
 ) -> str | None:
     leftover = records.load()
     if leftover is None:
         return None
-    _say(progress, f"an earlier update to {leftover.to_version} stopped at step "
-         f"'{leftover.step}': rolling it back first")  # fmt: skip
+    what = "security update" if leftover.kind == "security" else f"update to {leftover.to_version}"
+    _say(progress, f"an earlier {what} stopped at step '{leftover.step}': rolling it back first")
     _rollback(lifecycle.Stack.load(root), records, leftover, progress, health_timeout)
     return f"rolled back the interrupted update (it had reached '{leftover.step}')"
 
@@ -333,7 +362,7 @@ def _services_with_changed_config(report: Any) -> set[str]:
 
 def _rollback(
     current: lifecycle.Stack,
-    records: _UpdateRecords,
+    records: UpdateRecords,
     state: UpdateState,
     progress: Progress | None,
     health_timeout: float,
@@ -357,7 +386,7 @@ def _rollback(
 # --- records of one update ---------------------------------------------------------------------
 
 
-class _UpdateRecords:
+class UpdateRecords:
     """.mailstack/update/: the state file, the tree as it was, the database dump."""
 
     def __init__(self, stack_dir: StackDir) -> None:

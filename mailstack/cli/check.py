@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from mailstack import checks, dnscheck, lifecycle, tlscheck
+from mailstack import checks, dnscheck, lifecycle, securityupdate, tlscheck
 from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
@@ -51,6 +51,23 @@ def check_config(
                 output.error(f"{result.service}: configuration rejected{where}", "\n".join(last))
     if not all(result.ok for result in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+@check_app.command("updates")
+@output.guarded
+def check_updates(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
+    """Debian updates pending for each image: installed -> candidate, the suite, and the CVEs
+    each new version fixes (from its own changelog). Exit 0: no security fix pending;
+    4: security fixes pending (`mailstack update --security` applies them); 1: the check
+    failed."""
+    stack = lifecycle.Stack.load(directory)
+    report, _ = securityupdate.check(stack)
+    if as_json:
+        output.as_json({**output.plain(report), "security_fixes": report.security_fixes,
+                        "cves": list(report.cves), "exit_code": report.exit_code})  # fmt: skip
+    else:
+        output.info(str(report))
+    raise typer.Exit(report.exit_code)
 
 
 @check_app.command("dns")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack import acme, lifecycle
+from mailstack import acme, lifecycle, securityupdate
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED
@@ -44,6 +44,8 @@ def up(
     if stack.config.tls.mode == "acme" and result.status.healthy:
         for line in acme.after_up(stack):
             output.info(line)
+    for line in securityupdate.timer_after_up(stack):
+        output.info(line)
 
 
 def down(

@@ -179,6 +179,9 @@ def status_table(status: StackStatus) -> None:
         info(f"note: {path} was deleted by you; mailstack does not re-create it")
     for path in status.kept_dropped:
         info(f"note: {path} is no longer generated but kept because you edited it")
+    (warn if status.security_pending else info)(status.security)
+    if status.security_last_run.startswith("failed"):
+        warn(f"the last unattended security update {status.security_last_run}")
     renewal = status.certificate_renewal
     if renewal and not renewal.get("ok"):
         warn(

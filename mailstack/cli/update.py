@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from mailstack import __version__, lifecycle, releases, update
+from mailstack import __version__, lifecycle, releases, securityupdate, update
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.errors import UsageError
 from mailstack.stackdir import StackDir
 
 Channel = Literal["stable", "fast", "beta"]
@@ -36,6 +37,22 @@ def update_command(
             "your own).",
         ),
     ] = False,
+    security: Annotated[
+        bool,
+        typer.Option(
+            "--security",
+            help="Apply Debian's pending security fixes: rebuild only the images that have "
+            "them and roll them out (health-gated, rolled back on failure).",
+        ),
+    ] = False,
+    unattended: Annotated[
+        bool,
+        typer.Option(
+            "--unattended",
+            help="With --security: what the daily timer runs; follows update.security "
+            "(auto: apply inside update.window; notify: mail the postmaster; off: nothing).",
+        ),
+    ] = False,
     health_timeout: Annotated[
         int, typer.Option(help="Seconds each recreated service has to become healthy.", min=10)
     ] = int(update.HEALTH_TIMEOUT),
@@ -55,6 +72,22 @@ def update_command(
             output.warn(str(result))
         else:
             output.info(str(result))
+        return
+    if unattended and not security:
+        raise UsageError("--unattended: only with --security (the daily security run)")
+    if security:
+        lifecycle.Stack.load(directory)
+        if unattended:
+            outcome = securityupdate.unattended(directory, progress=output.progress)
+            output.as_json(output.plain(outcome)) if as_json else output.info(str(outcome))
+            return
+        applied = securityupdate.security_update(
+            directory,
+            skip_backup=skip_backup,
+            progress=output.progress,
+            health_timeout=float(health_timeout),
+        )
+        output.as_json(output.plain(applied)) if as_json else output.info(str(applied))
         return
     if channel is not None:
         output.warn("--channel only applies to --check: update moves to this mailstack version")

@@ -75,7 +75,7 @@ def stack_dir(tmp_path: Path) -> StackDir:
 
 
 def test_the_saved_tree_restores_files_records_and_removes_new_files(stack_dir: StackDir) -> None:
-    records = update._UpdateRecords(stack_dir)
+    records = update.UpdateRecords(stack_dir)
     main_cf = stack_dir.root / "config" / "postfix" / "main.cf"
     edited = main_cf.read_bytes() + b"\n# operator\n"
     main_cf.write_bytes(edited)
@@ -101,7 +101,7 @@ def test_the_saved_tree_restores_files_records_and_removes_new_files(stack_dir: 
 
 
 def test_a_damaged_state_file_is_a_clear_error(stack_dir: StackDir) -> None:
-    records = update._UpdateRecords(stack_dir)
+    records = update.UpdateRecords(stack_dir)
     records.dir.mkdir(parents=True)
     records.state_file.write_text("{not json")
     with pytest.raises(update.MailstackError, match=r"state\.json is damaged"):
