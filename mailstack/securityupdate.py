@@ -102,6 +102,13 @@ def security_update(
     rolled_back = roll_back_interrupted(root, records, progress, health_timeout)
     current = lifecycle.Stack.load(root)
     require_current_release(current)
+    if current.config.images.registry:
+        raise UsageError(
+            "mailstack.yaml: images.registry is set: images are pulled, so Debian's fixes "
+            "arrive with the registry's new images",
+            hint="`mailstack check updates` still lists what is pending; pull new images with "
+            "`mailstack build` once the registry has them",
+        )
     _say(progress, "preflight: health, conflicts, disk, Docker and Compose")
     preflight(current)
     _say(progress, "checking the configured Debian suites for security fixes")
@@ -213,11 +220,12 @@ def _notify(stack: lifecycle.Stack, progress: Progress | None) -> UnattendedResu
 
 
 def _mail_failure(stack: lifecycle.Stack, failure: MailstackError) -> bool:
-    subject = f"[mailstack] {stack.config.hostname}: the security update failed and was rolled back"
+    subject = f"[mailstack] {stack.config.hostname}: the unattended security update failed"
     body = (
         "The unattended security update (update.security: auto) failed:\n\n"
         f"  {failure.message}\n\n"
-        "The previous images are serving again. See `mailstack logs SERVICE` and run "
+        "Nothing was left half-done: a failure after the build rolls the stack back to the "
+        "images it ran before. See `mailstack status` and `mailstack logs SERVICE`, then run "
         "`mailstack update --security` once the cause is fixed.\n"
     )
     return _mail(stack, subject, body)

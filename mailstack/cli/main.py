@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack import __version__
+from mailstack import __version__, inventory
 from mailstack.cli import (
     access,
     accounts,
@@ -21,13 +21,16 @@ from mailstack.cli import (
     dkim,
     dns,
     lifecycle,
+    output,
     security,
     setup,
     sieve,
     tls,
     update,
 )
+from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.cli.output import error
+from mailstack.config import CONFIG_FILE
 from mailstack.errors import EXIT_FAILED, MailstackError
 
 app = typer.Typer(
@@ -58,6 +61,21 @@ def main(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
 
 
+def version_command(
+    directory: StackDirOption = Path(),
+    as_json: JsonOption = False,
+) -> None:
+    """mailstack's, Compose's and the engine's versions, and the stack's images with their
+    tags and package sets (grep it for an advisory's package)."""
+    root = directory if (directory / CONFIG_FILE).is_file() else None
+    result = inventory.inventory(root)
+    if as_json:
+        output.as_json(output.plain(result))
+    else:
+        output.info(str(result))
+
+
+app.command("version")(output.guarded(version_command))
 setup.register(app)
 lifecycle.register(app)
 check.register(app)
