@@ -8,7 +8,10 @@
 #   - the Debian base image (debootstrap from the host's configured mirror when no
 #     registry can be reached)
 # Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
+# Runs as root; a user who is not root is taken there through sudo (scripts/root.sh).
 set -euo pipefail
+. "$(dirname "$0")/root.sh"
+run_as_root "$@"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${MAILSTACK_VENV:-$repo/.venv}
@@ -16,8 +19,6 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-need_root() { [ "$(id -u)" -eq 0 ] || { echo "setup-host.sh: run as root (sudo)" >&2; exit 1; }; }
-need_root
 
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
