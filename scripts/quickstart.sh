@@ -24,4 +24,4 @@ fi
 "$mailstack" status --dir "$stack"
 echo
 echo "Stack directory: $stack   (export MAILSTACK_DIR=$stack to skip --dir)"
-echo "Add a mailbox:   $mailstack mailbox add postmaster@<domain> --dir $stack"
+echo "Add a mailbox:   mailstack mailbox add postmaster@<domain> --dir $stack"

