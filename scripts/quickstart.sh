@@ -5,6 +5,7 @@
 #   scripts/quickstart.sh mail.example.org example.org   a production stack in ./stack
 # As root, or through sudo by itself (scripts/root.sh).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=root.sh
 . "$(dirname "$0")/root.sh"
 run_as_root "$@"
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the host scripts (setup-host.sh, quickstart.sh, test.sh); not run alone.
 # run_as_root "$@": go on as root; a user who is not root gets the same script again
 # through sudo, arguments and MAILSTACK_DIR / MAILSTACK_VENV kept (sudo resets the

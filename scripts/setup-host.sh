@@ -11,6 +11,7 @@
 # Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
 # Runs as root; a user who is not root is taken there through sudo (scripts/root.sh).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=root.sh
 . "$(dirname "$0")/root.sh"
 run_as_root "$@"
 
