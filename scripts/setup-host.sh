@@ -72,7 +72,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 say "installing mailstack into $venv (dependencies from ${lock#"$repo"/}, hashes checked)"
 "$venv/bin/pip" install -q --no-deps --require-hashes -r <(sed -n '/^setuptools==/,/[^\\]$/p' "$lock")
-"$venv/bin/pip" install -q --require-hashes --no-build-isolation -r "$lock"
+"$venv/bin/pip" install -q --require-hashes --no-build-isolation --use-pep517 -r "$lock"
 if [ $dev -eq 1 ]; then
   # Editable: .venv/bin/mailstack runs the working tree, as the tests do.
   "$venv/bin/pip" install -q --no-deps --no-build-isolation --editable "$repo"
