@@ -45,6 +45,8 @@ if [ $dev -eq 1 ]; then
   apt_install chromium
   # The backup tests start their own sshd on loopback as the SFTP target (never the system one).
   apt_install openssh-server openssh-sftp-server
+  # The security-update tests sign and serve their own apt repository (tests/e2e/aptrepo.py).
+  apt_install gnupg apt-utils iproute2
 fi
 if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
