@@ -182,6 +182,8 @@ def status_table(status: StackStatus) -> None:
     (warn if status.security_pending else info)(status.security)
     if status.security_last_run.startswith("failed"):
         warn(f"the last unattended security update {status.security_last_run}")
+    elif status.security_last_run:
+        info(f"last daily security run: {status.security_last_run}")
     renewal = status.certificate_renewal
     if renewal and not renewal.get("ok"):
         warn(

@@ -77,17 +77,20 @@ def update_command(
         raise UsageError("--unattended: only with --security (the daily security run)")
     if security:
         lifecycle.Stack.load(directory)
-        if unattended:
-            outcome = securityupdate.unattended(directory, progress=output.progress)
-            output.as_json(output.plain(outcome)) if as_json else output.info(str(outcome))
-            return
-        applied = securityupdate.security_update(
-            directory,
-            skip_backup=skip_backup,
-            progress=output.progress,
-            health_timeout=float(health_timeout),
+        outcome: object = (
+            securityupdate.unattended(directory, progress=output.progress)
+            if unattended
+            else securityupdate.security_update(
+                directory,
+                skip_backup=skip_backup,
+                progress=output.progress,
+                health_timeout=float(health_timeout),
+            )
         )
-        output.as_json(output.plain(applied)) if as_json else output.info(str(applied))
+        if as_json:
+            output.as_json(output.plain(outcome))
+        else:
+            output.info(str(outcome))
         return
     if channel is not None:
         output.warn("--channel only applies to --check: update moves to this mailstack version")

@@ -7,27 +7,24 @@ dovecot image's healthcheck. Each runs as `python -m mailstack` from its own tre
 
 from __future__ import annotations
 
-import email.utils
-import imaplib
 import json
 import os
 import shutil
 import signal
-import smtplib
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
+from tests.e2e.sidestack import PASSWORD, SideStack
+from tests.e2e.steady import SteadySender
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_VERSION = "0.1.0"
@@ -43,7 +40,6 @@ SUBNETS = (
 MAIN_CF = "config/postfix/main.cf"
 TEMPLATE_LINE = "smtpd_error_sleep_time = 1s"
 NEW_TEMPLATE_LINE = "smtpd_error_sleep_time = 2s"
-PASSWORD = "Correct-horse-42-battery"
 
 
 def _version_tree(root: Path, version: str, *, broken_dovecot: bool = False) -> Path:
@@ -75,18 +71,9 @@ def _version_tree(root: Path, version: str, *, broken_dovecot: bool = False) -> 
 
 
 @dataclass
-class UpdateStack:
-    root: Path
-    new_tree: Path
-    broken_tree: Path
-    mailbox: str = ""
-
-    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", "compose", "--project-name", PROJECT, "--project-directory",
-             str(self.root), "--file", str(self.root / "compose.yaml"), *args],
-            capture_output=True, text=True, timeout=300, check=check,
-        )  # fmt: skip
+class UpdateStack(SideStack):
+    new_tree: Path = Path()
+    broken_tree: Path = Path()
 
     def run(
         self, tree: Path, *args: str, timeout: float = 1200
@@ -100,41 +87,8 @@ class UpdateStack:
     def manifest_version(self) -> str:
         return str(json.loads((self.root / ".mailstack" / "manifest.json").read_text())["version"])
 
-    def started_at(self) -> dict[str, str]:
-        ids = self.compose("ps", "--quiet").stdout.split()
-        out = subprocess.run(
-            ["docker", "inspect", "--format", "{{.Name}} {{.State.StartedAt}}", *ids],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return dict(line.split(" ", 1) for line in out.splitlines())
-
-    def image_of(self, service: str) -> str:
-        container = self.compose("ps", "--quiet", service).stdout.strip()
-        return subprocess.run(
-            ["docker", "inspect", "--format", "{{.Config.Image}}", container],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-
     def postconf(self, name: str) -> str:
         return self.compose("exec", "-T", "postfix", "postconf", "-h", name).stdout.strip()
-
-    def tls(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.root / "tls" / "ca.pem"))
-        context.check_hostname = False
-        return context
-
-    def subjects(self) -> list[str]:
-        with imaplib.IMAP4_SSL("127.0.0.1", UPDATE_PORTS["imaps"], ssl_context=self.tls()) as imap:
-            imap.login(self.mailbox, PASSWORD)
-            imap.select("INBOX", readonly=True)
-            _, found = imap.search(None, "ALL")
-            subjects = []
-            for number in found[0].split():
-                _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                raw = data[0][1]
-                assert isinstance(raw, bytes)
-                subjects.append(raw.decode().split(":", 1)[1].strip())
-            return subjects
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +114,10 @@ def update_stack(
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     stack = UpdateStack(
         root,
-        _version_tree(base / "new", NEW_VERSION),
-        _version_tree(base / "broken", NEW_VERSION, broken_dovecot=True),
+        PROJECT,
+        UPDATE_PORTS,
+        new_tree=_version_tree(base / "new", NEW_VERSION),
+        broken_tree=_version_tree(base / "broken", NEW_VERSION, broken_dovecot=True),
     )
     mailstack("render", "--dir", str(root))
     stack.compose("down", "--volumes", "--remove-orphans", check=False)
@@ -220,36 +176,8 @@ def test_b_a_new_image_that_never_gets_healthy_is_rolled_back(update_stack: Upda
     assert update_stack.postconf("smtpd_error_sleep_time") == "1s"
     status = update_stack.run(REPO, "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    _send(update_stack, "after rollback")
-    _wait_for(update_stack, ["after rollback"])
-
-
-@dataclass
-class _SteadySender:
-    """An outside MTA delivering one message every 200 ms, retrying on 4xx and on
-    connection errors as a real MTA would, until stopped."""
-
-    stack: UpdateStack
-    sent: list[str] = field(default_factory=list)
-    retries: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        number = 0
-        while not self.stop.is_set():
-            subject = f"steady {number:04d}"
-            while True:
-                try:
-                    _send(self.stack, subject)
-                    break
-                except (OSError, smtplib.SMTPException) as e:
-                    if isinstance(e, smtplib.SMTPResponseException) and e.smtp_code >= 500:
-                        raise
-                    self.retries += 1
-                    time.sleep(0.5)
-            self.sent.append(subject)
-            number += 1
-            time.sleep(0.2)
+    update_stack.send("after rollback")
+    update_stack.wait_for(["after rollback"])
 
 
 def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: UpdateStack) -> None:
@@ -259,9 +187,8 @@ def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: Upd
     )
     started = update_stack.started_at()
     old_postfix = update_stack.image_of("postfix")
-    sender = _SteadySender(update_stack)
-    thread = threading.Thread(target=sender.run, daemon=True)
-    thread.start()
+    sender = SteadySender(update_stack.send)
+    sender.start()
     try:
         state_file = update_stack.root / ".mailstack" / "update" / "state.json"
         first = subprocess.Popen(
@@ -292,8 +219,7 @@ def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: Upd
         assert "mail round trip" in output, output
         print(output)
     finally:
-        sender.stop.set()
-        thread.join(timeout=60)
+        sender.finish()
     assert update_stack.manifest_version() == NEW_VERSION
     # The template's change and the operator's line are both in force.
     assert update_stack.postconf("smtpd_error_sleep_time") == "2s"
@@ -316,30 +242,7 @@ def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: Upd
     assert f"pre-update-{OLD_VERSION}-{NEW_VERSION}" in snapshots.stdout, snapshots.stdout
     # Every message the steady sender handed over is in the mailbox exactly once.
     assert len(sender.sent) > 20
-    received = _wait_for(update_stack, sender.sent)
+    received = update_stack.wait_for(sender.sent)
     duplicates = sorted({s for s in received if received.count(s) > 1})
     assert duplicates == [], duplicates
     print(f"steady sender: {len(sender.sent)} messages, {sender.retries} retries")
-
-
-def _send(stack: UpdateStack, subject: str) -> None:
-    message = (
-        f"From: someone@sender.example\r\nTo: {stack.mailbox}\r\nSubject: {subject}\r\n"
-        f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{uuid.uuid4().hex}@sender.example>\r\n"
-        "\r\nsent while the stack is updated\r\n"
-    )
-    with smtplib.SMTP("127.0.0.1", UPDATE_PORTS["smtp"], timeout=30) as smtp:
-        smtp.ehlo("mx.sender.example")
-        smtp.sendmail("someone@sender.example", [stack.mailbox], message.encode())
-
-
-def _wait_for(stack: UpdateStack, subjects: list[str], timeout: float = 180) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        received = stack.subjects()
-        missing = set(subjects) - set(received)
-        if not missing:
-            return received
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(missing)} message(s) never arrived: {sorted(missing)[:5]}")
-        time.sleep(2)
