@@ -206,6 +206,7 @@ def build_current(
     apt_sources: Path | None = None,
     progress: Progress | None = None,
     plans: Mapping[str, packageplan.Plan] | None = None,
+    retry: bool = True,
 ) -> ImagesResult:
     """Each named image at Debian's newest packages: resolved, tagged by content, built when
     no image has its tag. A mirror that moves during the build is resolved again, once."""
@@ -226,10 +227,10 @@ def build_current(
         try:
             build_image(name, references[name], base_layer=layer, plan=plans[name])
         except ExternalCommandFailed as e:
-            if "the Debian mirror changed during the build" not in e.output:
+            if not retry or "the Debian mirror changed during the build" not in e.output:
                 raise
             _say(progress, "the Debian mirror changed during the build: resolving again")
-            return build_current(names, apt_sources=apt_sources, progress=progress)
+            return build_current(names, apt_sources=apt_sources, progress=progress, retry=False)
         built.append(BuildResult(name, references[name], time.monotonic() - started))
     return ImagesResult(references, tuple(built), plans)
 
