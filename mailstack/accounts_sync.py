@@ -38,7 +38,7 @@ from mailstack.directory import (
     _psql,
 )
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.passwords import is_password_hash
+from mailstack.passwords import STRONG_SCHEMES, hash_scheme, is_password_hash
 from mailstack.units import MAX_QUOTA_BYTES, format_size, parse_size
 
 SCHEMA_VERSION = 1
@@ -96,6 +96,12 @@ def _source(value: str) -> str:
 
 
 def _hash(value: str) -> str:
+    scheme = hash_scheme(value)
+    if scheme and scheme not in STRONG_SCHEMES:
+        raise ValueError(
+            f"uses the weak scheme {{{scheme}}}: only {', '.join(STRONG_SCHEMES)} hashes are "
+            "accepted (set a new password with mailstack mailbox passwd)"
+        )
     if not is_password_hash(value):
         raise ValueError(
             "is not a password hash ('{SCHEME}...', e.g. {ARGON2ID}$argon2id$...); plain "

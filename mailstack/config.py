@@ -222,6 +222,8 @@ def check_backup_target(value: str) -> str:
     """A local absolute path, sftp://user@host[:port]/path or s3[+http]://host[:port]/bucket."""
     reject_unsafe_text(value, limit=1024)
     if value.startswith("/"):
+        if ":" in value:  # Docker's volume syntax (-v SOURCE:TARGET:MODE) would split it
+            raise ValueError("is not a usable path for a backup target: ':' is not allowed")
         return check_absolute_path(value)
     match = _BACKUP_URL.match(value)
     if not match:

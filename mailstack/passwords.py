@@ -58,9 +58,19 @@ def verify_password(stored: str, plain: str) -> bool:
         return False
 
 
+# Dovecot schemes that are slow, salted hashes; {PLAIN}, {CLEAR}, {PLAIN-MD5}, {SHA} and the
+# like store a password (or an unsalted fast digest of it) and are refused.
+STRONG_SCHEMES = ("ARGON2ID", "BLF-CRYPT", "SHA512-CRYPT")
+
+
+def hash_scheme(value: str) -> str:
+    """The scheme of '{SCHEME}...' ("" for anything else)."""
+    return value[1 : value.index("}")] if value.startswith("{") and "}" in value else ""
+
+
 def is_password_hash(value: str) -> bool:
-    """True when value looks like a scheme-prefixed hash safe to store as it is."""
-    return bool(_HASH_SHAPE.match(value))
+    """True when value is a scheme-prefixed hash of a strong scheme, safe to store as it is."""
+    return bool(_HASH_SHAPE.match(value)) and hash_scheme(value) in STRONG_SCHEMES
 
 
 def check_password_strength(plain: str) -> None:

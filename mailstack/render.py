@@ -116,6 +116,9 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "frontend_resolver_ip": str(frontend.network_address + 53),
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
+        # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail
+        # from outside claiming one of them must pass DMARC (rspamd force_actions.conf).
+        "hosted_domains": sorted({config.domain, *(key.domain for key in inputs.dkim_keys)}),
         # Docker's own picks (every container without a fixed address) come from here, above
         # every fixed address: after many recreations its allocator would otherwise reach one
         # (.24, .53, .80, .81) and a service could not start.

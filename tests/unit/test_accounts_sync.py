@@ -198,7 +198,14 @@ PLAIN = "Correct-Horse-Battery-9"
         (_with_mailbox(address="a/b@example.org"), "'/' in the local part"),
         (_with_mailbox(address="alice@exаmple.org"), "mixes Cyrillic and Latin"),
         (_with_mailbox(password_hash=PLAIN), "plain passwords are not accepted"),
-        (_with_mailbox(password_hash="{PLAIN}it's'me"), "is not a password hash"),
+        (_with_mailbox(password_hash="{PLAIN}it's'me"), "weak scheme {PLAIN}"),
+        (_with_mailbox(password_hash="{PLAIN}secret"), "weak scheme {PLAIN}"),
+        (_with_mailbox(password_hash="{CLEAR}secret"), "weak scheme {CLEAR}"),
+        (
+            _with_mailbox(password_hash="{PLAIN-MD5}5ebe2294ecd0e0f08eab7690d2a6ee69"),
+            "weak scheme {PLAIN-MD5}",
+        ),
+        (_with_mailbox(password_hash="{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="), "weak scheme {SHA}"),
         (_with_mailbox(quota="lots"), "is not a quota"),
         (_with_mailbox(quota=True), "is not a quota"),
         (_with_mailbox(quota=-1), "is not a quota"),
@@ -389,3 +396,15 @@ def test_cli_refuses_a_bad_file_with_one_line_before_touching_a_stack(tmp_path: 
 def test_cli_names_a_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["accounts", "import", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "cannot be read" in result.output
+
+
+@pytest.mark.parametrize(
+    "strong",
+    [
+        "{BLF-CRYPT}$2y$05$zEHRUJBGQxk7qYzn2WHFw.Wv8Uf6fGSJnm5ejIx7nIhnqqKPudwGq",
+        "{SHA512-CRYPT}$6$rounds=5000$usesomesillystri$D4IrlXatmP7rx3P3InaxBeoomnAihCKRVQP22JZ6EY47Wc6BkroIuUUBOov1i.S5KPgErtP/EN5mcO.ChWQW21",
+    ],
+)
+def test_import_accepts_hashes_of_strong_schemes_only(strong: str) -> None:
+    """An operator moving from another server brings bcrypt or SHA512-CRYPT hashes along."""
+    parse(_with_mailbox(password_hash=strong))

@@ -55,6 +55,8 @@ def test_sftp_and_s3_targets_become_restic_repositories() -> None:
         ("/srv/back;ups", "is not a plain path"),
         ("sftp://u@vault.example.org/x\nExecStart=/bin/sh", "control character"),
         ("sftp://u@-bad-.example.org/x", "is not a host name"),
+        # ':' is legal in a path, but `docker run -v` would split the path at it.
+        ("/srv/backups:2026", "':' is not allowed"),
     ],
 )
 def test_bad_targets_are_refused_with_one_line(target: str, allowed: str) -> None:
@@ -276,6 +278,19 @@ def test_recovery_from_sftp_needs_the_key_and_the_host_key(tmp_path: Path) -> No
     with pytest.raises(UsageError, match="needs --ssh-key and --ssh-host-key"):
         backup.recover(source, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+def test_restore_from_a_path_with_a_colon_is_one_clear_line(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("secret\n")
+    result = runner.invoke(
+        app,
+        ["restore", "--from", "/srv/backups:old", "--dir", str(tmp_path / "new"),
+         "--password-file", str(password)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "'/srv/backups:old'" in result.output and "':' is not allowed" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "new").exists()
 
 
 def test_restore_command_names_an_unreadable_password_file(tmp_path: Path) -> None:

@@ -83,10 +83,12 @@ def test_rate_limits_reach_rspamd_and_zero_turns_one_off() -> None:
     assert "client_ip" not in off["ratelimit_keywords.lua"].split("return {", 1)[1]
 
 
-def test_local_addrs_replace_rspamds_private_networks() -> None:
+def test_local_addrs_are_loopback_and_dovecot_alone_not_the_back_end_network() -> None:
     files = rspamd(REFERENCE)
     assert "duplicate=rewrite" in files["options.inc"]
-    assert "local_addrs = [127.0.0.0/8, ::1, 172.29.81.0/24];" in files["local_addrs.inc"]
+    # Dovecot's fixed back-end address (network + 24): its Sieve replies and redirects.
+    assert "local_addrs = [127.0.0.0/8, ::1, 172.29.81.24];" in files["local_addrs.inc"]
+    assert "172.29.81.0/24" not in files["local_addrs.inc"]
 
 
 @pytest.mark.parametrize(

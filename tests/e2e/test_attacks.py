@@ -1,0 +1,245 @@
+"""Named attacks on the running stack, each as an attacker would make it: the list of what
+mailstack resists, readable in one place (issue 14 adds to it)."""
+
+from __future__ import annotations
+
+import email.utils
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.e2e.conftest import DOMAIN, PORTS, PROJECT, RunningStack
+from tests.e2e.mail import OUTSIDE_SENDER, fetch_by_subject, inbox_subjects, message, submit
+from tests.e2e.test_policy import deliver_inbound, from_sink, refusal, signature_tags
+
+OUTSIDE = "friend@elsewhere.example"
+
+# SMTP smuggling (CVE-2023-51764): end-of-data sequences other servers accept. A server that
+# takes one of them as the end of the message would read what follows as a second
+# transaction, here a message claiming a hosted sender.
+SMUGGLING_ENDINGS = {
+    "lf-dot-crlf": b"\n.\r\n",
+    "lf-dot-lf": b"\n.\n",
+    "crlf-dot-lf": b"\r\n.\n",
+}
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """One SMTP reply (all its lines)."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+        lines = data.split(b"\r\n")
+        complete = [line for line in lines[:-1] if line]
+        if complete and complete[-1][3:4] == b" ":
+            return data
+
+
+def _command(sock: socket.socket, line: str) -> bytes:
+    sock.sendall(line.encode() + b"\r\n")
+    return _reply(sock)
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "flushed-later"])
+@pytest.mark.parametrize("ending", sorted(SMUGGLING_ENDINGS))
+def test_smtp_smuggling_yields_one_message_never_a_second(
+    stack: RunningStack, ending: str, pipelined: bool
+) -> None:
+    address, password = stack.new_mailbox()
+    token = uuid.uuid4().hex[:10]
+    carrier = f"carrier {token}"
+    smuggled = f"smuggled {token}"
+    first = (
+        f"From: {OUTSIDE_SENDER}\r\nTo: {address}\r\nSubject: {carrier}\r\n"
+        f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{token}@sender.example>\r\n"
+        "\r\nthe carrier's body"
+    ).encode() + SMUGGLING_ENDINGS[ending]
+    second = (
+        f"MAIL FROM:<ceo@{DOMAIN}>\r\nRCPT TO:<{address}>\r\nDATA\r\n"
+        f"From: ceo@{DOMAIN}\r\nTo: {address}\r\nSubject: {smuggled}\r\n\r\nsmuggled body\r\n"
+        ".\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", PORTS["smtp"]), timeout=30) as sock:
+        assert _reply(sock).startswith(b"220")
+        assert _command(sock, "EHLO mx.sender.example").startswith(b"250")
+        assert _command(sock, f"MAIL FROM:<{OUTSIDE_SENDER}>").startswith(b"250")
+        assert _command(sock, f"RCPT TO:<{address}>").startswith(b"250")
+        assert _command(sock, "DATA").startswith(b"354")
+        if pipelined:
+            sock.sendall(first + second)
+        else:  # as from a relay that flushes the rest of its buffer a moment later
+            sock.sendall(first)
+            time.sleep(1.5)
+            sock.sendall(second)
+        replies = _reply(sock)
+        sock.sendall(b"QUIT\r\n")
+    # One end of data was recognised: the real one, at the very end.
+    assert replies.startswith(b"250"), replies
+    message = fetch_by_subject(stack, address, password, carrier)
+    body = message.get_body()
+    assert body is not None
+    text = body.get_content()
+    assert "the carrier's body" in text and "smuggled body" in text, text
+    time.sleep(2)  # a second message, had there been one, is delivered by now
+    subjects = inbox_subjects(stack, address, password)
+    assert subjects.count(carrier) == 1, subjects
+    assert smuggled not in subjects, subjects
+
+
+# --- spoofing a hosted address on submission -------------------------------------------------
+
+
+def _submit_raw(
+    stack: RunningStack, login: str, password: str, envelope: str, header_from: str, subject: str
+) -> tuple[int, str] | None:
+    """Submit on 587 as `login` with this envelope sender and From: header; the refusal's
+    (code, text), or None when the message was accepted."""
+    raw = (
+        f"From: {header_from}\r\nTo: {OUTSIDE}\r\nSubject: {subject}\r\n"
+        f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{uuid.uuid4().hex}@{DOMAIN}>\r\n"
+        "\r\nwho sent this?\r\n"
+    ).encode()
+    try:
+        with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=60) as smtp:
+            smtp.ehlo("client.example.test")
+            smtp.starttls(context=stack.tls_context())
+            smtp.ehlo("client.example.test")
+            smtp.login(login, password)
+            smtp.sendmail(envelope, [OUTSIDE], raw)
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = next(iter(e.recipients.values()))
+        return code, text.decode(errors="replace")
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code, e.smtp_error.decode(errors="replace")
+    return None
+
+
+@pytest.fixture(scope="module")
+def second_domain(stack: RunningStack) -> str:
+    """Another tenant of the same stack, with its own DKIM key."""
+    other = f"tenant-{uuid.uuid4().hex[:8]}.example.test"
+    stack.cli("domain", "add", other)
+    return other
+
+
+def test_submission_with_an_empty_envelope_sender_is_refused(
+    stack: RunningStack, second_domain: str
+) -> None:
+    address, password = stack.new_mailbox()
+    refused = _submit_raw(stack, address, password, "", f"ceo@{second_domain}", "null sender")
+    assert refused is not None and refused[0] >= 500, refused
+    assert "empty envelope sender" in refused[1], refused
+
+
+@pytest.mark.parametrize("victim", ["same-domain", "other-domain"])
+def test_submission_with_a_from_header_of_another_hosted_address_is_refused(
+    stack: RunningStack, second_domain: str, victim: str
+) -> None:
+    address, password = stack.new_mailbox()
+    forged = f"ceo@{DOMAIN if victim == 'same-domain' else second_domain}"
+    subject = f"forged from {uuid.uuid4().hex}"
+    refused = _submit_raw(stack, address, password, address, forged, subject)
+    assert refused is not None and refused[0] >= 500, refused
+    assert "From: must be the address you send as" in refused[1], refused
+    time.sleep(2)
+    assert not _in_sink(stack, subject)
+
+
+def test_own_and_granted_senders_are_still_signed_and_delivered(
+    stack: RunningStack, second_domain: str
+) -> None:
+    address, password = stack.new_mailbox()
+    granted = f"sales-{uuid.uuid4().hex[:6]}@{second_domain}"
+    stack.cli("alias", "add", granted, address)
+    stack.cli("alias", "sender", "add", granted, address)
+    for sender, domain in ((address, DOMAIN), (granted, second_domain)):
+        subject = f"legit {uuid.uuid4().hex}"
+        assert _submit_raw(stack, address, password, sender, sender, subject) is None
+        raw = from_sink(stack, subject)
+        assert signature_tags(raw)["d"] == domain, raw[:600]
+
+
+def _in_sink(stack: RunningStack, subject: str) -> bool:
+    found = stack.compose(
+        "exec", "-T", "sink", "grep", "-rlF", subject, "/var/mail/sink/new", check=False
+    )
+    return found.returncode == 0 and bool(found.stdout.strip())
+
+
+# --- spoofing a hosted address from outside, and from inside the stack -----------------------
+
+
+@pytest.mark.parametrize("claim", ["envelope-and-from", "from-only"])
+def test_port_25_refuses_mail_claiming_a_hosted_sender_without_dmarc(
+    stack: RunningStack, claim: str
+) -> None:
+    address, _ = stack.new_mailbox()
+    forged = f"ceo@{DOMAIN}"
+    envelope = forged if claim == "envelope-and-from" else OUTSIDE_SENDER
+    mail = message(forged, address, f"forged hosted sender {uuid.uuid4().hex}")
+    refused = refusal(lambda: deliver_inbound(mail, envelope, address))
+    assert refused is not None and refused[0] >= 500, refused
+    assert "must pass DMARC" in refused[1], refused
+
+
+def test_another_back_end_address_is_an_outside_client_to_rspamd(stack: RunningStack) -> None:
+    """A foothold in a back-end container (here a throwaway one on the back-end network) gets
+    no trust: claiming a hosted sender there is refused like on port 25, where before the
+    whole back-end subnet was local (no SPF, no DMARC, signed)."""
+    address, _ = stack.new_mailbox()
+    image = _recorded_image(stack, "bans")  # any image of the stack's with python3
+    script = (
+        "import smtplib\n"
+        "smtp = smtplib.SMTP('postfix', 25, timeout=30)\n"
+        "smtp.ehlo('intruder.example')\n"
+        "try:\n"
+        f"    smtp.sendmail('ceo@{DOMAIN}', ['{address}'],\n"
+        f"                  b'From: ceo@{DOMAIN}\\r\\nSubject: from inside\\r\\n\\r\\nhi\\r\\n')\n"
+        "    print('accepted')\n"
+        "except smtplib.SMTPResponseException as e:\n"
+        "    print(e.smtp_code, e.smtp_error.decode())\n"
+    )
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", f"{PROJECT}_backend", "--entrypoint", "python3",
+         image, "-c", script],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout.startswith("5") and "must pass DMARC" in result.stdout, result.stdout
+
+
+def test_a_vacation_reply_cannot_borrow_another_hosted_address(stack: RunningStack) -> None:
+    asker, asker_password = stack.new_mailbox()
+    tag = uuid.uuid4().hex[:8]
+    replies = {}
+    for kind in ("spoofed", "own"):
+        away, away_password = stack.new_mailbox()
+        sender = f"ceo@{DOMAIN}" if kind == "spoofed" else away
+        script = (
+            f'require ["vacation"];\nvacation :from "{sender}" :subject "{kind} {tag}" '
+            '"Back on Monday.";\n'
+        )
+        stack.cli("mailbox", "sieve", "set", away, "-", stdin=script)
+        question = f"question {kind} {tag}"
+        submit(stack, asker, asker_password, message(asker, away, question))
+        fetch_by_subject(stack, away, away_password, question)  # delivered: the script ran
+        replies[kind] = f"{kind} {tag}"
+    # The owner's own address still gets its reply out, signed as before (test_sieve.py) ...
+    reply = fetch_by_subject(stack, asker, asker_password, replies["own"])
+    assert reply["DKIM-Signature"] is not None
+    # ... and by then the borrowed one would have arrived too, had it been sent.
+    time.sleep(3)
+    assert replies["spoofed"] not in inbox_subjects(stack, asker, asker_password)
+
+
+def _recorded_image(stack: RunningStack, image: str) -> str:
+    for line in (stack.root / ".env").read_text().splitlines():
+        if line.startswith(f"MAILSTACK_IMAGE_{image.upper()}="):
+            return line.split("=", 1)[1]
+    raise AssertionError(f"no {image} image recorded in .env")
