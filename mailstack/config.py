@@ -677,6 +677,14 @@ class Bans(Section):
         description="client addresses or networks never delayed or banned (e.g. your office "
         "or a webmail host); loopback always is",
     )
+    fail_closed: bool = Field(
+        default=False,
+        description="what a login does while the bans service does not answer within 2s "
+        "(stopped, restarting, broken): false lets the password check decide alone, so mail "
+        "keeps working but failed logins are neither delayed nor banned meanwhile; true "
+        "refuses every IMAP, ManageSieve and SMTP AUTH login until it answers again. Dovecot "
+        "logs each unanswered check either way",
+    )
 
 
 class Dkim(Section):

@@ -13,6 +13,12 @@ Two listeners: the policy API for Dovecot on the back-end network (POST /?comman
 /?command=report, X-API-Key required), and an admin API on 127.0.0.1 inside the container
 only, which `mailstack security bans` reaches through `docker compose exec`.
 
+Everything it holds is bounded, so that nothing else on the back-end network can exhaust the
+container (64 MiB, 50 pids) and so switch the defence off: one thread serves every
+connection; a request's key is checked from its head before any body byte is read; bodies,
+heads, connections, time per request and the number of tracked addresses have fixed limits
+(the constants and `Limits` below).
+
 Python standard library only (Debian's python3). Commands:
     bansd serve            run the daemon (the container's entrypoint; starts as root,
                            reads the API key, drops to the bans user)
@@ -25,19 +31,26 @@ Python standard library only (Debian's python3). Commands:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import enum
 import hmac
+import http
 import ipaddress
 import json
 import os
+import re
+import selectors
+import signal
+import socket
 import sys
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -49,11 +62,25 @@ API_KEY_FILE = Path("/run/secrets/bans_api_key")
 POLICY_PORT = 12350
 ADMIN_PORT = 12351
 SERVICE_USER = "bans"
-MAX_BODY = 64 * 1024
-# Bounds against memory exhaustion by a flood of distinct addresses or logins.
-MAX_TRACKED_CLIENTS = 100_000
-MAX_FINGERPRINTS = 64
 IPV6_PREFIX = 64
+
+# What the ban book may hold, sized for the container's 64 MiB beside Python's ~24 MiB: full
+# to these limits with the longest logins it takes about 13 MiB, and a save or a listing
+# about 8 MiB more for a moment (measured by the unit tests).
+# Addresses with recent failures; beyond this the one whose last failure is oldest is
+# forgotten (its failures would expire first anyway).
+MAX_TRACKED_CLIENTS = 5_000
+# (login, password) fingerprints over all tracked addresses: an address keeps its newest
+# max_failures, so with max_failures above 10 fewer addresses are tracked.
+MAX_FINGERPRINTS = 50_000
+# Bans in force. A ban is never dropped before it expires: when this many are in force, a
+# further offender is not banned but delayed (as its failures say: usually max_delay) until
+# bans expire, and the log says so once a minute at most.
+MAX_BANS = 5_000
+MAX_LOGINS_SHOWN = 5  # per address, in the ban's log line and `mailstack security bans`
+LOGIN_CHARS_SHOWN = 64
+MAX_PROTOCOLS = 8
+SAVE_INTERVAL = 1.0  # seconds: a burst of bans writes the state file once a second
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,12 +168,16 @@ def client_address(text: str) -> Address | None:
 def client_key(text: str) -> str | None:
     """The unit a client is counted in: its IPv4 address, or its IPv6 /64; None if no IP."""
     address = client_address(text)
+    return None if address is None else _unit(address)
+
+
+def _unit(address: Address) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
-    return None if address is None else str(address)
+    return str(address)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Ban:
     since: float
     until: float
@@ -155,15 +186,36 @@ class Ban:
     logins: list[str]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Failures:
-    # (login, password hash) -> when it last failed
-    seen: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    # A fingerprint of (login, password hash) -> when it last failed, oldest first; only the
+    # newest max_failures are kept: they alone decide whether max_failures fell in the window.
+    seen: dict[int, float] = dataclasses.field(default_factory=dict)
+    logins: list[str] = dataclasses.field(default_factory=list)  # the last few, shortened
     protocols: set[str] = dataclasses.field(default_factory=set)
     unique: int = 0  # numbers the failures that carry no password hash
 
     def recent(self, since: float) -> int:
         return sum(1 for when in self.seen.values() if when > since)
+
+    def add(self, login: str, password_hash: str, protocol: str, now: float, keep: int) -> None:
+        if not password_hash:
+            # No hash to tell passwords apart: every such failure counts.
+            self.unique += 1
+            password_hash = f"#{self.unique}"
+        # Python's string hash is keyed per process: nobody can aim for a collision.
+        fingerprint = hash((login.lower(), password_hash))
+        self.seen.pop(fingerprint, None)
+        self.seen[fingerprint] = now
+        while len(self.seen) > keep:
+            del self.seen[next(iter(self.seen))]
+        shown = login[:LOGIN_CHARS_SHOWN].lower()
+        if shown in self.logins:
+            self.logins.remove(shown)
+        self.logins.append(shown)
+        del self.logins[:-MAX_LOGINS_SHOWN]
+        if len(self.protocols) < MAX_PROTOCOLS:
+            self.protocols.add(protocol[:16] or "?")
 
 
 class BanBook:
@@ -171,8 +223,12 @@ class BanBook:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.failures: dict[str, Failures] = {}
-        self.bans: dict[str, Ban] = {}
+        # Both in the order that eviction and expiry need: failures by last failure, bans by
+        # when they end (every ban lasts ban_time, so the order they were made in).
+        self.failures: collections.OrderedDict[str, Failures] = collections.OrderedDict()
+        self.bans: collections.OrderedDict[str, Ban] = collections.OrderedDict()
+        self.capacity = max(1, min(MAX_TRACKED_CLIENTS, MAX_FINGERPRINTS // settings.max_failures))
+        self.bans_withheld = 0  # offenders not banned because MAX_BANS were in force
         self.lock = threading.Lock()
 
     def delay(self, key: str, now: float) -> int:
@@ -181,7 +237,7 @@ class BanBook:
         count = record.recent(now - self.settings.window) if record else 0
         if count == 0:
             return 0
-        return min(self.settings.max_delay, 2 ** min(count - 1, 16))
+        return min(self.settings.max_delay, 1 << min(count - 1, 16))
 
     def allow(self, remote: str, now: float) -> tuple[int, str]:
         """Dovecot's `allow` question: (-1, why) refuses, (N, "") delays N s, (0, "") allows."""
@@ -189,11 +245,8 @@ class BanBook:
         if key is None:
             return 0, ""
         with self.lock:
-            ban = self.bans.get(key)
-            if ban is not None and ban.until > now:
+            if self._banned(key, now):
                 return -1, "Too many failed logins from your address; try again later"
-            if ban is not None:
-                del self.bans[key]
             return self.delay(key, now), ""
 
     def report(
@@ -212,43 +265,57 @@ class BanBook:
         if success or refused or key is None:
             return None
         with self.lock:
-            if key in self.bans and self.bans[key].until > now:
+            if self._banned(key, now):
                 return None  # a login that was already under way when the ban began
-            record = self.failures.get(key)
-            if record is None:
-                if len(self.failures) >= MAX_TRACKED_CLIENTS:
-                    self._prune(now)
-                record = self.failures.setdefault(key, Failures())
-            if not password_hash:
-                # No hash to tell passwords apart: every such failure counts.
-                record.unique += 1
-                password_hash = f"#{record.unique}"
-            record.seen[(login[:256].lower(), password_hash)] = now
-            record.protocols.add(protocol[:16] or "?")
-            if len(record.seen) > MAX_FINGERPRINTS:
-                oldest = min(record.seen, key=record.seen.__getitem__)
-                del record.seen[oldest]
+            record = self._track(key)
+            record.add(login, password_hash, protocol, now, keep=self.settings.max_failures)
             count = record.recent(now - self.settings.window)
             if count < self.settings.max_failures:
                 return None
-            logins = sorted({login for login, _ in record.seen})
+            if len(self.bans) >= MAX_BANS:
+                self.bans_withheld += 1
+                return None
             ban = Ban(
                 since=now,
                 until=now + self.settings.ban_time,
                 failures=count,
                 protocols=sorted(record.protocols),
-                logins=logins[:5],
+                logins=sorted(record.logins),
             )
             self.bans[key] = ban
             del self.failures[key]
             return ban
+
+    def _banned(self, key: str, now: float) -> bool:
+        """Whether a ban on the key is in force; expired bans are dropped on the way."""
+        while self.bans:
+            first = next(iter(self.bans.values()))
+            if first.until > now:
+                break
+            self.bans.popitem(last=False)
+        ban = self.bans.get(key)
+        if ban is not None and ban.until <= now:  # the clock went back: order is approximate
+            del self.bans[key]
+            ban = None
+        return ban is not None
+
+    def _track(self, key: str) -> Failures:
+        """The key's failure record, made the most recent; the least recent goes when full."""
+        record = self.failures.get(key)
+        if record is not None:
+            self.failures.move_to_end(key)
+            return record
+        while len(self.failures) >= self.capacity:
+            self.failures.popitem(last=False)
+        record = self.failures[key] = Failures()
+        return record
 
     def _key(self, remote: str) -> str | None:
         """The client's key, or None when it is not policed (no address, or exempt)."""
         address = client_address(remote)
         if address is None or self.settings.is_exempt(address):
             return None
-        return client_key(remote)
+        return _unit(address)
 
     def clear(self, text: str) -> bool:
         """Lift the ban and forget the failures of an address (or its /64); True if any."""
@@ -322,12 +389,16 @@ class BanBook:
 
     def load(self, raw: bytes, now: float) -> None:
         data = json.loads(raw)
+        bans = []
         for key, fields in (data.get("bans") or {}).items():
             if client_key(_host(key)) != key:
                 continue
             ban = Ban(**fields)
             if ban.until > now:
-                self.bans[key] = ban
+                bans.append((key, ban))
+        # In the order they end, as expiry expects; the longest-lasting if there are too many.
+        bans.sort(key=lambda item: item[1].until)
+        self.bans.update(bans[-MAX_BANS:])
 
 
 def _host(key: str) -> str:
@@ -347,21 +418,45 @@ def log(message: str) -> None:
 
 
 class Daemon:
+    """What the two APIs do, over the ban book and its state file."""
+
     def __init__(self, book: BanBook, api_key: bytes, state_file: Path) -> None:
         self.book = book
         self.api_key = api_key
         self.state_file = state_file
         self.save_lock = threading.Lock()
+        self.saved_at = float("-inf")
+        self.unsaved = False
+        self.withheld_logged = 0
+        self.withheld_logged_at = float("-inf")
 
-    def save(self) -> None:
-        """Write the bans for a restart; a full or broken volume must not stop the policy."""
+    def save(self, now: float, *, force: bool = False) -> None:
+        """Write the bans for a restart, at most once per SAVE_INTERVAL unless forced."""
+        if not force and now - self.saved_at < SAVE_INTERVAL:
+            self.unsaved = True  # tick() writes it
+            return
         with self.save_lock:
+            self.saved_at, self.unsaved = now, False
             temporary = self.state_file.with_suffix(".tmp")
             try:
                 temporary.write_bytes(self.book.dump())
                 temporary.replace(self.state_file)
             except OSError as e:
+                # A full or broken volume must not stop the policy.
                 log(f"cannot save the bans to {self.state_file} ({e}); they last until a restart")
+
+    def tick(self, now: float) -> None:
+        """Deferred saves and warnings; the server calls it every turn (at least once a second)."""
+        if self.unsaved:
+            self.save(now)
+        withheld = self.book.bans_withheld
+        if withheld > self.withheld_logged and now - self.withheld_logged_at >= 60:
+            more = withheld - self.withheld_logged
+            log(
+                f"{MAX_BANS} bans in force (the most bansd keeps): {more} more offender(s) "
+                "only delayed until bans expire"
+            )
+            self.withheld_logged, self.withheld_logged_at = withheld, now
 
     def policy(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
         remote = str(request.get("remote") or "")
@@ -385,7 +480,7 @@ class Daemon:
                     f"banned {key} until {_iso(ban.until)} after {ban.failures} failed logins "
                     f"({', '.join(ban.protocols)}; logins tried: {', '.join(ban.logins)})"
                 )
-                self.save()
+                self.save(now)
             return {"status": 0}
         raise KeyError(command)
 
@@ -397,66 +492,396 @@ class Daemon:
             cleared = self.book.clear(address)
             if cleared:
                 log(f"cleared {client_key(_host(address))} (by the operator)")
-                self.save()
+                self.save(time.time(), force=True)
             return {"cleared": cleared, "address": client_key(_host(address))}
         if path == "/clear-all":
             count = self.book.clear_all()
             log(f"cleared every ban ({count}) (by the operator)")
-            self.save()
+            self.save(time.time(), force=True)
             return {"cleared": count}
         if path == "/health":
             return {"ok": True}
         raise KeyError(path)
 
 
-def handler(daemon: Daemon, *, admin: bool) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "bansd"
-        sys_version = ""
+# --- HTTP: one thread, and a limit on everything a client can hold ------------------------------
+#
+# Dovecot's auth process sends small JSON requests over keep-alive HTTP/1.1 connections, with
+# Content-Length, and gives up after auth_policy_server_timeout_msecs (2 s). That is all this
+# server accepts. One selector loop serves every connection, so a client costs a socket and a
+# few KiB, never a thread; each phase of a request has a deadline; and when the connections
+# are all taken, the one least likely to be Dovecot's makes room (see Server._make_room).
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # one line per login would drown the log; bans are logged instead
+MAX_HEAD = 8 * 1024  # request line and headers; Dovecot's are about 300 bytes
+MAX_BODY = 64 * 1024  # Dovecot's policy JSON is a few hundred bytes
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,10}")
+_END_OF_HEAD = b"\r\n\r\n"
 
-        def do_GET(self) -> None:
-            self._handle()
 
-        def do_POST(self) -> None:
-            self._handle()
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one connection may take; the defaults are the daemon's, tests shorten the times."""
 
-        def _handle(self) -> None:
+    max_connections: int = 64  # open at once, both APIs; each holds at most one head + body
+    head_timeout: float = 5.0  # request line and headers, from connect or their first byte
+    body_timeout: float = 5.0  # the body, from the end of the head
+    idle_timeout: float = 15.0  # between requests: over Dovecot's 10 s, so it closes first
+    write_timeout: float = 10.0  # the answer (an admin listing can be a few MiB)
+    linger_time: float = 1.0  # after an error answer, see Server._finish
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """A parsed request line and header fields (names lower-cased, repeats kept)."""
+
+    method: str
+    target: str
+    version: str
+    fields: dict[str, list[str]]
+
+    def keep_alive(self) -> bool:
+        values = ",".join(self.fields.get("connection", [])).lower().split(",")
+        return self.version == "HTTP/1.1" and "close" not in {value.strip() for value in values}
+
+
+def parse_head(raw: bytes) -> Head:
+    """The request line and headers of `raw` (which ends with an empty line); 400 if malformed."""
+    lines = raw.decode("latin-1").split("\r\n")[:-2]
+    parts = lines[0].split(" ") if lines else []
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.0", "HTTP/1.1") or not parts[0].isalpha():
+        raise HttpError(400, "malformed request line")
+    fields: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        if "\r" in line or "\n" in line:
+            raise HttpError(400, "malformed header line")
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or " " in name:
+            raise HttpError(400, "malformed header line")
+        fields.setdefault(name.lower(), []).append(value.strip(" \t"))
+    return Head(parts[0], parts[1], parts[2], fields)
+
+
+def body_length(head: Head, api_key: bytes | None) -> int:
+    """How many body bytes to read, checked from the head alone: the key first, then the
+    method and the length. Raises HttpError for a request that gets no further."""
+    if api_key is not None:
+        given = head.fields.get("x-api-key", [])
+        # Dovecot sends the value of `X-API-Key: value` with its space; strip() takes it.
+        if len(given) != 1 or not hmac.compare_digest(given[0].strip().encode(), api_key):
+            raise HttpError(403, "wrong or missing X-API-Key")
+    if head.method not in ("GET", "POST"):
+        raise HttpError(405, "only GET and POST")
+    if "transfer-encoding" in head.fields:
+        raise HttpError(411, "send the body with Content-Length (no chunked encoding)")
+    lengths = set(head.fields.get("content-length", []))
+    if not lengths:
+        if head.method == "POST":
+            raise HttpError(411, "Content-Length required")
+        return 0
+    text = lengths.pop()
+    if lengths or not _CONTENT_LENGTH.fullmatch(text):
+        raise HttpError(400, "Content-Length must be one whole number of bytes")
+    if int(text) > MAX_BODY:
+        raise HttpError(413, f"request body over {MAX_BODY} bytes")
+    return int(text)
+
+
+def answer(status: int, payload: dict[str, Any], *, close: bool) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        "Server: bansd\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def respond(daemon: Daemon, admin: bool, head: Head, body: bytes) -> tuple[int, dict[str, Any]]:
+    """The status and JSON answer to one complete request."""
+    try:
+        request = json.loads(body) if body else {}
+        if not isinstance(request, dict):
+            raise ValueError("not a JSON object")
+        url = urlsplit(head.target)
+        if admin:
+            return 200, daemon.admin(url.path, request)
+        command = (parse_qs(url.query).get("command") or [""])[0]
+        return 200, daemon.policy(command, request)
+    except KeyError:
+        return 404, {"error": "unknown command"}
+    except (ValueError, RecursionError) as e:  # RecursionError: deeply nested JSON
+        return 400, {"error": str(e)[:200]}
+
+
+class Phase(enum.Enum):
+    HEAD = "head"  # waiting for (the rest of) a request line and headers
+    BODY = "body"
+    ANSWER = "answer"  # writing the answer
+    LINGER = "linger"  # answered with an error; closing
+
+
+@dataclasses.dataclass(eq=False)
+class Connection:
+    sock: socket.socket
+    admin: bool
+    since: float  # when its current wait began: connect, or the end of its last answer
+    deadline: float
+    trusted: bool  # made a request with the right key (admin: loopback in the container)
+    phase: Phase = Phase.HEAD
+    idle: bool = False  # between requests on a kept-alive connection
+    head: bytearray = dataclasses.field(default_factory=bytearray)
+    request: Head | None = None
+    expected: int = 0
+    body: bytearray = dataclasses.field(default_factory=bytearray)
+    out: bytes = b""
+    close_after: bool = False
+    unread: int = 0  # body bytes to throw away after an error answer
+
+
+class Server:
+    """The policy and admin APIs on one thread: a selector loop over bounded connections."""
+
+    def __init__(
+        self, daemon: Daemon, listeners: Iterable[tuple[socket.socket, bool]], limits: Limits
+    ) -> None:
+        self.daemon = daemon
+        self.limits = limits
+        self.selector = selectors.DefaultSelector()
+        self.listeners: dict[socket.socket, bool] = {}
+        self.connections: dict[socket.socket, Connection] = {}
+        self._waker, self._wake = socket.socketpair()
+        self._waker.setblocking(False)
+        self.selector.register(self._waker, selectors.EVENT_READ)
+        self._stopping = False
+        for listener, admin in listeners:
+            listener.setblocking(False)
+            self.listeners[listener] = admin
+            self.selector.register(listener, selectors.EVENT_READ)
+
+    @classmethod
+    def bind(
+        cls,
+        daemon: Daemon,
+        *,
+        policy: tuple[str, int] | None,
+        admin: tuple[str, int] | None,
+        limits: Limits | None = None,
+    ) -> Server:
+        listeners = [
+            (socket.create_server(address, backlog=64), is_admin)
+            for address, is_admin in ((policy, False), (admin, True))
+            if address is not None
+        ]
+        return cls(daemon, listeners, limits or Limits())
+
+    def port(self, *, admin: bool = False) -> int:
+        listener = next(sock for sock, is_admin in self.listeners.items() if is_admin == admin)
+        port: int = listener.getsockname()[1]
+        return port
+
+    def serve_forever(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            deadlines = [connection.deadline for connection in self.connections.values()]
+            timeout = min([1.0, *(deadline - now for deadline in deadlines)])
+            for key, events in self.selector.select(max(0.0, timeout)):
+                self._dispatch(typing.cast(socket.socket, key.fileobj), events)
+            now = time.monotonic()
+            for connection in list(self.connections.values()):
+                if connection.deadline <= now:
+                    self._close(connection)  # too slow, or idle too long: no answer
+            self.daemon.tick(time.time())
+
+    def shutdown(self) -> None:
+        """Stop serve_forever (from another thread or a signal handler)."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake.send(b"\0")
+
+    def close(self) -> None:
+        for connection in list(self.connections.values()):
+            self._close(connection)
+        for sock in [*self.listeners, self._waker, self._wake]:
+            sock.close()
+        self.selector.close()
+
+    def _dispatch(self, sock: socket.socket, events: int) -> None:
+        if sock is self._waker:
+            with contextlib.suppress(OSError):
+                self._waker.recv(64)
+        elif sock in self.listeners:
+            self._accept(sock, admin=self.listeners[sock])
+        elif (connection := self.connections.get(sock)) is not None:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY:
-                    self._answer(413, {"error": "request too large"})
-                    return
-                body = self.rfile.read(length) if length else b""
-                request = json.loads(body) if body else {}
-                if not isinstance(request, dict):
-                    raise ValueError("not a JSON object")
-                url = urlsplit(self.path)
-                if admin:
-                    self._answer(200, daemon.admin(url.path, request))
-                    return
-                given = (self.headers.get("X-API-Key") or "").strip().encode()
-                if not hmac.compare_digest(given, daemon.api_key):
-                    self._answer(403, {"error": "wrong or missing X-API-Key"})
-                    return
-                command = (parse_qs(url.query).get("command") or [""])[0]
-                self._answer(200, daemon.policy(command, request))
-            except KeyError:
-                self._answer(404, {"error": "unknown command"})
-            except ValueError as e:
-                self._answer(400, {"error": str(e)[:200]})
+                self._step(connection, writable=bool(events & selectors.EVENT_WRITE))
+            except (BlockingIOError, InterruptedError):
+                pass  # nothing more to read or room to write yet: the next event goes on
+            except OSError:
+                self._close(connection)  # reset by the client, or the like
 
-        def _answer(self, code: int, payload: dict[str, Any]) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def _accept(self, listener: socket.socket, *, admin: bool) -> None:
+        for _ in range(self.limits.max_connections):  # drain the backlog, a bounded amount
+            try:
+                sock, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of descriptors, say: the loop must go on
+                log(f"cannot accept a connection ({e})")
+                return
+            if not self._make_room():
+                sock.close()
+                continue
+            sock.setblocking(False)
+            now = time.monotonic()
+            self.connections[sock] = Connection(
+                sock, admin, since=now, deadline=now + self.limits.head_timeout, trusted=admin
+            )
+            self.selector.register(sock, selectors.EVENT_READ)
 
-    return Handler
+    def _make_room(self) -> bool:
+        """Free a place for a new connection if all are taken; False if none can go.
+
+        First to go: one already closing, then the oldest that has not shown the key (an
+        attacker's, most likely), then the longest idle kept-alive one. A connection that
+        has shown the key and is in the middle of a request is never dropped.
+        """
+        if len(self.connections) < self.limits.max_connections:
+            return True
+        ranked = [
+            (0 if c.phase is Phase.LINGER else 1 if not c.trusted else 2, c.since, id(c), c)
+            for c in self.connections.values()
+            if not c.trusted or c.idle or c.phase is Phase.LINGER
+        ]
+        if not ranked:
+            return False
+        self._close(min(ranked)[-1])
+        return True
+
+    def _step(self, connection: Connection, *, writable: bool) -> None:
+        if connection.phase is Phase.HEAD:
+            self._read_head(connection)
+        elif connection.phase is Phase.BODY:
+            self._read_body(connection)
+        elif connection.phase is Phase.ANSWER and writable:
+            self._write(connection)
+        elif connection.phase is Phase.LINGER:
+            self._discard(connection)
+
+    def _read_head(self, connection: Connection) -> None:
+        """Take the head off the socket and not one byte more: the body waits in the kernel
+        until the key and the length are known to be good."""
+        peeked = connection.sock.recv(MAX_HEAD - len(connection.head), socket.MSG_PEEK)
+        if not peeked:
+            self._close(connection)
+            return
+        if connection.idle:  # the first byte of the next request: the head's time starts
+            connection.idle = False
+            connection.deadline = time.monotonic() + self.limits.head_timeout
+        tail = bytes(connection.head[-3:])
+        end = (tail + peeked).find(_END_OF_HEAD)
+        take = len(peeked) if end < 0 else end + len(_END_OF_HEAD) - len(tail)
+        taken = connection.sock.recv(take)
+        connection.head += taken
+        if end < 0 or len(taken) < take:
+            if len(connection.head) >= MAX_HEAD:
+                self._refuse(connection, HttpError(431, f"request head over {MAX_HEAD} bytes"))
+            return
+        try:
+            connection.request = parse_head(bytes(connection.head))
+            key = None if connection.admin else self.daemon.api_key
+            connection.expected = body_length(connection.request, key)
+        except HttpError as e:
+            self._refuse(connection, e)
+            return
+        connection.trusted = True
+        connection.phase = Phase.BODY
+        connection.deadline = time.monotonic() + self.limits.body_timeout
+        self._read_body(connection)  # usually already there, sent with the head
+
+    def _read_body(self, connection: Connection) -> None:
+        missing = connection.expected - len(connection.body)
+        if missing > 0:
+            chunk = connection.sock.recv(missing)
+            if not chunk:
+                self._close(connection)
+                return
+            connection.body += chunk
+            if len(chunk) < missing:
+                return
+        assert connection.request is not None  # noqa: S101  # set before the BODY phase
+        try:
+            status, payload = respond(
+                self.daemon, connection.admin, connection.request, bytes(connection.body)
+            )
+        except Exception as e:  # a bug met by one request must not stop every login
+            log(f"error answering {connection.request.target[:80]!r}: {e!r}")
+            status, payload = 500, {"error": "internal error"}
+        close = status >= 400 or not connection.request.keep_alive()
+        self._send(connection, answer(status, payload, close=close), close=close)
+
+    def _refuse(self, connection: Connection, error: HttpError) -> None:
+        """Answer an error from the head alone, and close."""
+        request = connection.request
+        length = (request.fields.get("content-length") or [""])[0] if request else ""
+        # A well-formed small body the client sent along is thrown away after the answer;
+        # anything else is never read at all.
+        if _CONTENT_LENGTH.fullmatch(length) and int(length) <= MAX_BODY:
+            connection.unread = int(length)
+        self._send(connection, answer(error.status, {"error": str(error)}, close=True), close=True)
+
+    def _send(self, connection: Connection, data: bytes, *, close: bool) -> None:
+        connection.phase, connection.out, connection.close_after = Phase.ANSWER, data, close
+        connection.deadline = time.monotonic() + self.limits.write_timeout
+        self.selector.modify(connection.sock, selectors.EVENT_WRITE)
+        self._write(connection)
+
+    def _write(self, connection: Connection) -> None:
+        sent = connection.sock.send(connection.out)
+        connection.out = connection.out[sent:]
+        if not connection.out:
+            self._finish(connection)
+
+    def _finish(self, connection: Connection) -> None:
+        """After an answer: wait for the next request, or close.
+
+        Closing a socket with unread data makes the kernel send a reset, which can destroy
+        the answer before the client reads it; so after an error answer a declared body of
+        at most MAX_BODY is read and thrown away for up to linger_time, then the socket
+        closes. Nothing else is ever read after an error.
+        """
+        now = time.monotonic()
+        self.selector.modify(connection.sock, selectors.EVENT_READ)
+        if not connection.close_after:
+            connection.phase, connection.idle, connection.since = Phase.HEAD, True, now
+            connection.deadline = now + self.limits.idle_timeout
+            connection.head, connection.body, connection.request = bytearray(), bytearray(), None
+            return
+        connection.sock.shutdown(socket.SHUT_WR)
+        if connection.unread <= 0:
+            self._close(connection)
+            return
+        connection.phase, connection.since = Phase.LINGER, now
+        connection.deadline = now + self.limits.linger_time
+
+    def _discard(self, connection: Connection) -> None:
+        chunk = connection.sock.recv(min(connection.unread, 16 * 1024))
+        connection.unread -= len(chunk)
+        if not chunk or connection.unread <= 0:
+            self._close(connection)
+
+    def _close(self, connection: Connection) -> None:
+        if self.connections.pop(connection.sock, None) is not None:
+            self.selector.unregister(connection.sock)
+        connection.sock.close()
+
+
+# --- the process -------------------------------------------------------------------------------
 
 
 def drop_privileges() -> None:
@@ -489,18 +914,27 @@ def serve() -> int:
         except (OSError, ValueError, TypeError) as e:
             log(f"ignoring unreadable {STATE_FILE} ({e}); starting with no bans")
     daemon = Daemon(book, api_key, STATE_FILE)
-    policy_server = ThreadingHTTPServer(("0.0.0.0", POLICY_PORT), handler(daemon, admin=False))  # noqa: S104  # the back-end network; X-API-Key required
-    admin_server = ThreadingHTTPServer(("127.0.0.1", ADMIN_PORT), handler(daemon, admin=True))
-    policy_server.daemon_threads = admin_server.daemon_threads = True
-    threading.Thread(target=admin_server.serve_forever, daemon=True).start()
+    server = Server.bind(
+        daemon,
+        policy=("0.0.0.0", POLICY_PORT),  # noqa: S104  # the back-end network; X-API-Key required
+        admin=("127.0.0.1", ADMIN_PORT),
+    )
+
+    def stop(_signal: int, _frame: object) -> None:
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     exempt = " ".join(str(network) for network in settings.exempt) or "none"
     log(
         f"policy server on :{POLICY_PORT}: ban after {settings.max_failures} failed logins "
         f"within {settings.window}s for {settings.ban_time}s, delay up to "
         f"{settings.max_delay}s; exempt: loopback, {exempt}; {len(book.bans)} ban(s) restored"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        policy_server.serve_forever()
+    server.serve_forever()
+    server.close()
+    if daemon.unsaved:  # a ban from the last second must survive `docker compose stop`
+        daemon.save(time.time(), force=True)
     return 0
 
 

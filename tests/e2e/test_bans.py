@@ -38,7 +38,7 @@ MAX_DELAY = 8
 # Spare host addresses on the frontend bridge, one per test client: below Docker's own
 # range (.128 up, see render.dynamic_range) and clear of the fixed ones (.53, .80, .81).
 _FIRST_CLIENT = 101
-_CLIENTS = 5
+_CLIENTS = 6
 
 
 class SourcedIMAP4(imaplib.IMAP4_SSL):
@@ -248,6 +248,86 @@ def test_one_stale_password_retried_does_not_ban(
         assert not clients.imap_login(address, login, "the-old-password-1")
     assert address not in clients.bans()
     assert clients.imap_login(address, login, password)
+
+
+# Run inside the bans container (Python is there, and bansd is its process 1): a body flood
+# announced with Content-Length: -1 and no key, then more idle sockets than bansd has places,
+# held while the test logs in through Dovecot. Prints bansd's memory and threads as JSON lines.
+_ATTACK = """
+import json, socket, time
+def status():
+    fields = dict(line.split(":", 1) for line in open("/proc/1/status"))
+    return int(fields["VmRSS"].split()[0]) // 1024, int(fields["Threads"])
+before, _ = status()
+peak = before
+flood = socket.create_connection(("127.0.0.1", 12350), timeout=10)
+flood.sendall(b"POST /?command=allow HTTP/1.1\\r\\nContent-Length: -1\\r\\n\\r\\n")
+sent = 0
+try:
+    while sent < 200 << 20:
+        flood.sendall(bytes(1 << 20))
+        sent += 1 << 20
+        peak = max(peak, status()[0])
+except OSError:
+    pass
+flood.close()
+idle = [socket.create_connection(("127.0.0.1", 12350)) for _ in range(100)]
+time.sleep(0.5)
+rss, threads = status()
+print(json.dumps({"before": before, "peak": max(peak, rss), "sent": sent, "threads": threads}), flush=True)
+time.sleep(7)
+closed = 0
+for sock in idle:
+    sock.settimeout(0.2)
+    try:
+        closed += sock.recv(1) == b""
+    except ConnectionResetError:
+        closed += 1
+    except TimeoutError:
+        pass
+print(json.dumps({"closed": closed, "threads": status()[1]}), flush=True)
+"""
+
+
+def test_a_body_flood_and_idle_sockets_on_the_policy_port_leave_logins_policed(
+    clients: Clients, mailbox: tuple[str, str]
+) -> None:
+    """Issue 14: without the key, neither a 200 MB body nor 100 idle sockets take bansd's
+    memory or threads, so Dovecot is answered during the attack and bans still apply."""
+    login, password = mailbox
+    started = time.time()
+    attack = subprocess.Popen(
+        [
+            "docker", "compose", "--project-name", PROJECT,
+            "--project-directory", str(clients.stack.root),
+            "--file", str(clients.stack.root / "compose.yaml"),
+            "exec", "-T", "bans", "python3", "-c", _ATTACK,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert attack.stdout is not None
+        during = json.loads(attack.stdout.readline())
+        # The sockets are held: a login still gets bansd's answer well within Dovecot's 2 s.
+        login_started = time.monotonic()
+        assert clients.imap_login(clients.addresses[5], login, password)
+        assert time.monotonic() - login_started < 1.5
+        after = json.loads(attack.stdout.readline())
+        attack.wait(timeout=30)
+    finally:
+        attack.kill()
+    assert during["sent"] < 32 << 20, during  # refused after the head, not read
+    assert during["peak"] - during["before"] < 10, during  # MiB
+    assert during["threads"] == 1 and after["threads"] == 1, (during, after)
+    assert after["closed"] == 100, after  # dropped: too slow, or evicted for newer ones
+    logs = clients.stack.compose("logs", "--no-color", "--since", str(int(started)), "dovecot")
+    assert b"Policy server" not in logs.stdout + logs.stderr  # no check went unanswered
+    # Bans still apply after the attack.
+    clients.timed_failures(clients.addresses[5], login, MAX_FAILURES)
+    assert not clients.imap_login(clients.addresses[5], login, password)
+    assert clients.addresses[5] in clients.bans()
 
 
 def test_the_gateway_is_exempt_as_configured(clients: Clients, mailbox: tuple[str, str]) -> None:

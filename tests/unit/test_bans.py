@@ -1,16 +1,24 @@
 """Brute-force bans: policy.bans validation, what reaches Dovecot, Compose and bansd, bansd's
-counting (pure logic, time passed in) and its policy API, and the CLI's error lines."""
+counting (pure logic, time passed in) and its limits, its policy API served on loopback and
+what an attacker on its network can do to it, and the CLI's error lines."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import http.client
 import importlib.util
+import ipaddress
 import json
+import socket
 import sys
 import threading
+import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -67,6 +75,7 @@ def test_defaults_ban_after_ten_failures_for_an_hour() -> None:
     assert policy.enabled is True
     assert (policy.max_failures, policy.window, policy.ban_time) == (10, "10m", "1h")
     assert policy.max_delay == "15s" and policy.exempt_networks == []
+    assert policy.fail_closed is False
 
 
 def test_durations_are_read_as_operators_write_them() -> None:
@@ -110,6 +119,7 @@ def test_dovecot_asks_the_bans_service_about_every_login() -> None:
     assert "auth_policy_server_url = http://bans:12350/" in dovecot
     assert "remote=%{rip}" in dovecot and "pwhash=%{hashed_password}" in dovecot
     assert "auth_policy_report_after_auth = yes" in dovecot
+    assert "auth_policy_reject_on_fail = no" in dovecot  # fail open: mail goes on without bansd
     # The key and nonce come from a secret at start, never from a generated file.
     assert "!include_try /run/mailstack/auth-policy.conf" in dovecot
     assert "auth_policy_server_api_header" not in dovecot
@@ -126,6 +136,14 @@ def test_the_bans_service_is_hardened_and_on_the_back_end_only() -> None:
     assert service["mem_limit"] and service["pids_limit"] and service["healthcheck"]
     assert "bans_api_key" in compose["services"]["dovecot"]["secrets"]
     assert compose["services"]["dovecot"]["depends_on"]["bans"]["condition"] == "service_healthy"
+
+
+def test_fail_closed_makes_dovecot_refuse_logins_while_bansd_does_not_answer() -> None:
+    dovecot = rendered(with_bans(fail_closed=True))["config/dovecot/dovecot.conf"]
+    assert "auth_policy_reject_on_fail = yes" in dovecot
+    assert "auth_policy_reject_on_fail = no" not in dovecot
+    with pytest.raises(ConfigError, match=r"policy\.bans\.fail_closed"):
+        validate_config(with_bans(fail_closed="sometimes"))
 
 
 def test_bans_off_removes_the_service_and_the_policy() -> None:
@@ -264,7 +282,127 @@ def test_bans_survive_a_restart_until_they_expire() -> None:
     assert restarted.allow("192.0.2.2", now=120)[0] == -1  # banned 102..162: still on
 
 
-# --- bansd: the policy API Dovecot talks to ------------------------------------------------------
+# --- bansd: what the ban book may hold ----------------------------------------------------------
+
+
+def _deep_size(root: object) -> int:
+    """Bytes held by root and everything it references (each object counted once)."""
+    seen: set[int] = set()
+    stack, total = [root], 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, type):
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        stack.extend(gc.get_referents(item))
+    return total
+
+
+def _address(n: int) -> str:
+    return str(ipaddress.IPv4Address("10.0.0.0") + n)
+
+
+def test_tracked_addresses_are_bounded_and_the_least_recently_failing_goes_first() -> None:
+    ledger = book(max_failures=10)
+    assert ledger.capacity == bansd.MAX_TRACKED_CLIENTS
+    fail(ledger, "198.51.100.1", 1, "p1")  # stops failing: forgotten when room is needed
+    for n in range(bansd.MAX_TRACKED_CLIENTS + 100):
+        fail(ledger, _address(n), 1, "p1")
+        if n % 1000 == 0:  # goes on failing (one stale password: counts once)
+            fail(ledger, "198.51.100.2", 1, "p1")
+    assert len(ledger.failures) == bansd.MAX_TRACKED_CLIENTS
+    assert ledger.allow("198.51.100.1", now=2) == (0, "")
+    assert ledger.allow("198.51.100.2", now=2) == (1, "")
+
+
+def test_more_failures_per_address_mean_fewer_addresses_tracked() -> None:
+    slow = book(max_failures=100, window=50)
+    assert slow.capacity == bansd.MAX_FINGERPRINTS // 100
+    for n in range(120):  # never 100 within the window: only the newest 100 are kept
+        assert fail(slow, "192.0.2.1", n, f"p{n}") is None
+    assert len(slow.failures["192.0.2.1"].seen) == 100
+    fast = book(max_failures=100)
+    assert [fail(fast, "192.0.2.1", 1, f"p{n}") is None for n in range(100)] == [True] * 99 + [
+        False
+    ]
+
+
+def test_a_full_ban_table_keeps_every_ban_until_it_expires_and_delays_the_next_offender() -> None:
+    ledger = book(max_failures=2, ban_time=60, max_delay=2)
+    for n in range(bansd.MAX_BANS):
+        fail(ledger, _address(n), 1, "p1")
+        assert fail(ledger, _address(n), 1, "p2") is not None
+    late = "198.51.100.9"
+    for n in range(3):
+        assert fail(ledger, late, 10, f"p{n}") is None
+    assert ledger.bans_withheld >= 1
+    assert ledger.allow(late, now=11) == (2, "")  # not banned, but held max_delay
+    assert ledger.allow(_address(0), now=60) == ledger.allow(_address(4999), now=60)
+    assert ledger.allow(_address(0), now=60)[0] == -1  # no ban went early
+    assert fail(ledger, late, 62, "p9") is not None  # the bans expired: room again
+
+
+def test_offenders_left_unbanned_by_a_full_table_are_logged_once_a_minute(
+    state_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = bansd.Daemon(book(), KEY.encode(), state_file)
+    daemon.book.bans_withheld = 3
+    daemon.tick(100)
+    daemon.tick(101)
+    daemon.book.bans_withheld = 5
+    daemon.tick(130)
+    daemon.tick(161)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "3 more offender(s) only delayed" in lines[0]
+    assert "2 more offender(s) only delayed" in lines[1]
+
+
+def test_a_book_full_of_the_longest_logins_stays_within_its_memory_budget() -> None:
+    ledger = book(max_failures=10, window=86400, ban_time=86400)
+    login = "x" * 300 + "@example.test"
+    protocols = ["imap", "smtp", "sieve", "pop3", "submission", "lmtp", "doveadm", "a", "b", "c"]
+    for n in range(bansd.MAX_BANS + 10):  # banned
+        remote = _address(1 << 20 | n)
+        for f in range(10):
+            ledger.report(
+                remote, f"{f}{login}", f"{f:04x}", protocols[f], success=False, refused=False, now=1
+            )
+    for n in range(ledger.capacity + 10):  # failing, one short of a ban
+        for f in range(9):
+            fail(ledger, _address(n), 2, password=f"{f:04x}", login=f"{n}.{f}{login}")
+    assert len(ledger.bans) == bansd.MAX_BANS
+    assert len(ledger.failures) == ledger.capacity
+    held = _deep_size((ledger.failures, ledger.bans))
+    tracemalloc.start()
+    try:
+        ledger.dump()  # a save, and a listing for `mailstack security bans`
+        ledger.snapshot(now=3)
+        passing = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Beside Python's ~24 MiB and the connections' at most 5 MiB, within the 64 MiB limit:
+    assert held + passing < 24 << 20, f"held {held >> 20} MiB, {passing >> 20} MiB more at peak"
+
+
+# --- bansd: the policy API Dovecot talks to, and what an attacker on its network can do --------
+
+KEY = "k" * 32
+# Short times so the tests wait little, and fewer places than the attacks below take.
+TEST_LIMITS = bansd.Limits(
+    max_connections=16, head_timeout=1.0, body_timeout=1.0, idle_timeout=1.0, linger_time=0.5
+)
+
+
+@dataclass(frozen=True)
+class PolicyApi:
+    port: int
+    admin_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
 
 
 @pytest.fixture
@@ -273,16 +411,20 @@ def state_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def policy_api(state_file: Path) -> Iterator[str]:
-    daemon = bansd.Daemon(book(), b"k" * 32, state_file)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), bansd.handler(daemon, admin=False))
+def policy_api(state_file: Path) -> Iterator[PolicyApi]:
+    """The real server (both APIs, one thread) on loopback ports, as the daemon runs it."""
+    daemon = bansd.Daemon(book(), KEY.encode(), state_file)
+    server = bansd.Server.bind(
+        daemon, policy=("127.0.0.1", 0), admin=("127.0.0.1", 0), limits=TEST_LIMITS
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield PolicyApi(server.port(), server.port(admin=True))
     finally:
         server.shutdown()
-        server.server_close()
+        thread.join(timeout=5)
+        server.close()
 
 
 def _post(url: str, body: dict[str, Any], key: str | None) -> tuple[int, dict[str, Any]]:
@@ -296,24 +438,183 @@ def _post(url: str, body: dict[str, Any], key: str | None) -> tuple[int, dict[st
         return e.code, json.loads(e.read())
 
 
+def _exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes and read until the server closes (a timeout fails the test)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        return answer
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    sock.settimeout(0.5)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (the server runs in it)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
+def _bans_after_three_failures(api: PolicyApi, remote: str) -> bool:
+    failure = {"remote": remote, "login": "a@x", "protocol": "imap", "success": False}
+    for n in range(3):
+        status, _ = _post(f"{api.url}?command=report", {**failure, "pwhash": f"{n:04x}"}, KEY)
+        assert status == 200
+    status, answer = _post(f"{api.url}?command=allow", {"remote": remote}, KEY)
+    return status == 200 and answer["status"] == -1
+
+
 def test_the_policy_api_answers_dovecot_and_refuses_a_wrong_key(
-    policy_api: str, state_file: Path
+    policy_api: PolicyApi, state_file: Path
 ) -> None:
-    allow = f"{policy_api}?command=allow"
-    report = f"{policy_api}?command=report"
+    allow = f"{policy_api.url}?command=allow"
+    # A wrong key with a small body: the answer arrives whole (not lost to a reset).
     assert _post(allow, {"remote": "192.0.2.1"}, None)[0] == 403
     assert _post(allow, {"remote": "192.0.2.1"}, "k" * 31 + "x")[0] == 403
-    assert _post(allow, {"remote": "192.0.2.1"}, " " + "k" * 32) == (200, {"status": 0, "msg": ""})
-    failure = {"remote": "192.0.2.1", "login": "a@x", "protocol": "smtp", "success": False}
-    for n in range(3):
-        assert (
-            _post(report, {**failure, "pwhash": f"{n:04x}", "policy_reject": False}, "k" * 32)[0]
-            == 200
-        )
-    status, answer = _post(allow, {"remote": "192.0.2.1"}, "k" * 32)
-    assert status == 200 and answer["status"] == -1
+    assert _post(allow, {"remote": "192.0.2.1"}, " " + KEY) == (200, {"status": 0, "msg": ""})
+    assert _bans_after_three_failures(policy_api, "192.0.2.1")
     assert "192.0.2.1" in json.loads(state_file.read_text())["bans"]  # kept for a restart
-    assert _post(f"{policy_api}?command=nonsense", {}, "k" * 32)[0] == 404
+    assert _post(f"{policy_api.url}?command=nonsense", {}, KEY)[0] == 404
+
+
+def test_dovecot_keeps_one_connection_for_many_requests_until_it_idles(
+    policy_api: PolicyApi,
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", policy_api.port, timeout=5)
+    body = json.dumps({"remote": "192.0.2.1"})
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    sockets = []
+    for _ in range(3):
+        connection.request("POST", "/?command=allow", body=body, headers=headers)
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"status": 0, "msg": ""})
+        sockets.append(connection.sock)
+    assert sockets[0] is not None and sockets.count(sockets[0]) == 3
+    started = time.monotonic()
+    sockets[0].settimeout(TEST_LIMITS.idle_timeout + 2)
+    assert sockets[0].recv(1) == b""  # the server closed it, after idle_timeout
+    assert time.monotonic() - started >= TEST_LIMITS.idle_timeout - 0.2
+    connection.close()
+
+
+def test_the_admin_api_needs_no_key_and_lists_the_bans(policy_api: PolicyApi) -> None:
+    assert _bans_after_three_failures(policy_api, "192.0.2.7")
+    status, listing = _post(f"http://127.0.0.1:{policy_api.admin_port}/bans", {}, None)
+    assert status == 200 and [ban["address"] for ban in listing["bans"]] == ["192.0.2.7"]
+
+
+@pytest.mark.parametrize("length", ["200000000", "-1", None], ids=["200MB", "minus-1", "none"])
+@pytest.mark.parametrize("key", [None, "k" * 31 + "x"], ids=["no-key", "wrong-key"])
+def test_a_wrong_key_is_answered_from_the_head_alone_and_the_connection_closed(
+    policy_api: PolicyApi, key: str | None, length: str | None
+) -> None:
+    head = (
+        "POST /?command=allow HTTP/1.1\r\nHost: bans\r\n"
+        + (f"X-API-Key: {key}\r\n" if key else "")
+        + (f"Content-Length: {length}\r\n" if length else "")
+        + "\r\n"
+    )
+    started = time.monotonic()
+    # Not one body byte is sent: an answer proves the server did not wait to read one, and
+    # _exchange returning proves it closed the connection.
+    answer = _exchange(policy_api.port, head.encode())
+    assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer
+    assert b"wrong or missing X-API-Key" in answer
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ("Content-Length: -1", 400),
+        ("Content-Length: 65537", 413),
+        ("Content-Length: 99999999999999999999", 400),
+        ("Content-Length: 5\r\nContent-Length: 7", 400),
+        ("Transfer-Encoding: chunked", 411),
+        ("", 411),
+    ],
+    ids=["negative", "over-64KiB", "huge", "two-lengths", "chunked", "no-length"],
+)
+def test_a_body_of_unknown_or_excessive_length_is_refused_before_it_is_read(
+    policy_api: PolicyApi, fields: str, status: int
+) -> None:
+    head = f"POST /?command=allow HTTP/1.1\r\nX-API-Key: {KEY}\r\n" + (
+        f"{fields}\r\n\r\n" if fields else "\r\n"
+    )
+    answer = _exchange(policy_api.port, head.encode())  # no body sent: answered and closed
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+
+
+@pytest.mark.parametrize("key", [KEY, None], ids=["right-key", "no-key"])
+def test_a_200_mb_flood_with_content_length_minus_one_is_refused_and_memory_stays_small(
+    policy_api: PolicyApi, key: str | None
+) -> None:
+    before = _rss()
+    peak = [before]
+    flooding = threading.Event()
+
+    def sample() -> None:
+        while flooding.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    head = "POST /?command=allow HTTP/1.1\r\n" + (f"X-API-Key: {key}\r\n" if key else "")
+    chunk = bytes(1 << 20)
+    sent = 0
+    flooding.set()
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with socket.create_connection(("127.0.0.1", policy_api.port), timeout=5) as sock:
+            sock.sendall(f"{head}Content-Length: -1\r\n\r\n".encode())
+            # The server answers and closes at once: the send fails with the buffers full.
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                while sent < 200 << 20:
+                    sock.sendall(chunk)
+                    sent += len(chunk)
+    finally:
+        flooding.clear()
+        sampler.join()
+    assert sent < 32 << 20, f"the server took {sent >> 20} MiB"
+    assert peak[0] - before < 16 << 20, f"memory grew by {(peak[0] - before) >> 20} MiB"
+    assert _bans_after_three_failures(policy_api, "192.0.2.9")
+
+
+def test_idle_and_trickling_sockets_hold_no_thread_and_do_not_delay_a_good_request(
+    policy_api: PolicyApi,
+) -> None:
+    threads = threading.active_count()
+    address = ("127.0.0.1", policy_api.port)
+    # 60 sockets, more than the server's 16 places: 30 silent, 30 sending a head byte by byte.
+    silent = [socket.create_connection(address) for _ in range(30)]
+    trickling = [socket.create_connection(address) for _ in range(30)]
+    try:
+        started = time.monotonic()
+        status, answer = _post(f"{policy_api.url}?command=allow", {"remote": "192.0.2.1"}, KEY)
+        assert (status, answer) == (200, {"status": 0, "msg": ""})
+        assert time.monotonic() - started < 1.0
+        # However slowly a head trickles in, it has head_timeout in all.
+        until = time.monotonic() + TEST_LIMITS.head_timeout + 1.0
+        while time.monotonic() < until:
+            for sock in trickling:
+                with contextlib.suppress(OSError):  # dropped already
+                    sock.send(b"X")
+            assert threading.active_count() == threads
+            time.sleep(0.2)
+        assert [_closed_by_server(sock) for sock in silent + trickling] == [True] * 60
+        assert _bans_after_three_failures(policy_api, "192.0.2.10")
+    finally:
+        for sock in silent + trickling:
+            sock.close()
 
 
 # --- the command line --------------------------------------------------------------------------
