@@ -19,7 +19,13 @@ from pathlib import Path
 
 from mailstack import aptsources, imagerefs, packageplan, process
 from mailstack.errors import ExternalCommandFailed, MailstackError
-from mailstack.imagetags import BASE_CONTEXT, DEBIAN_IMAGE, content_tag, files_digest
+from mailstack.imagetags import (
+    BASE_CONTEXT,
+    DEBIAN_IMAGE,
+    content_tag,
+    context_digest,
+    files_digest,
+)
 from mailstack.resources import build_contexts_dir
 
 PACKAGES_LABEL = "org.mailstack.packages"
@@ -147,13 +153,12 @@ def ensure_base_layer(apt_sources: Path | None = None) -> str:
     ensure_base_image(apt_sources=apt_sources)
     generated = base_layer_files(apt_sources)
     shipped = build_contexts_dir() / BASE_CONTEXT
-    debian_id = image_id(DEBIAN_IMAGE) or ""
-    shipped_files = {
-        path.relative_to(shipped).as_posix(): path.read_bytes()
-        for path in shipped.rglob("*")
-        if path.is_file()
+    identity = {
+        **generated,
+        "debian-image": (image_id(DEBIAN_IMAGE) or "").encode(),
+        "compose/base": context_digest(BASE_CONTEXT).encode(),
     }
-    tag = files_digest({**shipped_files, **generated, "debian-image": debian_id.encode()})[:16]
+    tag = files_digest(identity)[:16]
     layer = f"mailstack/base:{tag}"
     if image_exists(layer):
         return layer
@@ -240,6 +245,14 @@ def pull_all(images: dict[str, str]) -> None:
         process.run(["docker", "pull", image], timeout=1800, what=f"docker pull {image}")
 
 
+def pull_and_record(root: Path, registry: str, names: Sequence[str]) -> dict[str, str]:
+    """images.registry: pull the named images and record them in .env."""
+    pulled = {name: reference(registry, name) for name in names}
+    pull_all(pulled)
+    imagerefs.write(root, pulled)
+    return pulled
+
+
 def ensure_images(
     root: Path,
     names: Sequence[str],
@@ -256,10 +269,7 @@ def ensure_images(
     if not missing:
         return have
     if registry:
-        pulled = {name: reference(registry, name) for name in missing}
-        pull_all(pulled)
-        imagerefs.write(root, pulled)
-        return {**have, **pulled}
+        return {**have, **pull_and_record(root, registry, missing)}
     result = build_current(missing, apt_sources=apt_sources, progress=progress)
     imagerefs.write(root, result.references)
     return {**have, **result.references}

@@ -72,10 +72,7 @@ def build(
     wanted = names if names is not None else wanted_images(stack)
     registry = stack.config.images.registry
     if registry:
-        pulled = {name: images.reference(registry, name) for name in wanted}
-        images.pull_all(pulled)
-        imagerefs.write(stack.dir.root, pulled)
-        return images.ImagesResult(pulled, (), {})
+        return images.ImagesResult(images.pull_and_record(stack.dir.root, registry, wanted), (), {})
     result = images.build_current(
         wanted, apt_sources=stack.config.images.apt_sources_path, progress=progress
     )

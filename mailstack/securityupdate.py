@@ -30,6 +30,7 @@ from mailstack import (
 )
 from mailstack.errors import MailstackError, UsageError
 from mailstack.securitycheck import UpdatesReport
+from mailstack.stackdir import StackDir
 from mailstack.update import (
     HEALTH_TIMEOUT,
     Progress,
@@ -98,7 +99,7 @@ def security_update(
     health_timeout: float = HEALTH_TIMEOUT,
 ) -> SecurityUpdateResult:
     started = time.monotonic()
-    records = UpdateRecords(lifecycle.Stack.load(root).dir.require())
+    records = UpdateRecords(StackDir(root).require())
     rolled_back = roll_back_interrupted(root, records, progress, health_timeout)
     current = lifecycle.Stack.load(root)
     require_current_release(current)

@@ -345,7 +345,7 @@ def _needs_recreate(new: lifecycle.Stack, service: str, config_changed: set[str]
         return True
     running = _running_image_ids(new).get(service)
     wanted = new.compose.images().get(service, "")
-    return running is None or running != _image_id(wanted)
+    return running is None or running != images.image_id(wanted)
 
 
 def _services_with_changed_config(report: Any) -> set[str]:
@@ -555,13 +555,6 @@ def _running_image_ids(current: lifecycle.Stack) -> dict[str, str]:
         if result.returncode == 0:
             ids[state.service] = result.stdout.decode().strip()
     return ids
-
-
-def _image_id(reference: str) -> str | None:
-    result = process.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", reference], check=False, timeout=60
-    )
-    return result.stdout.decode().strip() if result.returncode == 0 else None
 
 
 def _docker_free_bytes() -> int | None:
