@@ -23,7 +23,11 @@ from mailstack.stackdir import atomic_write
 
 TLS_DIR = "tls"
 TRUSTED = "trusted.pem"
-CA_VALIDITY = datetime.timedelta(days=3650)
+# Two years, renewed (same key) 90 days before the end: a leaked copy of an old CA
+# certificate stops mattering within two years, and clients that imported ca.pem keep
+# verifying across a renewal until their copy expires.
+CA_VALIDITY = datetime.timedelta(days=730)
+CA_RENEW_BEFORE = datetime.timedelta(days=90)
 SERVER_VALIDITY = datetime.timedelta(days=365)  # Mozilla intermediate: at most 366
 RENEW_BEFORE = datetime.timedelta(days=30)
 
@@ -47,18 +51,19 @@ def ensure_selfsigned(
     tls_dir.mkdir(mode=0o755, exist_ok=True)
     ca_key_path = stack_dir / "secrets" / "ca.key"
     ca_cert_path = tls_dir / "ca.pem"
+    wanted = sorted({hostname, *names})
     created_ca = False
-    if not (ca_key_path.exists() and ca_cert_path.exists()):
-        ca_key = ec.generate_private_key(ec.SECP384R1())
-        ca_cert = _issue_ca(ca_key, hostname, now)
-        atomic_write(ca_key_path, _key_pem(ca_key), 0o600)
-        atomic_write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        created_ca = True
+    if not ca_key_path.exists():
+        atomic_write(ca_key_path, _key_pem(ec.generate_private_key(ec.SECP384R1())), 0o600)
+        ca_cert_path.unlink(missing_ok=True)
     ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     assert isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey)  # noqa: S101  # we wrote it
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-
-    wanted = sorted({hostname, *names})
+    ca_cert = load_certificate(ca_cert_path)
+    if ca_cert is None or ca_needs_reissue(ca_cert, wanted, now):
+        # The same key: certificates it issued before still verify against the new one.
+        ca_cert = _issue_ca(ca_key_loaded, hostname, wanted, now)
+        atomic_write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        created_ca = True
     cert_path = tls_dir / "cert.pem"
     current = load_certificate(cert_path)
     if (
@@ -84,8 +89,42 @@ def ensure_selfsigned(
     return TlsReport(created_ca, True, cert.not_valid_after_utc)
 
 
+def ca_needs_reissue(ca_cert: x509.Certificate, names: list[str], now: datetime.datetime) -> bool:
+    """True when the CA is due, or its name constraints are not exactly the served names
+    (a CA from before constraints, or a domain added or removed since)."""
+    if ca_cert.not_valid_after_utc - now <= CA_RENEW_BEFORE:
+        return True
+    return permitted_names(ca_cert) != sorted(names)
+
+
+def permitted_names(ca_cert: x509.Certificate) -> list[str] | None:
+    """The DNS names a CA may issue for (its name constraints), None when unconstrained."""
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    return sorted(
+        subtree.value
+        for subtree in constraints.permitted_subtrees or ()
+        if isinstance(subtree, x509.DNSName)
+    )
+
+
+def _name_constraints(names: list[str]) -> x509.NameConstraints:
+    """Exactly the names the stack serves (RFC 5280: each with its subdomains), no IP
+    address at all: a stolen CA key cannot mint a certificate for a bank, nor for another
+    host of the operator's own domains."""
+    return x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName(name) for name in names],
+        excluded_subtrees=[
+            x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+            x509.IPAddress(ipaddress.ip_network("::/0")),
+        ],
+    )
+
+
 def _issue_ca(
-    key: ec.EllipticCurvePrivateKey, hostname: str, now: datetime.datetime
+    key: ec.EllipticCurvePrivateKey, hostname: str, names: list[str], now: datetime.datetime
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mailstack CA for {hostname}")])
     return (
@@ -97,6 +136,9 @@ def _issue_ca(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_name_constraints(names), critical=True)
+        # Server certificates only (browsers and OpenSSL honour EKU on a CA).
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -136,7 +178,7 @@ def _issue_server(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + SERVER_VALIDITY)
+        .not_valid_after(min(now + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

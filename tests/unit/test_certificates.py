@@ -7,6 +7,7 @@ import datetime
 import json
 import shlex
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -351,3 +352,97 @@ def test_renew_in_another_mode_is_a_usage_error(stack_root: Path) -> None:
     assert code == 0, text
     code, text = invoke("tls", "renew", "--dir", str(stack_root))
     assert code == 2 and "tls.mode: 'selfsigned' gets no ACME certificates" in text
+
+
+# --- the stack's own CA (tls.mode selfsigned) ---------------------------------------------------
+
+
+def _openssl_verify(ca: Path, leaf_pem: bytes, tmp_path: Path, name: str) -> str:
+    """OpenSSL's own verdict (it enforces name constraints) on a leaf for one host name:
+    "OK", or its error."""
+    leaf = tmp_path / f"leaf-{name}.pem"
+    leaf.write_bytes(leaf_pem)
+    result = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca), "-verify_hostname", name, str(leaf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "OK" if result.returncode == 0 else result.stdout + result.stderr
+
+
+def _minted(root: Path, names: list[str]) -> bytes:
+    """A certificate an attacker holding the CA's key would mint for these names."""
+    ca_key = serialization.load_pem_private_key((root / "secrets" / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate((root / "tls" / "ca.pem").read_bytes())
+    return pem(
+        tls._issue_server(ec.generate_private_key(ec.SECP256R1()), names, ca_key, ca_cert, NOW)
+    )
+
+
+def test_the_stacks_ca_can_issue_only_for_the_names_it_serves(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    report = tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    assert report.created_ca and report.issued_server
+    ca_path = tmp_path / "tls" / "ca.pem"
+    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    assert tls.permitted_names(ca) == sorted(NAMES)
+    assert ca.not_valid_after_utc - NOW < datetime.timedelta(days=731)
+    served = (tmp_path / "tls" / "cert.pem").read_bytes()
+    assert _openssl_verify(ca_path, served, tmp_path, NAMES[0]) == "OK"
+    # With the CA's key stolen: a bank, another host of the operator's domain, an IP address.
+    for outside in ["bank.example.com", "www.example.test", "example.test"]:
+        verdict = _openssl_verify(ca_path, _minted(tmp_path, [outside]), tmp_path, outside)
+        assert "permitted subtree violation" in verdict
+    ip_leaf = _minted(tmp_path, [NAMES[0], "192.0.2.1"])
+    assert "excluded subtree violation" in _openssl_verify(ca_path, ip_leaf, tmp_path, NAMES[0])
+
+
+def test_a_new_domain_or_an_old_unconstrained_ca_reissues_the_ca_with_the_same_key(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    key_before = (tmp_path / "secrets" / "ca.key").read_bytes()
+    ca_before = (tmp_path / "tls" / "ca.pem").read_bytes()
+    # Nothing changed: nothing re-issued.
+    again = tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    assert not again.created_ca and not again.issued_server
+    # A domain added: the CA's constraints grow, its key stays; the old leaf still verifies.
+    old_leaf = (tmp_path / "tls" / "cert.pem").read_bytes()
+    more = (*NAMES[1:], "mta-sts.example.net")
+    report = tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW)
+    assert report.created_ca and report.issued_server
+    assert (tmp_path / "secrets" / "ca.key").read_bytes() == key_before
+    ca_path = tmp_path / "tls" / "ca.pem"
+    assert ca_path.read_bytes() != ca_before
+    assert "mta-sts.example.net" in (
+        tls.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) or []
+    )
+    assert _openssl_verify(ca_path, old_leaf, tmp_path, NAMES[0]) == "OK"
+    # A CA from before name constraints (ten years, unconstrained) is replaced on render.
+    ca_key = serialization.load_pem_private_key(key_before, None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+    unconstrained = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA384())
+    )
+    ca_path.write_bytes(pem(unconstrained))
+    assert tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW).created_ca
+    assert tls.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) is not None
+    # Renewed 90 days before its end, with the same key.
+    late = NOW + tls.CA_VALIDITY - datetime.timedelta(days=89)
+    assert tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=late).created_ca
+    renewed = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    assert renewed.not_valid_after_utc > late + datetime.timedelta(days=600)
+    served = x509.load_pem_x509_certificate((tmp_path / "tls" / "cert.pem").read_bytes())
+    assert served.not_valid_after_utc <= renewed.not_valid_after_utc
