@@ -375,8 +375,13 @@ class Ports(Section):
 
 class Network(Section):
     bind_ipv4: IPv4 = Field(default="0.0.0.0", description="address the published ports bind to")  # noqa: S104  # a mail server listens publicly by design
-    ipv6: bool = Field(default=False, description="also publish the ports on bind_ipv6")
-    bind_ipv6: IPv6 = Field(default="::", description="IPv6 address the ports bind to")
+    ipv6: bool = Field(
+        default=False,
+        description="also publish the ports on bind_ipv6; not supported yet (must be false)",
+    )
+    bind_ipv6: IPv6 = Field(
+        default="::", description="IPv6 address the ports would bind to (with network.ipv6)"
+    )
     frontend_subnet: Subnet = Field(
         default="172.29.80.0/24",
         description="network of the services that publish ports; private IPv4, /24 or larger "
@@ -388,6 +393,20 @@ class Network(Section):
         "larger (fixed addresses .24, .53, .81; Docker picks the rest from .128-.255)",
     )
     ports: Ports = Field(default_factory=Ports)
+
+    @field_validator("ipv6")
+    @classmethod
+    def _ipv4_only(cls, value: bool) -> bool:
+        # Docker's userland proxy would hand every IPv6 client to the stack as one IPv4
+        # address (the gateway's): one client could ban all IPv6 users, exhaust every IPv6
+        # sender's rate limit, and SPF would judge the wrong address. SECURITY.md: IPv6.
+        if value:
+            raise ValueError(
+                "is not supported yet: Docker would show every IPv6 client to the stack "
+                "as one IPv4 address, so bans, rate limits and SPF would judge the wrong "
+                "client; allowed: false (SECURITY.md, IPv6)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Network:

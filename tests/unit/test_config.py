@@ -165,3 +165,12 @@ def test_several_problems_reported_as_first_plus_count() -> None:
     with pytest.raises(ConfigError) as caught:
         validate_config({"hostname": "bad host", "domain": "also bad"})
     assert caught.value.hint == "1 more problem(s) after this one"
+
+
+def test_ipv6_is_refused_until_the_stack_sees_real_ipv6_client_addresses() -> None:
+    """Published through Docker's proxy, every IPv6 client would arrive as one IPv4 address:
+    one client could ban all IPv6 users (issue 14). Refused in one line, naming the key."""
+    message = error_for({**BASE, "network": {"ipv6": True}})
+    assert message.startswith("mailstack.yaml: network.ipv6: True is not supported yet")
+    assert "allowed: false" in message and "\n" not in message
+    assert validate_config({**BASE, "network": {"ipv6": False}}).network.ipv6 is False
