@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from mailstack.lifecycle import Stack
 
 SERVED_STAMP = "tls-served.sha256"  # .mailstack/: the certificate the daemons were given
+FRONT_RELOAD = ["nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"]
 RELOADS = (
     ("postfix", ["postfix", "reload"]),
     ("dovecot", ["doveadm", "reload"]),
-    ("front", ["nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"]),
+    ("front", FRONT_RELOAD),
 )
 
 

@@ -156,6 +156,9 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         },
         # The MTA-STS policy the front serves at https://mta-sts.<domain>/.
         "mta_sts_policy": dnsrecords.mta_sts_policy(config).lines,
+        # The only names the front answers on 443 (each mail domain's MTA-STS and autoconfig
+        # hosts); any other Host gets 421, never the webmail.
+        "front_names": front_names(config, [key.domain for key in inputs.dkim_keys]),
         # Sandbox DNS: the zones the stack's resolver serves itself and their records as
         # (owner name, type, data in zone-file form): what `mailstack dns records` prints
         # for the first domain, so `check dns` passes there. The frontend gateway, the
@@ -263,3 +266,11 @@ def rendered_services(rendered: Mapping[str, bytes]) -> set[str]:
         for path in rendered
         if path.startswith("config/") and len(PurePosixPath(path).parts) > 2
     }
+
+
+def front_names(config: Config, domains: list[str]) -> dict[str, list[str]]:
+    """The web names the front serves besides the hostname, by the server block that
+    answers them: mta-sts.<domain>, and autoconfig./autodiscover.<domain>."""
+    names = dnsrecords.certificate_names(config, domains)
+    mta_sts = [name for name in names if name.startswith(f"{dnsrecords.MTA_STS_HOST}.")]
+    return {"mta_sts": mta_sts, "autoconfig": [name for name in names if name not in mta_sts]}

@@ -130,6 +130,7 @@ class DomainKeyResult:
     restarted: tuple[str, ...]
     reloaded: tuple[str, ...] = ()  # took a certificate with the domain's web names
     acme_pending: bool = False  # tls.mode acme: the names come with the next renewal
+    front_reloaded: bool = False  # answers the domain's web names (its certificate unchanged)
 
     def __str__(self) -> str:
         made = "created" if self.created else "kept"
@@ -141,6 +142,8 @@ class DomainKeyResult:
             line += (
                 f"\nthe certificate now covers its web names: reloaded {', '.join(self.reloaded)}"
             )
+        if self.front_reloaded:
+            line += f"\nthe front now answers the web names of {self.key.domain}: reloaded it"
         if self.acme_pending:
             line += (
                 f"\nthe certificate gets the web names of {self.key.domain} at the next renewal "
@@ -171,8 +174,13 @@ def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
     else:
         restart = ()
     reloaded = tuple(certreload.reload_if_changed(stack)) if running else ()
+    # The front answers only the names it knows, and the new domain's web names are new.
+    front_changed = any(outcome.path.startswith("config/front/") for outcome in report.changed())
+    front_reloaded = front_changed and "front" in running and "front" not in reloaded
+    if front_reloaded:
+        stack.compose.exec("front", certreload.FRONT_RELOAD)
     acme_pending = stack.config.tls.mode == "acme" and made.created
-    return DomainKeyResult(made.key, made.created, restart, reloaded, acme_pending)
+    return DomainKeyResult(made.key, made.created, restart, reloaded, acme_pending, front_reloaded)
 
 
 def resolve(root: Path, paths: list[str]) -> list[str]:

@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import DOMAIN, PORTS, PROJECT, RunningStack
+from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, RunningStack
 from tests.e2e.mail import OUTSIDE_SENDER, fetch_by_subject, inbox_subjects, message, submit
 from tests.e2e.test_policy import deliver_inbound, from_sink, refusal, signature_tags
+from tests.e2e.test_webmail import https_request
 
 OUTSIDE = "friend@elsewhere.example"
 
@@ -243,3 +244,35 @@ def _recorded_image(stack: RunningStack, image: str) -> str:
         if line.startswith(f"MAILSTACK_IMAGE_{image.upper()}="):
             return line.split("=", 1)[1]
     raise AssertionError(f"no {image} image recorded in .env")
+
+
+@pytest.mark.parametrize(
+    "forged_host",
+    [
+        "evil.example",
+        "mta-sts.evil.example",
+        "autoconfig.evil.example",
+        "127.0.0.1",
+        "example.test",
+    ],
+)
+def test_a_forged_host_header_gets_421_never_the_webmail(
+    stack: RunningStack, forged_host: str
+) -> None:
+    """Roundcube trusts any Host (no trusted host patterns); the front must not hand it one.
+    The TLS name is the real hostname, as a browser that followed a link would send it."""
+    status, _, body = https_request(stack, forged_host, "/")
+    assert status == 421
+    assert b"roundcube" not in body.lower() and forged_host.encode() not in body
+    with (
+        socket.create_connection(("127.0.0.1", PORTS["https"]), timeout=10) as raw,
+        stack.tls_context().wrap_socket(raw, server_hostname=HOSTNAME) as tls,
+    ):
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {forged_host}\r\nConnection: close\r\n\r\n".encode())
+        head = tls.recv(4096).split(b"\r\n", 1)[0]
+    assert head == b"HTTP/1.1 421 Misdirected Request"
+    # The stack's own names are served as before.
+    status, _, body = https_request(stack, HOSTNAME, "/")
+    assert status == 200 and b"roundcube" in body.lower()
+    status, _, policy = https_request(stack, f"mta-sts.{DOMAIN}", "/.well-known/mta-sts.txt")
+    assert status == 200 and policy.startswith(b"version: STSv1")

@@ -125,12 +125,28 @@ def test_the_mta_sts_id_changes_with_the_policy() -> None:
 def test_the_front_serves_the_policy_and_its_certificate_names_the_host() -> None:
     rendered = render_stack(RenderInputs(config(mta_sts_mode="enforce"), "1"))
     nginx = rendered["config/front/nginx.conf"].decode()
-    assert "server_name ~^mta-sts\\.;" in nginx
+    assert "server_name mta-sts.example.org;" in nginx
     assert (
         'return 200 "version: STSv1\\r\\nmode: enforce\\r\\nmx: mail.example.org\\r\\n'
         'max_age: 604800\\r\\n";'
     ) in nginx
     assert "mta-sts.example.org" in certificate_names(config())
+
+
+def test_the_front_answers_only_the_names_of_its_domains_and_421_for_any_other(
+    keys: tuple[dkim.DkimKey, ...],
+) -> None:
+    nginx = render_stack(RenderInputs(config(), "1", dkim_keys=keys))[
+        "config/front/nginx.conf"
+    ].decode()
+    assert "server_name mta-sts.example.org mta-sts.shop.example.org;" in nginx
+    assert (
+        "server_name autoconfig.example.org autodiscover.example.org "
+        "autoconfig.shop.example.org autodiscover.shop.example.org;"
+    ) in nginx
+    default = nginx.split("listen 443 ssl http2 default_server;")[1].split("server {")[0]
+    assert "server_name _;" in default and "return 421;" in default
+    assert "~^" not in nginx  # no pattern that would take any name
 
 
 def test_the_sandbox_zone_serves_what_dns_records_prints(
