@@ -9,6 +9,7 @@ and on every `up` whose certificate is not the one they were last told about.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailstack.stackdir import STATE_DIR, atomic_write
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from mailstack.lifecycle import Stack
 
 SERVED_STAMP = "tls-served.sha256"  # .mailstack/: the certificate the daemons were given
+CA_STAMP = "tls-ca-served.sha256"  # .mailstack/: the CA the CA holders were started with
+# Services that trust the stack's CA through a single-file bind mount (compose.yaml): such a
+# mount keeps the file it was started with when ca.pem is replaced (a new domain widens the
+# CA's name constraints), so they are restarted to read the new one.
+CA_HOLDERS = ("webmail", "mta-sts")
+TRUST_FILES = ("ca.pem", "trusted.pem")
 FRONT_RELOAD = ["nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"]
 RELOADS = (
     ("postfix", ["postfix", "reload"]),
@@ -45,15 +52,39 @@ def reload_daemons(stack: Stack) -> list[str]:
     return reloaded
 
 
-def reload_if_changed(stack: Stack) -> list[str]:
-    """After `up`: reload when tls/ holds another certificate than the daemons were given."""
-    stamp = stack.dir.root / STATE_DIR / SERVED_STAMP
+def reload_if_changed(stack: Stack, wait_healthy: Callable[[list[str]], None]) -> list[str]:
+    """After `up` or `domain add`: reload when tls/ holds another certificate than the
+    daemons were given, and restart the CA holders (then wait for them) when the CA changed."""
+    served = _stamp(stack, SERVED_STAMP)
+    reloaded: list[str] = []
+    if served != certificate_digest(stack):
+        reloaded = reload_daemons(stack)
+        # No stamp yet (a stack's first `up`): the daemons have just read the files anyway.
+        reloaded = reloaded if served else []
+    trusted = trust_digest(stack)
+    started_with = _stamp(stack, CA_STAMP)
+    if started_with != trusted:
+        running = {state.service for state in stack.compose.ps() if state.state == "running"}
+        holders = [service for service in CA_HOLDERS if service in running]
+        if started_with and holders:
+            stack.compose.run(["restart", *holders], timeout=300)
+            wait_healthy(holders)
+            reloaded += holders
+        atomic_write(stack.dir.root / STATE_DIR / CA_STAMP, trusted.encode() + b"\n")
+    return reloaded
+
+
+def trust_digest(stack: Stack) -> str:
+    tls_dir = stack.dir.root / TLS_DIR
+    digest = hashlib.sha256()
+    for name in TRUST_FILES:
+        path = tls_dir / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    return digest.hexdigest()
+
+
+def _stamp(stack: Stack, name: str) -> str:
     try:
-        served = stamp.read_text().strip()
+        return (stack.dir.root / STATE_DIR / name).read_text().strip()
     except OSError:
-        served = ""
-    if served == certificate_digest(stack):
-        return []
-    reloaded = reload_daemons(stack)
-    # No stamp yet (a stack's first `up`): the daemons have just read the files anyway.
-    return reloaded if served else []
+        return ""

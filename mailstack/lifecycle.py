@@ -122,7 +122,9 @@ def up(
     if wait:
         wait_healthy(stack, None, timeout, progress)
         # Containers that kept running since the certificate changed still serve the old one.
-        reloaded = certreload.reload_if_changed(stack)
+        reloaded = certreload.reload_if_changed(
+            stack, lambda services: wait_healthy(stack, services, timeout, progress)
+        )
     return UpResult(
         time.monotonic() - started, tuple(built), tuple(applied), status(stack), tuple(reloaded)
     )

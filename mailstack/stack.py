@@ -173,7 +173,15 @@ def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
         lifecycle.wait_healthy(stack, list(restart), 300, None)
     else:
         restart = ()
-    reloaded = tuple(certreload.reload_if_changed(stack)) if running else ()
+    reloaded = (
+        tuple(
+            certreload.reload_if_changed(
+                stack, lambda services: lifecycle.wait_healthy(stack, services, 300, None)
+            )
+        )
+        if running
+        else ()
+    )
     # The front answers only the names it knows, and the new domain's web names are new.
     front_changed = any(outcome.path.startswith("config/front/") for outcome in report.changed())
     front_reloaded = front_changed and "front" in running and "front" not in reloaded

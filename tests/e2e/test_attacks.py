@@ -276,3 +276,19 @@ def test_a_forged_host_header_gets_421_never_the_webmail(
     assert status == 200 and b"roundcube" in body.lower()
     status, _, policy = https_request(stack, f"mta-sts.{DOMAIN}", "/.well-known/mta-sts.txt")
     assert status == 200 and policy.startswith(b"version: STSv1")
+
+
+def test_a_domain_added_later_is_answered_by_name_and_others_still_get_421(
+    stack: RunningStack,
+) -> None:
+    added = f"later-{uuid.uuid4().hex[:6]}.example.test"
+    output = stack.cli("domain", "add", added).stdout
+    assert "reloaded" in output
+    status, _, policy = https_request(stack, f"mta-sts.{added}", "/.well-known/mta-sts.txt")
+    assert status == 200 and policy.startswith(b"version: STSv1")
+    status, _, _ = https_request(
+        stack, f"autoconfig.{added}", f"/mail/config-v1.1.xml?emailaddress=someone%40{added}"
+    )
+    assert status == 200
+    status, _, _ = https_request(stack, f"mta-sts.not-{added}", "/.well-known/mta-sts.txt")
+    assert status == 421

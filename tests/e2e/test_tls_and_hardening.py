@@ -456,14 +456,13 @@ def test_compose_lint_finds_nothing_high_or_critical(stack: RunningStack) -> Non
 
 
 def test_compose_lint_finds_nothing_high_or_critical_in_production(tmp_path: Path) -> None:
-    # The e2e stack is a sandbox without antivirus; production adds clamav, IPv6 and egress.
+    # The e2e stack is a sandbox without antivirus; production adds clamav and egress.
     config = validate_config(
         {
             "hostname": "mail.example.org",
             "domain": "example.org",
             "mode": "production",
             "features": {"antivirus": True},
-            "network": {"ipv6": True},
         }
     )
     compose_file = tmp_path / "compose.yaml"
