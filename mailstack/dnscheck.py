@@ -48,12 +48,12 @@ from mailstack.mailauth import (
     parse_spf,
     parse_tls_rpt,
 )
+from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 RESOLVER_HOST_OFFSET = 53  # the resolver's fixed address on each stack network (+53)
 QUERY_TIMEOUT = 5.0
 HTTPS_TIMEOUT = 10.0
 MAX_POLICY_BYTES = 64 * 1024
-PASS, FAIL, WARN = "pass", "FAIL", "warn"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class CheckRow:
     name: str  # the DNS name (or URL) looked at
     expected: str
     found: str
-    verdict: str  # pass, FAIL, warn
+    verdict: Verdict
     fix: str  # one line; empty when it passes
 
 
@@ -229,7 +229,9 @@ def _host_rows(config: Config, lookup: Lookup) -> list[CheckRow]:
 
 
 def _judge(config: Config, group: str, record: Record, lookup: Lookup) -> CheckRow:  # noqa: PLR0911, PLR0912  # one case per kind
-    def row(expected: str, found: str, ok: bool, fix: str, verdict: str | None = None) -> CheckRow:
+    def row(
+        expected: str, found: str, ok: bool, fix: str, verdict: Verdict | None = None
+    ) -> CheckRow:
         return CheckRow(
             group,
             record.kind,

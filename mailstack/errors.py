@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Every exit code of every command (README: "Exit codes"). 0, 1 and 2 mean the same
+# everywhere; each code above names one state of one command, never two.
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = 1  # something failed (the red line says what)
+EXIT_USAGE = 2  # bad input: an argument, or a value in a file (nothing was changed)
+# `check tls`: nothing failed, but the chain ends at the stack's own CA (tls.mode selfsigned):
+# fine offline, trusted by no other server.
+EXIT_OWN_CA = 3
+# `check updates`: Debian security fixes wait for an image (`update --security` takes them).
+EXIT_SECURITY_PENDING = 4
+# `dkim rotate`: the new key's record is not visible in DNS yet; signing switches once it is.
+EXIT_DKIM_PENDING = 5
 
 
 class MailstackError(Exception):

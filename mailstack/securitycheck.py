@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import imagerefs, images, packageplan
-from mailstack.errors import MailstackError
+from mailstack.errors import EXIT_OK, EXIT_SECURITY_PENDING, MailstackError
 from mailstack.stackdir import atomic_write
 
 STATE_FILE = "security.json"
-EXIT_SECURITY_PENDING = 4  # `check updates`: Debian security fixes wait for an image
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class UpdatesReport:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_SECURITY_PENDING if self.security_fixes else 0
+        return EXIT_SECURITY_PENDING if self.security_fixes else EXIT_OK
 
     def digest(self) -> str:
         """What is pending (images, packages, versions): a notice is sent once per change."""

@@ -42,14 +42,17 @@ from mailstack import acme, process
 from mailstack.config import Config
 from mailstack.dnscheck import mail_domains
 from mailstack.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
-from mailstack.errors import ExternalCommandFailed, MailstackError
+from mailstack.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_OWN_CA,
+    ExternalCommandFailed,
+    MailstackError,
+)
 from mailstack.lifecycle import Stack
 from mailstack.stackdir import STATE_DIR
+from mailstack.verdict import FAIL, WARN, Verdict, worst
 
-PASS, FAIL, WARN = "pass", "FAIL", "warn"
-# Exit codes of `check tls`: 0 and 1 as everywhere; 3 when nothing failed but the chain
-# ends at the stack's own CA (tls.mode selfsigned): fine offline, trusted by no other server.
-EXIT_OWN_CA = 3
 # Renewal (ACME, and the self-signed certificate on render/up) happens 30 days before
 # expiry; a certificate under 21 days has missed over a week of renewals.
 WARN_DAYS = 21
@@ -104,7 +107,7 @@ class Probe:
 
 @dataclass(frozen=True)
 class Finding:
-    verdict: str  # FAIL or warn
+    verdict: Verdict  # FAIL or WARN
     what: str
     fix: str  # one line
 
@@ -167,9 +170,8 @@ class EndpointReport:
     findings: tuple[Finding, ...]
 
     @property
-    def verdict(self) -> str:
-        verdicts = {finding.verdict for finding in self.findings}
-        return FAIL if FAIL in verdicts else WARN if WARN in verdicts else PASS
+    def verdict(self) -> Verdict:
+        return worst(finding.verdict for finding in self.findings)
 
 
 @dataclass(frozen=True)
@@ -200,8 +202,8 @@ class TlsCheckReport:
     @property
     def exit_code(self) -> int:
         if not self.ok:
-            return 1
-        return EXIT_OWN_CA if self.own_ca else 0
+            return EXIT_FAILED
+        return EXIT_OWN_CA if self.own_ca else EXIT_OK
 
     def all_findings(self) -> list[Finding]:
         return [*self.findings, *(f for report in self.endpoints for f in report.findings)]

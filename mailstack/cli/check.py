@@ -16,6 +16,7 @@ from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
+from mailstack.verdict import Verdict
 
 check_app = typer.Typer(help="Validate the stack.", no_args_is_help=True)
 
@@ -144,7 +145,6 @@ def check_tls(
         raise typer.Exit(report.exit_code)
 
 
-_VERDICT_STYLES = {tlscheck.PASS: "green", tlscheck.FAIL: "bold red", tlscheck.WARN: "yellow"}
 _ANCHORS = {
     tlscheck.ANCHOR_PUBLIC: "a publicly trusted root",
     tlscheck.ANCHOR_OWN_CA: "the stack's own CA (tls.mode selfsigned)",
@@ -159,7 +159,7 @@ def _show_tls_report(report: tlscheck.TlsCheckReport) -> None:
     for endpoint in report.endpoints:
         how = f"STARTTLS {endpoint.starttls}" if endpoint.starttls else "implicit TLS"
         title = Text(f"{endpoint.name} {endpoint.address}:{endpoint.port} ({how}) ")
-        title.append(endpoint.verdict, style=_VERDICT_STYLES[endpoint.verdict])
+        title.append(endpoint.verdict, style=output.VERDICT_STYLES[endpoint.verdict])
         table = Table(title=title, title_justify="left", show_header=False, box=box.SIMPLE)
         table.add_column("check", style="dim")
         table.add_column("found", overflow="fold")
@@ -204,7 +204,7 @@ def _show_tls_report(report: tlscheck.TlsCheckReport) -> None:
     findings = report.all_findings()
     for finding in findings:
         output.info(f"{finding.verdict}: {finding.what}: {finding.fix}")
-    failed = sum(1 for finding in findings if finding.verdict == tlscheck.FAIL)
+    failed = sum(1 for finding in findings if finding.verdict == Verdict.FAIL)
     count = len(report.endpoints)
     if failed:
         output.info(f"{count} endpoints, {failed} failure{'' if failed == 1 else 's'}")

@@ -11,12 +11,11 @@ from mailstack import dkim, dkim_rotation, lifecycle
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
-from mailstack.errors import UsageError
+from mailstack.errors import EXIT_DKIM_PENDING, UsageError
 from mailstack.stackdir import StackDir
 
 dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
 # `rotate` made (or found) the new key but DNS does not show it yet: not an error, not done.
-EXIT_PENDING = 3
 
 
 def register(app: typer.Typer) -> None:
@@ -84,13 +83,13 @@ def rotate(
 ) -> None:
     """New key and selector, published beside the old one; signing switches once it is in DNS.
 
-    Run it again to check again: exit code 3 while the new record is not visible yet."""
+    Run it again to check again: exit code 5 while the new record is not visible yet."""
     domain = _domain(name)
     stack = lifecycle.Stack.load(directory)
     result = dkim_rotation.rotate(stack, domain, now=now)
     output.info(str(result))
     if not result.switched:
-        raise typer.Exit(EXIT_PENDING)
+        raise typer.Exit(EXIT_DKIM_PENDING)
 
 
 @dkim_app.command("retire")

@@ -25,12 +25,15 @@ from mailstack.lifecycle import Stack, StackStatus, UpResult
 from mailstack.merge import Action
 from mailstack.schedule import Timer
 from mailstack.stackdir import CANDIDATE_SUFFIX, RenderReport
+from mailstack.verdict import Verdict
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
+
+VERDICT_STYLES = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.WARN: "yellow"}
 
 
 def error(message: str, hint: str | None = None) -> None:
@@ -206,13 +209,12 @@ def dns_check_table(report: DnsCheckReport) -> None:
     table = Table(title=f"DNS as resolver {report.resolver} sees it", show_lines=False)
     for column in ("record", "expected", "found", "verdict"):
         table.add_column(column, overflow="fold")
-    colours = {"pass": "green", "FAIL": "bold red", "warn": "yellow"}
     for row in report.rows:
         table.add_row(
             Text(f"{row.kind} {row.name}"),
             Text(row.expected),
             Text(row.found),
-            Text(row.verdict, style=colours.get(row.verdict, "")),
+            Text(row.verdict, style=VERDICT_STYLES[row.verdict]),
         )
     console.print(table)
     for row in report.rows:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mailstack import dkim
 from mailstack.cli.main import app
 from mailstack.config import Config, validate_config
-from mailstack.dnscheck import FAIL, PASS, Lookup, check_dns
+from mailstack.dnscheck import Lookup, check_dns
 from mailstack.dnsrecords import (
     certificate_names,
     mta_sts_policy,
@@ -25,6 +25,7 @@ from mailstack.dnsrecords import (
     sandbox_zone,
 )
 from mailstack.render import RenderInputs, render_stack
+from mailstack.verdict import FAIL, PASS
 
 NOW = datetime.datetime(2026, 3, 14, tzinfo=datetime.UTC)
 PRODUCTION: dict[str, Any] = {

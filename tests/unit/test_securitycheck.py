@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import schedule, securitycheck
+from mailstack import errors, schedule, securitycheck
 from mailstack.config import validate_config
 from mailstack.securitycheck import ImageUpdates, PendingFix, UpdatesReport
 
@@ -35,7 +35,7 @@ REPORT = UpdatesReport(
 
 
 def test_security_fixes_pending_give_exit_4_and_name_images_cves_and_age() -> None:
-    assert REPORT.exit_code == securitycheck.EXIT_SECURITY_PENDING == 4
+    assert REPORT.exit_code == errors.EXIT_SECURITY_PENDING == 4
     assert REPORT.security_images == ("postfix",)
     assert REPORT.cves == ("CVE-2026-0001", "CVE-2026-0002")
     line = securitycheck.summary_line(REPORT, NOW)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from typer.testing import CliRunner
 
-from mailstack import tlscheck
+from mailstack import errors, tlscheck
 from mailstack.cli.main import app
 from mailstack.config import validate_config
 from mailstack.tlscheck import (
@@ -29,13 +29,11 @@ from mailstack.tlscheck import (
     ANCHOR_INCOMPLETE,
     ANCHOR_OWN_CA,
     ANCHOR_PUBLIC,
-    FAIL,
-    PASS,
-    WARN,
     Endpoint,
     Handshake,
     Probe,
 )
+from mailstack.verdict import FAIL, PASS, WARN
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 HOST = "mail.example.test"
@@ -183,7 +181,7 @@ def test_the_stack_certificate_ends_at_its_own_ca_and_exits_3(
     assert (result.leaf.ocsp, result.leaf.crl) == ((), ())
     assert all(check.covered for check in result.names)
     assert [check.name for check in result.names] == list(HTTPS_NAMES)
-    assert report_of(result).exit_code == tlscheck.EXIT_OWN_CA
+    assert report_of(result).exit_code == errors.EXIT_OWN_CA
 
 
 def test_a_public_chain_without_its_root_served_completes_from_the_trust_store() -> None:
@@ -260,7 +258,7 @@ def test_a_certificate_expiring_within_21_days_warns_without_failing(own_ca: Iss
     result = judge(leaf.pem + own_ca.pem, own_ca)
     assert result.verdict == WARN and fails(result) == []
     assert [f.what for f in result.findings] == ["https:443: the certificate expires in 20 days"]
-    assert report_of(result).exit_code == tlscheck.EXIT_OWN_CA
+    assert report_of(result).exit_code == errors.EXIT_OWN_CA
 
 
 def test_a_name_the_certificate_lacks_is_reported_by_name(own_ca: Issued) -> None:
