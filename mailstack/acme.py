@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -171,7 +171,7 @@ def renew(
     )
     if force and reason is None:
         reason = "renewal forced"
-    previous = read_state(root) or {}
+    previous = read_state(root)
     if reason and not force and waiting_for_dns(current, previous, names, now, config.tls):
         reason = None
     if reason is None:
@@ -193,10 +193,11 @@ def renew(
         raise
     reloaded = tuple(certreload.reload_daemons(stack))
     covered = set(names_of(fresh))
-    issued = {
-        "issued": now.isoformat(timespec="seconds"),
-        "unvalidated": [name for name in names if name not in covered],
-    }
+    issued = AcmeState(
+        True,
+        issued=now.isoformat(timespec="seconds"),
+        unvalidated=tuple(name for name in names if name not in covered),
+    )
     write_state(root, issued, ok=True, now=now, error=None, cert=fresh)
     return RenewResult(
         True,
@@ -210,7 +211,7 @@ def renew(
 
 def waiting_for_dns(
     current: x509.Certificate | None,
-    previous: dict[str, Any],
+    previous: AcmeState | None,
     names: list[str],
     now: datetime.datetime,
     settings: Tls,
@@ -222,11 +223,13 @@ def waiting_for_dns(
     if current is None or renewal_reason(current, None, [], now, settings.renew_days):
         return False
     missing = {name for name in names if name not in names_of(current)}
+    if previous is None or previous.issued is None:
+        return False
     try:
-        issued = datetime.datetime.fromisoformat(str(previous.get("issued")))
+        issued = datetime.datetime.fromisoformat(previous.issued)
     except ValueError:
         return False
-    return missing <= set(previous.get("unvalidated") or ()) and now - issued < RETRY_UNVALIDATED
+    return missing <= set(previous.unvalidated) and now - issued < RETRY_UNVALIDATED
 
 
 def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str, str]]:
@@ -288,35 +291,95 @@ def certbot_error(output: str) -> str:
     return lines[-1][:300] if lines else "certbot printed nothing"
 
 
+@dataclass(frozen=True)
+class AcmeState:
+    """.mailstack/acme.json: the last renewal's outcome (for `status` and `check tls`), and
+    the last issuance's time and the names the CA could not validate then."""
+
+    ok: bool
+    checked: str = ""
+    error: str | None = None
+    not_after: str | None = None
+    issued: str | None = None
+    unvalidated: tuple[str, ...] = ()
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {**asdict(self), "unvalidated": list(self.unvalidated)}, indent=2
+        ).encode()
+
+    @classmethod
+    def from_json(cls, text: str) -> AcmeState:
+        """Raises AcmeStateUnreadable when the text is not a state this module wrote."""
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise AcmeStateUnreadable(str(error)) from None
+        if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
+            raise AcmeStateUnreadable('it has no "ok" field')
+
+        def text_of(key: str) -> str | None:
+            value = data.get(key)
+            return str(value) if value is not None else None
+
+        unvalidated = data.get("unvalidated") or ()
+        return cls(
+            data["ok"],
+            text_of("checked") or "",
+            text_of("error"),
+            text_of("not_after"),
+            text_of("issued"),
+            tuple(str(name) for name in unvalidated) if isinstance(unvalidated, list) else (),
+        )
+
+
+class AcmeStateUnreadable(ValueError):
+    pass
+
+
+def state_path(root: Path) -> Path:
+    return root / STATE_DIR / STATE_FILE
+
+
 def write_state(
     root: Path,
-    kept: dict[str, Any],
+    kept: AcmeState | None,
     *,
     ok: bool,
     now: datetime.datetime,
     error: str | None,
     cert: x509.Certificate | None,
 ) -> None:
-    """.mailstack/acme.json: this run's outcome, and from `kept` the last issuance's time and
-    the names it could not validate."""
-    state = {
-        "ok": ok,
-        "checked": now.isoformat(timespec="seconds"),
-        "error": error,
-        "not_after": cert.not_valid_after_utc.isoformat() if cert else None,
-        "issued": kept.get("issued"),
-        "unvalidated": list(kept.get("unvalidated") or ()),
-    }
-    atomic_write(root / STATE_DIR / STATE_FILE, json.dumps(state, indent=2).encode() + b"\n")
+    """This run's outcome; from `kept` the last issuance's time and unvalidated names."""
+    state = AcmeState(
+        ok,
+        now.isoformat(timespec="seconds"),
+        error,
+        cert.not_valid_after_utc.isoformat() if cert else None,
+        kept.issued if kept else None,
+        kept.unvalidated if kept else (),
+    )
+    atomic_write(state_path(root), state.to_json() + b"\n")
 
 
-def read_state(root: Path) -> dict[str, Any] | None:
-    """The last renewal's outcome, or None when none ran (or the file is unreadable)."""
+def load_state(root: Path) -> AcmeState | None:
+    """The last renewal's outcome; None when none ran. Raises AcmeStateUnreadable."""
     try:
-        state = json.loads((root / STATE_DIR / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        text = state_path(root).read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return state if isinstance(state, dict) else None
+    except OSError as error:
+        raise AcmeStateUnreadable(str(error)) from None
+    return AcmeState.from_json(text)
+
+
+def read_state(root: Path) -> AcmeState | None:
+    """The last renewal's outcome, or None when none ran or the file is unreadable (the next
+    renewal rewrites it)."""
+    try:
+        return load_state(root)
+    except AcmeStateUnreadable:
+        return None
 
 
 def after_up(stack: Stack) -> list[str]:

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mailstack import acme, certreload, directory, imagerefs, images, process, securitycheck
 from mailstack.compose import Compose, ServiceState, docker_available
@@ -40,8 +39,8 @@ class StackStatus:
     conflicts: tuple[str, ...]
     deleted_by_operator: tuple[str, ...]
     kept_dropped: tuple[str, ...]
-    # tls.mode acme: the last `tls renew` (ok, checked, error, not_after), None before one ran.
-    certificate_renewal: dict[str, Any] | None = None
+    # tls.mode acme: the last `tls renew`, None before one ran.
+    certificate_renewal: acme.AcmeState | None = None
     # The last `check updates` in one line, and whether security fixes are pending.
     security: str = "security: not checked yet (`mailstack check updates`)"
     security_pending: bool = False

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import json
 import re
 import ssl
 import warnings
@@ -39,6 +38,7 @@ from cryptography.x509.oid import (
 )
 
 from mailstack import acme, process
+from mailstack.acme import AcmeState
 from mailstack.config import Config
 from mailstack.dnscheck import mail_domains
 from mailstack.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
@@ -50,7 +50,6 @@ from mailstack.errors import (
     MailstackError,
 )
 from mailstack.lifecycle import Stack
-from mailstack.stackdir import STATE_DIR
 from mailstack.verdict import FAIL, WARN, Verdict, worst
 
 # Renewal (ACME, and the self-signed certificate on render/up) happens 30 days before
@@ -172,14 +171,6 @@ class EndpointReport:
     @property
     def verdict(self) -> Verdict:
         return worst(finding.verdict for finding in self.findings)
-
-
-@dataclass(frozen=True)
-class AcmeState:
-    ok: bool
-    checked: str
-    error: str | None
-    not_after: str | None
 
 
 @dataclass(frozen=True)
@@ -692,35 +683,19 @@ _NO_HANDSHAKE = Handshake(None, "", False, "not tried")
 
 
 def read_acme_state(stack_root: Path) -> tuple[AcmeState | None, list[Finding]]:
-    """The ACME renewal's last word (<stack>/.mailstack/acme.json), read tolerantly."""
-    path = stack_root / STATE_DIR / acme.STATE_FILE
+    """The ACME renewal's last word (<stack>/.mailstack/acme.json): a failed renewal is a
+    failure, an unreadable file a warning."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, []
-    except (OSError, ValueError) as e:
+        state = acme.load_state(stack_root)
+    except acme.AcmeStateUnreadable as unreadable:
         return None, [
             Finding(
                 WARN,
-                f"ACME: {path} is unreadable ({e})",
+                f"ACME: {acme.state_path(stack_root)} is unreadable ({unreadable})",
                 "it is rewritten on the next renewal attempt",
             )
         ]
-    if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
-        return None, [
-            Finding(
-                WARN,
-                f'ACME: {path} has no "ok" field',
-                "it is rewritten on the next renewal attempt",
-            )
-        ]
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return str(value) if value is not None else None
-
-    state = AcmeState(data["ok"], text("checked") or "", text("error"), text("not_after"))
-    if state.ok:
+    if state is None or state.ok:
         return state, []
     checked = f" (checked {state.checked})" if state.checked else ""
     return state, [

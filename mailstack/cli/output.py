@@ -188,10 +188,10 @@ def status_table(status: StackStatus) -> None:
     elif status.security_last_run:
         info(f"last daily security run: {status.security_last_run}")
     renewal = status.certificate_renewal
-    if renewal and not renewal.get("ok"):
+    if renewal and not renewal.ok:
         warn(
-            f"certificate renewal failed at {renewal.get('checked')}: {renewal.get('error')} "
-            f"(the certificate served expires {renewal.get('not_after') or 'unknown'})"
+            f"certificate renewal failed at {renewal.checked}: {renewal.error} "
+            f"(the certificate served expires {renewal.not_after or 'unknown'})"
         )
 
 

@@ -85,7 +85,11 @@ def test_every_name_the_front_serves_is_ordered_hostname_first() -> None:
 
 def test_names_the_ca_could_not_validate_wait_unless_the_certificate_is_due() -> None:
     cert, _ = certificate(NAMES[:2], days=80)
-    issued = {"issued": (NOW - datetime.timedelta(hours=3)).isoformat(), "unvalidated": NAMES[2:]}
+    issued = acme.AcmeState(
+        True,
+        issued=(NOW - datetime.timedelta(hours=3)).isoformat(),
+        unvalidated=tuple(NAMES[2:]),
+    )
     settings = acme_config().tls
     assert acme.waiting_for_dns(cert, issued, NAMES, NOW, settings)
     # A name never tried (a domain added since) is ordered at once.
@@ -96,7 +100,7 @@ def test_names_the_ca_could_not_validate_wait_unless_the_certificate_is_due() ->
     # A certificate that is due anyway is renewed whatever names wait.
     expiring, _ = certificate(NAMES[:2], days=10)
     assert not acme.waiting_for_dns(expiring, issued, NAMES, NOW, settings)
-    assert not acme.waiting_for_dns(cert, {}, NAMES, NOW, settings)
+    assert not acme.waiting_for_dns(cert, None, NAMES, NOW, settings)
 
 
 @pytest.mark.parametrize(
@@ -343,8 +347,8 @@ def test_renew_leaves_a_good_certificate_alone_and_says_which_names_wait(stack_r
     assert not result.renewed and result.names == tuple(NAMES[:2])
     assert result.waiting == tuple(NAMES[2:]) and "not validated yet" in str(result)
     state = acme.read_state(stack_root)
-    assert state is not None and state["ok"] is True and state["unvalidated"] == NAMES[2:]
-    assert state["not_after"] == issued.not_valid_after_utc.isoformat()
+    assert state is not None and state.ok is True and state.unvalidated == tuple(NAMES[2:])
+    assert state.not_after == issued.not_valid_after_utc.isoformat()
 
 
 def test_renew_in_another_mode_is_a_usage_error(stack_root: Path) -> None:
