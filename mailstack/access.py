@@ -18,18 +18,16 @@ Every statement is constant SQL with psql variables (mailstack.directory).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailstack import passwords
-
 # The directory's one psql path and its doveadm kick: this module extends the directory.
-from mailstack.directory import Executor, _kick, _psql, set_secret_variable
+from mailstack import names, passwords, psql
+from mailstack.directory import kick_sessions
 from mailstack.errors import MailstackError, UsageError
+from mailstack.psql import Executor
 
 MAX_APP_PASSWORDS = 20  # per mailbox
-APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # No look-alikes (0/o, 1/l/i): people type these into phones.
 LOOKUP_KEY_HEX = 8  # 32 bits: Dovecot's %{sha256;truncate=32:password}
 
@@ -105,12 +103,7 @@ def lookup_key(password: str) -> str:
 
 
 def check_app_password_name(name: str) -> str:
-    if not APP_PASSWORD_NAME.match(name):
-        raise UsageError(
-            f"NAME: {name[:80]!r} is not accepted: 1-64 of letters, digits, '.', '_', '-', "
-            "starting with a letter or digit (e.g. phone, laptop-2025)"
-        )
-    return name
+    return names.require("NAME", names.app_password_name, name)
 
 
 _ADD_APP_LOGIN = """
@@ -137,7 +130,7 @@ def add_app_password(compose: Executor, address: str, name: str) -> NewAppPasswo
     for _attempt in range(5):  # a lookup_key shared with another of its passwords: draw again
         password = passwords.generate_password()
         counts = _counts(
-            _psql(
+            psql.query(
                 compose,
                 _ADD_APP_LOGIN,
                 {
@@ -146,7 +139,9 @@ def add_app_password(compose: Executor, address: str, name: str) -> NewAppPasswo
                     "lookup_key": lookup_key(password),
                     "limit": str(MAX_APP_PASSWORDS),
                 },
-                prelude=set_secret_variable("password_hash", passwords.hash_password(password)),
+                prelude=psql.set_secret_variable(
+                    "password_hash", passwords.hash_password(password)
+                ),
             )
         )
         if not counts["mailbox"]:
@@ -169,7 +164,7 @@ def add_app_password(compose: Executor, address: str, name: str) -> NewAppPasswo
 
 def list_app_passwords(compose: Executor, address: str) -> list[AppPassword]:
     address = address.lower()
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT 'mailbox', address, '' FROM mailboxes WHERE address = :'address' "
         "UNION ALL SELECT 'app', name, to_char(created AT TIME ZONE 'UTC', "
@@ -186,7 +181,7 @@ def revoke_app_password(compose: Executor, address: str, name: str) -> AppPasswo
     """Delete one app password and end the mailbox's open sessions (they may use it)."""
     address = address.lower()
     check_app_password_name(name)
-    rows = _psql(
+    rows = psql.query(
         compose,
         "WITH gone AS (DELETE FROM app_passwords WHERE address = :'address' "
         "AND name = :'name' RETURNING name) "
@@ -202,7 +197,7 @@ def revoke_app_password(compose: Executor, address: str, name: str) -> AppPasswo
             hint=f"see mailstack mailbox app-password list {address}",
         )
     # Dovecot cannot tell which password a session logged in with: end them all.
-    _kick(compose, address)
+    kick_sessions(compose, address)
     return AppPasswordRevoked(address, name)
 
 
@@ -227,13 +222,15 @@ UNION ALL SELECT 'added', count(*) FROM added;
 
 
 def add_sender(compose: Executor, sender: str, login: str) -> SenderChange:
-    """Allow mailbox `login` to send as `sender` (an address or '@domain' of this stack)."""
-    sender, login = sender.lower(), login.lower()
+    """Allow mailbox `login` to send as `sender` (an address or '@domain' of this stack);
+    both checked by mailstack.names."""
+    sender = names.require("SENDER", names.source, sender)
+    login = names.require("MAILBOX", names.mailbox, login)
     domain = _sender_domain(sender)
     if sender == login:
         raise UsageError(f"{login} may always send as its own address; nothing to allow")
     counts = _counts(
-        _psql(compose, _ADD_SENDER, {"sender": sender, "login": login, "domain": domain})
+        psql.query(compose, _ADD_SENDER, {"sender": sender, "login": login, "domain": domain})
     )
     if not counts["mailbox"]:
         raise UsageError(f"MAILBOX: {login} is not a mailbox of this stack")
@@ -248,7 +245,7 @@ def add_sender(compose: Executor, sender: str, login: str) -> SenderChange:
 def remove_sender(compose: Executor, sender: str, login: str) -> SenderChange:
     sender, login = sender.lower(), login.lower()
     _sender_domain(sender)
-    rows = _psql(
+    rows = psql.query(
         compose,
         "DELETE FROM sender_permissions WHERE sender = :'sender' AND login = :'login' "
         "RETURNING sender;",
@@ -263,7 +260,7 @@ def remove_sender(compose: Executor, sender: str, login: str) -> SenderChange:
 
 
 def list_senders(compose: Executor, domain: str | None = None) -> list[SenderPermission]:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT sender, login FROM sender_permissions "
         "WHERE :'domain' = '' OR split_part(sender, '@', 2) = :'domain' "

@@ -4,8 +4,8 @@ The file holds every domain, alias domain, mailbox (password HASH, quota, active
 addresses it may send as, its app passwords as hashes) and alias of the directory, sorted,
 without timestamps: two exports of the same directory are byte-identical, so they diff.
 
-An import validates the whole file first (strict pydantic models, the CLI's own name and
-address rules, passwords.is_password_hash; one line naming the entry and the key), prints
+An import validates the whole file first (strict pydantic models and mailstack.names, the
+rules every writer of the directory follows; one line naming the entry and the key), prints
 the difference to the running directory (+ added, - removed, ~ changed, per kind) and, unless
 it is a dry run, makes the directory equal to the file in ONE transaction: the document
 travels as one psql variable (base64 of its JSON, set with \\set on stdin because it holds
@@ -28,23 +28,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from mailstack.access import APP_PASSWORD_NAME
-from mailstack.config import explain, mixed_scripts, normalize_address, normalize_domain
-from mailstack.directory import (
-    MAIL_ROOT,
-    MAX_DESTINATIONS,
-    Executor,
-    _kick,
-    _psql,
-)
+from mailstack import names, psql
+from mailstack.config import explain
+from mailstack.directory import MAIL_ROOT, MAX_DESTINATIONS, kick_sessions
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.passwords import STRONG_SCHEMES, hash_scheme, is_password_hash
+from mailstack.psql import Executor
 from mailstack.units import MAX_QUOTA_BYTES, format_size, parse_size
 
 SCHEMA_VERSION = 1
 MAX_FILE_BYTES = 32 * 1024 * 1024
 FILE_MODE = 0o600
-_LOOKUP_KEY = re.compile(r"^[0-9a-f]{8}$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 HEADER = (
     "# mailstack accounts export: the mail directory (domains, mailboxes, aliases).\n"
@@ -52,74 +45,7 @@ HEADER = (
     "# `mailstack accounts import FILE --dry-run` first, then without --dry-run.\n"
 )
 
-# --- names and addresses: the CLI's rules ----------------------------------------------------
-
-
-def _no_lookalikes(domain: str) -> None:
-    mixed = mixed_scripts(domain)
-    if mixed:
-        raise ValueError(
-            f"mixes {' and '.join(mixed)} letters in one label (a look-alike of another name?)"
-        )
-
-
-def _domain(value: str) -> str:
-    name = normalize_domain(value)
-    _no_lookalikes(name)
-    return name
-
-
-def _address(value: str) -> str:
-    address = normalize_address(value)
-    _no_lookalikes(address.rpartition("@")[2])
-    return address
-
-
-def _mailbox(value: str) -> str:
-    address = _address(value).lower()
-    if "/" in address.rpartition("@")[0]:
-        raise ValueError(
-            "is not accepted for a mailbox: '/' in the local part would nest its mail "
-            "inside another mailbox's directory"
-        )
-    return address
-
-
-def _source(value: str) -> str:
-    """An alias source or a sender: an address, or '@domain' for every address of a domain."""
-    if value.startswith("@"):
-        try:
-            return "@" + _domain(value[1:])
-        except ValueError:
-            raise ValueError("is not a catch-all (@ followed by a domain name)") from None
-    return _address(value).lower()
-
-
-def _hash(value: str) -> str:
-    scheme = hash_scheme(value)
-    if scheme and scheme not in STRONG_SCHEMES:
-        raise ValueError(
-            f"uses the weak scheme {{{scheme}}}: only {', '.join(STRONG_SCHEMES)} hashes are "
-            "accepted (set a new password with mailstack mailbox passwd)"
-        )
-    if not is_password_hash(value):
-        raise ValueError(
-            "is not a password hash ('{SCHEME}...', e.g. {ARGON2ID}$argon2id$...); plain "
-            "passwords are not accepted here: set them with mailstack mailbox passwd"
-        )
-    return value
-
-
-def _app_password_name(value: str) -> str:
-    if not APP_PASSWORD_NAME.match(value):
-        raise ValueError("is not an app password name (1-64 of letters, digits, '.', '_', '-')")
-    return value
-
-
-def _lookup_key(value: str) -> str:
-    if not _LOOKUP_KEY.match(value):
-        raise ValueError("is not a lookup key (8 lower-case hex digits)")
-    return value
+# --- names and addresses: mailstack.names, as for every other writer --------------------------
 
 
 def _quota(value: int | str) -> int:
@@ -129,11 +55,11 @@ def _quota(value: int | str) -> int:
     return quota
 
 
-DomainName = Annotated[str, AfterValidator(_domain)]
-Address = Annotated[str, AfterValidator(_address)]
-MailboxAddress = Annotated[str, AfterValidator(_mailbox)]
-Source = Annotated[str, AfterValidator(_source)]
-PasswordHash = Annotated[str, AfterValidator(_hash)]
+DomainName = Annotated[str, AfterValidator(names.domain)]
+Address = Annotated[str, AfterValidator(names.address)]
+MailboxAddress = Annotated[str, AfterValidator(names.mailbox)]
+Source = Annotated[str, AfterValidator(names.source)]
+PasswordHash = Annotated[str, AfterValidator(names.password_hash)]
 
 
 # --- the file --------------------------------------------------------------------------------
@@ -154,8 +80,8 @@ class AliasDomainEntry(_Entry):
 
 
 class AppPasswordEntry(_Entry):
-    name: Annotated[str, AfterValidator(_app_password_name)]
-    lookup_key: Annotated[str, AfterValidator(_lookup_key)]
+    name: Annotated[str, AfterValidator(names.app_password_name)]
+    lookup_key: Annotated[str, AfterValidator(names.lookup_key)]
     password_hash: PasswordHash
 
 
@@ -654,7 +580,7 @@ SELECT 'applied', count(*) FROM want_mailboxes;
 
 def read_directory(compose: Executor) -> Snapshot:
     """The running directory as a snapshot (one statement: one consistent view)."""
-    rows = _psql(compose, _READ)
+    rows = psql.query(compose, _READ)
     if len(rows) != 1 or len(rows[0]) != 1:
         raise MailstackError("unexpected answer from the database")
     data = json.loads(rows[0][0])
@@ -720,7 +646,7 @@ def set_document_variable(name: str, payload: str) -> str:
 def apply(compose: Executor, wanted: Snapshot) -> None:
     """Make the directory equal to `wanted`, all or nothing."""
     try:
-        rows = _psql(
+        rows = psql.query(
             compose,
             _APPLY,
             prelude=set_document_variable("accounts_document", apply_payload(wanted)),
@@ -832,5 +758,5 @@ def import_accounts(
     # Sessions of removed or deactivated mailboxes end now, not at their next login.
     for change in changes:
         if change.kind == "mailbox" and (change.op == "-" or "deactivated" in change.details):
-            _kick(compose, change.key)
+            kick_sessions(compose, change.key)
     return ImportResult(source, False, True, tuple(changes), added, kept)

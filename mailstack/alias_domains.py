@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The directory's one psql path: this module extends the directory.
-from mailstack.directory import Executor, _domain_display, _psql
+from mailstack import names, psql
+from mailstack.directory import domain_display
 from mailstack.errors import MailstackError, UsageError
+from mailstack.psql import Executor
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class AliasDomain:
     created: str
 
     def __str__(self) -> str:
-        return f"{_domain_display(self.name)} -> {_domain_display(self.target)}"
+        return f"{domain_display(self.name)} -> {domain_display(self.target)}"
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,12 @@ UNION ALL SELECT 'grant', sender FROM grants;
 
 
 def add_alias_domain(compose: Executor, name: str, target: str) -> AliasDomainChange:
-    """name and target: normalised domain names (config.normalize_domain)."""
+    """name and target: domain names (checked by mailstack.names)."""
+    name = names.require("ALIAS_DOMAIN", names.domain, name)
+    target = names.require("TARGET_DOMAIN", names.domain, target)
     if name == target:
         raise UsageError(f"ALIAS_DOMAIN: {name} cannot be an alias of itself")
-    rows = _psql(compose, _ADD, {"name": name, "target": target})
+    rows = psql.query(compose, _ADD, {"name": name, "target": target})
     found = {row[0]: row[1] for row in rows}
     if found.get("target") != "1":
         raise UsageError(
@@ -90,7 +94,7 @@ def add_alias_domain(compose: Executor, name: str, target: str) -> AliasDomainCh
 
 
 def remove_alias_domain(compose: Executor, name: str) -> AliasDomainChange:
-    rows = _psql(compose, _REMOVE, {"name": name})
+    rows = psql.query(compose, _REMOVE, {"name": name})
     removed = [row[1] for row in rows if row[0] == "removed"]
     if not removed:
         raise UsageError(f"{name} is not an alias domain", hint="see mailstack domain alias list")
@@ -98,7 +102,7 @@ def remove_alias_domain(compose: Executor, name: str) -> AliasDomainChange:
 
 
 def list_alias_domains(compose: Executor) -> list[AliasDomain]:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT name, target, to_char(created AT TIME ZONE 'UTC', "
         '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM alias_domains ORDER BY name;',

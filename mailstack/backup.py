@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mailstack import __version__, directory, images, process, repository_key
+from mailstack import __version__, directory, images, process, psql, repository_key
 from mailstack.compose import Compose
 from mailstack.config import Backup as BackupConfig
 from mailstack.config import check_backup_target, check_ssh_host_key, normalize_address
@@ -776,8 +776,8 @@ def _create(
         staging.chmod(0o700)
         manifest = build_manifest(stack)
         dump = compose.exec(
-            directory.DB_SERVICE,
-            ["pg_dump", "--format=custom", "--username=postgres", f"--dbname={directory.DATABASE}"],
+            psql.DB_SERVICE,
+            ["pg_dump", "--format=custom", "--username=postgres", f"--dbname={psql.DATABASE}"],
             user="postgres",
             timeout=3600,
         )
@@ -954,13 +954,13 @@ ORDER BY 1 \\gexec
 def db_row_counts(compose: Compose) -> dict[str, int]:
     """{schema.table: rows} of the mail database (constant SQL; names quoted by format %I)."""
     output = compose.exec(
-        directory.DB_SERVICE,
-        directory.psql_argv({}),
+        psql.DB_SERVICE,
+        psql.psql_argv({}),
         input=_ROW_COUNTS.encode(),
         user="postgres",
         timeout=300,
     )
-    return {row[0]: int(row[1]) for row in directory.parse_rows(output) if len(row) == 2}
+    return {row[0]: int(row[1]) for row in psql.parse_rows(output) if len(row) == 2}
 
 
 def stack_file_digests(root: Path) -> dict[str, str]:
@@ -1376,9 +1376,9 @@ def restore_db_dump(
     args = ["dump", snapshot_id, f"{DUMP_PATH}/{DB_DUMP}"]
     dump = repository.run(args if lock else ["--no-lock", *args], what="restic dump", timeout=3600)
     compose.exec(
-        directory.DB_SERVICE,
+        psql.DB_SERVICE,
         [
-            "pg_restore", "--username=postgres", f"--dbname={directory.DATABASE}", "--clean",
+            "pg_restore", "--username=postgres", f"--dbname={psql.DATABASE}", "--clean",
             "--if-exists", "--single-transaction", "--exit-on-error", "--no-owner",
         ],
         input=dump,
@@ -1395,7 +1395,7 @@ def restore_db_dump(
             args if lock else ["--no-lock", *args], what="restic dump", timeout=3600
         )
         compose.exec(
-            directory.DB_SERVICE,
+            psql.DB_SERVICE,
             [
                 "pg_restore", "--username=postgres", f"--dbname={WEBMAIL_DATABASE}", "--clean",
                 "--if-exists", "--single-transaction", "--exit-on-error", "--no-owner",
@@ -1409,7 +1409,7 @@ def restore_db_dump(
 
 def _has_database(compose: Compose, name: str) -> bool:
     found = compose.exec(
-        directory.DB_SERVICE,
+        psql.DB_SERVICE,
         ["psql", "--no-psqlrc", "--tuples-only", "--no-align", "--dbname=postgres",
          "--set", f"name={name}", "--file=-"],
         input=b"SELECT 1 FROM pg_database WHERE datname = :'name';\n",
@@ -1423,7 +1423,7 @@ def _dump_webmail(compose: Compose) -> bytes | None:
     if not _has_database(compose, WEBMAIL_DATABASE):
         return None
     return compose.exec(
-        directory.DB_SERVICE,
+        psql.DB_SERVICE,
         ["pg_dump", "--format=custom", "--username=postgres", f"--dbname={WEBMAIL_DATABASE}"],
         user="postgres",
         timeout=3600,
@@ -1550,7 +1550,7 @@ def _recover(  # the parts of one recovery, checked by recover()
         # A fresh host: the db image first (the restored .env names images built elsewhere).
         images.ensure_images(
             root,
-            [directory.DB_SERVICE],
+            [psql.DB_SERVICE],
             registry=stack.config.images.registry,
             apt_sources=stack.config.images.apt_sources_path,
         )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstack.config import Config
-from mailstack.directory import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
+from mailstack.psql import Executor
 
 SERVICE = "bans"
 PROGRAM = "/usr/local/bin/bansd"

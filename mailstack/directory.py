@@ -1,6 +1,6 @@
 """The mail directory in PostgreSQL: schema migrations, domains, mailboxes, aliases.
 
-Everything goes through `psql` inside the running `db` container (as the postgres
+Everything goes through `psql` (mailstack.psql) inside the running `db` container (as the postgres
 superuser, over its local socket). SQL text is constant and sent on stdin; every value
 travels as a psql variable (`psql -v name=value`, used as :'name'), so no value is ever
 formatted into SQL. Password hashes are the one exception to "values in argv": they are
@@ -15,46 +15,27 @@ by `rm` run as the mail user with the path as one argv element (never through a 
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import idna
 
+from mailstack import names, psql
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.passwords import is_password_hash
+from mailstack.psql import Executor
 from mailstack.resources import migrations_dir
 from mailstack.units import MAX_QUOTA_BYTES
 
-DB_SERVICE = "db"
-DATABASE = "mail"
 MAIL_SERVICE = "dovecot"
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
 MAIL_ROOT = "/var/mail"
 MAX_DESTINATIONS = 100
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-_VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # _RECORD takes the advisory lock 7246118001 ("schema migrations of mailstack"): two
 # concurrent `migrate` runs apply each file once; the second fails on the version key.
-
-
-class Executor(Protocol):
-    """What the directory needs from mailstack.compose.Compose."""
-
-    def exec(
-        self,
-        service: str,
-        argv: list[str],
-        *,
-        input: bytes | None = None,  # mirrors Compose.exec
-        user: str | None = None,
-        timeout: float = 60,
-    ) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +47,7 @@ class Domain:
 
     def __str__(self) -> str:
         state = "" if self.active else " (inactive)"
-        shown = _domain_display(self.name)
+        shown = domain_display(self.name)
         return f"{shown}{state}  {self.mailboxes} mailbox(es)"
 
 
@@ -209,71 +190,6 @@ class Migration:
         return hashlib.sha256(self.sql).hexdigest()
 
 
-# --- building psql invocations (pure) --------------------------------------------------------
-
-
-def psql_argv(variables: Mapping[str, str], *, single_transaction: bool = False) -> list[str]:
-    """The psql command line: CSV output without headers, stop at the first error."""
-    argv = [
-        "psql",
-        "--no-psqlrc",
-        "--quiet",
-        "--csv",
-        "--tuples-only",
-        "--host=/run/postgresql",
-        "--username=postgres",
-        f"--dbname={DATABASE}",
-        "--set=ON_ERROR_STOP=1",
-        "--file=-",
-    ]
-    if single_transaction:
-        argv.append("--single-transaction")
-    for name, value in sorted(variables.items()):
-        argv.append(f"--set={_variable_name(name)}={_variable_value(name, value)}")
-    return argv
-
-
-def set_secret_variable(name: str, value: str) -> str:
-    r"""A `\set` line for stdin; only for values whose shape excludes quotes and backslashes."""
-    if not is_password_hash(value):
-        raise UsageError("the password hash has an unexpected form; nothing was changed")
-    return f"\\set {_variable_name(name)} '{value}'\n"
-
-
-def parse_rows(output: bytes) -> list[list[str]]:
-    """psql --csv --tuples-only output as rows of strings (NULL is the empty string)."""
-    text = output.decode("utf-8")
-    return [row for row in csv.reader(io.StringIO(text)) if row]
-
-
-def _variable_name(name: str) -> str:
-    if not _VARIABLE.match(name):
-        raise ValueError(f"not a psql variable name: {name!r}")
-    return name
-
-
-def _variable_value(name: str, value: str) -> str:
-    # Values pass through argv: refuse anything that could not be a single clean argument.
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise UsageError(f"{name}: {value[:80]!r} contains a control character")
-    return value
-
-
-def _psql(
-    compose: Executor,
-    sql: str,
-    variables: Mapping[str, str] | None = None,
-    *,
-    prelude: str = "",
-    single_transaction: bool = False,
-    timeout: float = 60,
-) -> list[list[str]]:
-    argv = psql_argv(variables or {}, single_transaction=single_transaction)
-    stdin = (prelude + sql).encode("utf-8")
-    output = compose.exec(DB_SERVICE, argv, input=stdin, user="postgres", timeout=timeout)
-    return parse_rows(output)
-
-
 # --- schema migrations -----------------------------------------------------------------------
 
 _BOOTSTRAP = """
@@ -326,7 +242,7 @@ def pending_migrations(
 
 def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
     """Apply every pending migration, each in one transaction; return the applied names."""
-    rows = _psql(compose, _BOOTSTRAP)
+    rows = psql.query(compose, _BOOTSTRAP)
     applied = {row[0]: row[2] for row in rows}
     done: list[str] = []
     for migration in pending_migrations(available_migrations(directory), applied):
@@ -336,7 +252,7 @@ def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
             "migration_checksum": migration.checksum,
         }
         try:
-            _psql(
+            psql.query(
                 compose,
                 migration.sql.decode("utf-8"),
                 variables,
@@ -356,13 +272,13 @@ def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
 
 def pending_in(compose: Executor, directory: Path | None = None) -> list[Migration]:
     """The migrations this mailstack would apply to the running database."""
-    rows = _psql(compose, _BOOTSTRAP)
+    rows = psql.query(compose, _BOOTSTRAP)
     return pending_migrations(available_migrations(directory), {row[0]: row[2] for row in rows})
 
 
 def applied_migrations(compose: Executor) -> list[str]:
     """Names of the applied migrations (for `status`)."""
-    rows = _psql(compose, "SELECT name FROM schema_migrations ORDER BY version;")
+    rows = psql.query(compose, "SELECT name FROM schema_migrations ORDER BY version;")
     return [row[0] for row in rows]
 
 
@@ -384,8 +300,9 @@ UNION ALL SELECT 'added', name FROM added;
 
 
 def add_domain(compose: Executor, name: str) -> None:
-    """Add a mail domain (already normalised by config.normalize_domain)."""
-    rows = _psql(compose, _ADD_DOMAIN, {"domain": name})
+    """Add a mail domain (checked by mailstack.names, whoever asks)."""
+    name = names.require("DOMAIN", names.domain, name)
+    rows = psql.query(compose, _ADD_DOMAIN, {"domain": name})
     for kind, value in rows:
         if kind == "alias_of":
             raise UsageError(
@@ -397,7 +314,7 @@ def add_domain(compose: Executor, name: str) -> None:
 
 
 def list_domains(compose: Executor) -> list[Domain]:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT d.name, d.active, count(m.address), to_char(d.created AT TIME ZONE 'UTC', "
         '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM domains d '
@@ -464,7 +381,7 @@ def remove_domain(
     Refuses before changing anything when the domain is in use without force, or when
     purge is asked and confirm() does not say yes. Without purge the stored mail stays.
     """
-    rows = _psql(compose, _DOMAIN_STATE, {"domain": name})
+    rows = psql.query(compose, _DOMAIN_STATE, {"domain": name})
     exists, mailboxes, aliases = _state(rows)
     alias_domains = _alias_domains(rows)
     if exists and (mailboxes or aliases or alias_domains) and not force:
@@ -476,7 +393,7 @@ def remove_domain(
             raise UsageError(f"domain {name} does not exist")
         return DomainRemoval(name, path, False, (), (), _purge(compose, mail))
 
-    rows = _psql(
+    rows = psql.query(
         compose,
         _REMOVE_DOMAIN,
         {"domain": name, "force": "yes" if force else "no"},
@@ -489,7 +406,7 @@ def remove_domain(
             raise UsageError(f"domain {name} does not exist")
         # Someone added a mailbox, an alias or an alias domain meanwhile.
         raise _domain_in_use(name, mailboxes, aliases, _alias_domains(rows))
-    _kick(compose, f"*@{name}")
+    kick_sessions(compose, f"*@{name}")
     return DomainRemoval(
         name,
         path,
@@ -529,9 +446,10 @@ def _state(rows: list[list[str]]) -> tuple[bool, int, int]:
 
 
 def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes: int) -> None:
-    """Add a mailbox (address normalised by config.normalize_address; hash from passwords)."""
+    """Add a mailbox (address checked by mailstack.names; the hash from passwords)."""
+    address = names.require("ADDRESS", names.mailbox, address)
     local_part, domain = _split(address)
-    rows = _psql(
+    rows = psql.query(
         compose,
         "WITH added AS (INSERT INTO mailboxes (address, local_part, domain, password, "
         "quota_bytes) SELECT :'address', :'local_part', d.name, :'password_hash', "
@@ -545,7 +463,7 @@ def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes
             "domain": domain,
             "quota_bytes": _quota(quota_bytes),
         },
-        prelude=set_secret_variable("password_hash", password_hash),
+        prelude=psql.set_secret_variable("password_hash", password_hash),
     )
     added, domain_exists = _counts(rows)
     if added:
@@ -559,7 +477,7 @@ def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes
 
 
 def list_mailboxes(compose: Executor, domain: str | None = None) -> list[Mailbox]:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT address, domain, quota_bytes, active, to_char(created AT TIME ZONE 'UTC', "
         '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM mailboxes '
@@ -607,12 +525,12 @@ def mailbox_report(compose: Executor, domain: str | None = None) -> MailboxRepor
 
 
 def set_mailbox_password(compose: Executor, address: str, password_hash: str) -> None:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "UPDATE mailboxes SET password = :'password_hash' WHERE address = :'address' "
         "RETURNING address;",
         {"address": address.lower()},
-        prelude=set_secret_variable("password_hash", password_hash),
+        prelude=psql.set_secret_variable("password_hash", password_hash),
     )
     if not rows:
         raise UsageError(f"mailbox {address.lower()} does not exist")
@@ -620,7 +538,7 @@ def set_mailbox_password(compose: Executor, address: str, password_hash: str) ->
 
 def set_mailbox_quota(compose: Executor, address: str, quota_bytes: int) -> QuotaChange:
     """Change a mailbox's quota (0: none); Dovecot reads it at the next login or delivery."""
-    rows = _psql(
+    rows = psql.query(
         compose,
         "UPDATE mailboxes m SET quota_bytes = CAST(:'quota_bytes' AS bigint) "
         "FROM (SELECT address, quota_bytes FROM mailboxes WHERE address = :'address' "
@@ -660,7 +578,7 @@ def remove_mailbox(
     local_part, domain = _split(address)
     home = f"{MAIL_ROOT}/{domain}/{local_part}"  # shown only; a purge re-validates it
     path = mailbox_mail_path(address) if purge else home
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT 'state', EXISTS (SELECT 1 FROM mailboxes WHERE address = :'address');",
         {"address": address},
@@ -671,10 +589,10 @@ def remove_mailbox(
         if mail is None or not mail.exists:
             raise UsageError(f"mailbox {address} does not exist")
         return MailboxRemoval(address, home, False, (), _purge(compose, mail))
-    rows = _psql(compose, _REMOVE_MAILBOX, {"address": address})
+    rows = psql.query(compose, _REMOVE_MAILBOX, {"address": address})
     if not any(row[0] == "mailbox" for row in rows):
         raise UsageError(f"mailbox {address} does not exist")
-    _kick(compose, address)
+    kick_sessions(compose, address)
     return MailboxRemoval(
         address,
         home,
@@ -735,12 +653,13 @@ def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> Al
     """source: an address or '@domain' (catch-all) of a domain of this stack.
 
     destinations: normalised addresses, local or external. Ones already present are kept
-    and reported; it is an error only when none is new.
+    and reported; it is an error only when none is new. Both checked by mailstack.names.
     """
-    source = source.lower()
+    source = names.require("SOURCE", names.source, source)
+    destinations = [names.require("DEST", names.address, dest) for dest in destinations]
     _, domain = _split(source)
     joined = _destinations(source, destinations, required=True)
-    rows = _psql(
+    rows = psql.query(
         compose,
         _ADD_ALIAS,
         {"source": source, "domain": domain, "destinations": joined},
@@ -764,7 +683,7 @@ def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> Al
 
 
 def list_aliases(compose: Executor, domain: str | None = None) -> list[Alias]:
-    rows = _psql(
+    rows = psql.query(
         compose,
         "SELECT source, destination FROM aliases "
         "WHERE :'domain' = '' OR domain = :'domain' ORDER BY source, destination;",
@@ -781,7 +700,7 @@ def remove_alias(compose: Executor, source: str, destinations: Sequence[str] = (
     source = source.lower()
     _split(source)
     joined = _destinations(source, destinations, required=False)
-    rows = _psql(compose, _REMOVE_ALIAS, {"source": source, "destinations": joined})
+    rows = psql.query(compose, _REMOVE_ALIAS, {"source": source, "destinations": joined})
     missing = [row[1] for row in rows if row[0] == "missing"]
     if missing:
         raise UsageError(
@@ -911,7 +830,7 @@ def _purge(compose: Executor, mail: StoredMail) -> StoredMail:
     return mail
 
 
-def _kick(compose: Executor, mask: str) -> None:
+def kick_sessions(compose: Executor, mask: str) -> None:
     """End IMAP sessions of removed users (best effort: there may be none, or no dovecot)."""
     # "no users kicked" is exit 68; with dovecot stopped there is no session to end either.
     with contextlib.suppress(ExternalCommandFailed):
@@ -945,7 +864,7 @@ def human_size(value: int) -> str:
     return f"{value}B"
 
 
-def _domain_display(name: str) -> str:
+def domain_display(name: str) -> str:
     """'xn--bcher-kva.example' -> 'xn--bcher-kva.example (bücher.example)'."""
     if "xn--" not in name:
         return name

@@ -39,10 +39,13 @@ class ConfigError(UsageError):
     """A bad value in mailstack.yaml, named by key path."""
 
     def __init__(self, source: str, key: str, value: object, allowed: str) -> None:
-        shown = _short(value)
-        where = f"{source}: {key}: " if key else f"{source}: "
-        super().__init__(f"{where}{shown} {allowed}" if shown else f"{where}{allowed}")
         self.key = key
+        self.problem = f"{_short(value)} {allowed}".strip()  # the value and what is allowed
+        super().__init__(f"{source}: {key}: {self.problem}" if key else f"{source}: {self.problem}")
+
+    def named(self, option: str) -> UsageError:
+        """The same problem, naming the command-line option the value came from."""
+        return UsageError(f"{option}: {self.problem}", hint=self.hint)
 
 
 class StackNotInitialized(UsageError):

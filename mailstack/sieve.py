@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mailstack.directory import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
+from mailstack.psql import Executor
 
 MAIL_SERVICE = "dovecot"
 CHECKER = "/usr/local/bin/sieve-check"

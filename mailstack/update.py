@@ -43,6 +43,7 @@ from mailstack import (
     packageplan,
     probe,
     process,
+    psql,
     stack,
 )
 from mailstack.compose import docker_available
@@ -478,8 +479,8 @@ class UpdateRecords:
 
     def dump_database(self, current: lifecycle.Stack) -> None:
         dump = current.compose.exec(
-            directory.DB_SERVICE,
-            ["pg_dump", "--format=custom", "--dbname", directory.DATABASE],
+            psql.DB_SERVICE,
+            ["pg_dump", "--format=custom", "--dbname", psql.DATABASE],
             user="postgres",
             timeout=600,
         )
@@ -488,10 +489,10 @@ class UpdateRecords:
     def restore_database(self, current: lifecycle.Stack) -> None:
         """Put the directory back exactly as dumped: whatever the migrations created goes
         too (a plain --clean restore would leave their new tables behind)."""
-        current.compose.run(["up", "--detach", "--no-deps", directory.DB_SERVICE], timeout=600)
-        lifecycle.wait_healthy(current, [directory.DB_SERVICE], HEALTH_TIMEOUT, None)
+        current.compose.run(["up", "--detach", "--no-deps", psql.DB_SERVICE], timeout=600)
+        lifecycle.wait_healthy(current, [psql.DB_SERVICE], HEALTH_TIMEOUT, None)
         sql = current.compose.exec(
-            directory.DB_SERVICE,
+            psql.DB_SERVICE,
             ["pg_restore", "--file=-"],
             input=self.dump_file.read_bytes(),
             user="postgres",
@@ -505,9 +506,9 @@ class UpdateRecords:
                 b"GRANT USAGE ON SCHEMA public TO PUBLIC;\n"
             )
         current.compose.exec(
-            directory.DB_SERVICE,
+            psql.DB_SERVICE,
             ["psql", "--quiet", "--no-psqlrc", "--set", "ON_ERROR_STOP=1",
-             "--single-transaction", "--dbname", directory.DATABASE],
+             "--single-transaction", "--dbname", psql.DATABASE],
             input=reset + sql,
             user="postgres",
             timeout=600,

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mailstack import access, alias_domains, lifecycle
+from mailstack import access, alias_domains, lifecycle, names
 from mailstack.cli import accounts, output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.errors import UsageError
 from mailstack.stack import publish_domain_key
 
 domain_alias_app = typer.Typer(
@@ -102,7 +101,7 @@ def app_password_add(
     as_json: JsonOption = False,
 ) -> None:
     """Make a new app password (generated, strong) and print it once."""
-    mailbox = accounts._valid_mailbox(address)
+    mailbox = names.require("ADDRESS", names.mailbox, address)
     access.check_app_password_name(name)
     stack = lifecycle.Stack.load(directory_)
     created = access.add_app_password(stack.compose, mailbox, name)
@@ -118,7 +117,7 @@ def app_password_list(
     address: AddressArgument, directory_: StackDirOption = Path(), as_json: JsonOption = False
 ) -> None:
     """List a mailbox's app passwords (names and dates; the passwords are not stored)."""
-    mailbox = accounts._valid_mailbox(address)
+    mailbox = names.require("ADDRESS", names.mailbox, address)
     stack = lifecycle.Stack.load(directory_)
     output.listing(access.list_app_passwords(stack.compose, mailbox), as_json)
 
@@ -129,7 +128,7 @@ def app_password_revoke(
     address: AddressArgument, name: NameArgument, directory_: StackDirOption = Path()
 ) -> None:
     """Revoke one app password; the main password and the other app passwords keep working."""
-    mailbox = accounts._valid_mailbox(address)
+    mailbox = names.require("ADDRESS", names.mailbox, address)
     access.check_app_password_name(name)
     stack = lifecycle.Stack.load(directory_)
     output.info(str(access.revoke_app_password(stack.compose, mailbox, name)))
@@ -140,16 +139,11 @@ def app_password_revoke(
 
 def _valid_sender(value: str) -> str:
     """An address, or '@domain' for every address of the domain."""
-    if value.startswith("@"):
-        return "@" + _valid_domain("SENDER", value[1:])
-    return accounts._valid("SENDER", value)
+    return names.require("SENDER", names.source, value)
 
 
 def _valid_domain(kind: str, value: str) -> str:
-    try:
-        return accounts._valid("DOMAIN", value)
-    except UsageError as e:
-        raise UsageError(e.message.replace("DOMAIN:", f"{kind}:", 1), hint=e.hint) from None
+    return names.require(kind, names.domain, value)
 
 
 @sender_app.command("add")
@@ -159,7 +153,7 @@ def sender_add(
 ) -> None:
     """Allow MAILBOX to send as SENDER (an alias it receives, or @domain)."""
     source = _valid_sender(sender)
-    login = accounts._valid_mailbox(mailbox)
+    login = names.require("ADDRESS", names.mailbox, mailbox)
     stack = lifecycle.Stack.load(directory_)
     output.info(str(access.add_sender(stack.compose, source, login)))
 
@@ -171,7 +165,7 @@ def sender_remove(
 ) -> None:
     """Withdraw a permission given by `alias sender add`."""
     source = _valid_sender(sender)
-    login = accounts._valid_mailbox(mailbox)
+    login = names.require("ADDRESS", names.mailbox, mailbox)
     stack = lifecycle.Stack.load(directory_)
     output.info(str(access.remove_sender(stack.compose, source, login)))
 
@@ -184,6 +178,6 @@ def sender_list(
     as_json: JsonOption = False,
 ) -> None:
     """List who may send as which other address (every mailbox may send as itself)."""
-    only = accounts._valid("DOMAIN", domain) if domain is not None else None
+    only = names.require("DOMAIN", names.domain, domain) if domain is not None else None
     stack = lifecycle.Stack.load(directory_)
     output.listing(access.list_senders(stack.compose, only), as_json)

@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from mailstack import directory, lifecycle, passwords
+from mailstack import directory, lifecycle, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.config import mixed_scripts, normalize_address, normalize_domain
 from mailstack.errors import UsageError
 from mailstack.stack import publish_domain_key
 from mailstack.units import parse_size
@@ -44,40 +43,17 @@ def register(app: typer.Typer) -> None:
 
 
 def _valid(kind: str, value: str) -> str:
-    normalise = normalize_domain if kind == "DOMAIN" else normalize_address
-    try:
-        normalised = normalise(value)
-    except ValueError as e:
-        raise UsageError(f"{kind}: {value[:80]!r} {e}") from None
-    mixed = mixed_scripts(normalised.rpartition("@")[2])
-    if mixed:
-        raise UsageError(
-            f"{kind}: {value[:80]!r} is not accepted: it mixes {' and '.join(mixed)} letters "
-            "in one label (a look-alike of another name?)"
-        )
-    return normalised
+    """A domain (DOMAIN) or an address (any other argument), by mailstack.names."""
+    return names.require(kind, names.domain if kind == "DOMAIN" else names.address, value)
 
 
 def _valid_mailbox(value: str) -> str:
-    address = _valid("ADDRESS", value)
-    if "/" in address.rpartition("@")[0]:
-        raise UsageError(
-            f"ADDRESS: {value[:80]!r} is not accepted for a mailbox: '/' in the local part "
-            "would nest its mail inside another mailbox's directory"
-        )
-    return address
+    return names.require("ADDRESS", names.mailbox, value)
 
 
 def _valid_source(value: str) -> str:
     """An alias source: an address, or '@domain' for a catch-all."""
-    if value.startswith("@"):
-        try:
-            return "@" + _valid("DOMAIN", value[1:])
-        except UsageError:
-            raise UsageError(
-                f"SOURCE: {value[:80]!r} is not a catch-all (@ followed by a domain name)"
-            ) from None
-    return _valid("SOURCE", value)
+    return names.require("SOURCE", names.source, value)
 
 
 def _purge_flags(purge: bool, yes: bool) -> None:

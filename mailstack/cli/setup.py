@@ -77,11 +77,8 @@ def init(
         config = stack.initial_config(host, mail_domain, extra)
     except ConfigError as e:
         # Name the option the operator typed, not the key inside the file.
-        raise UsageError(
-            e.message.replace("init: hostname:", "--hostname:")
-            .replace("init: domain:", "--domain:")
-            .replace("init: network.bind_ipv4:", "--bind:")
-        ) from None
+        options = {"hostname": "--hostname", "domain": "--domain", "network.bind_ipv4": "--bind"}
+        raise (e.named(options[e.key]) if e.key in options else e) from None
     result = stack.init_stack(directory, config, force=force)
     for fact in result.host_facts:
         output.warn(fact.message)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import directory
+from mailstack import directory, psql
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.passwords import hash_password
 from tests.unit.fakes import FakeDb
@@ -27,7 +27,7 @@ def test_domain_value_travels_as_a_variable_not_in_the_sql() -> None:
 
 
 def test_psql_stops_at_the_first_error_and_reads_sql_from_stdin() -> None:
-    argv = directory.psql_argv({})
+    argv = psql.psql_argv({})
     assert "--set=ON_ERROR_STOP=1" in argv
     assert "--file=-" in argv
     assert "--csv" in argv
@@ -47,12 +47,15 @@ def test_an_alias_domain_name_is_refused_in_one_line_naming_its_target() -> None
     assert "domain alias remove example.net" in (refused.value.hint or "")
 
 
-def test_hostile_value_is_passed_verbatim_as_a_variable() -> None:
+def test_a_hostile_value_is_refused_by_the_core_and_a_good_one_travels_as_a_variable() -> None:
+    db = FakeDb()
+    with pytest.raises(UsageError, match=r"^DOMAIN: "):
+        directory.add_domain(db, "x'); DROP TABLE domains; --")
+    assert db.calls == []  # the core checks what it writes, whoever calls it
     db = FakeDb(answers=[b"added,x\n"])
-    hostile = "x'); DROP TABLE domains; --"
-    directory.add_domain(db, hostile)
-    assert db.variables()["domain"] == hostile
-    assert "DROP TABLE" not in db.calls[0].stdin
+    directory.add_domain(db, "Drop-Table.Example")
+    assert db.variables()["domain"] == "drop-table.example"
+    assert "drop-table" not in db.calls[0].stdin.lower()
 
 
 def test_control_characters_never_reach_psql() -> None:
@@ -136,7 +139,7 @@ def test_lists_are_parsed_from_csv() -> None:
 
 
 def test_csv_quoting_is_understood() -> None:
-    assert directory.parse_rows(b'"a,b",c\n"say ""hi""",\n') == [["a,b", "c"], ['say "hi"', ""]]
+    assert psql.parse_rows(b'"a,b",c\n"say ""hi""",\n') == [["a,b", "c"], ['say "hi"', ""]]
 
 
 # --- migrations --------------------------------------------------------------------------
