@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from mailstack import certreload, dkim, dnsrecords, images, process, schedule
+from mailstack import certreload, dkim, dnsrecords, images, schedule
 from mailstack.config import Config, Tls
+from mailstack.docker import DOCKER, Bind, OneShot
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import STATE_DIR, atomic_write
 from mailstack.tls import TLS_DIR, install_chain, load_certificate, matching_certificate, names_of
@@ -93,23 +94,25 @@ def certbot_args(config: Config, names: list[str]) -> list[str]:
     return args
 
 
-def docker_argv(stack: Stack, image: str, certbot: list[str]) -> list[str]:
-    """`docker run` of the acme image on the stack's frontend network, acme/ mounted."""
-    root = stack.dir.root
-    argv = [
-        "docker", "run", "--rm", "--name", f"{stack.config.project}-acme",
-        "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL", "--read-only",
-        "--tmpfs", "/tmp:mode=1777",  # noqa: S108  # the container's own tmpfs
-        # The frontend network: out to the ACME server, as the front's own answers come back.
-        "--network", f"{stack.config.project}_frontend",
-        "--volume", f"{root / ACME_DIR}:{CONTAINER_ACME}",
-    ]  # fmt: skip
+def certbot_job(stack: Stack, image: str, certbot: list[str]) -> OneShot:
+    """The acme image on the stack's frontend network (out to the ACME server, as the
+    front's own answers come back), acme/ mounted, nothing else."""
+    binds = [Bind(str(stack.dir.root / ACME_DIR), CONTAINER_ACME)]
+    env: tuple[tuple[str, str], ...] = ()
     if stack.config.tls.ca_file:
-        argv += [
-            "--volume", f"{stack.config.tls.ca_file}:{TRUSTED_CA}:ro",
-            "--env", f"REQUESTS_CA_BUNDLE={TRUSTED_CA}",
-        ]  # fmt: skip
-    return [*argv, image, *certbot]
+        binds.append(Bind(stack.config.tls.ca_file, TRUSTED_CA, read_only=True))
+        env = (("REQUESTS_CA_BUNDLE", TRUSTED_CA),)
+    return OneShot(
+        image,
+        tuple(certbot),
+        name=f"{stack.config.project}-acme",
+        network=f"{stack.config.project}_frontend",
+        binds=tuple(binds),
+        env=env,
+        tmpfs=("/tmp:mode=1777",),  # noqa: S108  # the container's own tmpfs
+        read_only=True,
+        log=True,  # certbot prints no secret; its log helps when an order fails
+    )
 
 
 def prepare_directories(root: Path) -> None:
@@ -242,8 +245,8 @@ def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str,
         registry=config.images.registry,
         apt_sources=config.images.apt_sources_path,
     )[ACME_DIR]
-    argv = docker_argv(stack, image, certbot_args(stack.config, names))
-    result = process.run(argv, check=False, timeout=900, what="certbot")
+    job = certbot_job(stack, image, certbot_args(stack.config, names))
+    result = DOCKER.run(job, check=False, timeout=900, what="certbot")
     output = (result.stdout + result.stderr).decode(errors="replace")
     if result.returncode != 0:
         raise AcmeFailed(

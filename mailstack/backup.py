@@ -38,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mailstack import __version__, directory, images, process, psql, repository_key
+from mailstack import __version__, directory, images, psql, repository_key
 from mailstack.compose import Compose
 from mailstack.config import Backup as BackupConfig
 from mailstack.config import check_backup_target, check_ssh_host_key, normalize_address
+from mailstack.docker import DOCKER, Bind, OneShot
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.lifecycle import Stack, wait_healthy
 from mailstack.secrets import BACKUP_PASSWORD, SECRETS_DIR, ensure_backup_password
@@ -151,41 +152,47 @@ class Repository:
     s3_access_key_id: str | None = None
     s3_secret_file: Path | None = None
 
-    def docker_argv(
-        self, mounts: Sequence[Mount] = (), *, entrypoint: str | None = None, name: str = ""
-    ) -> list[str]:
-        """`docker run` of the backup image with the repository, the password and mounts
-        (its entrypoint, restic's wrapper, unless another program is named)."""
-        argv = [
-            "docker", "run", "--rm", "--name", name or self.name, "--hostname", "mailstack-backup",
-            "--security-opt", "no-new-privileges:true", "--cap-drop", "ALL",
-            *[option for cap in CAPABILITIES for option in ("--cap-add", cap)],
-            # Not --read-only: restic sets the times of the parent directories it restores
-            # into (/restore/backup/...), which Docker makes in the container's own layer.
-            "--tmpfs", "/tmp:mode=1777",  # noqa: S108  # the container's own tmpfs
-            # A local repository needs no network at all; remote ones reach what the host reaches.
-            "--network", "none" if self.target.kind == "local" else "host",
-            # What restic prints (decrypted dumps, progress) goes to mailstack only:
-            # Docker's json-file log would keep a copy on the host's disk until --rm.
-            "--log-driver", "none",
-            "--env", "RESTIC_PASSWORD_FILE=/run/secrets/backup_password",
-            "--env", f"RESTIC_REPOSITORY={self.target.repository}",
-            "--volume", f"{self.password_file}:/run/secrets/backup_password:ro",
-        ]  # fmt: skip
+    def job(
+        self,
+        mounts: Sequence[Mount] = (),
+        command: Sequence[str] = (),
+        *,
+        entrypoint: str | None = None,
+        name: str = "",
+    ) -> OneShot:
+        """The backup image with the repository, the password and mounts (its entrypoint,
+        restic's wrapper, unless another program is named)."""
+        binds = [Bind(str(self.password_file), "/run/secrets/backup_password", read_only=True)]
+        env = [
+            ("RESTIC_PASSWORD_FILE", "/run/secrets/backup_password"),
+            ("RESTIC_REPOSITORY", self.target.repository),
+        ]
         if self.cache_volume:
-            argv += ["--volume", f"{self.cache_volume}:/cache"]
+            binds.append(Bind(self.cache_volume, "/cache"))
         if self.target.kind == "local":
-            argv += ["--volume", f"{self.target.path}:/repo"]
+            binds.append(Bind(self.target.path, "/repo"))
         if self.target.kind == "s3":
-            argv += ["--env", f"AWS_ACCESS_KEY_ID={self.s3_access_key_id or ''}"]
+            env.append(("AWS_ACCESS_KEY_ID", self.s3_access_key_id or ""))
             if self.s3_secret_file is not None:
-                argv += ["--volume", f"{self.s3_secret_file}:/run/secrets/{S3_SECRET}:ro"]
-        for mount in mounts:
-            argv += ["--volume", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
-        if entrypoint:
-            argv += ["--entrypoint", entrypoint]
-        argv.append(self.image)
-        return argv
+                binds.append(Bind(str(self.s3_secret_file), f"/run/secrets/{S3_SECRET}", True))
+        binds += [Bind(mount.source, mount.target, mount.read_only) for mount in mounts]
+        return OneShot(
+            self.image,
+            tuple(command),
+            entrypoint=entrypoint,
+            name=name or self.name,
+            hostname="mailstack-backup",
+            # A local repository needs no network at all; remote ones reach what the host
+            # reaches.
+            network="none" if self.target.kind == "local" else "host",
+            binds=tuple(binds),
+            env=tuple(env),
+            # Not read-only: restic sets the times of the parent directories it restores
+            # into (/restore/backup/...), which Docker makes in the container's own layer.
+            tmpfs=("/tmp:mode=1777",),  # noqa: S108  # the container's own tmpfs
+            cap_add=CAPABILITIES,
+            # What restic prints (decrypted dumps, progress) goes to mailstack only (log off).
+        )
 
     def restic_args(self, args: Sequence[str], before: Sequence[str] = ()) -> list[str]:
         """The container's command: entrypoint options (before), then restic's arguments."""
@@ -214,8 +221,8 @@ class Repository:
         (host key mismatch, key not authorized); a second, bare connection always says it.
         """
         ssh, *arguments = self.ssh_argv()
-        argv = self.docker_argv(ssh_mounts, entrypoint=ssh, name=f"{self.name}-ssh") + arguments
-        result = process.run(argv, timeout=60, what="ssh", check=False)
+        job = self.job(ssh_mounts, arguments, entrypoint=ssh, name=f"{self.name}-ssh")
+        result = DOCKER.run(job, timeout=60, what="ssh", check=False)
         return (result.stderr or b"").decode(errors="replace")
 
     def _failure(self, what: str, code: int, output: str, ssh_mounts: Sequence[Mount]) -> Exception:
@@ -270,9 +277,9 @@ class Repository:
         """Run one restic job; a failure becomes one clear error (see explain_failure)."""
         self._check_sources(mounts)
         with self._sftp_files() as ssh_mounts:
-            argv = self.docker_argv([*mounts, *ssh_mounts]) + self.restic_args(args, before)
+            job = self.job([*mounts, *ssh_mounts], self.restic_args(args, before))
             try:
-                result = process.run(argv, timeout=timeout, what=what, check=False)
+                result = DOCKER.run(job, timeout=timeout, what=what, check=False)
             except KeyboardInterrupt:
                 self.kill()
                 raise
@@ -292,9 +299,9 @@ class Repository:
     ) -> None:
         self._check_sources(mounts)
         with self._sftp_files() as ssh_mounts:
-            argv = self.docker_argv([*mounts, *ssh_mounts]) + self.restic_args(args, before)
+            job = self.job([*mounts, *ssh_mounts], self.restic_args(args, before))
             try:
-                code, stderr = process.stream(argv, on_line, what=what)
+                code, stderr = DOCKER.stream(job, on_line, what=what)
             except KeyboardInterrupt:
                 self.kill()
                 raise
@@ -303,7 +310,7 @@ class Repository:
 
     def kill(self) -> None:
         """Stop this stack's backup container if one is left running (an interrupted job)."""
-        process.run(["docker", "rm", "--force", self.name], check=False, timeout=60)
+        DOCKER.remove_container(self.name)
 
     def initialized(self) -> bool:
         try:
@@ -708,13 +715,8 @@ def await_health_after_pause(compose: Compose, since: float, timeout: float = 30
     deadline = time.monotonic() + timeout
     containers = [s.container for s in compose.ps() if s.service in PAUSED_SERVICES]
     while containers and time.monotonic() < deadline:
-        result = process.run(
-            ["docker", "inspect", "--format", "{{json .State.Health}}", *containers],
-            check=False,
-            timeout=60,
-        )
-        healths = [json.loads(line) for line in result.stdout.decode().splitlines() if line]
-        if result.returncode == 0 and all(probed_healthy_since(h, since) for h in healths):
+        healths = DOCKER.health(containers)
+        if healths is not None and all(probed_healthy_since(h, since) for h in healths):
             return
         time.sleep(0.5)
 
@@ -920,12 +922,7 @@ def build_manifest(stack: Stack) -> dict[str, Any]:
     references = compose.images()
     image_ids: dict[str, str] = {}
     for service, reference in sorted(references.items()):
-        result = process.run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", reference],
-            check=False,
-            timeout=60,
-        )
-        image_ids[service] = f"{reference} {result.stdout.decode().strip()}".strip()
+        image_ids[service] = f"{reference} {DOCKER.image_id(reference) or ''}".strip()
     usage = directory.mailbox_usage(compose)
     return {
         "schema": MANIFEST_SCHEMA,
@@ -1203,13 +1200,14 @@ def _dump_row_counts(repository: Repository, root: Path) -> dict[str, int]:
 
 
 def _pg_restore_data(repository: Repository, root: Path) -> str:
-    argv = [
-        "docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges:true", "--read-only",
-        "--volume", f"{root / 'dump'}:/dump:ro", "--entrypoint", "pg_restore", repository.image,
-        "--data-only", "--file=-", f"/dump/{DB_DUMP}",
-    ]  # fmt: skip
-    result = process.run(argv, timeout=3600, what="pg_restore (reading the dump back)")
+    reader = OneShot(
+        repository.image,
+        ("--data-only", "--file=-", f"/dump/{DB_DUMP}"),
+        entrypoint="pg_restore",
+        binds=(Bind(str(root / "dump"), "/dump", read_only=True),),
+        read_only=True,
+    )
+    result = DOCKER.run(reader, timeout=3600, what="pg_restore (reading the dump back)")
     return result.stdout.decode("utf-8", errors="replace")
 
 
@@ -1478,7 +1476,7 @@ def recover(
     except BaseException:
         # All or nothing: what this run made goes again (nothing that was there before).
         for volume in made_volumes:
-            process.run(["docker", "volume", "rm", "--force", volume], check=False, timeout=60)
+            DOCKER.remove_volume(volume)
         if made_dir:
             shutil.rmtree(root, ignore_errors=True)
         else:
@@ -1584,19 +1582,10 @@ def _dump_text(repository: Repository, snapshot_id: str, name: str) -> str:
 
 
 def _volume_exists(name: str) -> bool:
-    result = process.run(["docker", "volume", "inspect", name], check=False, timeout=60)
-    return result.returncode == 0
+    return DOCKER.volume_exists(name)
 
 
 def _create_volume(project: str, name: str) -> None:
     """A named volume as Compose makes it (its labels), so `up` adopts it without a warning."""
-    process.run(
-        [
-            "docker", "volume", "create",
-            "--label", f"com.docker.compose.project={project}",
-            "--label", f"com.docker.compose.volume={name}",
-            f"{project}_{name}",
-        ],
-        timeout=60,
-        what="docker volume create",
-    )  # fmt: skip
+    labels = {"com.docker.compose.project": project, "com.docker.compose.volume": name}
+    DOCKER.create_volume(f"{project}_{name}", labels)

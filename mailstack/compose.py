@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import process
-from mailstack.errors import DockerUnavailable, ExternalCommandFailed
+from mailstack.errors import DockerUnavailable
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
 
@@ -153,13 +153,3 @@ def _service_state(item: dict[str, Any]) -> ServiceState:
         status=str(item.get("Status", "")),
         ports=ports,
     )
-
-
-def docker_available() -> None:
-    """Raise DockerUnavailable unless the engine answers."""
-    try:
-        process.run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=30)
-    except ExternalCommandFailed as e:
-        raise DockerUnavailable(
-            e.output.strip().splitlines()[-1] if e.output else "no answer"
-        ) from None

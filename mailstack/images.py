@@ -9,7 +9,6 @@ set as a label (read by `check updates` and `version` without running anything).
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import aptsources, imagerefs, packageplan, process
+from mailstack.docker import DOCKER, Build, OneShot
 from mailstack.errors import ExternalCommandFailed, MailstackError
 from mailstack.imagetags import (
     BASE_CONTEXT,
@@ -59,33 +59,24 @@ def reference(registry: str | None, name: str, tag: str | None = None) -> str:
 
 
 def image_exists(reference: str) -> bool:
-    result = process.run(["docker", "image", "inspect", reference], check=False, timeout=60)
-    return result.returncode == 0
+    return DOCKER.image_id(reference) is not None
 
 
 def image_id(reference: str) -> str | None:
-    result = process.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", reference], check=False, timeout=60
-    )
-    return result.stdout.decode().strip() if result.returncode == 0 else None
+    return DOCKER.image_id(reference)
 
 
 def installed_packages(reference: str) -> dict[str, str]:
     """An image's package set: its label, or dpkg's database for an image built without one."""
-    result = process.run(
-        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", reference],
-        timeout=60,
-        what=f"docker image inspect {reference}",
-    )
-    labels = json.loads(result.stdout or b"null") or {}
+    labels = DOCKER.image_labels(reference)
     if PACKAGES_LABEL in labels:
-        return packageplan.parse_package_set(str(labels[PACKAGES_LABEL]))
-    listing = process.run(
-        ["docker", "run", "--rm", "--network", "none", "--log-driver", "none",
-         "--entrypoint", "dpkg-query", reference,
-         "-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"],
-        timeout=120, what=f"dpkg-query in {reference}",
-    )  # fmt: skip
+        return packageplan.parse_package_set(labels[PACKAGES_LABEL])
+    query = OneShot(
+        reference,
+        ("-W", "-f", "${db:Status-Status} ${Package} ${Version}\\n"),
+        entrypoint="dpkg-query",
+    )
+    listing = DOCKER.run(query, timeout=120, what=f"dpkg-query in {reference}")
     lines = listing.stdout.decode(errors="replace").splitlines()
     return packageplan.parse_package_set(
         "\n".join(
@@ -119,12 +110,7 @@ def ensure_base_image(rebuild: bool = False, apt_sources: Path | None = None) ->
                 if path.is_file():
                     path.unlink()
         tar = process.run(["tar", "-C", rootfs, "-c", "."], timeout=600, what="tar")
-        process.run(
-            ["docker", "import", "-", DEBIAN_IMAGE],
-            input=tar.stdout,
-            timeout=600,
-            what="docker import",
-        )
+        DOCKER.import_rootfs(tar.stdout, DEBIAN_IMAGE)
     return True
 
 
@@ -170,11 +156,10 @@ def ensure_base_layer(apt_sources: Path | None = None) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
             target.chmod(0o644)
-        process.run(
-            ["docker", "build", "--tag", layer, "--label", VENDOR_LABEL,
-             "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", str(context)],
-            timeout=600, what="docker build base layer",
-        )  # fmt: skip
+        layer_build = Build(
+            context, layer, build_args={"DEBIAN_IMAGE": DEBIAN_IMAGE}, labels=(VENDOR_LABEL,)
+        )
+        DOCKER.build(layer_build, timeout=600, what="docker build base layer")
     return layer
 
 
@@ -192,17 +177,16 @@ def build_image(
     dockerfile = contexts / service / "Dockerfile"
     if not dockerfile.is_file():
         raise MailstackError(f"no build context for {service} ({dockerfile} is missing)")
-    argv = [
-        "docker", "build", "--tag", image, "--file", str(dockerfile),
-        "--build-arg", f"BASE_IMAGE={base_layer}", "--label", VENDOR_LABEL,
-    ]  # fmt: skip
+    build_args = {"BASE_IMAGE": base_layer}
+    labels: tuple[str, ...] = (VENDOR_LABEL,)
     if plan is not None:
-        argv += [
-            "--build-arg", f"PACKAGES_DIGEST={plan.digest}",
-            "--label", f"{PLAN_LABEL}={plan.digest}",
-            "--label", f"{PACKAGES_LABEL}={packageplan.package_set_text(plan.packages)}",
-        ]  # fmt: skip
-    process.run([*argv, str(contexts)], timeout=3600, what=f"docker build {service}")
+        build_args["PACKAGES_DIGEST"] = plan.digest
+        labels += (
+            f"{PLAN_LABEL}={plan.digest}",
+            f"{PACKAGES_LABEL}={packageplan.package_set_text(plan.packages)}",
+        )
+    image_build = Build(contexts, image, dockerfile, build_args, labels)
+    DOCKER.build(image_build, timeout=3600, what=f"docker build {service}")
 
 
 def build_current(
@@ -242,7 +226,7 @@ def build_current(
 
 def pull_all(images: dict[str, str]) -> None:
     for image in sorted(set(images.values())):
-        process.run(["docker", "pull", image], timeout=1800, what=f"docker pull {image}")
+        DOCKER.pull(image)
 
 
 def pull_and_record(root: Path, registry: str, names: Sequence[str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mailstack import __version__, imagerefs, images, process
 from mailstack.compose import compose_command
+from mailstack.docker import DOCKER
 from mailstack.errors import MailstackError
 
 
@@ -70,9 +71,6 @@ def _compose_version() -> str:
 
 def _engine_version() -> str:
     try:
-        result = process.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"], check=False, timeout=30
-        )
+        return DOCKER.server_version()
     except MailstackError:
         return ""
-    return result.stdout.decode(errors="replace").strip() if result.returncode == 0 else ""

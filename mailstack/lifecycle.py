@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import acme, certreload, directory, imagerefs, images, process, securitycheck
-from mailstack.compose import Compose, ServiceState, docker_available
+from mailstack import acme, certreload, directory, docker, imagerefs, images, securitycheck
+from mailstack.compose import Compose, ServiceState
 from mailstack.config import Config
+from mailstack.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import StackDir
 
@@ -67,7 +68,7 @@ def build(
 ) -> images.ImagesResult:
     """Every image the stack uses (or `names`) at Debian's newest packages, recorded in .env;
     an image whose packages did not change keeps its tag and is not rebuilt."""
-    docker_available()
+    docker.available()
     wanted = names if names is not None else wanted_images(stack)
     registry = stack.config.images.registry
     if registry:
@@ -94,7 +95,7 @@ def up(
     """Start the stack: images, network checks, db + schema first, then the rest, health."""
     started = time.monotonic()
     stack.dir.require_no_conflicts()
-    docker_available()
+    docker.available()
     stack.compose.config_check()
     check_subnets(stack.config, host_networks(exclude_project=stack.config.project))
     recorded = imagerefs.read(stack.dir.root)
@@ -214,36 +215,14 @@ def host_networks(exclude_project: str) -> list[tuple[str, ipaddress.IPv4Network
     """Networks already in use here: host routes and Docker networks of other projects."""
     found: list[tuple[str, ipaddress.IPv4Network]] = []
     found += [("host route", net) for net in routes_from_proc(Path("/proc/net/route"))]
-    result = process.run(
-        ["docker", "network", "ls", "--format", "{{.Name}}"], check=False, timeout=60
-    )
-    names = [
-        name
-        for name in result.stdout.decode().split()
-        if not name.startswith(f"{exclude_project}_") and name not in ("host", "none")
-    ]
-    if names:
-        inspect = process.run(
-            [
-                "docker",
-                "network",
-                "inspect",
-                "--format",
-                "{{.Name}} {{range .IPAM.Config}}{{.Subnet}} {{end}}",
-                *names,
-            ],
-            check=False,
-            timeout=60,
-        )
-        for line in inspect.stdout.decode().splitlines():
-            name, *subnets = line.split()
-            for subnet in subnets:
-                try:
-                    network = ipaddress.ip_network(subnet, strict=False)
-                except ValueError:
-                    continue
-                if isinstance(network, ipaddress.IPv4Network):
-                    found.append((f"docker network {name}", network))
+    for name, subnets in DOCKER.network_subnets(exclude_prefix=f"{exclude_project}_"):
+        for subnet in subnets:
+            try:
+                network = ipaddress.ip_network(subnet, strict=False)
+            except ValueError:
+                continue
+            if isinstance(network, ipaddress.IPv4Network):
+                found.append((f"docker network {name}", network))
     return found
 
 

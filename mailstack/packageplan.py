@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mailstack import debversion, process
+from mailstack import debversion
+from mailstack.docker import DOCKER, Bind, OneShot
 
 PLAN_HELPER = "/usr/local/sbin/mailstack-packages"
 CONTEXTS_MOUNT = "/contexts"
@@ -210,13 +211,11 @@ def parse_changelogs_output(text: str) -> dict[str, str]:
 def resolve(base_layer: str, contexts: str, images: Sequence[str]) -> dict[str, Plan]:
     """Each image's plan, from one scratch container of the base layer (apt's lists fresh)."""
     files = [f"{CONTEXTS_MOUNT}/{image}/packages" for image in images]
-    result = process.run(
-        ["docker", "run", "--rm", "--network", "bridge", "--log-driver", "none",
-         "--volume", f"{contexts}:{CONTEXTS_MOUNT}:ro",
-         "--entrypoint", PLAN_HELPER, base_layer, "plan", *files],
+    result = DOCKER.run(
+        _scratch(base_layer, ("plan", *files), (Bind(contexts, CONTEXTS_MOUNT, read_only=True),)),
         timeout=900,
         what="resolving package versions (apt-get in a scratch container)",
-    )  # fmt: skip
+    )
     installed, simulations = parse_plan_output(result.stdout.decode(errors="replace"))
     return {
         image: apply_simulation(image, installed, simulations.get(path, []))
@@ -229,10 +228,22 @@ def changelogs(base_layer: str, specs: Sequence[str]) -> dict[str, str]:
     a scratch container (one download per source package)."""
     if not specs:
         return {}
-    result = process.run(
-        ["docker", "run", "--rm", "--network", "bridge", "--log-driver", "none",
-         "--entrypoint", PLAN_HELPER, base_layer, "changelog", *specs],
+    result = DOCKER.run(
+        _scratch(base_layer, ("changelog", *specs)),
         timeout=1800,
         what="reading changelogs (apt-get download in a scratch container)",
-    )  # fmt: skip
+    )
     return parse_changelogs_output(result.stdout.decode(errors="replace"))
+
+
+def _scratch(base_layer: str, command: tuple[str, ...], binds: tuple[Bind, ...] = ()) -> OneShot:
+    """The base layer's package helper, on the default bridge (it reaches the mirror), as
+    root with apt's usual privileges: apt drops to _apt for downloads itself."""
+    return OneShot(
+        base_layer,
+        command,
+        entrypoint=PLAN_HELPER,
+        network="bridge",
+        binds=binds,
+        hardened=False,
+    )

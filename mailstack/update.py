@@ -37,16 +37,16 @@ from mailstack import (
     __version__,
     backup,
     directory,
+    docker,
     imagerefs,
     images,
     lifecycle,
     packageplan,
     probe,
-    process,
     psql,
     stack,
 )
-from mailstack.compose import docker_available
+from mailstack.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_write
 
@@ -306,7 +306,7 @@ def roll_back_interrupted(
 
 def preflight(current: lifecycle.Stack) -> None:
     current.dir.require_no_conflicts()
-    docker_available()
+    docker.available()
     status = lifecycle.status(current)
     unhealthy = [
         s.service
@@ -548,22 +548,15 @@ def _running_image_ids(current: lifecycle.Stack) -> dict[str, str]:
     for state in current.compose.ps():
         if state.state != "running":
             continue
-        result = process.run(
-            ["docker", "inspect", "--format", "{{.Image}}", state.container],
-            check=False,
-            timeout=60,
-        )
-        if result.returncode == 0:
-            ids[state.service] = result.stdout.decode().strip()
+        image = DOCKER.container_image_id(state.container)
+        if image is not None:
+            ids[state.service] = image
     return ids
 
 
 def _docker_free_bytes() -> int | None:
-    result = process.run(
-        ["docker", "info", "--format", "{{.DockerRootDir}}"], check=False, timeout=30
-    )
-    root = result.stdout.decode().strip()
-    if result.returncode != 0 or not root:
+    root = DOCKER.root_dir()
+    if root is None:
         return None
     try:
         return shutil.disk_usage(root).free

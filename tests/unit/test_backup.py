@@ -98,8 +98,10 @@ def repository(target: str, tmp_path: Path, **extra: object) -> backup.Repositor
 
 
 def test_the_password_reaches_restic_as_a_read_only_file_never_in_argv(tmp_path: Path) -> None:
-    argv = repository("/srv/backups", tmp_path).docker_argv(
-        [backup.Mount("mail_mail", "/backup/volumes/mail")]
+    argv = (
+        repository("/srv/backups", tmp_path)
+        .job([backup.Mount("mail_mail", "/backup/volumes/mail")])
+        .argv()
     )
     text = shlex.join(argv)
     assert f"{tmp_path}/secrets/backup_password:/run/secrets/backup_password:ro" in argv
@@ -115,7 +117,7 @@ def test_the_password_reaches_restic_as_a_read_only_file_never_in_argv(tmp_path:
 
 def test_sftp_jobs_check_the_host_key_strictly(tmp_path: Path) -> None:
     remote = repository("sftp://backup@vault.example.org:2222/srv/mail", tmp_path)
-    argv = remote.docker_argv()
+    argv = remote.job().argv()
     command = remote.restic_args(["snapshots"])
     assert argv[argv.index("--network") + 1] == "host"
     assert command[0] == "-o" and command[-1] == "snapshots"
@@ -123,7 +125,7 @@ def test_sftp_jobs_check_the_host_key_strictly(tmp_path: Path) -> None:
     assert "-p 2222 backup@vault.example.org -s sftp" in command[1]
     # The diagnosis when a session fails: the same ssh, run directly in the same image.
     ssh, *arguments = remote.ssh_argv()
-    direct = remote.docker_argv(entrypoint=ssh, name="job-ssh") + arguments
+    direct = remote.job((), arguments, entrypoint=ssh, name="job-ssh").argv()
     assert direct[direct.index("--entrypoint") + 1] == "ssh"
     assert direct[direct.index("--name") + 1] == "job-ssh"
     assert direct[direct.index(remote.image) + 1 :] == arguments
