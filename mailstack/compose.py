@@ -6,7 +6,7 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,10 @@ class ServiceState:
     health: str  # healthy, unhealthy, starting, or "" when there is no healthcheck
     status: str  # docker's own words, e.g. "Up 3 minutes (healthy)"
     ports: tuple[str, ...]
+    # Failed healthchecks in a row: Docker says "unhealthy" only after `retries` of them (30,
+    # so that a slow start is waited for), but a sender meets the failure at the first one.
+    failing_checks: int = 0
+    last_check: str = ""  # what the last healthcheck printed (why it failed)
 
 
 class Compose:
@@ -115,6 +119,35 @@ class Compose:
     def logs(self, service: str, tail: int = 40) -> str:
         result = self.run(["logs", "--no-color", "--tail", str(tail), service], check=False)
         return (result.stdout + result.stderr).decode(errors="replace")
+
+    def ps_with_checks(self) -> list[ServiceState]:
+        """`ps`, with each running container's last healthcheck from `docker inspect`."""
+        states = self.ps()
+        running = [s.container for s in states if s.state == "running" and s.health]
+        if not running:
+            return states
+        result = process.run(
+            ["docker", "inspect", "--format", "{{.Name}} {{json .State.Health}}", *running],
+            check=False,
+            timeout=60,
+        )
+        checks: dict[str, tuple[int, str]] = {}
+        for line in result.stdout.decode(errors="replace").splitlines():
+            name, _, health_json = line.partition(" ")
+            try:
+                health = json.loads(health_json)
+            except ValueError:
+                continue
+            if isinstance(health, dict):
+                log = health.get("Log") or [{}]
+                output = str(log[-1].get("Output", "")).strip()
+                checks[name.lstrip("/")] = (int(health.get("FailingStreak", 0)), output)
+        return [
+            replace(s, failing_checks=checks[s.container][0], last_check=checks[s.container][1])
+            if s.container in checks
+            else s
+            for s in states
+        ]
 
     def images(self) -> dict[str, str]:
         """{service: image reference} from the rendered compose file."""

@@ -50,7 +50,8 @@ class StackStatus:
     @property
     def healthy(self) -> bool:
         return bool(self.services) and all(
-            s.state == "running" and s.health in ("healthy", "") for s in self.services
+            s.state == "running" and s.health in ("healthy", "") and not s.failing_checks
+            for s in self.services
         )
 
 
@@ -185,7 +186,7 @@ def status(stack: Stack) -> StackStatus:
     report = security.report
     return StackStatus(
         project=stack.config.project,
-        services=tuple(stack.compose.ps()),
+        services=tuple(stack.compose.ps_with_checks()),
         conflicts=tuple(manifest.conflicts),
         deleted_by_operator=tuple(manifest.deleted_by_operator),
         kept_dropped=tuple(manifest.kept_dropped),

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mailstack import schedule
+from mailstack.compose import ServiceState
 from mailstack.config import Config
 from mailstack.dnscheck import DnsCheckReport
 from mailstack.errors import MailstackError
@@ -158,17 +159,25 @@ def backup_password_notice(stack_dir: Path) -> None:
     )
 
 
+def _health_cell(service: ServiceState) -> str:
+    """Docker's health, or "failing (N)" from the first failed check on (Docker waits for its
+    `retries` before it says unhealthy)."""
+    health = service.health or "-"
+    colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(health, "")
+    if service.failing_checks and health != "unhealthy":
+        health, colour = f"failing ({service.failing_checks})", "red"
+    return f"[{colour}]{health}[/]" if colour else health
+
+
 def status_table(status: StackStatus) -> None:
     table = Table(title=f"stack {status.project}")
     for column in ("service", "state", "health", "status", "ports"):
         table.add_column(column)
     for service in status.services:
-        health = service.health or "-"
-        colour = {"healthy": "green", "unhealthy": "red", "starting": "yellow"}.get(health, "")
         table.add_row(
             service.service,
             service.state,
-            f"[{colour}]{health}[/]" if colour else health,
+            _health_cell(service),
             service.status,
             "\n".join(service.ports),
         )
@@ -176,6 +185,9 @@ def status_table(status: StackStatus) -> None:
         info(f"stack {status.project}: no containers (run `mailstack up`)")
     else:
         console.print(table)
+    for service in status.services:
+        if service.failing_checks:
+            warn(f"{service.service}: healthcheck failed: {service.last_check or '(no output)'}")
     for path in status.conflicts:
         warn(f"unresolved render conflict: {path} (see {path}{CANDIDATE_SUFFIX})")
     for path in status.deleted_by_operator:

@@ -70,11 +70,13 @@ def can_log_in(stack: RunningStack, address: str, password: str) -> bool:
         return True
 
 
-def inbox_subjects(stack: RunningStack, address: str, password: str) -> list[str]:
-    """The subjects of every message in INBOX right now."""
+def inbox_subjects(
+    stack: RunningStack, address: str, password: str, folder: str = "INBOX"
+) -> list[str]:
+    """The subjects of every message in INBOX (or another folder) right now."""
     with imaps(stack) as imap:
         imap.login(address, password)
-        imap.select("INBOX", readonly=True)
+        imap.select(folder, readonly=True)
         _, found = imap.search(None, "ALL")
         subjects = []
         for number in found[0].split():

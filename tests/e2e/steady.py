@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 @dataclass
 class SteadySender:
     """Delivers one message every `interval` seconds, retrying on 4xx and on connection
-    errors as a real MTA would, until stopped; a 5xx fails the sender."""
+    errors as a real MTA would, until stopped; a 5xx stops the sender (see `refused`)."""
 
     send: Callable[[str], None]  # delivers one message with this subject
     interval: float = 0.2
     sent: list[str] = field(default_factory=list)
     retries: int = 0
+    refused: list[str] = field(default_factory=list)  # 5xx: the sender gives up, as an MTA does
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -30,8 +31,9 @@ class SteadySender:
                     self.send(subject)
                     break
                 except (OSError, smtplib.SMTPException) as e:
-                    if isinstance(e, smtplib.SMTPResponseException) and e.smtp_code >= 500:
-                        raise
+                    if permanent(e):
+                        self.refused.append(f"{subject}: {e}")
+                        return
                     self.retries += 1
                     time.sleep(0.5)
             self.sent.append(subject)
@@ -46,3 +48,10 @@ class SteadySender:
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=60)
+
+
+def permanent(error: Exception) -> bool:
+    """Whether an SMTP failure is a 5xx (given up), not a 4xx or a lost connection (retried)."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):  # every recipient refused at RCPT
+        return any(code >= 500 for code, _ in error.recipients.values())
+    return isinstance(error, smtplib.SMTPResponseException) and error.smtp_code >= 500
