@@ -716,7 +716,7 @@ def await_health_after_pause(compose: Compose, since: float, timeout: float = 30
     containers = [s.container for s in compose.ps() if s.service in PAUSED_SERVICES]
     while containers and time.monotonic() < deadline:
         healths = DOCKER.health(containers)
-        if healths is not None and all(probed_healthy_since(h, since) for h in healths):
+        if healths is not None and all(probed_healthy_since(h, since) for h in healths.values()):
             return
         time.sleep(0.5)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import process
+from mailstack.docker import DOCKER
 from mailstack.errors import DockerUnavailable
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
@@ -126,22 +127,12 @@ class Compose:
         running = [s.container for s in states if s.state == "running" and s.health]
         if not running:
             return states
-        result = process.run(
-            ["docker", "inspect", "--format", "{{.Name}} {{json .State.Health}}", *running],
-            check=False,
-            timeout=60,
-        )
         checks: dict[str, tuple[int, str]] = {}
-        for line in result.stdout.decode(errors="replace").splitlines():
-            name, _, health_json = line.partition(" ")
-            try:
-                health = json.loads(health_json)
-            except ValueError:
-                continue
-            if isinstance(health, dict):
+        for name, health in (DOCKER.health(running) or {}).items():
+            if health is not None:
                 log = health.get("Log") or [{}]
                 output = str(log[-1].get("Output", "")).strip()
-                checks[name.lstrip("/")] = (int(health.get("FailingStreak", 0)), output)
+                checks[name] = (int(health.get("FailingStreak", 0)), output)
         return [
             replace(s, failing_checks=checks[s.container][0], last_check=checks[s.container][1])
             if s.container in checks

@@ -108,7 +108,7 @@ class Engine(Protocol):
     def image_id(self, reference: str) -> str | None: ...
     def image_labels(self, reference: str) -> dict[str, str]: ...
     def container_image_id(self, container: str) -> str | None: ...
-    def health(self, containers: Sequence[str]) -> list[dict[str, Any] | None] | None: ...
+    def health(self, containers: Sequence[str]) -> dict[str, dict[str, Any] | None] | None: ...
     def volume_exists(self, name: str) -> bool: ...
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None: ...
     def remove_volume(self, name: str) -> None: ...
@@ -156,14 +156,22 @@ class Docker:
         result = _docker(["inspect", "--format", "{{.Image}}", container], check=False)
         return result.stdout.decode().strip() or None if result.returncode == 0 else None
 
-    def health(self, containers: Sequence[str]) -> list[dict[str, Any] | None] | None:
-        """Each container's health state (None: no healthcheck); None when inspect fails."""
+    def health(self, containers: Sequence[str]) -> dict[str, dict[str, Any] | None] | None:
+        """{container: its health state (None: no healthcheck)}; None when inspect fails."""
         result = _docker(
-            ["inspect", "--format", "{{json .State.Health}}", *containers], check=False
+            ["inspect", "--format", "{{.Name}} {{json .State.Health}}", *containers], check=False
         )
         if result.returncode != 0:
             return None
-        return [json.loads(line) for line in result.stdout.decode().splitlines() if line]
+        found: dict[str, dict[str, Any] | None] = {}
+        for line in result.stdout.decode(errors="replace").splitlines():
+            name, _, health_json = line.partition(" ")
+            try:
+                health = json.loads(health_json)
+            except ValueError:
+                continue
+            found[name.lstrip("/")] = health if isinstance(health, dict) else None
+        return found
 
     def volume_exists(self, name: str) -> bool:
         return _docker(["volume", "inspect", name], check=False).returncode == 0
