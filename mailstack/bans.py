@@ -66,9 +66,7 @@ class BansReport:
         lines += [str(client) for client in self.delayed]
         lines.append(
             f"(ban after {self.max_failures} failed logins within {_minutes(self.window)} for "
-            f"{_minutes(self.ban_time)}; exempt: loopback"
-            + "".join(f", {network}" for network in self.exempt)
-            + ")"
+            f"{_minutes(self.ban_time)}; exempt: {', '.join(self.exempt) or 'none'})"
         )
         return "\n".join(lines)
 

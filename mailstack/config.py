@@ -694,7 +694,7 @@ class Bans(Section):
     exempt_networks: list[ClientNetwork] = Field(
         default=[],
         description="client addresses or networks never delayed or banned (e.g. your office "
-        "or a webmail host); loopback always is",
+        "or a webmail host); loopback is not exempt unless listed here (127.0.0.0/8, ::1)",
     )
     fail_closed: bool = Field(
         default=False,

@@ -53,6 +53,10 @@ IMAGE_SERVICES = (
 # The webmail's fixed addresses on both networks: network address + 81 (the front has + 80).
 WEBMAIL_HOST_OFFSET = 81
 
+# Dovecot's doors for Postfix (LMTP, SASL, quota policy): Unix sockets in a volume that only
+# the dovecot and postfix containers mount, instead of ports every container could reach.
+DOVECOT_POSTFIX_SOCKETS = PurePosixPath("/run/dovecot-postfix")
+
 # Sandbox-only test data, never rendered in production: a foreign domain whose DMARC policy
 # is p=reject and whose SPF allows no host, so a test can show that forged mail from it is
 # refused. (owner name, type, data) like every sandbox record.
@@ -114,6 +118,12 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": str(backend.network_address + 24),
         "frontend_resolver_ip": str(frontend.network_address + 53),
+        "dovecot_sockets": {
+            "dir": str(DOVECOT_POSTFIX_SOCKETS),
+            "lmtp": str(DOVECOT_POSTFIX_SOCKETS / "lmtp"),
+            "auth": str(DOVECOT_POSTFIX_SOCKETS / "auth"),
+            "quota_status": str(DOVECOT_POSTFIX_SOCKETS / "quota-status"),
+        },
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
         # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail

@@ -95,10 +95,12 @@ class Settings:
     window: int = 600  # seconds
     ban_time: int = 3600  # seconds
     max_delay: int = 15  # seconds
+    # Loopback is not exempt by itself: an address is what Dovecot's auth client says (rip,
+    # or the webmail's x-originating-ip), never proof of a local caller.
     exempt: tuple[Network, ...] = ()
 
     def is_exempt(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        return address.is_loopback or any(address in network for network in self.exempt)
+        return any(address in network for network in self.exempt)
 
 
 _LIMITS = {
@@ -929,7 +931,7 @@ def serve() -> int:
     log(
         f"policy server on :{POLICY_PORT}: ban after {settings.max_failures} failed logins "
         f"within {settings.window}s for {settings.ban_time}s, delay up to "
-        f"{settings.max_delay}s; exempt: loopback, {exempt}; {len(book.bans)} ban(s) restored"
+        f"{settings.max_delay}s; exempt: {exempt}; {len(book.bans)} ban(s) restored"
     )
     server.serve_forever()
     server.close()

@@ -8,6 +8,7 @@ Compose bridge sends off its bridge. The rule is removed when the session ends, 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import ssl
@@ -110,6 +111,28 @@ class RunningStack:
             timeout=300,
             check=check,
         )
+
+    def container(self, service: str) -> str:
+        """The id of the service's running container."""
+        container = self.compose("ps", "--quiet", service).stdout.decode().strip()
+        assert container, f"{service} is not running"
+        return container
+
+    def addresses(self, service: str) -> dict[str, str]:
+        """The service's container address on each network: {"frontend": …, "backend": …}."""
+        networks = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                 self.container(service)],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        prefix = f"{PROJECT}_"
+        return {
+            name.removeprefix(prefix): str(network["IPAddress"])
+            for name, network in networks.items()
+            if name.startswith(prefix)
+        }
 
     def tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file))

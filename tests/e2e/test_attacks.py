@@ -4,11 +4,13 @@ mailstack resists, readable in one place (issue 14 adds to it)."""
 from __future__ import annotations
 
 import email.utils
+import json
 import smtplib
 import socket
 import subprocess
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -292,3 +294,252 @@ def test_a_domain_added_later_is_answered_by_name_and_others_still_get_421(
     assert status == 200
     status, _, _ = https_request(stack, f"mta-sts.not-{added}", "/.well-known/mta-sts.txt")
     assert status == 421
+
+
+# --- Dovecot's back-end doors: LMTP, SASL and the quota policy are Postfix's alone ------------
+
+# Dovecot's only ports: IMAP (143, 993) and ManageSieve (4190), published for every client.
+# LMTP, SASL and the quota policy are Unix sockets on a volume only Postfix shares.
+DOVECOT_PORTS = [143, 993, 4190]
+# The ports these doors had before (LMTP, quota policy, SASL), tried by name below.
+OLD_DOORS = {"lmtp": 24, "quota-status": 12340, "sasl": 12345}
+
+# Connects to every TCP port of each address; prints {address: [open ports]} as JSON, or
+# {address: "unreachable"} when not even IMAP answers there (a network this position is not
+# on drops the packets: scanning it would only wait out every port's timeout).
+_SCAN = """
+import json, socket, sys
+def connects(host, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, port)) == 0
+found = {}
+for host in json.loads(sys.argv[1]):
+    reachable = connects(host, 143)
+    found[host] = [p for p in range(1, 65536) if connects(host, p)] if reachable else "unreachable"
+print(json.dumps(found))
+"""
+
+
+def _assert_only_imap_and_managesieve(scanned: dict[str, Any]) -> None:
+    """Every reachable Dovecot address has exactly IMAP and ManageSieve open, and at least
+    one was reachable (else the scan proved nothing)."""
+    reached = {host: ports for host, ports in scanned.items() if ports != "unreachable"}
+    assert reached, scanned
+    assert reached == dict.fromkeys(reached, DOVECOT_PORTS), scanned
+
+
+# What a foothold would send through each old door. Prints {port: outcome} as JSON: "refused"
+# or "unreachable: …" when there is no door, else what the door answered.
+_KNOCK = """
+import json, socket, sys
+host, mailbox, subject = sys.argv[1:4]
+DIALOGUES = {
+    # Mail straight into a mailbox, past postscreen, rspamd and every restriction.
+    24: [b"LHLO intruder.example", b"MAIL FROM:<ceo@example.test>", f"RCPT TO:<{mailbox}>".encode(),
+         b"DATA", f"From: ceo@example.test\\r\\nSubject: {subject}\\r\\n\\r\\ninjected\\r\\n.".encode()],
+    # A policy request as Postfix makes it, to tie the service up or probe mailboxes.
+    12340: [f"request=smtpd_access_policy\\nprotocol_state=RCPT\\nrecipient={mailbox}\\n".encode()],
+    # SASL with a remote address of the attacker's choosing (rip=), loopback among them.
+    12345: [b"VERSION\\t1\\t2\\nCPID\\t1",
+            f"AUTH\\t1\\tPLAIN\\tservice=smtp\\trip=127.0.0.1\\tresp=AGEAYg==".encode()],
+}
+result = {}
+for port, lines in DIALOGUES.items():
+    try:
+        sock = socket.create_connection((host, port), timeout=5)
+    except ConnectionRefusedError:
+        result[port] = "refused"
+        continue
+    except OSError as e:
+        result[port] = f"unreachable: {e}"
+        continue
+    with sock:
+        sock.settimeout(5)
+        answers = []
+        for line in lines:
+            sock.sendall(line + b"\\r\\n")
+            try:
+                answers.append(sock.recv(4096).decode(errors="replace"))
+            except OSError as e:
+                answers.append(str(e))
+        result[port] = "answered: " + " | ".join(answers)
+print(json.dumps(result))
+"""
+
+
+def _run_probe(stack: RunningStack, network: str, script: str, *args: str) -> str:
+    """Run a Python script in a throwaway container (one of the stack's images, no capability)
+    whose network is `network`: a Compose network, or `container:ID` for another container's
+    exact network position."""
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", network, "--cap-drop", "ALL",
+         "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c", script, *args],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def _positions(stack: RunningStack) -> dict[str, str]:
+    """Where a foothold inside the stack sits: the webmail's own network namespace (both
+    networks, its fixed addresses), and any other container on the back-end network."""
+    return {
+        "webmail": f"container:{stack.container('webmail')}",
+        "back-end container": f"{PROJECT}_backend",
+    }
+
+
+def _dovecot_hosts(stack: RunningStack) -> list[str]:
+    return sorted(stack.addresses("dovecot").values())
+
+
+def _knock(stack: RunningStack, network: str, door: str, mailbox: str, subject: str) -> None:
+    """Knock on an old door of Dovecot's, by name and at each of its addresses: no door
+    answers anywhere, and at least one address refused (was reached, so the knock counts)."""
+    outcomes = {
+        host: json.loads(_run_probe(stack, network, _KNOCK, host, mailbox, subject))[
+            str(OLD_DOORS[door])
+        ]
+        for host in ["dovecot", *_dovecot_hosts(stack)]
+    }
+    assert not any(outcome.startswith("answered") for outcome in outcomes.values()), outcomes
+    assert "refused" in outcomes.values(), outcomes
+
+
+@pytest.mark.parametrize("position", ["webmail", "back-end container"])
+def test_lmtp_from_webmail_position_refused(stack: RunningStack, position: str) -> None:
+    """LMTP would deliver into any mailbox past every filter: from inside the stack it is not
+    there at all, on any of Dovecot's addresses, and nothing gets delivered."""
+    address, password = stack.new_mailbox()
+    subject = f"injected over lmtp {uuid.uuid4().hex}"
+    network = _positions(stack)[position]
+    _knock(stack, network, "lmtp", address, subject)
+    # The mailbox works (delivery through Postfix and the socket), and holds no injected mail.
+    deliver_inbound(message(OUTSIDE_SENDER, address, "a real one"), OUTSIDE_SENDER, address)
+    fetch_by_subject(stack, address, password, "a real one")
+    assert subject not in inbox_subjects(stack, address, password)
+
+
+@pytest.mark.parametrize("position", ["webmail", "back-end container"])
+def test_dovecot_answers_other_containers_on_imap_and_managesieve_only(
+    stack: RunningStack, position: str
+) -> None:
+    """Every port, not only the old ones: no back-end door moved to another number."""
+    hosts = json.dumps(_dovecot_hosts(stack))
+    _assert_only_imap_and_managesieve(
+        json.loads(_run_probe(stack, _positions(stack)[position], _SCAN, hosts))
+    )
+
+
+def test_host_cannot_reach_dovecot_back_end_doors(stack: RunningStack) -> None:
+    """The host is on every bridge, the internal back-end one too: an unprivileged user there
+    reaches Dovecot's container addresses, and finds only IMAP and ManageSieve."""
+    scanned = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "/usr/bin/python3", "-c", _SCAN, json.dumps(_dovecot_hosts(stack))],
+        capture_output=True, text=True, timeout=600, check=True, cwd="/",
+    ).stdout  # fmt: skip
+    found = json.loads(scanned)
+    _assert_only_imap_and_managesieve(found)
+    assert "unreachable" not in found.values(), found  # the host is on both networks
+
+
+@pytest.mark.parametrize("position", ["webmail", "back-end container"])
+def test_quota_status_unreachable_from_other_containers(stack: RunningStack, position: str) -> None:
+    """The quota policy runs one request per process (client_limit 1): a container holding
+    connections open could make Postfix tempfail all inbound mail. It cannot connect."""
+    address, _ = stack.new_mailbox()
+    network = _positions(stack)[position]
+    _knock(stack, network, "quota-status", address, "quota")
+
+
+# IMAP from a throwaway container: ID with an x-originating-ip of the attacker's choosing,
+# then a login with a wrong password. Prints each tagged reply.
+_IMAP_FORGED_ORIGIN = """
+import socket, ssl, sys
+host, login, origin, ca = sys.argv[1:5]
+context = ssl.create_default_context(cafile=ca)
+context.check_hostname = False  # the name is the container's; the chain is still verified
+with context.wrap_socket(socket.create_connection((host, 993), timeout=30)) as imap:
+    reader = imap.makefile("rb")
+    reader.readline()
+    for tag, command in (("a", f'ID ("x-originating-ip" "{origin}")'),
+                         ("b", f'LOGIN "{login}" "wrong-password-guess"')):
+        imap.sendall(f"{tag} {command}\\r\\n".encode())
+        while not (line := reader.readline().decode()).startswith(tag + " "):
+            pass
+        print(line.strip())
+"""
+
+
+def _delayed(stack: RunningStack) -> dict[str, int]:
+    shown = json.loads(stack.cli("security", "bans", "--json").stdout)
+    return {item["address"]: item["failures"] for item in shown["delayed"]}
+
+
+def test_auth_with_forged_rip_from_another_container_refused(stack: RunningStack) -> None:
+    """Dovecot's SASL believes the client address its client names (rip); only Postfix may
+    name one. From the webmail or any other container, that door is gone; what is left, an
+    IMAP login with a forged x-originating-ip, is counted: against the container's own
+    address when Dovecot does not trust it, against the claimed one (loopback included, no
+    longer exempt) from the webmail, which Dovecot trusts to name the browser's address."""
+    address, _ = stack.new_mailbox()
+    for network in _positions(stack).values():
+        _knock(stack, network, "sasl", address, "sasl")
+
+    mount = ["-v", f"{stack.ca_file}:/ca.pem:ro"]
+    forged = "127.0.0.1"
+    outcomes = {}
+    for position, network in _positions(stack).items():
+        outcomes[position] = subprocess.run(
+            ["docker", "run", "--rm", "--network", network, "--cap-drop", "ALL", *mount,
+             "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c",
+             _IMAP_FORGED_ORIGIN + "print(socket.gethostbyname(socket.gethostname()))",
+             "dovecot", address, forged, "/ca.pem"],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.splitlines()  # fmt: skip
+    try:
+        delayed = _delayed(stack)
+        for position, lines in outcomes.items():
+            assert lines[1].startswith("b NO"), (position, lines)
+        # Not trusted: the forged address is ignored, the container's own is counted.
+        own = outcomes["back-end container"][2]
+        assert delayed.get(own, 0) >= 1, (own, delayed)
+        # Trusted to forward the browser's address: the claim is counted, never exempt.
+        assert delayed.get(forged, 0) >= 1, delayed
+        assert stack.addresses("webmail")["backend"] not in delayed, delayed
+    finally:
+        stack.cli("security", "bans", "--clear", forged, check=False)
+        stack.cli("security", "bans", "--clear", outcomes["back-end container"][2], check=False)
+
+
+def test_dovecot_sockets_admit_the_postfix_group_only(stack: RunningStack) -> None:
+    """The sockets' own gate, for processes that do share the volume (Postfix's other
+    processes, Dovecot's): group postfix (gid 200) connects, anybody else is refused."""
+    volume = f"{PROJECT}_dovecot-postfix-sockets"
+    script = (
+        "import json, socket\n"
+        "result = {}\n"
+        "for name in ('lmtp', 'auth', 'quota-status'):\n"
+        "    with socket.socket(socket.AF_UNIX) as sock:\n"
+        "        sock.settimeout(5)\n"
+        "        try:\n"
+        "            sock.connect('/sockets/' + name)\n"
+        "            result[name] = 'connected'\n"
+        "        except OSError as e:\n"
+        "            result[name] = type(e).__name__\n"
+        "print(json.dumps(result))\n"
+    )
+    outcomes = {}
+    for user in ("65534:65534", "65534:200"):
+        outcomes[user] = json.loads(
+            subprocess.run(
+                ["docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL",
+                 "--user", user, "-v", f"{volume}:/sockets:ro",
+                 "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c", script],
+                capture_output=True, text=True, timeout=120, check=True,
+            ).stdout
+        )  # fmt: skip
+    names = ("lmtp", "auth", "quota-status")
+    assert outcomes["65534:65534"] == dict.fromkeys(names, "PermissionError"), outcomes
+    assert outcomes["65534:200"] == dict.fromkeys(names, "connected"), outcomes

@@ -96,19 +96,6 @@ class Clients:
         return {ban["address"]: ban for ban in shown["bans"]}
 
 
-def _container_address(stack: RunningStack, service: str) -> str:
-    container = stack.compose("ps", "--quiet", service).stdout.decode().strip()
-    networks = json.loads(
-        subprocess.run(
-            ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", container],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    return str(networks[f"{PROJECT}_frontend"]["IPAddress"])
-
-
 @contextlib.contextmanager
 def _bans_policy(stack: RunningStack, **values: Any) -> Iterator[None]:
     """policy.bans changed in mailstack.yaml (render, restart bans); restored afterwards."""
@@ -151,8 +138,8 @@ def clients(stack: RunningStack) -> Iterator[Clients]:
         ):
             yield Clients(
                 stack,
-                _container_address(stack, "dovecot"),
-                _container_address(stack, "postfix"),
+                stack.addresses("dovecot")["frontend"],
+                stack.addresses("postfix")["frontend"],
                 addresses,
             )
     finally:

@@ -234,18 +234,39 @@ def test_bans_and_failures_expire() -> None:
     assert ledger.snapshot(263)["bans"] == []
 
 
-def test_successes_refusals_loopback_and_exempt_networks_never_count() -> None:
+def test_successes_refusals_and_exempt_networks_never_count() -> None:
     ledger = book(exempt=(bansd._network("198.51.100.0/24", "test"),))
     for n in range(5):
         ledger.report("192.0.2.1", "a@x", f"p{n}", "imap", success=True, refused=False, now=n)
         ledger.report("192.0.2.1", "a@x", f"q{n}", "imap", success=False, refused=True, now=n)
-        fail(ledger, "127.0.0.1", n, f"p{n}")
         fail(ledger, "198.51.100.7", n, f"p{n}")
     assert ledger.allow("192.0.2.1", now=9) == (0, "")
-    assert ledger.allow("127.0.0.1", now=9) == (0, "")
     assert ledger.allow("198.51.100.7", now=9) == (0, "")
     assert ledger.snapshot(9)["delayed"] == []
     assert ledger.allow("", now=9) == (0, "")  # no address (a local process): not policed
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+def test_a_loopback_address_is_counted_and_banned_like_any_other(address: str) -> None:
+    """An auth client names the address itself (rip, x-originating-ip): claiming loopback
+    must not switch the defence off."""
+    ledger = book()
+    for n in range(2):
+        assert fail(ledger, address, n, f"p{n}") is None
+    assert ledger.allow(address, now=2)[0] == 2
+    assert fail(ledger, address, 3, "p3") is not None
+    assert ledger.allow(address, now=4)[0] == -1
+
+
+def test_loopback_is_exempt_when_listed() -> None:
+    settings = bansd.parse_settings([("bans.conf", "exempt = 127.0.0.0/8 ::1/128\n")])
+    ledger = book(exempt=settings.exempt)
+    for n in range(5):
+        fail(ledger, "127.0.0.1", n, f"p{n}")
+        fail(ledger, "::1", n, f"p{n}")
+    assert ledger.allow("127.0.0.1", now=9) == (0, "")
+    assert ledger.allow("::1", now=9) == (0, "")
+    assert ledger.snapshot(9)["delayed"] == []
 
 
 def test_ipv6_clients_count_per_slash_64_and_mapped_ipv4_as_ipv4() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
+
+import yaml
 
 from mailstack.config import Config, validate_config
 from mailstack.render import RenderInputs, comment_prefix, render_stack, with_header
@@ -65,3 +68,39 @@ def test_project_name_is_explicit(reference_config: Config) -> None:
 
 def test_compose_accepts_the_rendered_stack(reference_config: Config, tmp_path: Path) -> None:
     assert_compose_accepts(render_stack(RenderInputs(reference_config, "1")), tmp_path)
+
+
+def test_dovecot_doors_for_postfix_are_sockets_only_postfix_shares(
+    reference_config: Config,
+) -> None:
+    """LMTP, SASL and the quota policy: no port, and a volume mounted by dovecot and postfix
+    alone; Postfix connects to exactly the sockets Dovecot makes."""
+    files = render_stack(RenderInputs(reference_config, "1"))
+    dovecot = files["config/dovecot/dovecot.conf"].decode()
+    main = files["config/postfix/main.cf"].decode()
+    compose = yaml.safe_load(files["compose.yaml"])
+
+    listeners = re.findall(r"^\s*inet_listener (\S+) \{", dovecot, re.MULTILINE)
+    assert sorted(listeners) == ["imap", "imaps", "sieve"]
+    sockets = dict(re.findall(r"^\s*unix_listener (/\S+/(\S+)) \{", dovecot, re.MULTILINE))
+    assert sorted(sockets.values()) == ["auth", "lmtp", "quota-status"]
+    paths = {name: path for path, name in sockets.items()}
+    assert f"virtual_transport = lmtp:unix:{paths['lmtp']}\n" in main
+    assert f"smtpd_sasl_path = {paths['auth']}\n" in main
+    assert f"check_policy_service unix:{paths['quota-status']}\n" in main
+    for path in paths.values():
+        assert f"unix_listener {path} {{\n    mode = 0660\n    group = postfix\n" in dovecot
+
+    directory = str(Path(paths["lmtp"]).parent)
+    mounts = {
+        name: [
+            volume
+            for volume in service.get("volumes", [])
+            if volume.startswith("dovecot-postfix-sockets:")
+        ]
+        for name, service in compose["services"].items()
+    }
+    assert {name: found for name, found in mounts.items() if found} == {
+        "dovecot": [f"dovecot-postfix-sockets:{directory}"],
+        "postfix": [f"dovecot-postfix-sockets:{directory}:ro"],
+    }
