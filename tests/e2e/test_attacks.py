@@ -1,5 +1,8 @@
 """Named attacks on the running stack, each as an attacker would make it: the list of what
-mailstack resists, readable in one place (issue 14 adds to it)."""
+mailstack resists, readable in one place. Two live beside the fixtures they need: the flood
+and slow-loris on the bans service (test_bans.py::test_a_body_flood_and_idle_sockets_on_the_
+policy_port_leave_logins_policed) and IPv6 (refused in mailstack.yaml: tests/unit/test_config.py
+::test_ipv6_is_refused_until_the_stack_sees_real_ipv6_client_addresses)."""
 
 from __future__ import annotations
 

@@ -238,6 +238,7 @@ def test_e_update_security_rebuilds_only_postfix_and_loses_no_mail(
             assert now[name] != moment, f"{name} still runs the old image"
         else:
             assert now[name] == moment, f"{name} was restarted"
+    assert not sender.refused, sender.refused  # nothing refused with a 5xx meanwhile
     assert len(sender.sent) > 20
     security_stack.wait_for(sender.sent)
     print(f"steady sender: {len(sender.sent)} messages, {sender.retries} retries")

@@ -241,6 +241,7 @@ def test_c_an_update_killed_midway_converges_and_loses_no_mail(update_stack: Upd
     snapshots = update_stack.run(update_stack.new_tree, "backup", "list", "--json")
     assert f"pre-update-{OLD_VERSION}-{NEW_VERSION}" in snapshots.stdout, snapshots.stdout
     # Every message the steady sender handed over is in the mailbox exactly once.
+    assert not sender.refused, sender.refused  # nothing refused with a 5xx meanwhile
     assert len(sender.sent) > 20
     received = update_stack.wait_for(sender.sent)
     duplicates = sorted({s for s in received if received.count(s) > 1})
