@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mailstack import __version__, directory, images, psql, repository_key
+from mailstack import __version__, directory, images, psql, repository_key, services
 from mailstack.compose import Compose
 from mailstack.config import Backup as BackupConfig
 from mailstack.config import check_backup_target, check_ssh_host_key, normalize_address
@@ -56,7 +56,7 @@ DUMP_PATH = f"{SNAPSHOT_ROOT}/dump"
 # Named volumes in a snapshot; the db volume is not: its content travels as the dump.
 VOLUMES = ("mail", "redis", "rspamd")
 # Paused for the final pass: Dovecot (the mail store) and Redis (its append-only file).
-PAUSED_SERVICES = ("dovecot", "redis")
+PAUSED_SERVICES = tuple(s.name for s in services.SERVICES if s.paused_for_backup)
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
 HYPERSCAN_CACHES = ("*.hs", "*.hs.unser", "*.hsmc", "*.hsmp")
 DB_DUMP = "db.pgdump"

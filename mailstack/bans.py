@@ -13,11 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mailstack import services
 from mailstack.config import Config
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.psql import Executor
 
-SERVICE = "bans"
+SERVICE = services.BANS.name
 PROGRAM = "/usr/local/bin/bansd"
 
 

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mailstack import services
 from mailstack.stackdir import STATE_DIR, atomic_write
 from mailstack.tls import TLS_DIR
 
@@ -20,17 +21,7 @@ if TYPE_CHECKING:
 
 SERVED_STAMP = "tls-served.sha256"  # .mailstack/: the certificate the daemons were given
 CA_STAMP = "tls-ca-served.sha256"  # .mailstack/: the CA the CA holders were started with
-# Services that trust the stack's CA through a single-file bind mount (compose.yaml): such a
-# mount keeps the file it was started with when ca.pem is replaced (a new domain widens the
-# CA's name constraints), so they are restarted to read the new one.
-CA_HOLDERS = ("webmail", "mta-sts")
 TRUST_FILES = ("ca.pem", "trusted.pem")
-FRONT_RELOAD = ["nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"]
-RELOADS = (
-    ("postfix", ["postfix", "reload"]),
-    ("dovecot", ["doveadm", "reload"]),
-    ("front", FRONT_RELOAD),
-)
 
 
 def certificate_digest(stack: Stack) -> str:
@@ -43,10 +34,10 @@ def reload_daemons(stack: Stack) -> list[str]:
     """Reload every running TLS daemon; record which certificate they now serve."""
     running = {state.service for state in stack.compose.ps() if state.state == "running"}
     reloaded: list[str] = []
-    for service, command in RELOADS:
-        if service in running:
-            stack.compose.exec(service, command)
-            reloaded.append(service)
+    for service in services.SERVICES:
+        if service.tls_reload is not None and service.name in running:
+            stack.compose.exec(service.name, list(service.tls_reload))
+            reloaded.append(service.name)
     stamp = stack.dir.root / STATE_DIR / SERVED_STAMP
     atomic_write(stamp, certificate_digest(stack).encode() + b"\n")
     return reloaded
@@ -65,7 +56,9 @@ def reload_if_changed(stack: Stack, wait_healthy: Callable[[list[str]], None]) -
     started_with = _stamp(stack, CA_STAMP)
     if started_with != trusted:
         running = {state.service for state in stack.compose.ps() if state.state == "running"}
-        holders = [service for service in CA_HOLDERS if service in running]
+        # A single-file mount keeps the file it was started with when ca.pem is replaced
+        # (a new domain widens the CA's name constraints): a restart reads the new one.
+        holders = [s.name for s in services.SERVICES if s.holds_ca and s.name in running]
         if started_with and holders:
             stack.compose.run(["restart", *holders], timeout=300)
             wait_healthy(holders)

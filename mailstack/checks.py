@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailstack import services
 from mailstack.compose import Compose
 from mailstack.errors import ExternalCommandFailed, UsageError
 
@@ -14,28 +15,12 @@ from mailstack.errors import ExternalCommandFailed, UsageError
 # doveconf -n, postfix check and postconf -n, nginx -t, php -l and php-fpm -t). Services the
 # stack does not run (clamav without features.antivirus, sink outside sandbox mode, webmail
 # without features.webmail) are skipped.
-CHECKED_SERVICES = (
-    "db",
-    "redis",
-    "resolver",
-    "clamav",
-    "rspamd",
-    "dovecot",
-    "postfix",
-    "sink",
-    "front",
-    "bans",
-    "mta-sts",
-    "webmail",
-)
-CHECKER = "/usr/local/bin/check-config"
-
-# The entrypoint's mode, which Compose passes as `command`; `run --entrypoint` drops it.
-CHECKER_ARGUMENTS: dict[str, tuple[str, ...]] = {"sink": ("sink",)}
+CHECKED_SERVICES = tuple(service.name for service in services.checked())
+CHECKER = services.CHECKER
 
 # A throwaway container would get the service's fixed address, taken while the service runs:
 # check inside the running container then (its check mode installs nothing over live files).
-FIXED_ADDRESS = frozenset({"resolver", "webmail", "dovecot", "front"})
+FIXED_ADDRESS = services.with_fixed_address()
 
 # Where a daemon reads a copy of a generated file (container prefix → stack prefix). The
 # copies keep the line numbers: overrides are appended after them (postfix comments out the
@@ -86,13 +71,13 @@ class CheckResult:
     output: str
 
 
-def check_config(compose: Compose, services: tuple[str, ...]) -> list[CheckResult]:
+def check_config(compose: Compose, names: tuple[str, ...]) -> list[CheckResult]:
     """Run the checker of each service the stack defines; ask for none it lacks."""
     defined = compose.images()
-    wanted = [service for service in services if service in defined]
+    wanted = [name for name in names if name in defined]
     if not wanted:
         raise UsageError(
-            f"not in this stack: {', '.join(services)}",
+            f"not in this stack: {', '.join(names)}",
             hint="clamav runs with features.antivirus, sink in sandbox mode",
         )
     running: set[str] = set()
@@ -100,7 +85,7 @@ def check_config(compose: Compose, services: tuple[str, ...]) -> list[CheckResul
         running = {state.service for state in compose.ps() if state.state == "running"}
     results: list[CheckResult] = []
     for service in wanted:
-        arguments = list(CHECKER_ARGUMENTS.get(service, ()))
+        arguments = list(services.named(service).checker or ())
         if service in FIXED_ADDRESS and service in running:
             command = ["exec", "-T", service, CHECKER, *arguments]
         else:

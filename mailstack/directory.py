@@ -23,13 +23,13 @@ from pathlib import Path
 
 import idna
 
-from mailstack import names, psql
+from mailstack import names, psql, services
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.psql import Executor
 from mailstack.resources import migrations_dir
 from mailstack.units import MAX_QUOTA_BYTES
 
-MAIL_SERVICE = "dovecot"
+MAIL_SERVICE = services.DOVECOT.name
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
 MAIL_ROOT = "/var/mail"
 MAX_DESTINATIONS = 100

@@ -18,12 +18,12 @@ import datetime
 import re
 from dataclasses import dataclass
 
-from mailstack import dkim, lifecycle
+from mailstack import dkim, lifecycle, services
 from mailstack.errors import ExternalCommandFailed, UsageError
 from mailstack.stack import render
 
-RESOLVER_SERVICE = "resolver"
-SIGNING_SERVICE = "rspamd"
+RESOLVER_SERVICE = services.RESOLVER.name
+SIGNING_SERVICE = services.RSPAMD.name
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 

@@ -9,7 +9,6 @@ policy host's address from DNS, port 443, SNI, certificate verified, no redirect
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from mailstack import directory, dkim
+from mailstack import directory, dkim, services
 from mailstack.config import Config
 from mailstack.dkim import DkimKey
 from mailstack.dnsrecords import (
@@ -50,7 +49,6 @@ from mailstack.mailauth import (
 )
 from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
-RESOLVER_HOST_OFFSET = 53  # the resolver's fixed address on each stack network (+53)
 QUERY_TIMEOUT = 5.0
 HTTPS_TIMEOUT = 10.0
 MAX_POLICY_BYTES = 64 * 1024
@@ -87,8 +85,7 @@ class DnsLookupFailed(MailstackError):
 
 def stack_resolver_address(config: Config) -> str:
     """The stack resolver's address on the frontend network (reachable from the host)."""
-    network = ipaddress.ip_network(config.network.frontend_subnet)
-    return str(network.network_address + RESOLVER_HOST_OFFSET)
+    return services.fixed_address(services.RESOLVER, config.network.frontend_subnet)
 
 
 class Lookup:

@@ -11,16 +11,13 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mailstack import services
 from mailstack.config import Config
 from mailstack.dkim import DkimKey
 from mailstack.mailauth import MtaStsPolicy, dmarc_record
 
 TTL = 3600
 MX_PREFERENCE = 10
-# The front's fixed address on the frontend network (network address + 80; the resolver
-# has + 53). In sandbox mode it stands in for the host's public address: the sandbox zone
-# points the hostname and mta-sts.<domain> at it, and HTTPS on it answers on port 443.
-FRONT_HOST_OFFSET = 80
 POSTMASTER = "postmaster"
 # Names of a mail domain served by the front (its certificate covers them for the first
 # domain): the MTA-STS policy host and the mail clients' autoconfiguration names.
@@ -96,8 +93,10 @@ def _printed(record: Record) -> str:
 
 
 def front_address(config: Config) -> str:
-    network = ipaddress.ip_network(config.network.frontend_subnet)
-    return str(network.network_address + FRONT_HOST_OFFSET)
+    """The front's fixed address on the frontend network. In sandbox mode it stands in for
+    the host's public address: the sandbox zone points the hostname and mta-sts.<domain> at
+    it, and HTTPS on it answers on port 443."""
+    return services.fixed_address(services.FRONT, config.network.frontend_subnet)
 
 
 def public_ipv4(config: Config) -> str | None:

@@ -9,10 +9,11 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
+from mailstack import services
 from mailstack.errors import UsageError
 from mailstack.passwords import is_password_hash
 
-DB_SERVICE = "db"
+DB_SERVICE = services.DB.name
 DATABASE = "mail"
 _VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 

@@ -13,45 +13,31 @@ from typing import Any
 
 import jinja2
 
-from mailstack import dnsrecords, imagerefs
+from mailstack import dnsrecords, imagerefs, services
 from mailstack.config import Config
 from mailstack.dkim import DkimKey
 from mailstack.resources import templates_dir
 from mailstack.secrets import SECRET_NAMES
 from mailstack.units import parse_duration
 
-# Templates whose path starts with one of these are rendered only when the predicate holds.
+# Templates whose path starts with one of these are rendered only when the service runs.
 OPTIONAL_TREES: dict[str, Callable[[Config], bool]] = {
-    "config/clamav/": lambda config: config.features.antivirus,
-    "config/sink/": lambda config: config.mode == "sandbox",
-    "config/bans/": lambda config: config.policy.bans.enabled,
-    "config/webmail/": lambda config: config.features.webmail,
+    f"config/{service.name}/": service.runs_when
+    for service in services.SERVICES
+    if service.runs_when is not None
 }
 
 # Where each daemon's override point is: files there are the operator's, never written.
 OVERRIDE_POINTS: dict[str, str] = {
-    "postfix": "overrides/postfix/main.cf and overrides/postfix/master.cf (appended last)",
-    "dovecot": "overrides/dovecot/*.conf (included last)",
-    "rspamd": "overrides/rspamd/ (rspamd's override.d)",
-    "front": "overrides/front/*.conf (included in the server block)",
-    "resolver": "overrides/resolver/*.conf (included last)",
-    "redis": "overrides/redis/redis.conf (included last)",
-    "bans": "overrides/bans/bans.conf (read last)",
-    "webmail": "overrides/webmail/*.inc.php (Roundcube settings, read last)",
+    service.name: service.override_point
+    for service in services.SERVICES
+    if service.override_point is not None
 }
 
 # Comment syntax by file name ending; files with no comment syntax get no header.
 _COMMENT_PREFIX: dict[str, str] = {
     ".sql": "--", ".lua": "--", ".php": "//", ".json": "", ".ini": ";", ".js": "//",
 }  # fmt: skip
-
-IMAGE_SERVICES = (
-    "db", "redis", "rspamd", "dovecot", "postfix", "resolver", "front", "clamav", "bans",
-    "backup", "mta-sts", "webmail", "acme",
-)  # fmt: skip
-
-# The webmail's fixed addresses on both networks: network address + 81 (the front has + 80).
-WEBMAIL_HOST_OFFSET = 81
 
 # Dovecot's doors for Postfix (LMTP, SASL, quota policy): Unix sockets in a volume that only
 # the dovecot and postfix containers mount, instead of ports every container could reach.
@@ -110,14 +96,14 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # ${MAILSTACK_IMAGE_X:-…}: the tag follows the image's packages, recorded in .env by
         # each build (mailstack.imagerefs), so a security update never touches this file.
         "images": {
-            name: imagerefs.compose_reference(name, image_prefix) for name in IMAGE_SERVICES
+            name: imagerefs.compose_reference(name, image_prefix) for name in services.IMAGES
         },
         "pull_policy": "missing" if registry else "never",
         "secrets": sorted(SECRET_NAMES),
-        "resolver_ip": str(backend.network_address + 53),
+        "resolver_ip": services.fixed_address(services.RESOLVER, backend),
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
-        "dovecot_backend_ip": str(backend.network_address + 24),
-        "frontend_resolver_ip": str(frontend.network_address + 53),
+        "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),
+        "frontend_resolver_ip": services.fixed_address(services.RESOLVER, frontend),
         "dovecot_sockets": {
             "dir": str(DOVECOT_POSTFIX_SOCKETS),
             "lmtp": str(DOVECOT_POSTFIX_SOCKETS / "lmtp"),
@@ -148,8 +134,8 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "path": config.webmail.path,
             # At "/" the webmail takes the place of the landing page.
             "at_root": config.features.webmail and config.webmail.path == "/",
-            "frontend_ip": str(frontend.network_address + WEBMAIL_HOST_OFFSET),
-            "backend_ip": str(backend.network_address + WEBMAIL_HOST_OFFSET),
+            "frontend_ip": services.fixed_address(services.WEBMAIL, frontend),
+            "backend_ip": services.fixed_address(services.WEBMAIL, backend),
         },
         # Whether clients inside the stack verify its certificate against a CA file of the
         # stack's: its own CA (tls/ca.pem, mode selfsigned) or tls.ca_file (tls/trusted.pem);

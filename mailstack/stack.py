@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailstack import __version__, acme, certreload, dkim, dnsrecords, lifecycle, tls
+from mailstack import __version__, acme, certreload, dkim, dnsrecords, lifecycle, services, tls
 from mailstack.config import Config, validate_config
 from mailstack.configfile import commented_yaml
 from mailstack.errors import StackExists, UsageError
@@ -186,7 +186,7 @@ def publish_domain_key(stack: lifecycle.Stack, domain: str) -> DomainKeyResult:
     front_changed = any(outcome.path.startswith("config/front/") for outcome in report.changed())
     front_reloaded = front_changed and "front" in running and "front" not in reloaded
     if front_reloaded:
-        stack.compose.exec("front", certreload.FRONT_RELOAD)
+        stack.compose.exec(services.FRONT.name, list(services.FRONT.tls_reload or ()))
     acme_pending = stack.config.tls.mode == "acme" and made.created
     return DomainKeyResult(made.key, made.created, restart, reloaded, acme_pending, front_reloaded)
 

@@ -1,0 +1,124 @@
+"""The stack's services, each described once: what every other part of mailstack knows about
+a service (its image, whether the operator's file turns it on, its fixed address, its config
+checker, how it takes a new certificate, what a backup does to it, its override point) is
+read from its record here. Adding a service is its record, its templates and its build
+context (compose/<image>/); docs/architecture.md shows how.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailstack.config import Config
+
+CHECKER = "/usr/local/bin/check-config"  # every image ships it (compose/<image>/entrypoint)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # the Compose service
+    image: str  # the image it runs: mailstack/<image>, built from compose/<image>/
+    # Whether this stack runs it (None: always); its config/<name>/ tree is rendered only then.
+    runs_when: Callable[[Config], bool] | None = None
+    # A fixed address, network address + this, on each network it joins (others: Docker's).
+    fixed_host: int | None = None
+    # `check config`: check-config's arguments (the entrypoint's mode); None: no checker.
+    checker: tuple[str, ...] | None = ()
+    # How it takes a new certificate without a restart; None: it serves no TLS.
+    tls_reload: tuple[str, ...] | None = None
+    # Trusts the stack's CA through a single-file mount: restarted when the CA changes.
+    holds_ca: bool = False
+    # Frozen (docker pause) while a backup copies its volume, for a consistent copy.
+    paused_for_backup: bool = False
+    # Where the operator's own settings go, never written by mailstack.
+    override_point: str | None = None
+
+    def runs_in(self, config: Config) -> bool:
+        return self.runs_when is None or self.runs_when(config)
+
+
+DB = Service("db", "db")
+REDIS = Service("redis", "redis", override_point="overrides/redis/redis.conf (included last)")
+RESOLVER = Service(
+    "resolver",
+    "resolver",
+    fixed_host=53,  # the stack's DNS server on both networks (containers' `dns:`)
+    override_point="overrides/resolver/*.conf (included last)",
+)
+CLAMAV = Service("clamav", "clamav", runs_when=lambda config: config.features.antivirus)
+RSPAMD = Service("rspamd", "rspamd", override_point="overrides/rspamd/ (rspamd's override.d)")
+BANS = Service(
+    "bans",
+    "bans",
+    runs_when=lambda config: config.policy.bans.enabled,
+    override_point="overrides/bans/bans.conf (read last)",
+)
+DOVECOT = Service(
+    "dovecot",
+    "dovecot",
+    # Postfix's internal listener (10587) relays what Dovecot sends itself for this address.
+    fixed_host=24,
+    tls_reload=("doveadm", "reload"),
+    paused_for_backup=True,
+    override_point="overrides/dovecot/*.conf (included last)",
+)
+POSTFIX = Service(
+    "postfix",
+    "postfix",
+    tls_reload=("postfix", "reload"),
+    override_point="overrides/postfix/main.cf and overrides/postfix/master.cf (appended last)",
+)
+SINK = Service(
+    "sink", "postfix", runs_when=lambda config: config.mode == "sandbox", checker=("sink",)
+)
+FRONT = Service(
+    "front",
+    "front",
+    fixed_host=80,  # in sandbox mode the host's "public" address (the sandbox zone says so)
+    tls_reload=("nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"),
+    override_point="overrides/front/*.conf (included in the server block)",
+)
+MTA_STS = Service("mta-sts", "mta-sts", holds_ca=True)
+WEBMAIL = Service(
+    "webmail",
+    "webmail",
+    runs_when=lambda config: config.features.webmail,
+    # PHP-FPM admits only the front, PostgreSQL only this container, Dovecot believes its
+    # x-originating-ip only from here.
+    fixed_host=81,
+    holds_ca=True,
+    override_point="overrides/webmail/*.inc.php (Roundcube settings, read last)",
+)
+
+# In start order; Compose's depends_on decides the real order, this one is for people.
+SERVICES: tuple[Service, ...] = (
+    DB, REDIS, RESOLVER, CLAMAV, RSPAMD, BANS, DOVECOT, POSTFIX, SINK, FRONT, MTA_STS, WEBMAIL,
+)  # fmt: skip
+# Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
+JOB_IMAGES = ("backup", "acme")
+IMAGES: tuple[str, ...] = (*dict.fromkeys(service.image for service in SERVICES), *JOB_IMAGES)
+BY_NAME = {service.name: service for service in SERVICES}
+
+
+def named(name: str) -> Service:
+    return BY_NAME[name]
+
+
+def checked() -> tuple[Service, ...]:
+    return tuple(service for service in SERVICES if service.checker is not None)
+
+
+def with_fixed_address() -> frozenset[str]:
+    return frozenset(service.name for service in SERVICES if service.fixed_host is not None)
+
+
+def fixed_address(
+    service: Service, subnet: str | ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> str:
+    """A service's fixed address on one of the stack's networks (Service.fixed_host)."""
+    if service.fixed_host is None:
+        raise ValueError(f"{service.name} has no fixed address")
+    network = ipaddress.ip_network(subnet) if isinstance(subnet, str) else subnet
+    return str(network.network_address + service.fixed_host)
