@@ -19,7 +19,6 @@ import datetime
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -27,11 +26,9 @@ from mailstack import certreload, dkim, dnsrecords, images, schedule
 from mailstack.config import Config, Tls
 from mailstack.docker import DOCKER, Bind, OneShot
 from mailstack.errors import MailstackError, UsageError
+from mailstack.stack import Stack
 from mailstack.stackdir import STATE_DIR, atomic_write
 from mailstack.tls import TLS_DIR, install_chain, load_certificate, matching_certificate, names_of
-
-if TYPE_CHECKING:
-    from mailstack.lifecycle import Stack
 
 ACME_DIR = "acme"
 CERT_NAME = "mailstack"  # certbot's --cert-name: one certificate, whatever names it covers

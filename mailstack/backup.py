@@ -44,8 +44,9 @@ from mailstack.config import Backup as BackupConfig
 from mailstack.config import check_backup_target, check_ssh_host_key, normalize_address
 from mailstack.docker import DOCKER, Bind, OneShot
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.lifecycle import Stack, wait_healthy
+from mailstack.lifecycle import wait_healthy
 from mailstack.secrets import BACKUP_PASSWORD, SECRETS_DIR, ensure_backup_password
+from mailstack.stack import Stack
 from mailstack.stackdir import STATE_DIR, StackDir
 
 SNAPSHOT_ROOT = "/backup"

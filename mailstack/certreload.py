@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from mailstack import services
+from mailstack.stack import Stack
 from mailstack.stackdir import STATE_DIR, atomic_write
 from mailstack.tls import TLS_DIR
-
-if TYPE_CHECKING:
-    from mailstack.lifecycle import Stack
 
 SERVED_STAMP = "tls-served.sha256"  # .mailstack/: the certificate the daemons were given
 CA_STAMP = "tls-ca-served.sha256"  # .mailstack/: the CA the CA holders were started with

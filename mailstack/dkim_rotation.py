@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from mailstack import dkim, lifecycle, services
 from mailstack.errors import ExternalCommandFailed, UsageError
-from mailstack.stack import render
+from mailstack.stack import Stack
+from mailstack.stackfiles import render
 
 RESOLVER_SERVICE = services.RESOLVER.name
 SIGNING_SERVICE = services.RSPAMD.name
@@ -93,7 +94,7 @@ def should_switch(*, now: bool, visible: bool | None) -> bool:
     return now or visible is True
 
 
-def record_visible(stack: lifecycle.Stack, key: dkim.DkimKey) -> bool:
+def record_visible(stack: Stack, key: dkim.DkimKey) -> bool:
     """Whether the stack's resolver answers the key's TXT record with this public key."""
     try:
         output = stack.compose.exec(
@@ -108,7 +109,7 @@ def record_visible(stack: lifecycle.Stack, key: dkim.DkimKey) -> bool:
 
 
 def rotate(
-    stack: lifecycle.Stack, domain: str, *, now: bool, clock: datetime.datetime | None = None
+    stack: Stack, domain: str, *, now: bool, clock: datetime.datetime | None = None
 ) -> Rotation:
     root = stack.dir.root
     keys = dkim.show(root, domain)
@@ -131,18 +132,18 @@ def rotate(
     return Rotation(domain, pending, previous, created, visible, switched, tuple(restarted))
 
 
-def retire(stack: lifecycle.Stack, domain: str, selector: str | None = None) -> Retirement:
+def retire(stack: Stack, domain: str, selector: str | None = None) -> Retirement:
     retired = dkim.retire(stack.dir.root, domain, selector)
     restarted = _apply(stack, _zone_services(stack))
     return Retirement(domain, tuple(key.selector for key in retired), restarted)
 
 
-def _zone_services(stack: lifecycle.Stack) -> tuple[str, ...]:
+def _zone_services(stack: Stack) -> tuple[str, ...]:
     # In sandbox mode the resolver serves the stack's zone, DKIM records included.
     return (RESOLVER_SERVICE,) if stack.config.mode == "sandbox" else ()
 
 
-def _apply(stack: lifecycle.Stack, services: tuple[str, ...]) -> tuple[str, ...]:
+def _apply(stack: Stack, services: tuple[str, ...]) -> tuple[str, ...]:
     """Re-render (the zone and `dns records` follow dkim/), restart what must re-read it."""
     report = render(stack.dir.root, stack.config)
     if report.conflicts:

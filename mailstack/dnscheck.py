@@ -35,7 +35,6 @@ from mailstack.dnsrecords import (
     record_set,
 )
 from mailstack.errors import MailstackError, UsageError
-from mailstack.lifecycle import Stack
 from mailstack.mailauth import (
     SPF_LOOKUP_LIMIT,
     PolicySyntaxError,
@@ -47,6 +46,7 @@ from mailstack.mailauth import (
     parse_spf,
     parse_tls_rpt,
 )
+from mailstack.stack import Stack
 from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 QUERY_TIMEOUT = 5.0

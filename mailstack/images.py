@@ -27,6 +27,7 @@ from mailstack.imagetags import (
     files_digest,
 )
 from mailstack.resources import build_contexts_dir
+from mailstack.stack import Stack
 
 PACKAGES_LABEL = "org.mailstack.packages"
 PLAN_LABEL = "org.mailstack.packages.digest"
@@ -262,3 +263,12 @@ def ensure_images(
 def _say(progress: Progress | None, message: str) -> None:
     if progress:
         progress(message)
+
+
+def wanted(stack: Stack) -> list[str]:
+    """Every image the stack uses: its services' and the one-shot jobs' (backup, acme)."""
+    names = {imagerefs.image_name(reference) for reference in stack.compose.images().values()}
+    names.add("backup")  # no service runs it: `mailstack backup` starts it for each job
+    if stack.config.tls.mode == "acme":  # likewise run by `mailstack tls renew`
+        names.add("acme")
+    return sorted(names)

@@ -8,29 +8,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import acme, certreload, directory, docker, imagerefs, images, securitycheck
-from mailstack.compose import Compose, ServiceState
+from mailstack import (
+    acme,
+    certreload,
+    directory,
+    docker,
+    imagerefs,
+    images,
+    schedule,
+    securitycheck,
+)
+from mailstack.compose import ServiceState
 from mailstack.config import Config
 from mailstack.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
-from mailstack.stackdir import StackDir
+from mailstack.stack import Stack
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Stack:
-    """A loaded stack directory: its files, its config and its Compose adapter."""
-
-    dir: StackDir
-    config: Config
-    compose: Compose
-
-    @classmethod
-    def load(cls, root: Path) -> Stack:
-        stack_dir = StackDir(root).require()
-        config = stack_dir.load_config()
-        return cls(stack_dir, config, Compose(stack_dir.root, config.project))
 
 
 @dataclass(frozen=True)
@@ -62,6 +56,8 @@ class UpResult:
     migrations: tuple[str, ...]
     status: StackStatus
     reloaded: tuple[str, ...] = ()  # daemons told of a new certificate
+    # What came after the stack was up: the ACME certificate (tls.mode acme), the timers.
+    notes: tuple[str, ...] = ()
 
 
 def build(
@@ -70,7 +66,7 @@ def build(
     """Every image the stack uses (or `names`) at Debian's newest packages, recorded in .env;
     an image whose packages did not change keeps its tag and is not rebuilt."""
     docker.available()
-    wanted = names if names is not None else wanted_images(stack)
+    wanted = names if names is not None else images.wanted(stack)
     registry = stack.config.images.registry
     if registry:
         return images.ImagesResult(images.pull_and_record(stack.dir.root, registry, wanted), (), {})
@@ -79,15 +75,6 @@ def build(
     )
     imagerefs.write(stack.dir.root, result.references)
     return result
-
-
-def wanted_images(stack: Stack) -> list[str]:
-    """Every image the stack uses: its services' and the one-shot jobs' (backup, acme)."""
-    names = {imagerefs.image_name(reference) for reference in stack.compose.images().values()}
-    names.add("backup")  # no service runs it: `mailstack backup` starts it for each job
-    if stack.config.tls.mode == "acme":  # likewise run by `mailstack tls renew`
-        names.add("acme")
-    return sorted(names)
 
 
 def up(
@@ -102,7 +89,7 @@ def up(
     recorded = imagerefs.read(stack.dir.root)
     missing = [
         name
-        for name in wanted_images(stack)
+        for name in images.wanted(stack)
         if name not in recorded or not images.image_exists(recorded[name])
     ]
     built: list[str] = []
@@ -126,8 +113,19 @@ def up(
         reloaded = certreload.reload_if_changed(
             stack, lambda services: wait_healthy(stack, services, timeout, progress)
         )
+    current = status(stack)
+    notes: list[str] = []
+    # Once the front serves: the first ACME certificate (or a due one) and its renewals.
+    if stack.config.tls.mode == "acme" and current.healthy:
+        notes += acme.after_up(stack)
+    notes += schedule.keep_security_timer(stack.dir.root, stack.config)
     return UpResult(
-        time.monotonic() - started, tuple(built), tuple(applied), status(stack), tuple(reloaded)
+        time.monotonic() - started,
+        tuple(built),
+        tuple(applied),
+        current,
+        tuple(reloaded),
+        tuple(notes),
     )
 
 

@@ -192,3 +192,20 @@ def installed(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> bool:
 
 def systemd_running() -> bool:
     return _RUNNING_MARKER.is_dir()
+
+
+def keep_security_timer(root: Path, config: Config) -> list[str]:
+    """What `up` does with the daily security timer, as update.security says: installed
+    unless off; never in sandbox mode (staging and tests: nothing runs behind their back)."""
+    timer = security_timer(root, config)
+    if config.update.security == "off":
+        return [str(remove(timer))] if installed(timer) else []
+    if config.mode == "sandbox":
+        return [] if not installed(timer) else [str(remove(timer))]
+    if systemd_running():
+        return [] if installed(timer) else [str(install(timer))]
+    return [
+        f"security fixes are not scheduled (systemd is not running here): run `mailstack "
+        f"update --security --unattended` daily from your scheduler (update.security: "
+        f"{config.update.security})"
+    ]

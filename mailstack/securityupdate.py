@@ -22,14 +22,14 @@ from pathlib import Path
 from mailstack import (
     __version__,
     imagerefs,
-    lifecycle,
+    images,
     packageplan,
     probe,
-    schedule,
     securitycheck,
 )
 from mailstack.errors import MailstackError, UsageError
 from mailstack.securitycheck import UpdatesReport
+from mailstack.stack import Stack
 from mailstack.stackdir import StackDir
 from mailstack.update import (
     HEALTH_TIMEOUT,
@@ -74,10 +74,10 @@ class SecurityUpdateResult:
         return "\n".join(lines)
 
 
-def check(stack: lifecycle.Stack) -> tuple[UpdatesReport, dict[str, packageplan.Plan]]:
+def check(stack: Stack) -> tuple[UpdatesReport, dict[str, packageplan.Plan]]:
     """`mailstack check updates`: the pending fixes of every image the stack records."""
     references = imagerefs.read(stack.dir.root)
-    wanted = lifecycle.wanted_images(stack)
+    wanted = images.wanted(stack)
     if not any(name in references for name in wanted):
         raise UsageError(
             "no image of this stack is built yet: nothing to check",
@@ -101,7 +101,7 @@ def security_update(
     started = time.monotonic()
     records = UpdateRecords(StackDir(root).require())
     rolled_back = roll_back_interrupted(root, records, progress, health_timeout)
-    current = lifecycle.Stack.load(root)
+    current = Stack.load(root)
     require_current_release(current)
     if current.config.images.registry:
         raise UsageError(
@@ -141,7 +141,7 @@ def security_update(
     )
 
 
-def require_current_release(stack: lifecycle.Stack) -> None:
+def require_current_release(stack: Stack) -> None:
     rendered = stack.dir.manifest().version or "0.0.0"
     if rendered != __version__:
         raise UsageError(
@@ -168,7 +168,7 @@ def unattended(
     root: Path, *, now: datetime.datetime | None = None, progress: Progress | None = None
 ) -> UnattendedResult:
     """What the daily timer runs: update.security decides (auto, notify or off)."""
-    stack = lifecycle.Stack.load(root)
+    stack = Stack.load(root)
     config = stack.config
     mode = config.update.security
     moment = now or datetime.datetime.now(datetime.UTC)
@@ -199,7 +199,7 @@ def unattended(
     return _record(root, UnattendedResult(mode, str(result).splitlines()[0], mailed))
 
 
-def _notify(stack: lifecycle.Stack, progress: Progress | None) -> UnattendedResult:
+def _notify(stack: Stack, progress: Progress | None) -> UnattendedResult:
     _say(progress, "checking the configured Debian suites for security fixes")
     report, _ = check(stack)
     state = securitycheck.load(stack.dir.root)
@@ -220,7 +220,7 @@ def _notify(stack: lifecycle.Stack, progress: Progress | None) -> UnattendedResu
     return UnattendedResult("notify", line, mailed)
 
 
-def _mail_failure(stack: lifecycle.Stack, failure: MailstackError) -> bool:
+def _mail_failure(stack: Stack, failure: MailstackError) -> bool:
     subject = f"[mailstack] {stack.config.hostname}: the unattended security update failed"
     body = (
         "The unattended security update (update.security: auto) failed:\n\n"
@@ -232,7 +232,7 @@ def _mail_failure(stack: lifecycle.Stack, failure: MailstackError) -> bool:
     return _mail(stack, subject, body)
 
 
-def _mail(stack: lifecycle.Stack, subject: str, body: str) -> bool:
+def _mail(stack: Stack, subject: str, body: str) -> bool:
     """Mail the postmaster of the first domain through the stack itself (as the probe
     mailbox, over submission); False, and no exception, when the stack cannot take it."""
     try:
@@ -251,7 +251,7 @@ def _mail(stack: lifecycle.Stack, subject: str, body: str) -> bool:
     return True
 
 
-def postmaster(stack: lifecycle.Stack) -> str:
+def postmaster(stack: Stack) -> str:
     return f"postmaster@{stack.config.domain}"
 
 
@@ -260,22 +260,6 @@ def _record(root: Path, result: UnattendedResult) -> UnattendedResult:
     state.last_run = {"at": _now(), "mode": result.mode, "outcome": str(result)}
     securitycheck.store(root, state)
     return result
-
-
-def timer_after_up(stack: lifecycle.Stack) -> list[str]:
-    """`up` keeps the daily security timer as update.security says: installed unless off."""
-    timer = schedule.security_timer(stack.dir.root, stack.config)
-    if stack.config.update.security == "off":
-        return [str(schedule.remove(timer))] if schedule.installed(timer) else []
-    if stack.config.mode == "sandbox":  # staging and tests: nothing runs behind their back
-        return [] if not schedule.installed(timer) else [str(schedule.remove(timer))]
-    if schedule.systemd_running():
-        return [] if schedule.installed(timer) else [str(schedule.install(timer))]
-    return [
-        f"security fixes are not scheduled (systemd is not running here): run `mailstack "
-        f"update --security --unattended` daily from your scheduler (update.security: "
-        f"{stack.config.update.security})"
-    ]
 
 
 def _now() -> str:

@@ -49,7 +49,7 @@ from mailstack.errors import (
     ExternalCommandFailed,
     MailstackError,
 )
-from mailstack.lifecycle import Stack
+from mailstack.stack import Stack
 from mailstack.verdict import FAIL, WARN, Verdict, worst
 
 # Renewal (ACME, and the self-signed certificate on render/up) happens 30 days before

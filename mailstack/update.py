@@ -44,10 +44,11 @@ from mailstack import (
     packageplan,
     probe,
     psql,
-    stack,
+    stackfiles,
 )
 from mailstack.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
+from mailstack.stack import Stack
 from mailstack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_write
 
 Progress = Callable[[str], None]
@@ -135,7 +136,7 @@ def update(
     started = time.monotonic()
     records = UpdateRecords(StackDir(root).require())
     rolled_back = roll_back_interrupted(root, records, progress, health_timeout)
-    current = lifecycle.Stack.load(root)
+    current = Stack.load(root)
     from_version = current.dir.manifest().version or "0.0.0"
     to_version = __version__
     _refuse_downgrade(from_version, to_version)
@@ -193,11 +194,11 @@ class UpdateRun:
         self.health_timeout = health_timeout
         self.steps: list[str] = []
 
-    def _begin(self, step: str, message: str) -> lifecycle.Stack:
+    def _begin(self, step: str, message: str) -> Stack:
         self.records.step(self.state, step)
         _say(self.progress, message)
         self.steps.append(step)
-        return lifecycle.Stack.load(self.root)
+        return Stack.load(self.root)
 
     def safety_backup(self, tag: str | None = None) -> str:
         tag = tag or f"pre-update-{self.state.from_version}-{self.state.to_version}"
@@ -206,7 +207,7 @@ class UpdateRun:
 
     def render(self) -> set[str]:
         self._begin("render", "re-rendering with your edits merged")
-        report = stack.render(self.root)
+        report = stackfiles.render(self.root)
         if report.conflicts:
             raise UsageError(
                 "update stopped before touching the running stack: the new version's "
@@ -264,7 +265,7 @@ class UpdateRun:
         _say(self.progress, f"update failed at '{step}': rolling back")
         try:
             _rollback(
-                lifecycle.Stack.load(self.root),
+                Stack.load(self.root),
                 self.records,
                 self.state,
                 self.progress,
@@ -300,11 +301,11 @@ def roll_back_interrupted(
         return None
     what = "security update" if leftover.kind == "security" else f"update to {leftover.to_version}"
     _say(progress, f"an earlier {what} stopped at step '{leftover.step}': rolling it back first")
-    _rollback(lifecycle.Stack.load(root), records, leftover, progress, health_timeout)
+    _rollback(Stack.load(root), records, leftover, progress, health_timeout)
     return f"rolled back the interrupted update (it had reached '{leftover.step}')"
 
 
-def preflight(current: lifecycle.Stack) -> None:
+def preflight(current: Stack) -> None:
     current.dir.require_no_conflicts()
     docker.available()
     status = lifecycle.status(current)
@@ -333,7 +334,7 @@ def preflight(current: lifecycle.Stack) -> None:
         )
 
 
-def recreate_order(current: lifecycle.Stack) -> list[str]:
+def recreate_order(current: Stack) -> list[str]:
     services = sorted(current.compose.images())
     known = [name for name in SERVICE_ORDER if name in services]
     others = [name for name in services if name not in SERVICE_ORDER]
@@ -341,7 +342,7 @@ def recreate_order(current: lifecycle.Stack) -> list[str]:
     return [*[n for n in known if n != "postfix"], *others, *[n for n in known if n == "postfix"]]
 
 
-def _needs_recreate(new: lifecycle.Stack, service: str, config_changed: set[str]) -> bool:
+def _needs_recreate(new: Stack, service: str, config_changed: set[str]) -> bool:
     if service in config_changed:
         return True
     running = _running_image_ids(new).get(service)
@@ -362,14 +363,14 @@ def _services_with_changed_config(report: Any) -> set[str]:
 
 
 def _rollback(
-    current: lifecycle.Stack,
+    current: Stack,
     records: UpdateRecords,
     state: UpdateState,
     progress: Progress | None,
     health_timeout: float,
 ) -> None:
     records.restore_tree()
-    previous = lifecycle.Stack.load(current.dir.root)
+    previous = Stack.load(current.dir.root)
     if state.migrated:
         _say(progress, "restoring the database from before the migrations")
         records.restore_database(previous)
@@ -477,7 +478,7 @@ class UpdateRecords:
     def dump_file(self) -> Path:
         return self.dir / "mail-before-migrations.pgdump"
 
-    def dump_database(self, current: lifecycle.Stack) -> None:
+    def dump_database(self, current: Stack) -> None:
         dump = current.compose.exec(
             psql.DB_SERVICE,
             ["pg_dump", "--format=custom", "--dbname", psql.DATABASE],
@@ -486,7 +487,7 @@ class UpdateRecords:
         )
         atomic_write(self.dump_file, dump, 0o600)
 
-    def restore_database(self, current: lifecycle.Stack) -> None:
+    def restore_database(self, current: Stack) -> None:
         """Put the directory back exactly as dumped: whatever the migrations created goes
         too (a plain --clean restore would leave their new tables behind)."""
         current.compose.run(["up", "--detach", "--no-deps", psql.DB_SERVICE], timeout=600)
@@ -518,7 +519,7 @@ class UpdateRecords:
 # --- small adapters ----------------------------------------------------------------------------
 
 
-def _safety_backup(current: lifecycle.Stack, tag: str, progress: Progress | None) -> str:
+def _safety_backup(current: Stack, tag: str, progress: Progress | None) -> str:
     def report(fraction: float, message: str) -> None:
         _say(progress, f"safety snapshot: {message} ({fraction:.0%})")
 
@@ -533,7 +534,7 @@ def _safety_backup(current: lifecycle.Stack, tag: str, progress: Progress | None
     return f"{result.snapshot} (tag {tag})"
 
 
-def _probe(current: lifecycle.Stack) -> probe.ProbeResult:
+def _probe(current: Stack) -> probe.ProbeResult:
     address, password = probe.ensure_probe_account(
         current.dir.root, current.config, current.compose
     )
@@ -543,7 +544,7 @@ def _probe(current: lifecycle.Stack) -> probe.ProbeResult:
     )
 
 
-def _running_image_ids(current: lifecycle.Stack) -> dict[str, str]:
+def _running_image_ids(current: Stack) -> dict[str, str]:
     ids: dict[str, str] = {}
     for state in current.compose.ps():
         if state.state != "running":

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mailstack import access, alias_domains, lifecycle, names
+from mailstack import access, alias_domains, names
 from mailstack.cli import accounts, output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.stack import publish_domain_key
+from mailstack.stack import Stack
+from mailstack.stackfiles import publish_domain_key
 
 domain_alias_app = typer.Typer(
     help="Alias domains: mail to user@ALIAS_DOMAIN goes to user@TARGET_DOMAIN.",
@@ -66,7 +67,7 @@ def domain_alias_add(
     """Deliver mail for every user@ALIAS_DOMAIN to user@TARGET_DOMAIN."""
     alias = _valid_domain("ALIAS_DOMAIN", name)
     goal = _valid_domain("TARGET_DOMAIN", target)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(alias_domains.add_alias_domain(stack.compose, alias, goal)))
     # Mail sent as user@ALIAS_DOMAIN is signed with a key of its own domain (DMARC).
     output.info(str(publish_domain_key(stack, alias)))
@@ -77,7 +78,7 @@ def domain_alias_add(
 def domain_alias_remove(name: AliasDomainArgument, directory_: StackDirOption = Path()) -> None:
     """Stop receiving mail for ALIAS_DOMAIN (its sender permissions go too)."""
     alias = _valid_domain("ALIAS_DOMAIN", name)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(alias_domains.remove_alias_domain(stack.compose, alias)))
 
 
@@ -85,7 +86,7 @@ def domain_alias_remove(name: AliasDomainArgument, directory_: StackDirOption = 
 @output.guarded
 def domain_alias_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List alias domains and their targets."""
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.listing(alias_domains.list_alias_domains(stack.compose), as_json)
 
 
@@ -103,7 +104,7 @@ def app_password_add(
     """Make a new app password (generated, strong) and print it once."""
     mailbox = names.require("ADDRESS", names.mailbox, address)
     access.check_app_password_name(name)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     created = access.add_app_password(stack.compose, mailbox, name)
     if as_json:
         output.as_json(created)
@@ -118,7 +119,7 @@ def app_password_list(
 ) -> None:
     """List a mailbox's app passwords (names and dates; the passwords are not stored)."""
     mailbox = names.require("ADDRESS", names.mailbox, address)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.listing(access.list_app_passwords(stack.compose, mailbox), as_json)
 
 
@@ -130,7 +131,7 @@ def app_password_revoke(
     """Revoke one app password; the main password and the other app passwords keep working."""
     mailbox = names.require("ADDRESS", names.mailbox, address)
     access.check_app_password_name(name)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(access.revoke_app_password(stack.compose, mailbox, name)))
 
 
@@ -154,7 +155,7 @@ def sender_add(
     """Allow MAILBOX to send as SENDER (an alias it receives, or @domain)."""
     source = _valid_sender(sender)
     login = names.require("ADDRESS", names.mailbox, mailbox)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(access.add_sender(stack.compose, source, login)))
 
 
@@ -166,7 +167,7 @@ def sender_remove(
     """Withdraw a permission given by `alias sender add`."""
     source = _valid_sender(sender)
     login = names.require("ADDRESS", names.mailbox, mailbox)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(access.remove_sender(stack.compose, source, login)))
 
 
@@ -179,5 +180,5 @@ def sender_list(
 ) -> None:
     """List who may send as which other address (every mailbox may send as itself)."""
     only = names.require("DOMAIN", names.domain, domain) if domain is not None else None
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.listing(access.list_senders(stack.compose, only), as_json)

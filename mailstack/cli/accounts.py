@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import directory, lifecycle, names, passwords
+from mailstack import directory, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.stack import publish_domain_key
+from mailstack.stack import Stack
+from mailstack.stackfiles import publish_domain_key
 from mailstack.units import parse_size
 
 domain_app = typer.Typer(help="Mail domains.", no_args_is_help=True)
@@ -90,7 +91,7 @@ def domain_add(
 ) -> None:
     """Add a mail domain."""
     domain = _valid("DOMAIN", name)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     directory.add_domain(stack.compose, domain)
     output.info(f"added domain {domain}")
     output.info(str(publish_domain_key(stack, domain)))
@@ -100,7 +101,7 @@ def domain_add(
 @output.guarded
 def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mail domains."""
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.listing(directory.list_domains(stack.compose), as_json)
 
 
@@ -119,7 +120,7 @@ def domain_remove(
     """Remove a mail domain. Its stored mail is kept unless --purge."""
     domain = _valid("DOMAIN", name)
     _purge_flags(purge, yes)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     if domain == stack.config.domain:
         raise UsageError(
             f"DOMAIN: {domain} is the stack's own domain (mailstack.yaml: domain) and "
@@ -169,7 +170,7 @@ def mailbox_add(
     mailbox = _valid_mailbox(address)
     quota_bytes = _size("--quota", quota) if quota is not None else None
     password = _new_password(password_stdin, generate_password)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     if quota_bytes is None:
         quota_bytes = parse_size(stack.config.mailboxes.default_quota)
     directory.add_mailbox(stack.compose, mailbox, passwords.hash_password(password), quota_bytes)
@@ -187,7 +188,7 @@ def mailbox_list(
 ) -> None:
     """List mailboxes with their usage against their quota."""
     only = _valid("DOMAIN", domain) if domain is not None else None
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     report = directory.mailbox_report(stack.compose, only)
     if report.usage_unavailable:
         output.warn(report.usage_unavailable)
@@ -205,7 +206,7 @@ def mailbox_remove(
     """Remove a mailbox (and aliases to or from it). Its stored mail is kept unless --purge."""
     mailbox = _valid("ADDRESS", address)
     _purge_flags(purge, yes)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     removal = directory.remove_mailbox(
         stack.compose,
         mailbox,
@@ -226,7 +227,7 @@ def mailbox_passwd(
     """Set a new password. It is never taken from the command line."""
     mailbox = _valid("ADDRESS", address)
     password = _new_password(password_stdin, generate_password, label="New password")
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     directory.set_mailbox_password(stack.compose, mailbox, passwords.hash_password(password))
     output.info(f"changed the password of {mailbox.lower()}")
     if generate_password:
@@ -243,7 +244,7 @@ def mailbox_quota(
     """Change a mailbox's storage quota."""
     mailbox = _valid("ADDRESS", address)
     quota_bytes = _size("SIZE", size)
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(directory.set_mailbox_quota(stack.compose, mailbox, quota_bytes)))
 
 
@@ -268,7 +269,7 @@ def alias_add(
     """Deliver mail for SOURCE to every DEST (local or outside addresses)."""
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations]
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(directory.add_alias(stack.compose, alias, targets)))
 
 
@@ -285,7 +286,7 @@ def alias_remove(
     """Remove an alias, or some of its destinations."""
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations or []]
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.info(str(directory.remove_alias(stack.compose, alias, targets)))
 
 
@@ -298,7 +299,7 @@ def alias_list(
 ) -> None:
     """List aliases and catch-alls with their destinations."""
     only = _valid("DOMAIN", domain) if domain is not None else None
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     output.listing(directory.list_aliases(stack.compose, only), as_json)
 
 

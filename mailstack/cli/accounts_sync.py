@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mailstack import accounts_sync, dkim, lifecycle
+from mailstack import accounts_sync, dkim
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.stack import publish_domain_key
+from mailstack.stack import Stack
+from mailstack.stackfiles import publish_domain_key
 
 accounts_app = typer.Typer(
     help="The whole mail directory (domains, mailboxes, aliases) as one YAML file.",
@@ -32,7 +33,7 @@ def accounts_export(
     as_json: JsonOption = False,
 ) -> None:
     """Write every domain, mailbox (password hash), alias and grant to FILE (mode 0600)."""
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     result = accounts_sync.export_accounts(stack.compose, file)
     if as_json:
         output.as_json(result)
@@ -55,7 +56,7 @@ def accounts_import(
     Entries missing from FILE are removed (stored mail of removed mailboxes is kept).
     """
     wanted = accounts_sync.load_document(file)  # a bad file is refused before anything else
-    stack = lifecycle.Stack.load(directory_)
+    stack = Stack.load(directory_)
     result = accounts_sync.import_accounts(
         stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
     )

@@ -15,7 +15,7 @@ from mailstack import backup, schedule
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
-from mailstack.lifecycle import Stack
+from mailstack.stack import Stack
 
 backup_app = typer.Typer(
     help="Encrypted, incremental backups (restic) that are proven to restore.",

@@ -11,11 +11,12 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from mailstack import checks, dnscheck, lifecycle, securityupdate, tlscheck
+from mailstack import checks, dnscheck, securityupdate, tlscheck
 from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
+from mailstack.stack import Stack
 from mailstack.verdict import Verdict
 
 check_app = typer.Typer(help="Validate the stack.", no_args_is_help=True)
@@ -33,7 +34,7 @@ def check_config(
     as_json: JsonOption = False,
 ) -> None:
     """Run each daemon's own checker on the rendered config, inside its image."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     if service is not None and service not in checks.CHECKED_SERVICES:
         raise UsageError(
             f"service: {service!r} has no config checker",
@@ -61,7 +62,7 @@ def check_updates(directory: StackDirOption = Path(), as_json: JsonOption = Fals
     each new version fixes (from its own changelog). Exit 0: no security fix pending;
     4: security fixes pending (`mailstack update --security` applies them); 1: the check
     failed."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     report, _ = securityupdate.check(stack)
     if as_json:
         output.as_json({**output.plain(report), "security_fixes": report.security_fixes,
@@ -95,7 +96,7 @@ def check_dns(
             raise UsageError(
                 f"--resolver: {resolver[:80]!r} is not an IP address (e.g. 192.0.2.53)"
             ) from None
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     report = dnscheck.check_stack(stack, domain_argument(domain), resolver)
     if as_json:
         output.as_json({"resolver": report.resolver, "ok": report.ok, "rows": report.rows})
@@ -124,7 +125,7 @@ def check_tls(
     good, but the chain ends at the stack's own CA (tls.mode selfsigned: fine offline,
     trusted by no other server).
     """
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     report = tlscheck.check_stack(stack, domain_argument(domain))
     if as_json:
         output.as_json(

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import dkim, dkim_rotation, lifecycle
+from mailstack import dkim, dkim_rotation
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
 from mailstack.errors import EXIT_DKIM_PENDING, UsageError
+from mailstack.stack import Stack
 from mailstack.stackdir import StackDir
 
 dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
@@ -85,7 +86,7 @@ def rotate(
 
     Run it again to check again: exit code 5 while the new record is not visible yet."""
     domain = _domain(name)
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     result = dkim_rotation.rotate(stack, domain, now=now)
     output.info(str(result))
     if not result.switched:
@@ -106,5 +107,5 @@ def retire(
 ) -> None:
     """Delete old DKIM keys after a rotation; the active key is never retired."""
     domain = _domain(name)
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     output.info(str(dkim_rotation.retire(stack, domain, selector)))

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import dnscheck, lifecycle
+from mailstack import dnscheck
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
 from mailstack.errors import UsageError
+from mailstack.stack import Stack
 
 dns_app = typer.Typer(help="DNS records to publish.", no_args_is_help=True)
 
@@ -46,7 +47,7 @@ def records(
     as_json: JsonOption = False,
 ) -> None:
     """Zone-file lines to publish: MX, addresses, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, SRV."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     result = dnscheck.stack_records(stack, domain_argument(domain))
     if result.note:
         output.warn(result.note)

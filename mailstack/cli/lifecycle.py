@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mailstack import acme, lifecycle, securityupdate
+from mailstack import lifecycle
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED
+from mailstack.stack import Stack
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 def build(directory: StackDirOption = Path()) -> None:
     """Build every image from Debian's packages (or pull them when images.registry is set)."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     result = lifecycle.build(stack, output.progress)
     for built in result.built:
         output.info(f"built {built.image} in {built.seconds:.0f}s")
@@ -38,14 +39,9 @@ def up(
     directory: StackDirOption = Path(),
 ) -> None:
     """Start the stack (builds missing images, applies schema migrations, waits for health)."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     result = lifecycle.up(stack, wait=wait, timeout=timeout, progress=output.progress)
     output.up_result(result)
-    if stack.config.tls.mode == "acme" and result.status.healthy:
-        for line in acme.after_up(stack):
-            output.info(line)
-    for line in securityupdate.timer_after_up(stack):
-        output.info(line)
 
 
 def down(
@@ -55,7 +51,7 @@ def down(
     directory: StackDirOption = Path(),
 ) -> None:
     """Stop and remove the stack's containers (mail and data stay in their volumes)."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     if volumes:
         typer.confirm("Delete every volume of this stack, including all mail?", abort=True)
     lifecycle.down(stack, volumes=volumes)
@@ -67,14 +63,14 @@ def restart(
     directory: StackDirOption = Path(),
 ) -> None:
     """Restart one service or the whole stack and wait for health."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     lifecycle.restart(stack, service)
     output.info(f"restarted {service or 'every service'}")
 
 
 def status(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """Each service's state, health, uptime and ports, and unresolved render conflicts."""
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     result = lifecycle.status(stack)
     if as_json:
         output.as_json({**output.plain(result), "healthy": result.healthy})
@@ -91,4 +87,4 @@ def logs(
     directory: StackDirOption = Path(),
 ) -> None:
     """Show the services' logs."""
-    lifecycle.logs(lifecycle.Stack.load(directory), service, follow, tail)
+    lifecycle.logs(Stack.load(directory), service, follow, tail)

@@ -22,9 +22,10 @@ from mailstack.compose import ServiceState
 from mailstack.config import Config
 from mailstack.dnscheck import DnsCheckReport
 from mailstack.errors import MailstackError
-from mailstack.lifecycle import Stack, StackStatus, UpResult
+from mailstack.lifecycle import StackStatus, UpResult
 from mailstack.merge import Action
 from mailstack.schedule import Timer
+from mailstack.stack import Stack
 from mailstack.stackdir import CANDIDATE_SUFFIX, RenderReport
 from mailstack.verdict import Verdict
 
@@ -214,6 +215,8 @@ def up_result(result: UpResult) -> None:
     info(f"stack {result.status.project} {state} in {result.seconds:.0f}s")
     if result.reloaded:
         info(f"new certificate in tls/: reloaded {', '.join(result.reloaded)}")
+    for note in result.notes:
+        info(note)
 
 
 def dns_check_table(report: DnsCheckReport) -> None:

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mailstack import bans, lifecycle
+from mailstack import bans
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
+from mailstack.stack import Stack
 
 security_app = typer.Typer(help="Security: brute-force bans.", no_args_is_help=True)
 
@@ -44,7 +45,7 @@ def bans_command(
         # Checked before the stack is touched: a typo is a usage error, not a failed exec.
         for address in clear:
             bans.client_address(address)
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     if clear_all:
         result = bans.clear_all(stack.compose, stack.config)
     elif clear:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mailstack import images, stack
+from mailstack import images, stackfiles
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_domain
@@ -74,12 +74,12 @@ def init(
             extra["mode"] = "sandbox"
         if bind is not None:
             extra["network"] = {"bind_ipv4": bind}
-        config = stack.initial_config(host, mail_domain, extra)
+        config = stackfiles.initial_config(host, mail_domain, extra)
     except ConfigError as e:
         # Name the option the operator typed, not the key inside the file.
         options = {"hostname": "--hostname", "domain": "--domain", "network.bind_ipv4": "--bind"}
         raise (e.named(options[e.key]) if e.key in options else e) from None
-    result = stack.init_stack(directory, config, force=force)
+    result = stackfiles.init_stack(directory, config, force=force)
     for fact in result.host_facts:
         output.warn(fact.message)
     if result.config_backup:
@@ -95,7 +95,7 @@ def init(
 
 def render(directory: StackDirOption = Path()) -> None:
     """Re-render generated files from mailstack.yaml, keeping your edits (three-way merge)."""
-    report = stack.render(directory)
+    report = stackfiles.render(directory)
     output.render_report(report)
     if report.conflicts:
         raise UsageError(
@@ -109,7 +109,7 @@ def resolve(
     directory: StackDirOption = Path(),
 ) -> None:
     """Mark render conflicts resolved: your edited file is accepted as the result."""
-    for path in stack.resolve(directory, files):
+    for path in stackfiles.resolve(directory, files):
         output.info(f"resolved {path}")
 
 

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import lifecycle, sieve
+from mailstack import sieve
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.config import normalize_address
 from mailstack.errors import UsageError
+from mailstack.stack import Stack
 
 sieve_app = typer.Typer(
     help="Sieve filters of a mailbox (users manage their own over ManageSieve, port 4190).",
@@ -42,7 +43,7 @@ def show(
 ) -> None:
     """Print the mailbox's active Sieve script (a line about it goes to stderr)."""
     mailbox = _address(address)
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     scripts = sieve.show_scripts(stack.compose, mailbox)
     if as_json:
         output.as_json(scripts)
@@ -71,7 +72,7 @@ def set_(
     sieve.check_name(name)
     source = "stdin" if file == "-" else file
     text = sieve.script_text(_read(file), source)
-    stack = lifecycle.Stack.load(directory)
+    stack = Stack.load(directory)
     output.info(str(sieve.set_script(stack.compose, mailbox, name, text, source)))
 
 

@@ -10,7 +10,7 @@ import typer
 from mailstack import acme, schedule
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
-from mailstack.lifecycle import Stack
+from mailstack.stack import Stack
 
 tls_app = typer.Typer(help="The stack's certificate (tls.mode acme).", no_args_is_help=True)
 

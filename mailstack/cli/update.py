@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from mailstack import __version__, lifecycle, releases, securityupdate, update
+from mailstack import __version__, releases, securityupdate, update
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
+from mailstack.stack import Stack
 from mailstack.stackdir import StackDir
 
 Channel = Literal["stable", "fast", "beta"]
@@ -76,7 +77,7 @@ def update_command(
     if unattended and not security:
         raise UsageError("--unattended: only with --security (the daily security run)")
     if security:
-        lifecycle.Stack.load(directory)
+        Stack.load(directory)
         outcome: object = (
             securityupdate.unattended(directory, progress=output.progress)
             if unattended
@@ -94,7 +95,7 @@ def update_command(
         return
     if channel is not None:
         output.warn("--channel only applies to --check: update moves to this mailstack version")
-    lifecycle.Stack.load(directory)  # a clear error for a directory that is no stack
+    Stack.load(directory)  # a clear error for a directory that is no stack
     if skip_backup:
         output.warn("--skip-backup: no pre-update snapshot is taken")
     result_ = update.update(

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import access, alias_domains, dkim, dkim_rotation, lifecycle
+from mailstack import access, alias_domains, dkim, dkim_rotation
 from mailstack.cli.main import app
 from mailstack.compose import ServiceState
 from mailstack.errors import UsageError
 from mailstack.passwords import check_password_strength, generate_password, verify_password
-from mailstack.stack import init_stack, initial_config
+from mailstack.stack import Stack
 from mailstack.stackdir import StackDir
+from mailstack.stackfiles import init_stack, initial_config
 from tests.unit.fakes import FakeDb
 
 runner = CliRunner()
@@ -334,10 +335,10 @@ class FakeCompose:
         self.commands.append(args)
 
 
-def _sandbox_stack(root: Path, compose: FakeCompose) -> lifecycle.Stack:
+def _sandbox_stack(root: Path, compose: FakeCompose) -> Stack:
     config = initial_config("mail.example.org", "example.org", {"mode": "sandbox"})
     init_stack(root, config, check_ports=False)
-    return lifecycle.Stack(StackDir(root), config, compose)  # type: ignore[arg-type]
+    return Stack(StackDir(root), config, compose)  # type: ignore[arg-type]
 
 
 def test_rotate_keeps_signing_with_the_old_key_until_dns_shows_the_new_one(

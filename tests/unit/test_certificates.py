@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 from mailstack import acme, schedule, tls
 from mailstack.config import validate_config
 from mailstack.errors import UsageError
-from mailstack.lifecycle import Stack
-from mailstack.stack import install_certificate
+from mailstack.stack import Stack
+from mailstack.stackfiles import install_certificate
 from tests.conftest import REFERENCE
 from tests.unit.test_cli import init, invoke
 

@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import directory, lifecycle
+from mailstack import directory
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
 from mailstack.passwords import verify_password
+from mailstack.stack import Stack
 
 runner = CliRunner()
 PASSWORD = "Correct-horse-42-battery"
@@ -79,7 +80,7 @@ MISSING = ExternalCommandFailed(
 def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     fake = FakeContainers()
     stack = SimpleNamespace(compose=fake, config=SimpleNamespace(domain="example.test"))
-    monkeypatch.setattr(lifecycle.Stack, "load", lambda root: stack)
+    monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
 
 
@@ -90,7 +91,7 @@ def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
     def load(root: Path) -> None:
         raise AssertionError("the stack was loaded: validation came too late")
 
-    monkeypatch.setattr(lifecycle.Stack, "load", load)
+    monkeypatch.setattr(Stack, "load", load)
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str]:

@@ -9,7 +9,7 @@ import pytest
 from mailstack.config import DANGEROUS_EXTENSIONS, validate_config
 from mailstack.errors import ConfigError
 from mailstack.render import RenderInputs, render_stack
-from mailstack.stack import initial_config
+from mailstack.stackfiles import initial_config
 from tests.conftest import REFERENCE
 
 

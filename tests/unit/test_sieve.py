@@ -13,11 +13,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import directory, lifecycle, sieve
+from mailstack import directory, sieve
 from mailstack.cli.main import app
 from mailstack.config import validate_config
 from mailstack.errors import ConfigError, ExternalCommandFailed, UsageError
 from mailstack.render import RenderInputs, render_stack
+from mailstack.stack import Stack
 from tests.conftest import REFERENCE
 
 runner = CliRunner()
@@ -90,7 +91,7 @@ class FakeDovecot:
 def dovecot(monkeypatch: pytest.MonkeyPatch) -> FakeDovecot:
     fake = FakeDovecot()
     stack = SimpleNamespace(compose=fake, config=validate_config(REFERENCE))
-    monkeypatch.setattr(lifecycle.Stack, "load", lambda root: stack)
+    monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
 
 
@@ -235,7 +236,7 @@ def test_bad_arguments_are_refused_before_the_stack_is_touched(
     def load(root: Path) -> None:
         raise AssertionError("the stack was loaded: validation came too late")
 
-    monkeypatch.setattr(lifecycle.Stack, "load", load)
+    monkeypatch.setattr(Stack, "load", load)
     missing = tmp_path / "missing.sieve"
     cases: list[tuple[list[str], str | None, str]] = [
         (["set", "a@example.test", str(missing)], None, "cannot be read (No such file"),
@@ -369,9 +370,7 @@ def test_mailbox_add_takes_the_default_quota_from_mailstack_yaml(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = validate_config({**REFERENCE, "mailboxes": {"default_quota": "300M"}})
-    monkeypatch.setattr(
-        lifecycle.Stack, "load", lambda root: SimpleNamespace(compose=None, config=config)
-    )
+    monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=None, config=config))
     added: list[tuple[str, int]] = []
     monkeypatch.setattr(
         directory,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import stack as stack_ops
+from mailstack import stackfiles as stack_ops
 from mailstack import update
 from mailstack.cli.main import app
 from mailstack.errors import UsageError
