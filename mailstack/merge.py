@@ -46,7 +46,8 @@ class Decision:
 
 
 def decide(base: bytes | None, ours: bytes | None, theirs: bytes | None) -> Decision:
-    """Decide what a re-render does to one path, following DESIGN.md "Operator edits"."""
+    """Decide what a re-render does to one path: the decision table of the README's
+    "How your edits survive"."""
     if theirs is None:
         return _decide_dropped(base, ours)
     if ours is None:

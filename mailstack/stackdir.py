@@ -168,7 +168,7 @@ class StackDir:
     def apply_render(
         self, rendered: Mapping[str, bytes], version: str, inputs: dict[str, Any]
     ) -> RenderReport:
-        """Write a new render, merging operator edits per the decision table in DESIGN.md."""
+        """Write a new render, merging operator edits (README: "How your edits survive")."""
         previous = self.manifest()
         paths = sorted(set(previous.files) | set(rendered))
         outcomes: list[FileOutcome] = []

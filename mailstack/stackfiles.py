@@ -103,7 +103,8 @@ def install_certificate(root: Path, config: Config) -> None:
 
 
 def render(root: Path, config: Config | None = None) -> RenderReport:
-    """Re-render the stack from mailstack.yaml, merging operator edits (DESIGN.md's table)."""
+    """Re-render the stack from mailstack.yaml, merging operator edits (README: "How your
+    edits survive")."""
     stack = StackDir(root)
     config = config or stack.load_config()
     ensure_secrets(stack.root)

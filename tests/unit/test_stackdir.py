@@ -1,4 +1,4 @@
-"""Re-rendering a stack directory keeps operator edits (DESIGN.md's decision table)."""
+"""Re-rendering a stack directory keeps operator edits (the README's decision table)."""
 
 from __future__ import annotations
 
