@@ -92,9 +92,10 @@ WEBMAIL = Service(
     override_point="overrides/webmail/*.inc.php (Roundcube settings, read last)",
 )
 
-# In start order; Compose's depends_on decides the real order, this one is for people.
+# In the order an update recreates them: the back end first; the MTA last, so that senders'
+# retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (
-    DB, REDIS, RESOLVER, CLAMAV, RSPAMD, BANS, DOVECOT, POSTFIX, SINK, FRONT, MTA_STS, WEBMAIL,
+    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, FRONT, MTA_STS, SINK, POSTFIX,
 )  # fmt: skip
 # Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
 JOB_IMAGES = ("backup", "acme")

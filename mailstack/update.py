@@ -44,6 +44,7 @@ from mailstack import (
     packageplan,
     probe,
     psql,
+    services,
     stackfiles,
 )
 from mailstack.docker import DOCKER
@@ -54,20 +55,8 @@ from mailstack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_wri
 Progress = Callable[[str], None]
 
 UPDATE_DIR = "update"
-# Back end first; the MTA last so that senders' retries and its own queue cover its restart.
-SERVICE_ORDER = (
-    "db",
-    "redis",
-    "resolver",
-    "bans",
-    "clamav",
-    "rspamd",
-    "dovecot",
-    "webmail",
-    "front",
-    "sink",
-    "postfix",
-)
+# The registry's order: the back end first, the MTA last (services.SERVICES).
+SERVICE_ORDER = tuple(service.name for service in services.SERVICES)
 MIN_FREE_BYTES = 3 * 1024**3  # new images of every service, with margin
 HEALTH_TIMEOUT = 240.0
 
@@ -335,11 +324,12 @@ def preflight(current: Stack) -> None:
 
 
 def recreate_order(current: Stack) -> list[str]:
-    services = sorted(current.compose.images())
-    known = [name for name in SERVICE_ORDER if name in services]
-    others = [name for name in services if name not in SERVICE_ORDER]
+    defined = sorted(current.compose.images())
+    known = [name for name in SERVICE_ORDER if name in defined]
+    others = [name for name in defined if name not in SERVICE_ORDER]
     # Unknown (newer) services go before the MTA, which stays last.
-    return [*[n for n in known if n != "postfix"], *others, *[n for n in known if n == "postfix"]]
+    mta = services.POSTFIX.name
+    return [*[n for n in known if n != mta], *others, *[n for n in known if n == mta]]
 
 
 def _needs_recreate(new: Stack, service: str, config_changed: set[str]) -> bool:

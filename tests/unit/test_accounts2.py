@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,12 @@ from typer.testing import CliRunner
 
 from mailstack import access, alias_domains, dkim, dkim_rotation
 from mailstack.cli.main import app
-from mailstack.compose import ServiceState
 from mailstack.errors import UsageError
 from mailstack.passwords import check_password_strength, generate_password, verify_password
 from mailstack.stack import Stack
 from mailstack.stackdir import StackDir
 from mailstack.stackfiles import init_stack, initial_config
-from tests.unit.fakes import FakeDb
+from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()
 DAY = datetime.datetime(2026, 3, 14, tzinfo=datetime.UTC)
@@ -56,7 +54,7 @@ def test_lookup_key_is_what_dovecot_computes() -> None:
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_hostile_app_password_names_are_refused_before_the_database(name: str) -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match="NAME:"):
         access.add_app_password(db, "alice@example.org", name)
     with pytest.raises(UsageError, match="NAME:"):
@@ -65,7 +63,7 @@ def test_hostile_app_password_names_are_refused_before_the_database(name: str) -
 
 
 def test_an_app_password_is_stored_only_as_a_hash_and_shown_once() -> None:
-    db = FakeDb(answers=[b"mailbox,1\ncount,0\nname_taken,0\nadded,1\n"])
+    db = FakeContainers(answers=[b"mailbox,1\ncount,0\nname_taken,0\nadded,1\n"])
     created = access.add_app_password(db, "Alice@Example.org", "phone")
     service, argv, stdin, _ = db.calls[0]
     assert service == "db"
@@ -89,11 +87,11 @@ def test_an_app_password_is_stored_only_as_a_hash_and_shown_once() -> None:
 )
 def test_app_password_refusals_name_the_reason(answer: bytes, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        access.add_app_password(FakeDb(answers=[answer]), "alice@example.org", "phone")
+        access.add_app_password(FakeContainers(answers=[answer]), "alice@example.org", "phone")
 
 
 def test_a_lookup_key_collision_draws_a_new_password() -> None:
-    db = FakeDb(
+    db = FakeContainers(
         answers=[
             b"mailbox,1\ncount,1\nname_taken,0\nadded,0\n",  # lost to its own key: again
             b"mailbox,1\ncount,1\nname_taken,0\nadded,1\n",
@@ -105,14 +103,14 @@ def test_a_lookup_key_collision_draws_a_new_password() -> None:
 
 
 def test_revoking_ends_the_mailbox_sessions() -> None:
-    db = FakeDb(answers=[b"revoked,phone\nmailbox,alice@example.org\n", b""])
+    db = FakeContainers(answers=[b"revoked,phone\nmailbox,alice@example.org\n", b""])
     access.revoke_app_password(db, "alice@example.org", "phone")
     service, argv, _, _ = db.calls[1]
     assert service == "dovecot" and argv == ["doveadm", "kick", "alice@example.org"]
 
 
 def test_revoking_an_unknown_app_password_changes_nothing_else() -> None:
-    db = FakeDb(answers=[b"mailbox,alice@example.org\n"])
+    db = FakeContainers(answers=[b"mailbox,alice@example.org\n"])
     with pytest.raises(UsageError, match="no app password named tablet"):
         access.revoke_app_password(db, "alice@example.org", "tablet")
     assert len(db.calls) == 1  # no kick
@@ -122,7 +120,7 @@ def test_revoking_an_unknown_app_password_changes_nothing_else() -> None:
 
 
 def test_sender_values_travel_as_variables() -> None:
-    db = FakeDb(answers=[b"mailbox,1\ndomain,1\nadded,1\n"])
+    db = FakeContainers(answers=[b"mailbox,1\ndomain,1\nadded,1\n"])
     change = access.add_sender(db, "Team@Example.org", "alice@example.org")
     assert db.variables(0) == {
         "sender": "team@example.org",
@@ -135,7 +133,7 @@ def test_sender_values_travel_as_variables() -> None:
 
 
 def test_a_domain_wide_grant_reads_as_such() -> None:
-    db = FakeDb(answers=[b"mailbox,1\ndomain,1\nadded,1\n"])
+    db = FakeContainers(answers=[b"mailbox,1\ndomain,1\nadded,1\n"])
     change = access.add_sender(db, "@example.org", "alice@example.org")
     assert "any address of example.org" in str(change)
 
@@ -149,11 +147,11 @@ def test_a_domain_wide_grant_reads_as_such() -> None:
 )
 def test_sender_grants_only_for_mailboxes_and_local_domains(answer: bytes, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        access.add_sender(FakeDb(answers=[answer]), "team@example.org", "alice@example.org")
+        access.add_sender(FakeContainers(answers=[answer]), "team@example.org", "alice@example.org")
 
 
 def test_a_mailbox_needs_no_grant_for_its_own_address() -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match="always send as its own address"):
         access.add_sender(db, "alice@example.org", "Alice@example.org")
     assert db.calls == []
@@ -172,18 +170,20 @@ def test_a_mailbox_needs_no_grant_for_its_own_address() -> None:
 )
 def test_alias_domain_refusals(answer: bytes, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        alias_domains.add_alias_domain(FakeDb(answers=[answer]), "example.net", "example.org")
+        alias_domains.add_alias_domain(
+            FakeContainers(answers=[answer]), "example.net", "example.org"
+        )
 
 
 def test_an_alias_domain_cannot_point_to_itself() -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match="alias of itself"):
         alias_domains.add_alias_domain(db, "example.org", "example.org")
     assert db.calls == []
 
 
 def test_alias_domain_names_travel_as_variables() -> None:
-    db = FakeDb(answers=[b"target,1\nclash,0\nadded,1\n"])
+    db = FakeContainers(answers=[b"target,1\nclash,0\nadded,1\n"])
     alias_domains.add_alias_domain(db, "example.net", "example.org")
     assert db.variables(0)["name"] == "example.net"
     assert db.variables(0)["target"] == "example.org"
@@ -306,36 +306,13 @@ def test_a_record_with_spaces_inside_p_still_matches(tmp_path: Path) -> None:
     assert dkim.txt_strings_match(key, [spaced])
 
 
-@dataclass
-class FakeCompose:
-    """The running stack as rotate sees it: every service up, the resolver answering."""
-
-    resolver_answer: str = ""
-    commands: list[list[str]] = field(default_factory=list)
-
-    def exec(
-        self,
-        service: str,
-        argv: list[str],
-        *,
-        input: bytes | None = None,  # mirrors Compose.exec
-        user: str | None = None,
-        timeout: float = 60,
-    ) -> bytes:
-        self.commands.append([service, *argv])
-        return self.resolver_answer.encode()
-
-    def ps(self) -> list[ServiceState]:
-        return [
-            ServiceState(name, f"c-{name}", "running", "healthy", "Up", ())
-            for name in ("resolver", "rspamd")
-        ]
-
-    def run(self, args: list[str], **_: object) -> None:
-        self.commands.append(args)
+def _stack_answering(record: str = "") -> FakeContainers:
+    """The running stack as rotate sees it: every service up, the resolver answering `record`
+    (drill prints nothing for NXDOMAIN)."""
+    return FakeContainers(by_marker=[("drill", record.encode())], running=("resolver", "rspamd"))
 
 
-def _sandbox_stack(root: Path, compose: FakeCompose) -> Stack:
+def _sandbox_stack(root: Path, compose: FakeContainers) -> Stack:
     config = initial_config("mail.example.org", "example.org", {"mode": "sandbox"})
     init_stack(root, config, check_ports=False)
     return Stack(StackDir(root), config, compose)  # type: ignore[arg-type]
@@ -344,7 +321,7 @@ def _sandbox_stack(root: Path, compose: FakeCompose) -> Stack:
 def test_rotate_keeps_signing_with_the_old_key_until_dns_shows_the_new_one(
     tmp_path: Path,
 ) -> None:
-    compose = FakeCompose(resolver_answer="")  # NXDOMAIN: drill prints nothing
+    compose = _stack_answering()  # NXDOMAIN
     stack = _sandbox_stack(tmp_path, compose)
     old = dkim.read_selectors(tmp_path)["example.org"]
     waiting = dkim_rotation.rotate(stack, "example.org", now=False)
@@ -359,7 +336,7 @@ def test_rotate_keeps_signing_with_the_old_key_until_dns_shows_the_new_one(
 
     # Asked again once the record is out there: the same key, now signing.
     record = " ".join(f'"{waiting.key.txt[i : i + 255]}"' for i in range(0, 600, 255))
-    compose.resolver_answer = record + "\n"
+    compose.by_marker = [("drill", (record + "\n").encode())]
     compose.commands.clear()
     done = dkim_rotation.rotate(stack, "example.org", now=False)
     assert done.switched and not done.created and done.key.selector == waiting.key.selector
@@ -369,7 +346,7 @@ def test_rotate_keeps_signing_with_the_old_key_until_dns_shows_the_new_one(
 
 
 def test_rotate_now_publishes_and_switches_with_one_restart_of_each(tmp_path: Path) -> None:
-    compose = FakeCompose()
+    compose = _stack_answering()
     stack = _sandbox_stack(tmp_path, compose)
     old = dkim.read_selectors(tmp_path)["example.org"]
     result = dkim_rotation.rotate(stack, "example.org", now=True)
@@ -378,7 +355,7 @@ def test_rotate_now_publishes_and_switches_with_one_restart_of_each(tmp_path: Pa
     assert [command for command in compose.commands if command[0] == "restart"] == [
         ["restart", "resolver", "rspamd"]
     ]
-    assert not any(command[:2] == ["resolver", "drill"] for command in compose.commands)
+    assert not compose.sent("drill")
     assert f"the old key {old} stays published" in str(result)
 
 

@@ -27,7 +27,7 @@ from mailstack.accounts_sync import (
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed, UsageError
 from mailstack.passwords import hash_password
-from tests.unit.fakes import FakeDb
+from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()
 HASH_A = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
@@ -114,7 +114,7 @@ def test_export_writes_the_file_0600_even_over_a_readable_one(tmp_path: Path) ->
     target = tmp_path / "accounts.yaml"
     target.write_text("old")
     target.chmod(0o644)
-    db = FakeDb(answers=[db_answer(base_snapshot())])
+    db = FakeContainers(answers=[db_answer(base_snapshot())])
     result = accounts_sync.export_accounts(db, target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert HASH_A in target.read_text()
@@ -167,7 +167,7 @@ def test_the_stacks_own_domain_cannot_be_removed_by_import() -> None:
 
 
 def test_an_import_refusing_the_own_domain_touches_nothing() -> None:
-    db = FakeDb(answers=[db_answer(base_snapshot())])
+    db = FakeContainers(answers=[db_answer(base_snapshot())])
     with pytest.raises(UsageError, match="own domain"):
         accounts_sync.import_accounts(
             db, Snapshot(domains={"other.test": True}), "a.yaml", "example.org", dry_run=False
@@ -291,7 +291,7 @@ def test_import_sends_the_document_as_one_variable_and_constant_sql() -> None:
     data["mailboxes"] += [{"address": a, "password_hash": real_hash, "quota": "1G"} for a in ODD]
     data["aliases"].append({"source": "x'or'1'='1@example.org", "destinations": ["o'brien@x.org"]})
     wanted = snapshot_of(parse(data))
-    db = FakeDb(answers=[db_answer(base_snapshot()), b"applied,6\n"])
+    db = FakeContainers(answers=[db_answer(base_snapshot()), b"applied,6\n"])
     result = accounts_sync.import_accounts(db, wanted, "a.yaml", "example.org", dry_run=False)
     assert result.applied and not result.dry_run
     assert [c.key for c in result.changes if c.op == "+"] == [
@@ -323,7 +323,7 @@ def test_import_sends_the_document_as_one_variable_and_constant_sql() -> None:
 def test_dry_run_reads_only() -> None:
     data = base_data()
     data["mailboxes"][0]["quota"] = "5G"
-    db = FakeDb(answers=[db_answer(base_snapshot())])
+    db = FakeContainers(answers=[db_answer(base_snapshot())])
     result = accounts_sync.import_accounts(
         db, snapshot_of(parse(data)), "a.yaml", "example.org", dry_run=True
     )
@@ -334,7 +334,7 @@ def test_dry_run_reads_only() -> None:
 
 
 def test_nothing_to_change_writes_nothing() -> None:
-    db = FakeDb(answers=[db_answer(base_snapshot())])
+    db = FakeContainers(answers=[db_answer(base_snapshot())])
     result = accounts_sync.import_accounts(
         db, base_snapshot(), "a.yaml", "example.org", dry_run=False
     )
@@ -343,7 +343,7 @@ def test_nothing_to_change_writes_nothing() -> None:
 
 
 def test_a_failed_apply_says_it_was_rolled_back() -> None:
-    db = FakeDb(answers=[db_answer(base_snapshot())], fail_on="LOCK TABLE")
+    db = FakeContainers(answers=[db_answer(base_snapshot())], fail_on="LOCK TABLE")
     with pytest.raises(ExternalCommandFailed, match="rolled back: nothing of it was applied"):
         accounts_sync.import_accounts(
             db, Snapshot(domains={"example.org": True}), "a.yaml", "example.org", dry_run=False
@@ -351,7 +351,7 @@ def test_a_failed_apply_says_it_was_rolled_back() -> None:
 
 
 def test_removed_and_deactivated_mailboxes_are_kicked() -> None:
-    db = FakeDb(
+    db = FakeContainers(
         answers=[
             db_answer(base_snapshot()),
             b"applied,1\n",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,58 +14,10 @@ from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
 from mailstack.passwords import verify_password
 from mailstack.stack import Stack
+from tests.unit.fakes import Call, FakeContainers
 
 runner = CliRunner()
 PASSWORD = "Correct-horse-42-battery"
-
-
-@dataclass
-class Call:
-    service: str
-    argv: list[str]
-    text: str  # the SQL for psql, else the command line
-    user: str | None
-
-    def variables(self) -> dict[str, str]:
-        found = {}
-        for argument in self.argv:
-            if argument.startswith("--set="):
-                name, _, value = argument.removeprefix("--set=").partition("=")
-                found[name] = value
-        return found
-
-
-Answer = bytes | Exception | Callable[[], "bytes | Exception"]
-
-
-@dataclass
-class FakeContainers:
-    """Stands in for Compose.exec: answers by the first marker found in the SQL or command."""
-
-    answers: list[tuple[str, Answer]] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-
-    def exec(
-        self,
-        service: str,
-        argv: list[str],
-        *,
-        input: bytes | None = None,  # mirrors Compose.exec
-        user: str | None = None,
-        timeout: float = 60,
-    ) -> bytes:
-        text = (input or b"").decode() if service == "db" else " ".join(argv)
-        self.calls.append(Call(service, argv, text, user))
-        for marker, answer in self.answers:
-            if marker in text:
-                result = answer() if callable(answer) else answer
-                if isinstance(result, Exception):
-                    raise result
-                return result
-        return b""
-
-    def sent(self, marker: str) -> list[Call]:
-        return [call for call in self.calls if marker in call.text]
 
 
 NO_SESSIONS = ExternalCommandFailed("docker compose exec (exit 68)", "no users kicked")
@@ -232,7 +182,7 @@ def test_odd_but_valid_addresses_travel_verbatim_as_variables(
     containers: FakeContainers, local_part: str
 ) -> None:
     address = f"{local_part}@Example.TEST"
-    containers.answers = [("UPDATE mailboxes", b"alice@example.test\n")]
+    containers.by_marker = [("UPDATE mailboxes", b"alice@example.test\n")]
     code, text = invoke("mailbox", "passwd", address, "--password-stdin", input=PASSWORD + "\n")
     assert code == 0, text
     (call,) = containers.sent("UPDATE mailboxes")
@@ -245,7 +195,7 @@ def test_odd_but_valid_addresses_travel_verbatim_as_variables(
 def test_generated_password_is_printed_once_and_only_its_hash_is_stored(
     containers: FakeContainers,
 ) -> None:
-    containers.answers = [("UPDATE mailboxes", b"alice@example.test\n")]
+    containers.by_marker = [("UPDATE mailboxes", b"alice@example.test\n")]
     code, text = invoke("mailbox", "passwd", "alice@example.test", "--generate-password")
     assert code == 0, text
     shown = text.split("stored): ", 1)[1].split()[0]
@@ -266,7 +216,7 @@ def test_generate_password_and_password_stdin_exclude_each_other(untouchable: No
 def test_alias_with_several_destinations_and_a_catch_all_source(
     containers: FakeContainers,
 ) -> None:
-    containers.answers = [
+    containers.by_marker = [
         (
             "INSERT INTO aliases",
             b"domain,t\nadded,bob@example.test\nadded,Friend@elsewhere.example\n",
@@ -290,7 +240,7 @@ def test_an_alias_cannot_point_to_itself(containers: FakeContainers) -> None:
 
 
 def test_removing_an_unknown_destination_removes_nothing(containers: FakeContainers) -> None:
-    containers.answers = [("DELETE FROM aliases", b"missing,carol@example.test\n")]
+    containers.by_marker = [("DELETE FROM aliases", b"missing,carol@example.test\n")]
     code, text = invoke(
         "alias", "remove", "info@example.test", "bob@example.test", "carol@example.test"
     )
@@ -299,7 +249,7 @@ def test_removing_an_unknown_destination_removes_nothing(containers: FakeContain
 
 
 def test_alias_list_groups_destinations_by_source(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         (
             "FROM aliases",
             b"@example.test,bob@example.test\ninfo@example.test,a@example.test\n"
@@ -318,7 +268,7 @@ def test_alias_list_groups_destinations_by_source(containers: FakeContainers) ->
 
 
 def test_mailbox_remove_keeps_the_stored_mail(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         ("SELECT 'state'", b"state,t\n"),
         (
             "DELETE FROM mailboxes",
@@ -336,7 +286,7 @@ def test_mailbox_remove_keeps_the_stored_mail(containers: FakeContainers) -> Non
 
 
 def test_purge_not_confirmed_changes_nothing(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         ("SELECT 'state'", b"state,t\n"),
         ("du ", b"2048\t/var/mail/example.test/alice\n"),
     ]
@@ -348,7 +298,7 @@ def test_purge_not_confirmed_changes_nothing(containers: FakeContainers) -> None
 
 
 def test_purge_without_an_answer_changes_nothing(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         ("SELECT 'state'", b"state,t\n"),
         ("du ", b"8\t/var/mail/example.test/alice\n"),
     ]
@@ -358,10 +308,10 @@ def test_purge_without_an_answer_changes_nothing(containers: FakeContainers) -> 
 
 
 def test_confirmed_purge_deletes_exactly_the_mailbox_directory(containers: FakeContainers) -> None:
-    def du() -> bytes | Exception:
+    def du(_: Call) -> bytes | Exception:
         return MISSING if containers.sent("rm ") else b"8\t/var/mail/example.test/o'brien\n"
 
-    containers.answers = [
+    containers.by_marker = [
         ("SELECT 'state'", b"state,t\n"),
         ("DELETE FROM mailboxes", b"mailbox,o'brien@example.test,\n"),
         ("doveadm kick", NO_SESSIONS),
@@ -376,7 +326,7 @@ def test_confirmed_purge_deletes_exactly_the_mailbox_directory(containers: FakeC
 
 
 def test_domain_purge_needs_the_domain_name_typed(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         ("SELECT 'state'", b"state,t,0,0\n"),
         ("du ", b"64\t/var/mail/gone.example\n"),
     ]
@@ -387,7 +337,7 @@ def test_domain_purge_needs_the_domain_name_typed(containers: FakeContainers) ->
 
 
 def test_domain_in_use_is_refused_without_force(containers: FakeContainers) -> None:
-    containers.answers = [("SELECT 'state'", b"state,t,2,1\n")]
+    containers.by_marker = [("SELECT 'state'", b"state,t,2,1\n")]
     code, text = invoke("domain", "remove", "busy.example", "--purge", "--yes")
     assert code == 2
     assert "busy.example still has 2 mailbox(es) and 1 alias(es); nothing was removed" in text
@@ -398,7 +348,7 @@ def test_domain_in_use_is_refused_without_force(containers: FakeContainers) -> N
 def test_alias_domains_pointing_at_a_domain_keep_it_without_force(
     containers: FakeContainers,
 ) -> None:
-    containers.answers = [("SELECT 'state'", b"state,t,0,0\nalias_domain,other.example\n")]
+    containers.by_marker = [("SELECT 'state'", b"state,t,0,0\nalias_domain,other.example\n")]
     code, text = invoke("domain", "remove", "busy.example")
     assert code == 2
     assert "0 alias(es) and the alias domain(s) other.example; nothing was removed" in text
@@ -408,7 +358,7 @@ def test_alias_domains_pointing_at_a_domain_keep_it_without_force(
 def test_domain_remove_with_force_keeps_mail_and_reports_what_went(
     containers: FakeContainers,
 ) -> None:
-    containers.answers = [
+    containers.by_marker = [
         (
             "FOR UPDATE",
             b"locked,old.example\nstate,t,1,1\nalias,info@old.example,a@old.example\n"
@@ -452,7 +402,7 @@ def test_quota_table_is_read_in_bytes_and_messages() -> None:
 
 
 def test_mailbox_list_shows_usage_against_quota(containers: FakeContainers) -> None:
-    containers.answers = [
+    containers.by_marker = [
         (
             "FROM mailboxes",
             b"alice@example.test,example.test,2097152,t,2026-01-01T00:00:00Z\n"
@@ -471,7 +421,7 @@ def test_mailbox_list_shows_usage_against_quota(containers: FakeContainers) -> N
 def test_mailbox_list_without_dovecot_still_lists_and_says_why(
     containers: FakeContainers,
 ) -> None:
-    containers.answers = [
+    containers.by_marker = [
         ("FROM mailboxes", b"alice@example.test,example.test,1024,t,2026-01-01T00:00:00Z\n"),
         ("doveadm", ExternalCommandFailed("docker compose exec (exit 1)", "service not running")),
     ]
@@ -482,7 +432,7 @@ def test_mailbox_list_without_dovecot_still_lists_and_says_why(
 
 
 def test_quota_change_reports_old_and_new(containers: FakeContainers) -> None:
-    containers.answers = [("UPDATE mailboxes", b"2147483648,4096\n")]
+    containers.by_marker = [("UPDATE mailboxes", b"2147483648,4096\n")]
     code, text = invoke("mailbox", "quota", "alice@example.test", "4K")
     assert code == 0
     assert text.strip() == "quota of alice@example.test: 2G -> 4K"

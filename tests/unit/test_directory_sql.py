@@ -10,13 +10,13 @@ import pytest
 from mailstack import directory, psql
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.passwords import hash_password
-from tests.unit.fakes import FakeDb
+from tests.unit.fakes import FakeContainers
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
 
 
 def test_domain_value_travels_as_a_variable_not_in_the_sql() -> None:
-    db = FakeDb(answers=[b"added,example.org\n"])
+    db = FakeContainers(answers=[b"added,example.org\n"])
     directory.add_domain(db, "example.org")
     call = db.calls[0]
     assert call.service == "db"
@@ -35,38 +35,38 @@ def test_psql_stops_at_the_first_error_and_reads_sql_from_stdin() -> None:
 
 
 def test_adding_an_existing_domain_is_a_usage_error() -> None:
-    db = FakeDb(answers=[b""])
+    db = FakeContainers(answers=[b""])
     with pytest.raises(UsageError, match="already exists"):
         directory.add_domain(db, "example.org")
 
 
 def test_an_alias_domain_name_is_refused_in_one_line_naming_its_target() -> None:
-    db = FakeDb(answers=[b"alias_of,example.org\n"])
+    db = FakeContainers(answers=[b"alias_of,example.org\n"])
     with pytest.raises(UsageError, match=r"alias domain of example\.org") as refused:
         directory.add_domain(db, "example.net")
     assert "domain alias remove example.net" in (refused.value.hint or "")
 
 
 def test_a_hostile_value_is_refused_by_the_core_and_a_good_one_travels_as_a_variable() -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match=r"^DOMAIN: "):
         directory.add_domain(db, "x'); DROP TABLE domains; --")
     assert db.calls == []  # the core checks what it writes, whoever calls it
-    db = FakeDb(answers=[b"added,x\n"])
+    db = FakeContainers(answers=[b"added,x\n"])
     directory.add_domain(db, "Drop-Table.Example")
     assert db.variables()["domain"] == "drop-table.example"
     assert "drop-table" not in db.calls[0].stdin.lower()
 
 
 def test_control_characters_never_reach_psql() -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match="control character"):
         directory.add_domain(db, "example.org\n\\! rm -rf /")
     assert db.calls == []
 
 
 def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
-    db = FakeDb(answers=[b"1,t\n"])
+    db = FakeContainers(answers=[b"1,t\n"])
     directory.add_mailbox(db, "Alice@example.org", HASH, 1024)
     call = db.calls[0]
     assert all(HASH not in argument for argument in call.argv)
@@ -79,7 +79,7 @@ def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
 
 
 def test_a_real_hash_from_passwords_is_accepted() -> None:
-    db = FakeDb(answers=[b"1,t\n"])
+    db = FakeContainers(answers=[b"1,t\n"])
     directory.add_mailbox(db, "bob@example.org", hash_password("Correct horse 9 battery"), 0)
     assert db.calls[0].stdin.startswith("\\set password_hash '{ARGON2ID}")
 
@@ -94,14 +94,14 @@ def test_a_real_hash_from_passwords_is_accepted() -> None:
     ],
 )
 def test_a_hash_of_unexpected_shape_never_reaches_psql(bad_hash: str) -> None:
-    db = FakeDb()
+    db = FakeContainers()
     with pytest.raises(UsageError, match="unexpected form"):
         directory.add_mailbox(db, "bob@example.org", bad_hash, 0)
     assert db.calls == []
 
 
 def test_mailbox_in_unknown_domain_says_to_add_the_domain() -> None:
-    db = FakeDb(answers=[b"0,f\n"])
+    db = FakeContainers(answers=[b"0,f\n"])
     with pytest.raises(UsageError) as caught:
         directory.add_mailbox(db, "bob@nowhere.example", HASH, 0)
     assert "nowhere.example is not a mail domain" in caught.value.message
@@ -109,18 +109,18 @@ def test_mailbox_in_unknown_domain_says_to_add_the_domain() -> None:
 
 
 def test_existing_mailbox_is_refused() -> None:
-    db = FakeDb(answers=[b"0,t\n"])
+    db = FakeContainers(answers=[b"0,t\n"])
     with pytest.raises(UsageError, match="already exists"):
         directory.add_mailbox(db, "bob@example.org", HASH, 0)
 
 
 def test_negative_quota_is_refused() -> None:
     with pytest.raises(UsageError, match="negative"):
-        directory.add_mailbox(FakeDb(), "bob@example.org", HASH, -1)
+        directory.add_mailbox(FakeContainers(), "bob@example.org", HASH, -1)
 
 
 def test_lists_are_parsed_from_csv() -> None:
-    db = FakeDb(
+    db = FakeContainers(
         answers=[
             b"example.org,t,2,2026-01-02T03:04:05Z\nold.example,f,0,2025-01-01T00:00:00Z\n",
             b"bob@example.org,example.org,1024,t,2026-01-02T03:04:05Z\n",
@@ -163,7 +163,7 @@ def test_only_pending_migrations_run_each_in_one_recorded_transaction(tmp_path: 
         tmp_path / "m", {"0001_first.sql": "CREATE TABLE a ();\n", "0002_second.sql": "SELECT 2;\n"}
     )
     first_sum = hashlib.sha256(b"CREATE TABLE a ();\n").hexdigest()
-    db = FakeDb(answers=[f"0001,0001_first,{first_sum}\n".encode(), b""])
+    db = FakeContainers(answers=[f"0001,0001_first,{first_sum}\n".encode(), b""])
     applied = directory.migrate(db, root)
     assert applied == ["0002_second"]
     assert len(db.calls) == 2
@@ -183,7 +183,7 @@ def test_only_pending_migrations_run_each_in_one_recorded_transaction(tmp_path: 
 def test_nothing_pending_means_only_the_bootstrap_runs(tmp_path: Path) -> None:
     root = write_migrations(tmp_path / "m", {"0001_first.sql": "SELECT 1;\n"})
     digest = hashlib.sha256(b"SELECT 1;\n").hexdigest()
-    db = FakeDb(answers=[f"0001,0001_first,{digest}\n".encode()])
+    db = FakeContainers(answers=[f"0001,0001_first,{digest}\n".encode()])
     assert directory.migrate(db, root) == []
     assert len(db.calls) == 1
     assert "CREATE TABLE IF NOT EXISTS schema_migrations" in db.calls[0].stdin
@@ -191,7 +191,7 @@ def test_nothing_pending_means_only_the_bootstrap_runs(tmp_path: Path) -> None:
 
 def test_an_applied_migration_that_changed_is_refused(tmp_path: Path) -> None:
     root = write_migrations(tmp_path / "m", {"0001_first.sql": "SELECT 'edited';\n"})
-    db = FakeDb(answers=[b"0001,0001_first,0000\n"])
+    db = FakeContainers(answers=[b"0001,0001_first,0000\n"])
     with pytest.raises(MailstackError, match="changed after it was applied"):
         directory.migrate(db, root)
     assert len(db.calls) == 1
@@ -199,7 +199,7 @@ def test_an_applied_migration_that_changed_is_refused(tmp_path: Path) -> None:
 
 def test_a_failed_migration_is_reported_by_name_as_rolled_back(tmp_path: Path) -> None:
     root = write_migrations(tmp_path / "m", {"0001_first.sql": "SELECT broken();\n"})
-    db = FakeDb(answers=[b""], fail_on="broken")
+    db = FakeContainers(answers=[b""], fail_on="broken")
     with pytest.raises(ExternalCommandFailed) as caught:
         directory.migrate(db, root)
     assert "0001_first (rolled back" in caught.value.message

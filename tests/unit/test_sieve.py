@@ -20,6 +20,7 @@ from mailstack.errors import ConfigError, ExternalCommandFailed, UsageError
 from mailstack.render import RenderInputs, render_stack
 from mailstack.stack import Stack
 from tests.conftest import REFERENCE
+from tests.unit.fakes import Call, FakeContainers
 
 runner = CliRunner()
 
@@ -40,32 +41,28 @@ DOVEADM_OUTPUT = (
 
 
 @dataclass
-class FakeDovecot:
-    """Stands in for Compose.exec in the dovecot container: doveadm and sieve-check."""
+class SieveMailbox:
+    """One mailbox's Sieve scripts as the dovecot container keeps them; `answer` is how the
+    container answers doveadm and sieve-check (tests.unit.fakes.FakeContainers)."""
 
     scripts: dict[str, str] = field(default_factory=dict)
     active: str | None = None
     compile_output: str | None = None  # sieve-check fails with this output when set
     known_user: bool = True
-    calls: list[tuple[list[str], bytes]] = field(default_factory=list)
+    containers: FakeContainers = field(default_factory=FakeContainers)
 
-    def exec(
-        self,
-        service: str,
-        argv: list[str],
-        *,
-        input: bytes | None = None,  # mirrors Compose.exec
-        user: str | None = None,
-        timeout: float = 60,
-    ) -> bytes:
-        assert service == "dovecot"
-        self.calls.append((argv, input or b""))
+    def __post_init__(self) -> None:
+        self.containers.by_marker = [("", self.answer)]
+
+    def answer(self, call: Call) -> bytes | Exception:
+        assert call.service == "dovecot"
+        argv = call.argv
         if argv == [sieve.CHECKER]:
             if self.compile_output is not None:
-                raise ExternalCommandFailed("docker compose exec (exit 89)", self.compile_output)
+                return ExternalCommandFailed("docker compose exec (exit 89)", self.compile_output)
             return b""
         if not self.known_user:
-            raise ExternalCommandFailed(
+            return ExternalCommandFailed(
                 "docker compose exec (exit 67)", "doveadm(x): Error: User doesn't exist"
             )
         if argv[:4] == ["doveadm", "-f", "json", "sieve"] and argv[4] == "list":
@@ -78,21 +75,25 @@ class FakeDovecot:
             return json.dumps([{"sieve script": self.scripts[argv[-1]]}]).encode()
         if argv[:4] == ["doveadm", "sieve", "put", "-a"]:
             name = argv[-1]
-            self.scripts[name] = (input or b"").decode()
+            self.scripts[name] = call.stdin
             self.active = name
             return b""
         raise AssertionError(f"unexpected command {argv}")
 
+    @property
+    def calls(self) -> list[tuple[list[str], bytes]]:
+        return [(call.argv, call.stdin.encode()) for call in self.containers.calls]
+
     def commands(self) -> list[list[str]]:
-        return [argv for argv, _ in self.calls]
+        return [call.argv for call in self.containers.calls]
 
 
 @pytest.fixture
-def dovecot(monkeypatch: pytest.MonkeyPatch) -> FakeDovecot:
-    fake = FakeDovecot()
-    stack = SimpleNamespace(compose=fake, config=validate_config(REFERENCE))
+def dovecot(monkeypatch: pytest.MonkeyPatch) -> SieveMailbox:
+    mailbox = SieveMailbox()
+    stack = SimpleNamespace(compose=mailbox.containers, config=validate_config(REFERENCE))
     monkeypatch.setattr(Stack, "load", lambda root: stack)
-    return fake
+    return mailbox
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -168,7 +169,7 @@ def test_odd_script_names_are_refused(name: str) -> None:
 # --- sieve set and show --------------------------------------------------------------------------
 
 
-def test_a_script_that_does_not_compile_is_never_stored(dovecot: FakeDovecot) -> None:
+def test_a_script_that_does_not_compile_is_never_stored(dovecot: SieveMailbox) -> None:
     dovecot.scripts = {"mailstack": GOOD}
     dovecot.active = "mailstack"
     dovecot.compile_output = SIEVEC_OUTPUT
@@ -182,7 +183,7 @@ def test_a_script_that_does_not_compile_is_never_stored(dovecot: FakeDovecot) ->
 
 
 def test_a_good_script_travels_on_stdin_and_is_activated(
-    dovecot: FakeDovecot, tmp_path: Path
+    dovecot: SieveMailbox, tmp_path: Path
 ) -> None:
     dovecot.scripts = {"roundcube": "keep;\n"}
     dovecot.active = "roundcube"
@@ -203,7 +204,7 @@ def test_a_good_script_travels_on_stdin_and_is_activated(
     assert all(GOOD not in " ".join(argv) for argv in dovecot.commands())
 
 
-def test_show_prints_the_active_script_exactly(dovecot: FakeDovecot) -> None:
+def test_show_prints_the_active_script_exactly(dovecot: SieveMailbox) -> None:
     text = 'require ["fileinto"];\n\tfileinto "Tabs";\n# no newline at the end'
     dovecot.scripts = {"mine": text, "old": "keep;\n"}
     dovecot.active = "mine"
@@ -217,13 +218,13 @@ def test_show_prints_the_active_script_exactly(dovecot: FakeDovecot) -> None:
     assert shown["scripts"] == [{"name": "mine", "active": True}, {"name": "old", "active": False}]
 
 
-def test_show_says_when_there_is_no_active_script(dovecot: FakeDovecot) -> None:
+def test_show_says_when_there_is_no_active_script(dovecot: SieveMailbox) -> None:
     code, out, err = invoke("mailbox", "sieve", "show", "a@example.test")
     assert (code, out) == (0, "")
     assert err.strip() == "a@example.test has no active Sieve script"
 
 
-def test_an_unknown_mailbox_is_named(dovecot: FakeDovecot) -> None:
+def test_an_unknown_mailbox_is_named(dovecot: SieveMailbox) -> None:
     dovecot.known_user = False
     code, _, err = invoke("mailbox", "sieve", "show", "nobody@example.test")
     assert code == 2
