@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mailstack.config import Config
+if TYPE_CHECKING:  # the registry is data every layer reads; it needs Config only as a type
+    from mailstack.stack.config import Config
 
 CHECKER = "/usr/local/bin/check-config"  # every image ships it (compose/<image>/entrypoint)
 

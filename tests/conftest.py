@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mailstack.config import Config, validate_config
+from mailstack.stack.config import Config, validate_config
 
 REFERENCE: dict[str, Any] = {
     "hostname": "mail.example.test",

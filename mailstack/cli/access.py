@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from mailstack import access, alias_domains, names
+from mailstack.accounts import access, alias_domains, names
 from mailstack.cli import accounts, output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.stack import Stack
-from mailstack.stackfiles import publish_domain_key
+from mailstack.stack.stackfiles import publish_domain_key
 
 domain_alias_app = typer.Typer(
     help="Alias domains: mail to user@ALIAS_DOMAIN goes to user@TARGET_DOMAIN.",

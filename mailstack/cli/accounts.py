@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import directory, names, passwords
+from mailstack.accounts import directory, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
 from mailstack.stack import Stack
-from mailstack.stackfiles import publish_domain_key
+from mailstack.stack.stackfiles import publish_domain_key
 from mailstack.units import parse_size
 
 domain_app = typer.Typer(help="Mail domains.", no_args_is_help=True)
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _valid(kind: str, value: str) -> str:
-    """A domain (DOMAIN) or an address (any other argument), by mailstack.names."""
+    """A domain (DOMAIN) or an address (any other argument), by mailstack.accounts.names."""
     return names.require(kind, names.domain if kind == "DOMAIN" else names.address, value)
 
 

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import accounts_sync, dkim
+from mailstack.accounts import accounts_sync
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.mailauth import dkim
 from mailstack.stack import Stack
-from mailstack.stackfiles import publish_domain_key
+from mailstack.stack.stackfiles import publish_domain_key
 
 accounts_app = typer.Typer(
     help="The whole mail directory (domains, mailboxes, aliases) as one YAML file.",

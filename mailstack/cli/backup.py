@@ -11,10 +11,11 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mailstack import backup, schedule
+from mailstack import backup
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
+from mailstack.runtime import schedule
 from mailstack.stack import Stack
 
 backup_app = typer.Typer(

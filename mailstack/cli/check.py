@@ -11,12 +11,15 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from mailstack import checks, dnscheck, securityupdate, tlscheck
 from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
+from mailstack.images import securityupdate
+from mailstack.mailauth import dnscheck
+from mailstack.runtime import checks
 from mailstack.stack import Stack
+from mailstack.tls import tlscheck
 from mailstack.verdict import Verdict
 
 check_app = typer.Typer(help="Validate the stack.", no_args_is_help=True)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mailstack import lifecycle
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED
+from mailstack.runtime import lifecycle
 from mailstack.stack import Stack
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack import __version__, inventory
+from mailstack import __version__
 from mailstack.cli import (
     access,
     accounts,
@@ -30,8 +30,9 @@ from mailstack.cli import (
 )
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.cli.output import error
-from mailstack.config import CONFIG_FILE
 from mailstack.errors import EXIT_FAILED, MailstackError
+from mailstack.runtime import inventory
+from mailstack.stack.config import CONFIG_FILE
 
 app = typer.Typer(
     name="mailstack",

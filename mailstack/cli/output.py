@@ -17,16 +17,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailstack import schedule
-from mailstack.compose import ServiceState
-from mailstack.config import Config
-from mailstack.dnscheck import DnsCheckReport
+from mailstack.adapters.compose import ServiceState
 from mailstack.errors import MailstackError
-from mailstack.lifecycle import StackStatus, UpResult
-from mailstack.merge import Action
-from mailstack.schedule import Timer
+from mailstack.mailauth.dnscheck import DnsCheckReport
+from mailstack.runtime import schedule
+from mailstack.runtime.lifecycle import StackStatus, UpResult
+from mailstack.runtime.schedule import Timer
 from mailstack.stack import Stack
-from mailstack.stackdir import CANDIDATE_SUFFIX, RenderReport
+from mailstack.stack.config import Config
+from mailstack.stack.merge import Action
+from mailstack.stack.stackdir import CANDIDATE_SUFFIX, RenderReport
 from mailstack.verdict import Verdict
 
 P = ParamSpec("P")

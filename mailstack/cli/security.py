@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mailstack import bans
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
+from mailstack.runtime import bans
 from mailstack.stack import Stack
 
 security_app = typer.Typer(help="Security: brute-force bans.", no_args_is_help=True)

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from mailstack import images, stackfiles
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.config import normalize_domain
 from mailstack.errors import ConfigError, UsageError
-from mailstack.imagetags import DEBIAN_IMAGE
+from mailstack.images import builder
+from mailstack.images.imagetags import DEBIAN_IMAGE
+from mailstack.stack import stackfiles
+from mailstack.stack.config import normalize_domain
 
 host_app = typer.Typer(help="Prepare this host (base image).", no_args_is_help=True)
 
@@ -120,7 +121,7 @@ def base_image(
     as_json: JsonOption = False,
 ) -> None:
     """Make the Debian base image with debootstrap from the host's apt mirror."""
-    created = images.ensure_base_image(rebuild=rebuild)
+    created = builder.ensure_base_image(rebuild=rebuild)
     if as_json:
         output.as_json({"image": DEBIAN_IMAGE, "created": created})
     else:

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from mailstack import sieve
+from mailstack.accounts import sieve
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.config import normalize_address
 from mailstack.errors import UsageError
 from mailstack.stack import Stack
+from mailstack.stack.config import normalize_address
 
 sieve_app = typer.Typer(
     help="Sieve filters of a mailbox (users manage their own over ManageSieve, port 4190).",

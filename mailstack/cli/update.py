@@ -7,12 +7,14 @@ from typing import Annotated, Literal
 
 import typer
 
-from mailstack import __version__, releases, securityupdate, update
+from mailstack import __version__
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
+from mailstack.images import securityupdate
+from mailstack.runtime import releases, update
 from mailstack.stack import Stack
-from mailstack.stackdir import StackDir
+from mailstack.stack.stackdir import StackDir
 
 Channel = Literal["stable", "fast", "beta"]
 

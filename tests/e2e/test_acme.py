@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailstack import acme, dkim
-from mailstack.config import validate_config
+from mailstack.mailauth import dkim
+from mailstack.stack.config import validate_config
+from mailstack.tls import acme
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
 
 PEBBLE_IMAGE = "mailstack-test/pebble"

@@ -23,7 +23,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailstack.dnsrecords import txt
+from mailstack.mailauth.dnsrecords import txt
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, RunningStack
 from tests.e2e.test_policy import from_sink, message, submit
 

@@ -29,7 +29,7 @@ from tests.e2e.mail import message, submit
 pytestmark = pytest.mark.e2e
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
-# Sandbox-only test domain (mailstack/render.py): DMARC p=reject, SPF -all.
+# Sandbox-only test domain (mailstack/stack/render.py): DMARC p=reject, SPF -all.
 DMARC_REJECT_DOMAIN = "reject.example.test"
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 

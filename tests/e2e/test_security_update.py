@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailstack import aptsources
-from mailstack.imagetags import DEBIAN_IMAGE
+from mailstack.images import aptsources
+from mailstack.images.imagetags import DEBIAN_IMAGE
 from tests.e2e.aptrepo import LocalAptRepository, changelog_entry, download, repack
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
 from tests.e2e.sidestack import PASSWORD, SideStack

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mailstack.config import validate_config
-from mailstack.render import RenderInputs, render_stack
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.e2e.conftest import HOSTNAME, PORTS, PROJECT, RunningStack
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack.secrets import SECRET_NAMES
+from mailstack.stack.secrets import SECRET_NAMES
 
 
 def require_compose_v2() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mailstack.compose import ServiceState
+from mailstack.adapters.compose import ServiceState
 from mailstack.errors import ExternalCommandFailed
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import access, alias_domains, dkim, dkim_rotation
+from mailstack.accounts import access, alias_domains
+from mailstack.accounts.passwords import check_password_strength, generate_password, verify_password
 from mailstack.cli.main import app
 from mailstack.errors import UsageError
-from mailstack.passwords import check_password_strength, generate_password, verify_password
+from mailstack.mailauth import dkim, dkim_rotation
 from mailstack.stack import Stack
-from mailstack.stackdir import StackDir
-from mailstack.stackfiles import init_stack, initial_config
+from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackfiles import init_stack, initial_config
 from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import accounts_sync
-from mailstack.accounts_sync import (
+from mailstack.accounts import accounts_sync
+from mailstack.accounts.accounts_sync import (
     AppPasswordState,
     MailboxState,
     Snapshot,
@@ -24,9 +24,9 @@ from mailstack.accounts_sync import (
     parse_document,
     snapshot_of,
 )
+from mailstack.accounts.passwords import hash_password
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed, UsageError
-from mailstack.passwords import hash_password
 from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mailstack.config import validate_config
-from mailstack.render import RenderInputs, render_stack
 from mailstack.resources import build_contexts_dir
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
 from tests.unit.compose_check import assert_compose_accepts
 

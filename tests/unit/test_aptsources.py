@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import aptsources
 from mailstack.errors import MailstackError, UsageError
+from mailstack.images import aptsources
 
 DEB822 = """\
 Types: deb

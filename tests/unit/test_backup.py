@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import backup, schedule
+from mailstack import backup
 from mailstack.cli.main import app
-from mailstack.config import validate_config
 from mailstack.errors import ConfigError, MailstackError, UsageError
+from mailstack.runtime import schedule
+from mailstack.stack.config import validate_config
 
 runner = CliRunner()
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0ZXN0a2V5bWFpbHN0YWNrYmFja3VwdGVzdA"

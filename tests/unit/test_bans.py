@@ -27,12 +27,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import bans
 from mailstack.cli.main import app
-from mailstack.config import validate_config
 from mailstack.errors import ConfigError, UsageError
-from mailstack.render import RenderInputs, render_stack
 from mailstack.resources import build_contexts_dir
+from mailstack.runtime import bans
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
 
 

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailstack import acme, schedule, tls
-from mailstack.config import validate_config
 from mailstack.errors import UsageError
+from mailstack.runtime import schedule
 from mailstack.stack import Stack
-from mailstack.stackfiles import install_certificate
+from mailstack.stack.config import validate_config
+from mailstack.stack.stackfiles import install_certificate
+from mailstack.tls import acme, certs
 from tests.conftest import REFERENCE
 from tests.unit.test_cli import init, invoke
 
@@ -228,9 +229,9 @@ def test_a_chain_is_installed_only_with_its_own_key(tmp_path: Path) -> None:
     cert, key = certificate(NAMES)
     _, other_key = certificate(NAMES)
     with pytest.raises(ValueError, match="does not belong"):
-        tls.install_chain(tmp_path, pem(cert), key_pem(other_key))
+        certs.install_chain(tmp_path, pem(cert), key_pem(other_key))
     assert not (tmp_path / "tls" / "cert.pem").exists()
-    tls.install_chain(tmp_path, pem(cert), key_pem(key))
+    certs.install_chain(tmp_path, pem(cert), key_pem(key))
     assert (tmp_path / "tls" / "cert.pem").read_bytes() == pem(cert)
     assert stat.S_IMODE((tmp_path / "tls" / "key.pem").stat().st_mode) == 0o600
 
@@ -255,16 +256,16 @@ def test_manual_files_are_checked_before_use(
 ) -> None:
     cert_file, key_file = _manual_files(tmp_path, names, days)
     with pytest.raises(UsageError, match=expected) as caught:
-        tls.install_manual(tmp_path / "stack", str(cert_file), str(key_file), NAMES[0])
+        certs.install_manual(tmp_path / "stack", str(cert_file), str(key_file), NAMES[0])
     assert caught.value.message.startswith(f"tls.cert_file: {cert_file}")
 
 
 def test_manual_files_that_are_missing_or_not_pem_name_the_key(tmp_path: Path) -> None:
     cert_file, _ = _manual_files(tmp_path, NAMES)
     with pytest.raises(UsageError, match=r"^tls.key_file: /nonexistent/key.pem cannot be read"):
-        tls.install_manual(tmp_path, str(cert_file), "/nonexistent/key.pem", NAMES[0])
+        certs.install_manual(tmp_path, str(cert_file), "/nonexistent/key.pem", NAMES[0])
     with pytest.raises(UsageError, match="is not a PEM file with a private key"):
-        tls.install_manual(tmp_path, str(cert_file), str(cert_file), NAMES[0])
+        certs.install_manual(tmp_path, str(cert_file), str(cert_file), NAMES[0])
 
 
 def test_manual_mode_serves_the_operators_files_and_back_to_selfsigned(
@@ -319,7 +320,7 @@ def test_acme_mode_starts_on_the_stacks_own_certificate_and_keeps_an_acme_one(
     assert (stack_root / "acme" / "webroot").is_dir()
     assert stat.S_IMODE((stack_root / "acme" / "letsencrypt").stat().st_mode) == 0o700
     issued, key = certificate(NAMES)
-    tls.install_chain(stack_root, pem(issued), key_pem(key))
+    certs.install_chain(stack_root, pem(issued), key_pem(key))
     install_certificate(stack_root, config)  # a re-render keeps the ACME certificate
     assert (stack_root / "tls" / "cert.pem").read_bytes() == pem(issued) != placeholder
 
@@ -333,7 +334,7 @@ def test_renew_leaves_a_good_certificate_alone_and_says_which_names_wait(stack_r
     config_path.write_text(yaml.safe_dump(document))
     # Issued yesterday without the autoconfig names (their DNS was not there yet).
     issued, key = certificate(NAMES[:2], days=80)
-    tls.install_chain(stack_root, pem(issued), key_pem(key))
+    certs.install_chain(stack_root, pem(issued), key_pem(key))
     (stack_root / ".mailstack" / "acme.json").write_text(
         json.dumps(
             {
@@ -381,17 +382,17 @@ def _minted(root: Path, names: list[str]) -> bytes:
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate((root / "tls" / "ca.pem").read_bytes())
     return pem(
-        tls._issue_server(ec.generate_private_key(ec.SECP256R1()), names, ca_key, ca_cert, NOW)
+        certs._issue_server(ec.generate_private_key(ec.SECP256R1()), names, ca_key, ca_cert, NOW)
     )
 
 
 def test_the_stacks_ca_can_issue_only_for_the_names_it_serves(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir(mode=0o700)
-    report = tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    report = certs.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
     assert report.created_ca and report.issued_server
     ca_path = tmp_path / "tls" / "ca.pem"
     ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
-    assert tls.permitted_names(ca) == sorted(NAMES)
+    assert certs.permitted_names(ca) == sorted(NAMES)
     assert ca.not_valid_after_utc - NOW < datetime.timedelta(days=731)
     served = (tmp_path / "tls" / "cert.pem").read_bytes()
     assert _openssl_verify(ca_path, served, tmp_path, NAMES[0]) == "OK"
@@ -407,22 +408,22 @@ def test_a_new_domain_or_an_old_unconstrained_ca_reissues_the_ca_with_the_same_k
     tmp_path: Path,
 ) -> None:
     (tmp_path / "secrets").mkdir(mode=0o700)
-    tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    certs.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
     key_before = (tmp_path / "secrets" / "ca.key").read_bytes()
     ca_before = (tmp_path / "tls" / "ca.pem").read_bytes()
     # Nothing changed: nothing re-issued.
-    again = tls.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
+    again = certs.ensure_selfsigned(tmp_path, NAMES[0], tuple(NAMES[1:]), now=NOW)
     assert not again.created_ca and not again.issued_server
     # A domain added: the CA's constraints grow, its key stays; the old leaf still verifies.
     old_leaf = (tmp_path / "tls" / "cert.pem").read_bytes()
     more = (*NAMES[1:], "mta-sts.example.net")
-    report = tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW)
+    report = certs.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW)
     assert report.created_ca and report.issued_server
     assert (tmp_path / "secrets" / "ca.key").read_bytes() == key_before
     ca_path = tmp_path / "tls" / "ca.pem"
     assert ca_path.read_bytes() != ca_before
     assert "mta-sts.example.net" in (
-        tls.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) or []
+        certs.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) or []
     )
     assert _openssl_verify(ca_path, old_leaf, tmp_path, NAMES[0]) == "OK"
     # A CA from before name constraints (ten years, unconstrained) is replaced on render.
@@ -441,11 +442,11 @@ def test_a_new_domain_or_an_old_unconstrained_ca_reissues_the_ca_with_the_same_k
         .sign(ca_key, hashes.SHA384())
     )
     ca_path.write_bytes(pem(unconstrained))
-    assert tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW).created_ca
-    assert tls.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) is not None
+    assert certs.ensure_selfsigned(tmp_path, NAMES[0], more, now=NOW).created_ca
+    assert certs.permitted_names(x509.load_pem_x509_certificate(ca_path.read_bytes())) is not None
     # Renewed 90 days before its end, with the same key.
-    late = NOW + tls.CA_VALIDITY - datetime.timedelta(days=89)
-    assert tls.ensure_selfsigned(tmp_path, NAMES[0], more, now=late).created_ca
+    late = NOW + certs.CA_VALIDITY - datetime.timedelta(days=89)
+    assert certs.ensure_selfsigned(tmp_path, NAMES[0], more, now=late).created_ca
     renewed = x509.load_pem_x509_certificate(ca_path.read_bytes())
     assert renewed.not_valid_after_utc > late + datetime.timedelta(days=600)
     served = x509.load_pem_x509_certificate((tmp_path / "tls" / "cert.pem").read_bytes())

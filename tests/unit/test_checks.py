@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailstack.checks import locate
+from mailstack.runtime.checks import locate
 
 POSTGRES_SYNTAX = """\
 2026-11-23 18:50:31.141 GMT [9] LOG:  syntax error in file "/etc/mailstack/db/postgresql.conf" line 31, near token "is"
@@ -207,9 +207,9 @@ def test_every_service_with_a_fixed_address_is_checked_inside_its_running_contai
     # `compose run` of such a service asks for the running one's address and fails.
     import yaml
 
-    from mailstack.checks import FIXED_ADDRESS
-    from mailstack.config import validate_config
-    from mailstack.render import RenderInputs, render_stack
+    from mailstack.runtime.checks import FIXED_ADDRESS
+    from mailstack.stack.config import validate_config
+    from mailstack.stack.render import RenderInputs, render_stack
     from tests.conftest import REFERENCE
 
     files = render_stack(RenderInputs(validate_config(REFERENCE), "1"))

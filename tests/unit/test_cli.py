@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack.cli.main import app
-from mailstack.secrets import SECRET_NAMES
+from mailstack.stack.secrets import SECRET_NAMES
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import directory
+from mailstack.accounts import directory
+from mailstack.accounts.passwords import verify_password
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
-from mailstack.passwords import verify_password
 from mailstack.stack import Stack
 from tests.unit.fakes import Call, FakeContainers
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mailstack.config import parse_config, validate_config
 from mailstack.errors import ConfigError
+from mailstack.stack.config import parse_config, validate_config
 
 BASE = {"hostname": "mail.example.org", "domain": "example.org"}
 

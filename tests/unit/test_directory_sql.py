@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import directory, psql
+from mailstack.accounts import directory
+from mailstack.accounts.passwords import hash_password
+from mailstack.adapters import psql
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.passwords import hash_password
 from tests.unit.fakes import FakeContainers
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"

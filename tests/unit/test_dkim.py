@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
-from mailstack import dkim
 from mailstack.cli.main import app
-from mailstack.config import Config, validate_config
 from mailstack.errors import MailstackError, UsageError
-from mailstack.render import RenderInputs, render_stack
+from mailstack.mailauth import dkim
+from mailstack.stack.config import Config, validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
 
 NOW = datetime.datetime(2025, 3, 14, 9, 26, tzinfo=datetime.UTC)

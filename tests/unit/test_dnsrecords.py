@@ -14,17 +14,17 @@ import dns.zone
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import dkim
 from mailstack.cli.main import app
-from mailstack.config import Config, validate_config
-from mailstack.dnscheck import Lookup, check_dns
-from mailstack.dnsrecords import (
+from mailstack.mailauth import dkim
+from mailstack.mailauth.dnscheck import Lookup, check_dns
+from mailstack.mailauth.dnsrecords import (
     certificate_names,
     mta_sts_policy,
     record_set,
     sandbox_zone,
 )
-from mailstack.render import RenderInputs, render_stack
+from mailstack.stack.config import Config, validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.verdict import FAIL, PASS
 
 NOW = datetime.datetime(2026, 3, 14, tzinfo=datetime.UTC)

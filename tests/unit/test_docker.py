@@ -1,11 +1,11 @@
-"""mailstack.docker: one-shot containers and builds as data; their command lines are pure."""
+"""mailstack.adapters.docker: one-shot containers and builds as data; their command lines are pure."""
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
 
-from mailstack.docker import Bind, Build, OneShot
+from mailstack.adapters.docker import Bind, Build, OneShot
 
 
 def test_a_one_shot_job_is_hardened_unlogged_and_offline_unless_asked() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailstack.config import parse_config
-from mailstack.configfile import commented_yaml, reference_markdown
+from mailstack.stack.config import parse_config
+from mailstack.stack.configfile import commented_yaml, reference_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,7 +14,7 @@ def test_config_reference_is_in_sync_with_the_model() -> None:
     documented = (ROOT / "docs" / "config.md").read_text()
     assert documented == reference_markdown(), (
         "docs/config.md is stale: regenerate it with "
-        "python -c 'from mailstack.configfile import reference_markdown as r; print(r(), end=\"\")'"
+        "python -c 'from mailstack.stack.configfile import reference_markdown as r; print(r(), end=\"\")'"
         " > docs/config.md"
     )
 

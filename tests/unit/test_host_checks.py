@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import compose
-from mailstack.config import validate_config
+from mailstack.adapters import compose
 from mailstack.errors import DockerUnavailable, UsageError
-from mailstack.lifecycle import check_subnets, routes_from_proc
+from mailstack.runtime.lifecycle import check_subnets, routes_from_proc
+from mailstack.stack.config import validate_config
 from mailstack.units import parse_size
 
 

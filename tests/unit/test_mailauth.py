@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailstack.config import validate_config
 from mailstack.errors import ConfigError
-from mailstack.mailauth import (
+from mailstack.mailauth.policy import (
     MtaStsPolicy,
     PolicySyntaxError,
     count_spf_lookups,
@@ -16,6 +15,7 @@ from mailstack.mailauth import (
     parse_spf,
     parse_tls_rpt,
 )
+from mailstack.stack.config import validate_config
 
 BASE = {"hostname": "mail.example.org", "domain": "example.org"}
 

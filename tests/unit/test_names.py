@@ -1,11 +1,11 @@
-"""mailstack.names: the one set of rules for what may enter the mail directory, whoever
+"""mailstack.accounts.names: the one set of rules for what may enter the mail directory, whoever
 writes it (CLI, accounts import, the core itself)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mailstack import names
+from mailstack.accounts import names
 from mailstack.errors import UsageError
 
 

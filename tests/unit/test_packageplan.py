@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack import debversion, imagerefs, imagetags, packageplan
+from mailstack.images import debversion, imagerefs, imagetags, packageplan
 
 INSTALLED = "libc6 2.36-9+deb12u13\nlibssl3 3.0.20-1~deb12u2\nzlib1g 1:1.2.13.dfsg-1\n"
 PLAN_OUTPUT = f"""\

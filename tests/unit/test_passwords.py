@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailstack.errors import UsageError
-from mailstack.passwords import (
+from mailstack.accounts.passwords import (
     check_password_strength,
     hash_password,
     is_password_hash,
     verify_password,
 )
+from mailstack.errors import UsageError
 
 GOOD = "Correct horse 9 battery"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from mailstack.config import DANGEROUS_EXTENSIONS, validate_config
 from mailstack.errors import ConfigError
-from mailstack.render import RenderInputs, render_stack
-from mailstack.stackfiles import initial_config
+from mailstack.stack.config import DANGEROUS_EXTENSIONS, validate_config
+from mailstack.stack.render import RenderInputs, render_stack
+from mailstack.stack.stackfiles import initial_config
 from tests.conftest import REFERENCE
 
 

@@ -6,7 +6,7 @@ import smtplib
 
 import pytest
 
-from mailstack.probe import is_temporary
+from mailstack.runtime.probe import is_temporary
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mailstack import releases
-from mailstack.releases import FeedError, check, check_online, parse_feed
+from mailstack.runtime import releases
+from mailstack.runtime.releases import FeedError, check, check_online, parse_feed
 
 
 def feed(**extra: Any) -> dict[str, Any]:

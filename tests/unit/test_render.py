@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from mailstack.config import Config, validate_config
-from mailstack.render import RenderInputs, comment_prefix, render_stack, with_header
+from mailstack.stack.config import Config, validate_config
+from mailstack.stack.render import RenderInputs, comment_prefix, render_stack, with_header
 from tests.conftest import REFERENCE
 from tests.unit.compose_check import assert_compose_accepts
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import repository_key
+from mailstack.images import repository_key
 
 # Written by `restic init` (0.14.0, Debian bookworm) for a throwaway repository whose password
 # was this test value; the file's name in keys/ was the SHA-256 of its bytes.

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mailstack.errors import MailstackError
-from mailstack.secrets import KEY_PAIR_SECRETS, SECRET_NAMES, TOKEN_SECRETS, ensure_secrets
+from mailstack.stack.secrets import KEY_PAIR_SECRETS, SECRET_NAMES, TOKEN_SECRETS, ensure_secrets
 
 MAIL_CRYPT = KEY_PAIR_SECRETS[0]
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mailstack import errors, schedule, securitycheck
-from mailstack.config import validate_config
-from mailstack.securitycheck import ImageUpdates, PendingFix, UpdatesReport
+from mailstack import errors
+from mailstack.images import securitycheck
+from mailstack.images.securitycheck import ImageUpdates, PendingFix, UpdatesReport
+from mailstack.runtime import schedule
+from mailstack.stack.config import validate_config
 
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
 FIX = PendingFix(

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mailstack import services
-from mailstack.config import validate_config
-from mailstack.render import RenderInputs, render_stack
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
 
 EVERYTHING_ON: dict[str, Any] = {

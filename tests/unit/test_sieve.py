@@ -13,12 +13,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import directory, sieve
+from mailstack.accounts import directory, sieve
 from mailstack.cli.main import app
-from mailstack.config import validate_config
 from mailstack.errors import ConfigError, ExternalCommandFailed, UsageError
-from mailstack.render import RenderInputs, render_stack
 from mailstack.stack import Stack
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
 from tests.unit.fakes import Call, FakeContainers
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mailstack.errors import UnresolvedConflicts, UsageError
-from mailstack.merge import Action
-from mailstack.stackdir import CANDIDATE_SUFFIX, StackDir, atomic_write
+from mailstack.stack.merge import Action
+from mailstack.stack.stackdir import CANDIDATE_SUFFIX, StackDir, atomic_write
 
 V1 = {"a.conf": b"one\ntwo\nthree\n", "config/x/b.conf": b"alpha\nbeta\n"}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mailstack.adapters.compose import ServiceState
 from mailstack.cli import output
-from mailstack.compose import ServiceState
-from mailstack.lifecycle import StackStatus
+from mailstack.runtime.lifecycle import StackStatus
 
 REASON = "unhealthy: RCPT TO: 451 4.3.0 <x@example.test>: Temporary lookup failure"
 

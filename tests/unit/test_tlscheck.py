@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from typer.testing import CliRunner
 
-from mailstack import errors, tlscheck
+from mailstack import errors
 from mailstack.cli.main import app
-from mailstack.config import validate_config
-from mailstack.tlscheck import (
+from mailstack.stack.config import validate_config
+from mailstack.tls import tlscheck
+from mailstack.tls.tlscheck import (
     ANCHOR_BROKEN,
     ANCHOR_INCOMPLETE,
     ANCHOR_OWN_CA,

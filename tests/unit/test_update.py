@@ -10,12 +10,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack import stackfiles as stack_ops
-from mailstack import update
 from mailstack.cli.main import app
 from mailstack.errors import UsageError
-from mailstack.merge import Action
-from mailstack.stackdir import FileOutcome, RenderReport, StackDir
+from mailstack.runtime import update
+from mailstack.stack import stackfiles as stack_ops
+from mailstack.stack.merge import Action
+from mailstack.stack.stackdir import FileOutcome, RenderReport, StackDir
 
 runner = CliRunner()
 

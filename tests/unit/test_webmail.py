@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mailstack.checks import locate
-from mailstack.config import validate_config
 from mailstack.errors import ConfigError
-from mailstack.hostcheck import webmail_default
-from mailstack.render import RenderInputs, render_stack
+from mailstack.runtime.checks import locate
+from mailstack.runtime.hostcheck import webmail_default
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 
 BASE: dict[str, Any] = {"hostname": "mail.example.org", "domain": "example.org"}
 

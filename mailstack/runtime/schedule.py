@@ -1,0 +1,211 @@
+"""Timers on the host: the daily backup (`backup create` and `prune`) and the certificate
+renewal (`tls renew`), each a systemd timer and a oneshot service.
+
+Timers rather than a scheduler container: a backup drives Docker (pause, pg_dump through
+the db container, the one-shot restic container), and a container that may do that needs the
+Docker socket, which is root on the host. The host's systemd already has what a schedule
+needs: catch-up after downtime (Persistent=), a random delay, logs in the journal and a
+failure state that monitoring sees (`systemctl --failed`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack.adapters import process
+from mailstack.errors import UsageError
+from mailstack.stack.config import Config
+from mailstack.stack.stackdir import atomic_write
+
+SYSTEMD_DIR = Path("/etc/systemd/system")
+_RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID 1
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A systemd timer and the oneshot service it starts: mailstack commands on one stack."""
+
+    name: str  # the units' name, without .service/.timer
+    what: str  # for people: "daily backup"
+    owner: str  # the command that writes and removes the units
+    calendar: str  # OnCalendar=
+    random_delay: str  # RandomizedDelaySec=
+    commands: tuple[tuple[str, ...], ...]
+    nice: bool  # background work: lowest CPU and I/O priority
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    what: str
+    enabled: bool
+    units: tuple[str, ...]
+    when: str
+    activated: bool  # systemd took it up now (False: files written, systemd is not running)
+
+    def __str__(self) -> str:
+        if not self.enabled:
+            return f"{self.what} off: removed {', '.join(self.units) or 'nothing (was off)'}"
+        line = f"{self.what} on at {self.when}: wrote {', '.join(self.units)}"
+        if not self.activated:
+            timer = Path(self.units[-1]).name
+            line += (
+                "\nsystemd is not running on this host: enable the timer where it is "
+                f"(systemctl daemon-reload && systemctl enable --now {timer})"
+            )
+        return line
+
+
+def backup_timer(stack_root: Path, config: Config) -> Timer:
+    """`backup create` then `prune`, daily at backup.schedule_time in the stack's time zone."""
+    return Timer(
+        name=f"mailstack-backup-{config.project}",
+        what="daily backup",
+        owner="mailstack backup schedule",
+        calendar=f"*-*-* {config.backup.schedule_time}:00 {config.timezone}",
+        random_delay="15min",
+        commands=(
+            mailstack_command(stack_root, "backup", "create", "--tag", "daily"),
+            mailstack_command(stack_root, "backup", "prune"),
+        ),
+        nice=True,
+    )
+
+
+def renewal_timer(stack_root: Path, config: Config) -> Timer:
+    """`tls renew` twice a day (as certbot's own timer does); it renews only when due."""
+    return Timer(
+        name=f"mailstack-tls-{config.project}",
+        what="certificate renewal",
+        owner="mailstack tls schedule",
+        calendar="*-*-* 04,16:00:00",
+        random_delay="1h",  # spreads the load on the CA, as it asks
+        commands=(mailstack_command(stack_root, "tls", "renew"),),
+        nice=False,
+    )
+
+
+def security_timer(stack_root: Path, config: Config) -> Timer:
+    """`update --security --unattended` daily at the start of update.window: it applies
+    (auto) or mails (notify) Debian's security fixes, as update.security says."""
+    start = config.update.window.split("-", 1)[0]
+    return Timer(
+        name=f"mailstack-security-{config.project}",
+        what="daily security update",
+        owner="mailstack up (update.security)",
+        calendar=f"*-*-* {start}:00 {config.timezone}",
+        random_delay="10min",  # stays inside the window; the run checks it again
+        commands=(mailstack_command(stack_root, "update", "--security", "--unattended"),),
+        nice=False,
+    )
+
+
+def systemd_quote(argument: str) -> str:
+    r"""One ExecStart= argument: double quotes, with \ " escaped and % $ doubled (specifiers)."""
+    escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
+
+
+def mailstack_command(stack_root: Path, *args: str) -> tuple[str, ...]:
+    """The command a unit runs: this mailstack (its Python), on this stack directory."""
+    return (sys.executable, "-m", "mailstack", *args, "--dir", str(stack_root))
+
+
+def service_unit(timer: Timer) -> str:
+    lines = [
+        f"# Written by `{timer.owner} on`; `... off` removes it.",
+        "[Unit]",
+        f"Description=mailstack {timer.what}",
+        "Wants=network-online.target",
+        "After=network-online.target docker.service",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        *(f"ExecStart={' '.join(systemd_quote(a) for a in command)}" for command in timer.commands),
+    ]
+    if timer.nice:
+        lines += ["Nice=10", "IOSchedulingClass=best-effort", "IOSchedulingPriority=7"]
+    return "\n".join([*lines, ""])
+
+
+def timer_unit(timer: Timer) -> str:
+    return "\n".join(
+        [
+            f"# Written by `{timer.owner} on`; `... off` removes it.",
+            "[Unit]",
+            f"Description=mailstack {timer.what} ({timer.name})",
+            "",
+            "[Timer]",
+            f"OnCalendar={timer.calendar}",
+            # A host that was off at the time runs it when it comes back.
+            "Persistent=true",
+            f"RandomizedDelaySec={timer.random_delay}",
+            "",
+            "[Install]",
+            "WantedBy=timers.target",
+            "",
+        ]
+    )
+
+
+def install(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    service = unit_dir / f"{timer.name}.service"
+    timer_file = unit_dir / f"{timer.name}.timer"
+    atomic_write(service, service_unit(timer).encode(), 0o644)
+    atomic_write(timer_file, timer_unit(timer).encode(), 0o644)
+    activated = systemd_running() and unit_dir == SYSTEMD_DIR
+    if activated:
+        process.run(["systemctl", "daemon-reload"], timeout=60)
+        process.run(["systemctl", "enable", "--now", timer_file.name], timeout=60)
+    return ScheduleResult(
+        timer.what, True, (str(service), str(timer_file)), timer.calendar, activated
+    )
+
+
+def remove(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    timer_file = unit_dir / f"{timer.name}.timer"
+    if systemd_running() and unit_dir == SYSTEMD_DIR and timer_file.exists():
+        process.run(["systemctl", "disable", "--now", timer_file.name], timeout=60, check=False)
+    removed: list[str] = []
+    for path in (unit_dir / f"{timer.name}.service", timer_file):
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    if removed and systemd_running() and unit_dir == SYSTEMD_DIR:
+        process.run(["systemctl", "daemon-reload"], timeout=60, check=False)
+    return ScheduleResult(timer.what, False, tuple(removed), "", False)
+
+
+def switch(state: str, timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
+    """`... schedule on|off`: install or remove the timer."""
+    if state == "on":
+        return install(timer, unit_dir)
+    if state == "off":
+        return remove(timer, unit_dir)
+    raise UsageError(f"on|off: {state[:40]!r} is not on or off")
+
+
+def installed(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> bool:
+    return (unit_dir / f"{timer.name}.timer").exists()
+
+
+def systemd_running() -> bool:
+    return _RUNNING_MARKER.is_dir()
+
+
+def keep_security_timer(root: Path, config: Config) -> list[str]:
+    """What `up` does with the daily security timer, as update.security says: installed
+    unless off; never in sandbox mode (staging and tests: nothing runs behind their back)."""
+    timer = security_timer(root, config)
+    if config.update.security == "off":
+        return [str(remove(timer))] if installed(timer) else []
+    if config.mode == "sandbox":
+        return [] if not installed(timer) else [str(remove(timer))]
+    if systemd_running():
+        return [] if installed(timer) else [str(install(timer))]
+    return [
+        f"security fixes are not scheduled (systemd is not running here): run `mailstack "
+        f"update --security --unattended` daily from your scheduler (update.security: "
+        f"{config.update.security})"
+    ]

@@ -1,0 +1,274 @@
+"""Config + templates -> the generated files of a stack directory (pure: writes nothing).
+
+The same inputs always give the same bytes, so a re-render with no change changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+
+from mailstack import services
+from mailstack.images import imagerefs
+from mailstack.mailauth import dnsrecords
+from mailstack.mailauth.dkim import DkimKey
+from mailstack.resources import templates_dir
+from mailstack.stack.config import Config
+from mailstack.stack.secrets import SECRET_NAMES
+from mailstack.units import parse_duration
+
+# Templates whose path starts with one of these are rendered only when the service runs.
+OPTIONAL_TREES: dict[str, Callable[[Config], bool]] = {
+    f"config/{service.name}/": service.runs_when
+    for service in services.SERVICES
+    if service.runs_when is not None
+}
+
+# Where each daemon's override point is: files there are the operator's, never written.
+OVERRIDE_POINTS: dict[str, str] = {
+    service.name: service.override_point
+    for service in services.SERVICES
+    if service.override_point is not None
+}
+
+# Comment syntax by file name ending; files with no comment syntax get no header.
+_COMMENT_PREFIX: dict[str, str] = {
+    ".sql": "--", ".lua": "--", ".php": "//", ".json": "", ".ini": ";", ".js": "//",
+}  # fmt: skip
+
+# Dovecot's doors for Postfix (LMTP, SASL, quota policy): Unix sockets in a volume that only
+# the dovecot and postfix containers mount, instead of ports every container could reach.
+DOVECOT_POSTFIX_SOCKETS = PurePosixPath("/run/dovecot-postfix")
+
+# Sandbox-only test data, never rendered in production: a foreign domain whose DMARC policy
+# is p=reject and whose SPF allows no host, so a test can show that forged mail from it is
+# refused. (owner name, type, data) like every sandbox record.
+SANDBOX_TEST_DOMAIN_DMARC_REJECT = "reject.example.test"
+SANDBOX_TEST_RECORDS: tuple[tuple[str, str, str], ...] = (
+    (SANDBOX_TEST_DOMAIN_DMARC_REJECT, "TXT", '"v=spf1 -all"'),
+    (f"_dmarc.{SANDBOX_TEST_DOMAIN_DMARC_REJECT}", "TXT", '"v=DMARC1; p=reject"'),
+)
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """Everything a render depends on; recorded beside the render for later merges."""
+
+    config: Config
+    version: str
+    # The public halves of the DKIM keys in <stack>/dkim (mailstack.mailauth.dkim.load_keys): the
+    # sandbox zone publishes them so verifiers inside the stack can check signatures.
+    dkim_keys: tuple[DkimKey, ...] = ()
+
+
+def render_stack(inputs: RenderInputs, source: Path | None = None) -> dict[str, bytes]:
+    """Render every template that applies to this config: {relative path: content}."""
+    root = source or templates_dir()
+    environment = _environment(root)
+    context = build_context(inputs)
+    rendered: dict[str, bytes] = {}
+    for template_path in sorted(_template_paths(root)):
+        if not _applies(template_path, inputs.config):
+            continue
+        template = environment.get_template(template_path)
+        body = template.render(context)
+        rendered[template_path] = with_header(template_path, body).encode("utf-8")
+    return rendered
+
+
+def build_context(inputs: RenderInputs) -> dict[str, Any]:
+    """The render context: derived values computed here so templates stay dumb."""
+    config = inputs.config
+    backend = ipaddress.ip_network(config.network.backend_subnet)
+    frontend = ipaddress.ip_network(config.network.frontend_subnet)
+    registry = config.images.registry
+    sandbox = config.mode == "sandbox"
+    attachments = config.policy.attachments
+    allowed = set(attachments.allowed_extensions)
+    image_prefix = f"{registry}/mailstack" if registry else "mailstack"
+    return {
+        "config": config,
+        "version": inputs.version,
+        "sandbox": sandbox,
+        # ${MAILSTACK_IMAGE_X:-…}: the tag follows the image's packages, recorded in .env by
+        # each build (mailstack.images.imagerefs), so a security update never touches this file.
+        "images": {
+            name: imagerefs.compose_reference(name, image_prefix) for name in services.IMAGES
+        },
+        "pull_policy": "missing" if registry else "never",
+        "secrets": sorted(SECRET_NAMES),
+        "resolver_ip": services.fixed_address(services.RESOLVER, backend),
+        # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
+        "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),
+        "frontend_resolver_ip": services.fixed_address(services.RESOLVER, frontend),
+        "dovecot_sockets": {
+            "dir": str(DOVECOT_POSTFIX_SOCKETS),
+            "lmtp": str(DOVECOT_POSTFIX_SOCKETS / "lmtp"),
+            "auth": str(DOVECOT_POSTFIX_SOCKETS / "auth"),
+            "quota_status": str(DOVECOT_POSTFIX_SOCKETS / "quota-status"),
+        },
+        # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
+        "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
+        # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail
+        # from outside claiming one of them must pass DMARC (rspamd force_actions.conf).
+        "hosted_domains": sorted({config.domain, *(key.domain for key in inputs.dkim_keys)}),
+        # Docker's own picks (every container without a fixed address) come from here, above
+        # every fixed address: after many recreations its allocator would otherwise reach one
+        # (.24, .53, .80, .81) and a service could not start.
+        "frontend_dynamic_range": dynamic_range(frontend),
+        "backend_dynamic_range": dynamic_range(backend),
+        "backend_gateway": str(backend.network_address + 1),
+        "frontend_gateway": str(frontend.network_address + 1),
+        # Where HTTP redirects to: the HTTPS port is left out when it is the default.
+        "https_origin": f"https://{config.hostname}"
+        + ("" if config.network.ports.https == 443 else f":{config.network.ports.https}"),
+        # The front's fixed address; in sandbox mode it is the host's "public" address.
+        "front_ip": dnsrecords.front_address(config),
+        # Roundcube: fixed addresses, so that PHP-FPM admits only the front, PostgreSQL only
+        # this container, and Dovecot believes the browser's address (x-originating-ip) only
+        # from here.
+        "webmail": {
+            "path": config.webmail.path,
+            # At "/" the webmail takes the place of the landing page.
+            "at_root": config.features.webmail and config.webmail.path == "/",
+            "frontend_ip": services.fixed_address(services.WEBMAIL, frontend),
+            "backend_ip": services.fixed_address(services.WEBMAIL, backend),
+        },
+        # Whether clients inside the stack verify its certificate against a CA file of the
+        # stack's: its own CA (tls/ca.pem, mode selfsigned) or tls.ca_file (tls/trusted.pem);
+        # else against the system's trusted CAs.
+        "stack_ca": config.tls.mode == "selfsigned" or config.tls.ca_file is not None,
+        "trusted_ca": "ca.pem"
+        if config.tls.mode == "selfsigned" or config.tls.ca_file is None
+        else "trusted.pem",
+        # Client autoconfiguration (Thunderbird, Outlook, Apple): what the front answers.
+        "autoconfig": {
+            "imaps": config.network.ports.imaps,
+            "submissions": config.network.ports.submissions,
+            "submission": config.network.ports.submission,
+        },
+        # The MTA-STS policy the front serves at https://mta-sts.<domain>/.
+        "mta_sts_policy": dnsrecords.mta_sts_policy(config).lines,
+        # The only names the front answers on 443 (each mail domain's MTA-STS and autoconfig
+        # hosts); any other Host gets 421, never the webmail.
+        "front_names": front_names(config, [key.domain for key in inputs.dkim_keys]),
+        # Sandbox DNS: the zones the stack's resolver serves itself and their records as
+        # (owner name, type, data in zone-file form): what `mailstack dns records` prints
+        # for the first domain, so `check dns` passes there. The frontend gateway, the
+        # address the host's clients reach the stack from, has a forward-confirmed name of
+        # its own, as a well-run sending host would.
+        "sandbox_zones": sorted({config.domain, config.hostname}),
+        "sandbox_records": [
+            *dnsrecords.sandbox_zone(config, inputs.dkim_keys),
+            (f"sandbox-client.{config.domain}", "A", str(frontend.network_address + 1)),
+            (
+                (frontend.network_address + 1).reverse_pointer,
+                "PTR",
+                f"sandbox-client.{config.domain}.",
+            ),
+            *(SANDBOX_TEST_RECORDS if sandbox else ()),
+        ],
+        # Dovecot runs only the first quota_warning that matches: the highest comes first.
+        "quota_warnings": sorted(config.mailboxes.quota_warnings, reverse=True),
+        # Brute-force defence (the bans service): durations in seconds for bansd.
+        "bans": {
+            "window": parse_duration(config.policy.bans.window),
+            "ban_time": parse_duration(config.policy.bans.ban_time),
+            "max_delay": parse_duration(config.policy.bans.max_delay),
+        },
+        # Attachment policy: the operator's allowlist wins over the block list.
+        "blocked_extensions": sorted(set(attachments.blocked_extensions) - allowed),
+        "allowed_extensions": sorted(allowed),
+    }
+
+
+def dynamic_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """The upper half of the network's first /24: where Docker picks addresses itself."""
+    return str(ipaddress.ip_network(f"{network.network_address + 128}/25"))
+
+
+def with_header(path: str, body: str) -> str:
+    """Prefix a generated file with a header naming its override point."""
+    prefix = comment_prefix(path)
+    if prefix is None:
+        return body
+    parts = PurePosixPath(path).parts
+    service = parts[1] if len(parts) > 2 and parts[0] == "config" else None
+    override = OVERRIDE_POINTS.get(service or "")
+    lines = [
+        "Generated by mailstack from mailstack.yaml.",
+        "Your edits to this file are kept: `mailstack render` and `update` merge them.",
+    ]
+    if override:
+        lines.append(f"To change settings without editing it, use {override}.")
+    header = "".join(f"{prefix} {line}\n" for line in lines)
+    first, newline, rest = body.partition("\n")
+    if first.startswith(("#!", "<?php")):
+        return f"{first}{newline}{header}{rest}"
+    return header + body
+
+
+def comment_prefix(path: str) -> str | None:
+    suffix = PurePosixPath(path).suffix
+    if suffix in _COMMENT_PREFIX:
+        return _COMMENT_PREFIX[suffix] or None
+    return "#"
+
+
+def _applies(template_path: str, config: Config) -> bool:
+    return all(
+        predicate(config)
+        for prefix, predicate in OPTIONAL_TREES.items()
+        if template_path.startswith(prefix)
+    )
+
+
+def _template_paths(root: Path) -> list[str]:
+    # Names starting with "_" are partials (macros, includes), not output files.
+    return [
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file()
+        and not any(part.startswith("_") for part in path.relative_to(root).parts)
+        and "__pycache__" not in path.parts
+    ]
+
+
+def _environment(root: Path) -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701  # config files, not HTML; values are validated upstream
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["quote_yaml"] = quote_yaml
+    return environment
+
+
+def quote_yaml(value: object) -> str:
+    """A double-quoted YAML scalar (values are validated; this is belt and braces)."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def rendered_services(rendered: Mapping[str, bytes]) -> set[str]:
+    return {
+        PurePosixPath(path).parts[1]
+        for path in rendered
+        if path.startswith("config/") and len(PurePosixPath(path).parts) > 2
+    }
+
+
+def front_names(config: Config, domains: list[str]) -> dict[str, list[str]]:
+    """The web names the front serves besides the hostname, by the server block that
+    answers them: mta-sts.<domain>, and autoconfig./autodiscover.<domain>."""
+    names = dnsrecords.certificate_names(config, domains)
+    mta_sts = [name for name in names if name.startswith(f"{dnsrecords.MTA_STS_HOST}.")]
+    return {"mta_sts": mta_sts, "autoconfig": [name for name in names if name not in mta_sts]}
