@@ -1,13 +1,16 @@
-"""The one stand-in for the Compose adapter (exec, ps, run) in unit tests: a running stack
-whose containers answer as each test says, recording every call."""
+"""The stand-ins of unit tests: FakeContainers for the Compose adapter (exec, ps, run), a running
+stack whose containers answer as each test says, and FakeEngine for the Docker adapter; both
+record every call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mailstack.adapters.compose import ServiceState
+from mailstack.adapters.docker import Build, Engine, OneShot
 from mailstack.errors import ExternalCommandFailed
 
 
@@ -87,3 +90,126 @@ class FakeContainers:
     def variables(self, call: int = -1) -> dict[str, str]:
         """The psql variables of one call, the last by default."""
         return self.calls[call].variables()
+
+
+@dataclass
+class FakeEngine:
+    """The one stand-in for the Docker engine (mailstack.adapters.docker.Engine): images,
+    containers, volumes and networks as the test sets them; every one-shot job, build, pull
+    and removal recorded in order in `events`.
+
+    A one-shot job answers with the first (marker, answer) of `jobs` whose marker is in its
+    command line (OneShot.argv joined by spaces), else exit 0 with no output. An answer is
+    stdout, a (returncode, stdout, stderr) triple, an exception, or a function of the job.
+    """
+
+    images: dict[str, str] = field(default_factory=dict)  # reference -> id
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # reference -> labels
+    containers: dict[str, str] = field(default_factory=dict)  # container -> image id
+    healths: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    volumes: set[str] = field(default_factory=set)
+    networks: list[tuple[str, list[str]]] = field(default_factory=list)
+    docker_root: str | None = "/var/lib/docker"
+    version: str = "27.0.0"
+    jobs: list[tuple[str, JobAnswer]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)  # (what, detail)
+    ran: list[OneShot] = field(default_factory=list)
+
+    def image_id(self, reference: str) -> str | None:
+        return self.images.get(reference)
+
+    def image_labels(self, reference: str) -> dict[str, str]:
+        return dict(self.labels.get(reference, {}))
+
+    def container_image_id(self, container: str) -> str | None:
+        return self.containers.get(container)
+
+    def health(self, containers: Sequence[str]) -> dict[str, dict[str, Any] | None] | None:
+        return {name: self.healths.get(name) for name in containers}
+
+    def volume_exists(self, name: str) -> bool:
+        return name in self.volumes
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.events.append(("create_volume", name))
+        self.volumes.add(name)
+
+    def remove_volume(self, name: str) -> None:
+        self.events.append(("remove_volume", name))
+        self.volumes.discard(name)
+
+    def remove_container(self, name: str) -> None:
+        self.events.append(("remove_container", name))
+
+    def root_dir(self) -> str | None:
+        return self.docker_root
+
+    def server_version(self) -> str:
+        return self.version
+
+    def network_subnets(self, exclude_prefix: str) -> list[tuple[str, list[str]]]:
+        return [(name, nets) for name, nets in self.networks if not name.startswith(exclude_prefix)]
+
+    def run(
+        self,
+        job: OneShot,
+        *,
+        input: bytes | None = None,  # mirrors subprocess.run
+        timeout: float,
+        what: str,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        result = self._answer(job, what)
+        if check and result.returncode != 0:
+            raise ExternalCommandFailed(
+                f"{what} (exit {result.returncode})", result.stderr.decode()
+            )
+        return result
+
+    def stream(self, job: OneShot, on_line: Callable[[str], None], *, what: str) -> tuple[int, str]:
+        result = self._answer(job, what)
+        for line in result.stdout.decode().splitlines():
+            on_line(line)
+        return result.returncode, result.stderr.decode()
+
+    def build(self, build: Build, *, timeout: float, what: str) -> None:
+        self.events.append(("build", build.tag))
+        self.images[build.tag] = f"sha256:{build.tag}"
+
+    def import_rootfs(self, tar: bytes, reference: str) -> None:
+        self.events.append(("import", reference))
+        self.images[reference] = f"sha256:{reference}"
+
+    def pull(self, reference: str) -> None:
+        self.events.append(("pull", reference))
+        self.images[reference] = f"sha256:{reference}"
+
+    def jobs_matching(self, marker: str) -> list[OneShot]:
+        return [job for job in self.ran if marker in " ".join(job.argv())]
+
+    def _answer(self, job: OneShot, what: str) -> subprocess.CompletedProcess[bytes]:
+        self.ran.append(job)
+        self.events.append(("run", what))
+        command = " ".join(job.argv())
+        for marker, answer in self.jobs:
+            if marker in command:
+                result = answer(job) if callable(answer) else answer
+                if isinstance(result, Exception):
+                    raise result
+                if isinstance(result, bytes):
+                    return subprocess.CompletedProcess(job.argv(), 0, result, b"")
+                code, out, err = result
+                return subprocess.CompletedProcess(job.argv(), code, out, err)
+        return subprocess.CompletedProcess(job.argv(), 0, b"", b"")
+
+
+JobAnswer = (
+    bytes
+    | tuple[int, bytes, bytes]
+    | Exception
+    | Callable[[OneShot], "bytes | tuple[int, bytes, bytes] | Exception"]
+)
+
+
+def _is_an_engine(engine: FakeEngine) -> Engine:
+    return engine  # mypy: the fake keeps the Protocol's signatures
