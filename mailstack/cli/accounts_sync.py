@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import accounts_sync
+from mailstack.accounts import sync
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.mailauth import dkim
@@ -35,7 +35,7 @@ def accounts_export(
 ) -> None:
     """Write every domain, mailbox (password hash), alias and grant to FILE (mode 0600)."""
     stack = Stack.load(directory_)
-    result = accounts_sync.export_accounts(stack.compose, file)
+    result = sync.export_accounts(stack.compose, file)
     if as_json:
         output.as_json(result)
     else:
@@ -56,9 +56,9 @@ def accounts_import(
 
     Entries missing from FILE are removed (stored mail of removed mailboxes is kept).
     """
-    wanted = accounts_sync.load_document(file)  # a bad file is refused before anything else
+    wanted = sync.load_document(file)  # a bad file is refused before anything else
     stack = Stack.load(directory_)
-    result = accounts_sync.import_accounts(
+    result = sync.import_accounts(
         stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
     )
     if as_json:

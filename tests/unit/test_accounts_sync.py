@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack.accounts import accounts_sync
-from mailstack.accounts.accounts_sync import (
+from mailstack.accounts import sync
+from mailstack.accounts.sync import (
     AppPasswordState,
     MailboxState,
     Snapshot,
@@ -56,7 +56,7 @@ def base_data() -> dict:
     return yaml.safe_load(dump_document(base_snapshot()))
 
 
-def parse(data: dict) -> accounts_sync.Document:
+def parse(data: dict) -> sync.Document:
     return parse_document(yaml.safe_dump(data).encode(), "accounts.yaml")
 
 
@@ -115,7 +115,7 @@ def test_export_writes_the_file_0600_even_over_a_readable_one(tmp_path: Path) ->
     target.write_text("old")
     target.chmod(0o644)
     db = FakeContainers(answers=[db_answer(base_snapshot())])
-    result = accounts_sync.export_accounts(db, target)
+    result = sync.export_accounts(db, target)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert HASH_A in target.read_text()
     assert (result.domains, result.mailboxes, result.aliases) == (2, 2, 2)
@@ -162,14 +162,14 @@ def test_the_stacks_own_domain_cannot_be_removed_by_import() -> None:
     current = base_snapshot()
     wanted = Snapshot(domains={"other.test": True})
     with pytest.raises(UsageError, match=r"example\.org is missing.*own domain"):
-        accounts_sync.check_own_domain(diff(current, wanted), "example.org", "a.yaml")
-    accounts_sync.check_own_domain(diff(current, wanted), "other.test", "a.yaml")
+        sync.check_own_domain(diff(current, wanted), "example.org", "a.yaml")
+    sync.check_own_domain(diff(current, wanted), "other.test", "a.yaml")
 
 
 def test_an_import_refusing_the_own_domain_touches_nothing() -> None:
     db = FakeContainers(answers=[db_answer(base_snapshot())])
     with pytest.raises(UsageError, match="own domain"):
-        accounts_sync.import_accounts(
+        sync.import_accounts(
             db, Snapshot(domains={"other.test": True}), "a.yaml", "example.org", dry_run=False
         )
     assert len(db.calls) == 1  # the read; no write was attempted
@@ -292,7 +292,7 @@ def test_import_sends_the_document_as_one_variable_and_constant_sql() -> None:
     data["aliases"].append({"source": "x'or'1'='1@example.org", "destinations": ["o'brien@x.org"]})
     wanted = snapshot_of(parse(data))
     db = FakeContainers(answers=[db_answer(base_snapshot()), b"applied,6\n"])
-    result = accounts_sync.import_accounts(db, wanted, "a.yaml", "example.org", dry_run=False)
+    result = sync.import_accounts(db, wanted, "a.yaml", "example.org", dry_run=False)
     assert result.applied and not result.dry_run
     assert [c.key for c in result.changes if c.op == "+"] == [
         *sorted(ODD),
@@ -303,7 +303,7 @@ def test_import_sends_the_document_as_one_variable_and_constant_sql() -> None:
     assert db.variables(1) == {"ON_ERROR_STOP": "1"}  # nothing (and no hash) in argv
     assert not any(real_hash in arg or "brien" in arg for arg in argv)
     prelude, _, sql = stdin.partition("\n")
-    assert sql == accounts_sync._APPLY  # the SQL text is constant
+    assert sql == sync._APPLY  # the SQL text is constant
     assert prelude.startswith("\\set accounts_document '") and prelude.endswith("'")
     payload = prelude.removeprefix("\\set accounts_document '")[:-1]
     assert set(payload) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -324,7 +324,7 @@ def test_dry_run_reads_only() -> None:
     data = base_data()
     data["mailboxes"][0]["quota"] = "5G"
     db = FakeContainers(answers=[db_answer(base_snapshot())])
-    result = accounts_sync.import_accounts(
+    result = sync.import_accounts(
         db, snapshot_of(parse(data)), "a.yaml", "example.org", dry_run=True
     )
     assert len(db.calls) == 1 and "SELECT json_build_object" in db.calls[0].stdin
@@ -335,9 +335,7 @@ def test_dry_run_reads_only() -> None:
 
 def test_nothing_to_change_writes_nothing() -> None:
     db = FakeContainers(answers=[db_answer(base_snapshot())])
-    result = accounts_sync.import_accounts(
-        db, base_snapshot(), "a.yaml", "example.org", dry_run=False
-    )
+    result = sync.import_accounts(db, base_snapshot(), "a.yaml", "example.org", dry_run=False)
     assert len(db.calls) == 1 and result.changes == () and not result.applied
     assert "nothing to change" in str(result)
 
@@ -345,7 +343,7 @@ def test_nothing_to_change_writes_nothing() -> None:
 def test_a_failed_apply_says_it_was_rolled_back() -> None:
     db = FakeContainers(answers=[db_answer(base_snapshot())], fail_on="LOCK TABLE")
     with pytest.raises(ExternalCommandFailed, match="rolled back: nothing of it was applied"):
-        accounts_sync.import_accounts(
+        sync.import_accounts(
             db, Snapshot(domains={"example.org": True}), "a.yaml", "example.org", dry_run=False
         )
 
@@ -361,7 +359,7 @@ def test_removed_and_deactivated_mailboxes_are_kicked() -> None:
         domains={"example.org": True},
         mailboxes={"alice@example.org": MailboxState(HASH_A, 2 * 1024**3, False)},
     )
-    result = accounts_sync.import_accounts(db, wanted, "a.yaml", "example.org", dry_run=False)
+    result = sync.import_accounts(db, wanted, "a.yaml", "example.org", dry_run=False)
     kicks = [call.argv for call in db.calls if call.service == "dovecot"]
     assert kicks == [  # the deactivated one and the removed one
         ["doveadm", "kick", "alice@example.org"],
@@ -373,7 +371,7 @@ def test_removed_and_deactivated_mailboxes_are_kicked() -> None:
 
 def test_the_document_variable_refuses_anything_but_base64() -> None:
     with pytest.raises(Exception, match="not base64"):
-        accounts_sync.set_document_variable("accounts_document", "abc'; \\! rm -rf /")
+        sync.set_document_variable("accounts_document", "abc'; \\! rm -rf /")
 
 
 # --- the CLI ---------------------------------------------------------------------------------
