@@ -15,16 +15,15 @@ import yaml
 from typer.testing import CliRunner
 
 from mailstack.accounts import sync
-from mailstack.accounts.sync import (
+from mailstack.accounts.passwords import hash_password
+from mailstack.accounts.sync import dump_document, parse_document, snapshot_of
+from mailstack.accounts.syncplan import (
     AppPasswordState,
     MailboxState,
     Snapshot,
+    check_own_domain,
     diff,
-    dump_document,
-    parse_document,
-    snapshot_of,
 )
-from mailstack.accounts.passwords import hash_password
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed, UsageError
 from tests.unit.fakes import FakeContainers
@@ -162,8 +161,8 @@ def test_the_stacks_own_domain_cannot_be_removed_by_import() -> None:
     current = base_snapshot()
     wanted = Snapshot(domains={"other.test": True})
     with pytest.raises(UsageError, match=r"example\.org is missing.*own domain"):
-        sync.check_own_domain(diff(current, wanted), "example.org", "a.yaml")
-    sync.check_own_domain(diff(current, wanted), "other.test", "a.yaml")
+        check_own_domain(diff(current, wanted), "example.org", "a.yaml")
+    check_own_domain(diff(current, wanted), "other.test", "a.yaml")
 
 
 def test_an_import_refusing_the_own_domain_touches_nothing() -> None:
