@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import sync
+from mailstack.accounts import sync, syncfile
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.mailauth import dkim
@@ -56,7 +56,7 @@ def accounts_import(
 
     Entries missing from FILE are removed (stored mail of removed mailboxes is kept).
     """
-    wanted = sync.load_document(file)  # a bad file is refused before anything else
+    wanted = syncfile.load_document(file)  # a bad file is refused before anything else
     stack = Stack.load(directory_)
     result = sync.import_accounts(
         stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run

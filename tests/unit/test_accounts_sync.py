@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack.accounts import sync
+from mailstack.accounts import sync, syncfile
 from mailstack.accounts.passwords import hash_password
-from mailstack.accounts.sync import dump_document, parse_document, snapshot_of
+from mailstack.accounts.syncfile import dump_document, parse_document, snapshot_of
 from mailstack.accounts.syncplan import (
     AppPasswordState,
     MailboxState,
@@ -55,7 +55,7 @@ def base_data() -> dict:
     return yaml.safe_load(dump_document(base_snapshot()))
 
 
-def parse(data: dict) -> sync.Document:
+def parse(data: dict) -> syncfile.Document:
     return parse_document(yaml.safe_dump(data).encode(), "accounts.yaml")
 
 
