@@ -30,6 +30,8 @@ class Service:
     checker: tuple[str, ...] | None = ()
     # How it takes a new certificate without a restart; None: it serves no TLS.
     tls_reload: tuple[str, ...] | None = None
+    # How it takes a changed config/<name>/ tree without a restart; None: it is restarted.
+    config_reload: tuple[str, ...] | None = None
     # Trusts the stack's CA through a single-file mount: restarted when the CA changes.
     holds_ca: bool = False
     # Frozen (docker pause) while a backup copies its volume, for a consistent copy.
@@ -75,11 +77,13 @@ POSTFIX = Service(
 SINK = Service(
     "sink", "postfix", runs_when=lambda config: config.mode == "sandbox", checker=("sink",)
 )
+_NGINX_RELOAD = ("nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf")
 FRONT = Service(
     "front",
     "front",
     fixed_host=80,  # in sandbox mode the host's "public" address (the sandbox zone says so)
-    tls_reload=("nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf"),
+    tls_reload=_NGINX_RELOAD,
+    config_reload=_NGINX_RELOAD,
     override_point="overrides/front/*.conf (included in the server block)",
 )
 MTA_STS = Service("mta-sts", "mta-sts", holds_ca=True)

@@ -117,6 +117,10 @@ class Compose:
         result = self.run(["ps", "--all", "--format", "json"], timeout=60)
         return [_service_state(item) for item in _json_lines(result.stdout)]
 
+    def running_services(self) -> set[str]:
+        """The services whose container is running (healthy or not)."""
+        return {state.service for state in self.ps() if state.state == "running"}
+
     def logs(self, service: str, tail: int = 40) -> str:
         result = self.run(["logs", "--no-color", "--tail", str(tail), service], check=False)
         return (result.stdout + result.stderr).decode(errors="replace")

@@ -106,6 +106,7 @@ class Engine(Protocol):
     """What mailstack asks of the Docker engine."""
 
     def image_id(self, reference: str) -> str | None: ...
+    def has_image(self, reference: str) -> bool: ...
     def image_labels(self, reference: str) -> dict[str, str]: ...
     def container_image_id(self, container: str) -> str | None: ...
     def health(self, containers: Sequence[str]) -> dict[str, dict[str, Any] | None] | None: ...
@@ -143,6 +144,9 @@ class Docker:
         """The image's id, or None when the engine does not have it."""
         result = _docker(["image", "inspect", "--format", "{{.Id}}", reference], check=False)
         return result.stdout.decode().strip() or None if result.returncode == 0 else None
+
+    def has_image(self, reference: str) -> bool:
+        return self.image_id(reference) is not None
 
     def image_labels(self, reference: str) -> dict[str, str]:
         result = _docker(

@@ -60,10 +60,6 @@ def reference(registry: str | None, name: str, tag: str | None = None) -> str:
     return f"{prefix}/{name}:{tag or content_tag(name)}"
 
 
-def image_exists(reference: str) -> bool:
-    return DOCKER.image_id(reference) is not None
-
-
 def image_id(reference: str) -> str | None:
     return DOCKER.image_id(reference)
 
@@ -97,7 +93,7 @@ def debian_mirror(apt_sources: Path | None = None) -> str:
 
 def ensure_base_image(rebuild: bool = False, apt_sources: Path | None = None) -> bool:
     """Make the Debian release image with debootstrap; False when it already existed."""
-    if image_exists(DEBIAN_IMAGE) and not rebuild:
+    if DOCKER.has_image(DEBIAN_IMAGE) and not rebuild:
         return False
     mirror = debian_mirror(apt_sources)
     with tempfile.TemporaryDirectory(prefix="mailstack-rootfs-") as rootfs:
@@ -148,7 +144,7 @@ def ensure_base_layer(apt_sources: Path | None = None) -> str:
     }
     tag = files_digest(identity)[:16]
     layer = f"mailstack/base:{tag}"
-    if image_exists(layer):
+    if DOCKER.has_image(layer):
         return layer
     with tempfile.TemporaryDirectory(prefix="mailstack-base-") as scratch:
         context = Path(scratch) / "context"
@@ -210,7 +206,7 @@ def build_current(
     missing = []
     for name in names:
         references[name] = reference(None, name, content_tag(name, plans[name].digest))
-        if not image_exists(references[name]):
+        if not DOCKER.has_image(references[name]):
             missing.append(name)
     for index, name in enumerate(missing):
         _say(progress, f"building {name} ({index + 1}/{len(missing)})")
@@ -251,7 +247,7 @@ def ensure_images(
     it is missing: what one-shot jobs (backup, acme) and a fresh host need."""
     recorded = imagerefs.read(root)
     have = {name: recorded[name] for name in names if name in recorded}
-    missing = [name for name in names if name not in have or not image_exists(have[name])]
+    missing = [name for name in names if name not in have or not DOCKER.has_image(have[name])]
     if not missing:
         return have
     if registry:

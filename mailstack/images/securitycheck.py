@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack.adapters.docker import DOCKER
 from mailstack.errors import EXIT_OK, EXIT_SECURITY_PENDING, MailstackError
 from mailstack.images import builder, imagerefs, packageplan
 from mailstack.stack.stackdir import atomic_write
@@ -144,7 +145,7 @@ def check(
 ) -> tuple[UpdatesReport, dict[str, packageplan.Plan]]:
     """Pending fixes of each recorded image (and the plans that would bring them); the report
     is kept for `status`."""
-    built = {name: ref for name, ref in references.items() if builder.image_exists(ref)}
+    built = {name: ref for name, ref in references.items() if DOCKER.has_image(ref)}
     layer = builder.ensure_base_layer(apt_sources)
     plans = builder.resolve_plans(layer, sorted(built))
     pending_by_image = {

@@ -155,7 +155,7 @@ def _apply(stack: Stack, services: tuple[str, ...]) -> tuple[str, ...]:
             hint="resolve each conflict (`mailstack render` lists them), then "
             f"`mailstack restart {' '.join(services) or SIGNING_SERVICE}`",
         )
-    running = {state.service for state in stack.compose.ps() if state.state == "running"}
+    running = stack.compose.running_services()
     restart = tuple(name for name in services if name in running)
     if restart:
         stack.compose.run(["restart", *restart], timeout=300)

@@ -498,7 +498,7 @@ def mail_domains(stack: Stack, requested: str | None) -> tuple[list[str], str]:
     config = stack.config
     note = ""
     try:
-        running = {state.service for state in stack.compose.ps() if state.state == "running"}
+        running = stack.compose.running_services()
     except MailstackError:
         running = set()
     if "db" in running:

@@ -16,7 +16,6 @@ from mailstack.errors import ExternalCommandFailed, UsageError
 # stack does not run (clamav without features.antivirus, sink outside sandbox mode, webmail
 # without features.webmail) are skipped.
 CHECKED_SERVICES = tuple(service.name for service in services.checked())
-CHECKER = services.CHECKER
 
 # A throwaway container would get the service's fixed address, taken while the service runs:
 # check inside the running container then (its check mode installs nothing over live files).
@@ -82,14 +81,14 @@ def check_config(compose: Compose, names: tuple[str, ...]) -> list[CheckResult]:
         )
     running: set[str] = set()
     if FIXED_ADDRESS.intersection(wanted):
-        running = {state.service for state in compose.ps() if state.state == "running"}
+        running = compose.running_services()
     results: list[CheckResult] = []
     for service in wanted:
         arguments = list(services.named(service).checker or ())
         if service in FIXED_ADDRESS and service in running:
-            command = ["exec", "-T", service, CHECKER, *arguments]
+            command = ["exec", "-T", service, services.CHECKER, *arguments]
         else:
-            command = ["run", "--rm", "--no-deps", "-T", "--entrypoint", CHECKER, service]
+            command = ["run", "--rm", "--no-deps", "-T", "--entrypoint", services.CHECKER, service]
             command += arguments
         try:
             out = compose.run(command, timeout=180)

@@ -58,7 +58,7 @@ def _recorded(stack_root: Path | None) -> dict[str, str]:
 
 
 def _image(name: str, reference: str) -> ImageInventory:
-    if not builder.image_exists(reference):
+    if not DOCKER.has_image(reference):
         return ImageInventory(name, reference, False)
     return ImageInventory(name, reference, True, builder.installed_packages(reference))
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstack import services
 from mailstack.accounts import directory
 from mailstack.adapters import docker
 from mailstack.adapters.compose import ServiceState
@@ -55,6 +56,24 @@ class UpResult:
     notes: tuple[str, ...] = ()
 
 
+def take_changed_config(
+    stack: Stack, changed: set[str], running: set[str], timeout: float = 300
+) -> tuple[list[str], list[str]]:
+    """Each running service whose rendered config changed takes it: reloaded where its
+    record says how (services.Service.config_reload), else restarted and waited for.
+    Returns (restarted, reloaded), in the registry's order."""
+    takers = [s for s in services.SERVICES if s.name in changed and s.name in running]
+    restart = [s.name for s in takers if s.config_reload is None]
+    if restart:
+        stack.compose.run(["restart", *restart], timeout=timeout)
+        wait_healthy(stack, restart, timeout, None)
+    reloaded = [s.name for s in takers if s.config_reload is not None]
+    for service in takers:
+        if service.config_reload is not None:
+            stack.compose.exec(service.name, list(service.config_reload))
+    return restart, reloaded
+
+
 def build(
     stack: Stack, progress: Progress | None = None, names: list[str] | None = None
 ) -> builder.ImagesResult:
@@ -87,7 +106,7 @@ def up(
     missing = [
         name
         for name in builder.wanted(stack)
-        if name not in recorded or not builder.image_exists(recorded[name])
+        if name not in recorded or not DOCKER.has_image(recorded[name])
     ]
     built: list[str] = []
     if missing:
@@ -108,7 +127,9 @@ def up(
         wait_healthy(stack, None, timeout, progress)
         # Containers that kept running since the certificate changed still serve the old one.
         reloaded = certreload.reload_if_changed(
-            stack, lambda services: wait_healthy(stack, services, timeout, progress)
+            stack,
+            stack.compose.running_services(),
+            lambda services: wait_healthy(stack, services, timeout, progress),
         )
     current = status(stack)
     notes: list[str] = []

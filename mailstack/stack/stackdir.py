@@ -102,6 +102,15 @@ class RenderReport:
         quiet = {Action.UNCHANGED, Action.KEEP}
         return [outcome for outcome in self.outcomes if outcome.action not in quiet]
 
+    def services_with_changed_config(self) -> set[str]:
+        """The services whose config/<service>/ tree this render changed."""
+        changed: set[str] = set()
+        for outcome in self.changed():
+            parts = outcome.path.split("/")
+            if len(parts) > 2 and parts[0] == "config":
+                changed.add(parts[1])
+        return changed
+
 
 class StackDir:
     def __init__(self, root: Path) -> None:

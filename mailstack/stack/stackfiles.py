@@ -132,10 +132,10 @@ def render(root: Path, config: Config | None = None) -> RenderReport:
 class DomainKeyResult:
     key: dkim.DkimKey
     created: bool
-    restarted: tuple[str, ...]
+    restarted: tuple[str, ...]  # took the new key or config by a restart
     reloaded: tuple[str, ...] = ()  # took a certificate with the domain's web names
     acme_pending: bool = False  # tls.mode acme: the names come with the next renewal
-    front_reloaded: bool = False  # answers the domain's web names (its certificate unchanged)
+    config_reloaded: tuple[str, ...] = ()  # took their new config (the domain's web names)
 
     def __str__(self) -> str:
         made = "created" if self.created else "kept"
@@ -147,8 +147,11 @@ class DomainKeyResult:
             line += (
                 f"\nthe certificate now covers its web names: reloaded {', '.join(self.reloaded)}"
             )
-        if self.front_reloaded:
-            line += f"\nthe front now answers the web names of {self.key.domain}: reloaded it"
+        if self.config_reloaded:
+            line += (
+                f"\nreloaded {' and '.join(self.config_reloaded)}: it now answers the web names "
+                f"of {self.key.domain}"
+            )
         if self.acme_pending:
             line += (
                 f"\nthe certificate gets the web names of {self.key.domain} at the next renewal "
@@ -159,8 +162,9 @@ class DomainKeyResult:
 
 def publish_domain_key(stack: Stack, domain: str) -> DomainKeyResult:
     """A domain's DKIM key after `domain add`: made if missing, rendered into the stack, and
-    taken up by the running rspamd (signs with it) and, in sandbox mode, by the resolver
-    (serves its record). Both are restarted only when something changed."""
+    taken up by every running service whose config it changed (rspamd signs with it and
+    knows the domain as hosted, the front answers its web names, the sandbox resolver serves
+    its records), each by a reload where it has one, else a restart."""
     made = dkim.ensure_key(stack.dir.root, domain)
     report = render(stack.dir.root, stack.config)
     if report.conflicts:
@@ -170,30 +174,27 @@ def publish_domain_key(stack: Stack, domain: str) -> DomainKeyResult:
             hint="resolve each conflict (`mailstack render` lists them), then "
             "`mailstack restart rspamd`",
         )
-    running = {state.service for state in stack.compose.ps() if state.state == "running"}
-    wanted = ("resolver", "rspamd") if stack.config.mode == "sandbox" else ("rspamd",)
-    restart = tuple(name for name in wanted if name in running)
-    if restart and (made.created or report.changed()):
-        stack.compose.run(["restart", *restart], timeout=300)
-        lifecycle.wait_healthy(stack, list(restart), 300, None)
-    else:
-        restart = ()
+    running = stack.compose.running_services()
+    changed = report.services_with_changed_config()
+    if made.created:  # rspamd copies the keys in dkim/ when it starts
+        changed.add(services.RSPAMD.name)
+    restarted, config_reloaded = lifecycle.take_changed_config(stack, changed, running)
     reloaded = (
-        tuple(
-            certreload.reload_if_changed(
-                stack, lambda services: lifecycle.wait_healthy(stack, services, 300, None)
-            )
+        certreload.reload_if_changed(
+            stack, running, lambda names: lifecycle.wait_healthy(stack, names, 300, None)
         )
         if running
-        else ()
+        else []
     )
-    # The front answers only the names it knows, and the new domain's web names are new.
-    front_changed = any(outcome.path.startswith("config/front/") for outcome in report.changed())
-    front_reloaded = front_changed and "front" in running and "front" not in reloaded
-    if front_reloaded:
-        stack.compose.exec(services.FRONT.name, list(services.FRONT.tls_reload or ()))
     acme_pending = stack.config.tls.mode == "acme" and made.created
-    return DomainKeyResult(made.key, made.created, restart, reloaded, acme_pending, front_reloaded)
+    return DomainKeyResult(
+        made.key,
+        made.created,
+        tuple(restarted),
+        tuple(reloaded),
+        acme_pending,
+        tuple(config_reloaded),
+    )
 
 
 def resolve(root: Path, paths: list[str]) -> list[str]:

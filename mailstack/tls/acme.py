@@ -200,7 +200,7 @@ def renew(
     except AcmeFailed as failure:
         write_state(root, previous, ok=False, now=now, error=failure.message, cert=current)
         raise
-    reloaded = tuple(certreload.reload_daemons(stack))
+    reloaded = tuple(certreload.reload_daemons(stack, stack.compose.running_services()))
     covered = set(names_of(fresh))
     issued = AcmeState(
         True,

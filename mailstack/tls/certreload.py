@@ -27,9 +27,8 @@ def certificate_digest(stack: Stack) -> str:
     return hashlib.sha256(chain.read_bytes() + key.read_bytes()).hexdigest()
 
 
-def reload_daemons(stack: Stack) -> list[str]:
+def reload_daemons(stack: Stack, running: set[str]) -> list[str]:
     """Reload every running TLS daemon; record which certificate they now serve."""
-    running = {state.service for state in stack.compose.ps() if state.state == "running"}
     reloaded: list[str] = []
     for service in services.SERVICES:
         if service.tls_reload is not None and service.name in running:
@@ -40,19 +39,21 @@ def reload_daemons(stack: Stack) -> list[str]:
     return reloaded
 
 
-def reload_if_changed(stack: Stack, wait_healthy: Callable[[list[str]], None]) -> list[str]:
-    """After `up` or `domain add`: reload when tls/ holds another certificate than the
-    daemons were given, and restart the CA holders (then wait for them) when the CA changed."""
+def reload_if_changed(
+    stack: Stack, running: set[str], wait_healthy: Callable[[list[str]], None]
+) -> list[str]:
+    """After `up` or `domain add`: reload the running daemons when tls/ holds another
+    certificate than they were given, and restart the CA holders (then wait for them) when
+    the CA changed."""
     served = _stamp(stack, SERVED_STAMP)
     reloaded: list[str] = []
     if served != certificate_digest(stack):
-        reloaded = reload_daemons(stack)
+        reloaded = reload_daemons(stack, running)
         # No stamp yet (a stack's first `up`): the daemons have just read the files anyway.
         reloaded = reloaded if served else []
     trusted = trust_digest(stack)
     started_with = _stamp(stack, CA_STAMP)
     if started_with != trusted:
-        running = {state.service for state in stack.compose.ps() if state.state == "running"}
         # A single-file mount keeps the file it was started with when ca.pem is replaced
         # (a new domain widens the CA's name constraints): a restart reads the new one.
         holders = [s.name for s in services.SERVICES if s.holds_ca and s.name in running]

@@ -81,6 +81,9 @@ class FakeContainers:
             ServiceState(name, f"c-{name}", "running", "healthy", "Up", ()) for name in self.running
         ]
 
+    def running_services(self) -> set[str]:
+        return set(self.running)
+
     def run(self, args: list[str], **_: object) -> None:
         self.commands.append(args)
 
@@ -117,6 +120,9 @@ class FakeEngine:
 
     def image_id(self, reference: str) -> str | None:
         return self.images.get(reference)
+
+    def has_image(self, reference: str) -> bool:
+        return reference in self.images
 
     def image_labels(self, reference: str) -> dict[str, str]:
         return dict(self.labels.get(reference, {}))
