@@ -18,11 +18,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import re
 import ssl
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +35,10 @@ from cryptography.x509.oid import (
     SignatureAlgorithmOID,
 )
 
-from mailstack.adapters import process
 from mailstack.errors import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_OWN_CA,
-    ExternalCommandFailed,
     MailstackError,
 )
 from mailstack.mailauth.dnscheck import mail_domains
@@ -51,6 +47,7 @@ from mailstack.stack import Stack
 from mailstack.stack.config import Config
 from mailstack.tls import acme
 from mailstack.tls.acme import AcmeState
+from mailstack.tls.handshakes import PROTOCOLS, Endpoint, Handshake, Probe, openssl_probe
 from mailstack.verdict import FAIL, WARN, Verdict, worst
 
 # Renewal (ACME, and the self-signed certificate on render/up) happens 30 days before
@@ -58,10 +55,7 @@ from mailstack.verdict import FAIL, WARN, Verdict, worst
 WARN_DAYS = 21
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
-PROTOCOLS = ("TLS1.0", "TLS1.1", "TLS1.2", "TLS1.3")
 REQUIRED_PROTOCOLS = ("TLS1.2", "TLS1.3")
-PROBE_TIMEOUT = 30.0
-PROBE_WORKERS = 8
 MAX_CHAIN = 8
 
 # Where the chain ends.
@@ -70,36 +64,6 @@ ANCHOR_OWN_CA = "stack-ca"  # tls/ca.pem (selfsigned) or tls/trusted.pem (tls.ca
 ANCHOR_UNTRUSTED = "untrusted"  # a self-signed root nobody here trusts
 ANCHOR_INCOMPLETE = "incomplete"  # an issuer is neither served nor a known root
 ANCHOR_BROKEN = "broken"  # a signature does not verify, or a non-CA issues
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the port's key in mailstack.yaml's network.ports
-    address: str
-    port: int
-    starttls: str | None  # s_client's -starttls protocol; None for implicit TLS
-    names: tuple[str, ...]  # the names the certificate must cover; the first is the main SNI
-
-
-# --- what a handshake gives back ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Handshake:
-    """One `openssl s_client` run: the negotiated protocol (None: no handshake) and chain."""
-
-    protocol: str | None
-    chain_pem: str  # the certificates as served, leaf first
-    stapled: bool  # an OCSP response came with the handshake
-    error: str  # the client's last line when there was no handshake
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Every handshake of one endpoint: one per SNI name, one per protocol version."""
-
-    by_name: dict[str, Handshake]
-    by_protocol: dict[str, Handshake]
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -726,106 +690,6 @@ def check(
     )
     acme, findings = read_acme_state(acme_root) if acme_root else (None, [])
     return TlsCheckReport(reports, acme, tuple(findings))
-
-
-# --- the adapter: openssl s_client ----------------------------------------------------------------
-
-_VERSION_FLAGS = {"TLS1.0": "-tls1", "TLS1.1": "-tls1_1", "TLS1.2": "-tls1_2", "TLS1.3": "-tls1_3"}
-_NEGOTIATED = re.compile(r"^New, (\S+), Cipher is (\S+)", re.MULTILINE)
-_SESSION_PROTOCOL = re.compile(r"^\s+Protocol\s*:\s*(\S+)", re.MULTILINE)
-_OPENSSL_REASON = re.compile(r":error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):")
-_PROTOCOL_NAMES = {"TLSv1": "TLS1.0", "TLSv1.1": "TLS1.1", "TLSv1.2": "TLS1.2", "TLSv1.3": "TLS1.3"}
-_PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
-
-
-def s_client_argv(endpoint: Endpoint, servername: str, version: str | None) -> list[str]:
-    host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
-    argv = [
-        "openssl",
-        "s_client",
-        "-connect",
-        f"{host}:{endpoint.port}",
-        "-servername",
-        servername,
-        "-showcerts",
-        "-status",
-    ]
-    if endpoint.starttls:
-        argv += ["-starttls", endpoint.starttls]
-    if version is not None:
-        argv.append(_VERSION_FLAGS[version])
-        if version in ("TLS1.0", "TLS1.1"):
-            # OpenSSL 3 refuses these at its default security level: lower it so the
-            # answer is what the *server* offers.
-            argv += ["-cipher", "DEFAULT@SECLEVEL=0"]
-    return argv
-
-
-def parse_s_client(stdout: str, stderr: str, returncode: int) -> Handshake:
-    """What `openssl s_client` printed, as a Handshake."""
-    negotiated = _NEGOTIATED.search(stdout)
-    protocol = None
-    if returncode == 0 and negotiated and negotiated.group(2) != "(NONE)":
-        # "New, TLSv1.0, Cipher is …" names the cipher's version, not the connection's: the
-        # session's "Protocol :" line does (absent for TLS 1.3, whose ciphers are its own).
-        session = _SESSION_PROTOCOL.search(stdout)
-        version = session.group(1) if session else negotiated.group(1)
-        protocol = _PROTOCOL_NAMES.get(version, version)
-    chain = "\n".join(_PEM.findall(stdout))
-    stapled = "OCSP Response Status: successful" in stdout
-    error = ""
-    if protocol is None:
-        # OpenSSL's own reason ("Connection refused", "tlsv1 alert protocol version", …).
-        reasons = _OPENSSL_REASON.findall(stderr)
-        starttls = "Didn't find STARTTLS" in stderr + stdout
-        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-        error = (
-            "the server offered no STARTTLS"
-            if starttls
-            else reasons[0]
-            if reasons
-            else lines[-1]
-            if lines
-            else f"openssl exit {returncode}"
-        )[:160]
-    return Handshake(protocol, chain, stapled, error)
-
-
-def handshake(endpoint: Endpoint, servername: str, version: str | None) -> Handshake:
-    try:
-        result = process.run(
-            s_client_argv(endpoint, servername, version),
-            input=b"",  # EOF on stdin: s_client closes once the handshake is done
-            timeout=PROBE_TIMEOUT,
-            check=False,
-            what="openssl s_client",
-        )
-    except ExternalCommandFailed as e:  # a timeout: the server never finished the handshake
-        return Handshake(None, "", False, e.message.splitlines()[0])
-    return parse_s_client(
-        result.stdout.decode(errors="replace"),
-        result.stderr.decode(errors="replace"),
-        result.returncode,
-    )
-
-
-def openssl_probe(endpoints: Sequence[Endpoint]) -> dict[str, Probe]:
-    """Every handshake of every endpoint, a few at a time (STARTTLS servers greet slowly)."""
-    jobs: list[tuple[Endpoint, str, str | None]] = [
-        (endpoint, name, None) for endpoint in endpoints for name in endpoint.names
-    ]
-    jobs += [
-        (endpoint, endpoint.names[0], version) for endpoint in endpoints for version in PROTOCOLS
-    ]
-    with ThreadPoolExecutor(max_workers=PROBE_WORKERS) as pool:
-        results = list(pool.map(lambda job: handshake(*job), jobs))
-    probes = {endpoint.name: Probe({}, {}) for endpoint in endpoints}
-    for (endpoint, name, version), result in zip(jobs, results, strict=True):
-        if version is None:
-            probes[endpoint.name].by_name[name] = result
-        else:
-            probes[endpoint.name].by_protocol[version] = result
-    return probes
 
 
 def system_roots() -> list[x509.Certificate]:

@@ -24,15 +24,13 @@ from typer.testing import CliRunner
 from mailstack import errors
 from mailstack.cli.main import app
 from mailstack.stack.config import validate_config
-from mailstack.tls import tlscheck
+from mailstack.tls import handshakes, tlscheck
+from mailstack.tls.handshakes import Endpoint, Handshake, Probe
 from mailstack.tls.tlscheck import (
     ANCHOR_BROKEN,
     ANCHOR_INCOMPLETE,
     ANCHOR_OWN_CA,
     ANCHOR_PUBLIC,
-    Endpoint,
-    Handshake,
-    Probe,
 )
 from mailstack.verdict import FAIL, PASS, WARN
 
@@ -134,7 +132,7 @@ def probe(
     refused = Handshake(None, "", False, "handshake failure")
     return Probe(
         dict.fromkeys(names, served),
-        {version: served if version in offered else refused for version in tlscheck.PROTOCOLS},
+        {version: served if version in offered else refused for version in handshakes.PROTOCOLS},
     )
 
 
@@ -360,9 +358,9 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
     own_ca: Issued, stack_leaf: Issued
 ) -> None:
     expired = issue("mta-sts.example.test", own_ca, names=("mta-sts.example.test",), days=(-9, -1))
-    handshakes = probe(stack_leaf.pem + own_ca.pem)
-    handshakes.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
-    result = tlscheck.evaluate_endpoint(endpoint(), handshakes, NOW, [own_ca.certificate], [])
+    probed = probe(stack_leaf.pem + own_ca.pem)
+    probed.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
+    result = tlscheck.evaluate_endpoint(endpoint(), probed, NOW, [own_ca.certificate], [])
     assert fails(result) == [
         "https:443 (mta-sts.example.test): CN=mta-sts.example.test expired on "
         "2026-05-31T12:00:00+00:00"
@@ -373,9 +371,9 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
 
 
 def test_tls_1_0_and_1_1_offered_are_failures(own_ca: Issued, stack_leaf: Issued) -> None:
-    result = judge(stack_leaf.pem + own_ca.pem, own_ca, offered=tlscheck.PROTOCOLS)
+    result = judge(stack_leaf.pem + own_ca.pem, own_ca, offered=handshakes.PROTOCOLS)
     assert fails(result) == ["https:443: TLS1.0 is offered", "https:443: TLS1.1 is offered"]
-    assert result.protocols == dict.fromkeys(tlscheck.PROTOCOLS, True)
+    assert result.protocols == dict.fromkeys(handshakes.PROTOCOLS, True)
 
 
 def test_no_tls_1_3_warns_and_no_tls_1_2_fails(own_ca: Issued, stack_leaf: Issued) -> None:
@@ -389,7 +387,7 @@ def test_an_endpoint_without_a_handshake_fails_and_says_why() -> None:
     nothing = Handshake(None, "", False, "connect:errno=111")
     result = tlscheck.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
-        Probe({HOST: nothing}, dict.fromkeys(tlscheck.PROTOCOLS, nothing)),
+        Probe({HOST: nothing}, dict.fromkeys(handshakes.PROTOCOLS, nothing)),
         NOW,
         [],
         [],
@@ -536,7 +534,7 @@ def test_the_probe_reads_chain_and_protocols_of_a_modern_server(
     s_server: int, own_ca: Issued
 ) -> None:
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
-    probes = tlscheck.openssl_probe([target])
+    probes = handshakes.openssl_probe([target])
     result = tlscheck.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
@@ -554,9 +552,9 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
     s_server: int, own_ca: Issued
 ) -> None:
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
-    probes = tlscheck.openssl_probe([target])
+    probes = handshakes.openssl_probe([target])
     assert {version: h.protocol for version, h in probes["imaps"].by_protocol.items()} == {
-        version: version for version in tlscheck.PROTOCOLS
+        version: version for version in handshakes.PROTOCOLS
     }
     result = tlscheck.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
@@ -569,7 +567,7 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
 
 def test_nothing_listening_is_no_handshake_with_the_clients_reason() -> None:
     target = Endpoint("imaps", "127.0.0.1", free_port(), None, (HOST,))
-    handshake = tlscheck.openssl_probe([target])["imaps"].by_name[HOST]
+    handshake = handshakes.openssl_probe([target])["imaps"].by_name[HOST]
     assert handshake.protocol is None and handshake.error == "Connection refused"
 
 
