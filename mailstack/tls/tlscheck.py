@@ -16,7 +16,6 @@ from the network: OCSP and CRL URLs are reported, not queried.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import ssl
 import warnings
@@ -25,15 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import (
-    AuthorityInformationAccessOID,
-    NameOID,
-    SignatureAlgorithmOID,
-)
 
 from mailstack.errors import (
     EXIT_FAILED,
@@ -47,23 +38,32 @@ from mailstack.stack import Stack
 from mailstack.stack.config import Config
 from mailstack.tls import acme
 from mailstack.tls.acme import AcmeState
+from mailstack.tls.chains import (
+    ANCHOR_BROKEN,
+    ANCHOR_INCOMPLETE,
+    ANCHOR_OWN_CA,
+    ANCHOR_UNTRUSTED,
+    MIN_RSA_BITS,
+    Chain,
+    Leaf,
+    build_chain,
+    certificate_names,
+    covers,
+    describe_key,
+    describe_signature,
+    display_name,
+    iso_utc,
+    leaf_info,
+    parse_chain,
+    sha256_fingerprint,
+)
 from mailstack.tls.handshakes import PROTOCOLS, Endpoint, Handshake, Probe, openssl_probe
 from mailstack.verdict import FAIL, WARN, Verdict, worst
 
 # Renewal (ACME, and the self-signed certificate on render/up) happens 30 days before
 # expiry; a certificate under 21 days has missed over a week of renewals.
 WARN_DAYS = 21
-MIN_RSA_BITS = 2048
-MIN_EC_BITS = 256
 REQUIRED_PROTOCOLS = ("TLS1.2", "TLS1.3")
-MAX_CHAIN = 8
-
-# Where the chain ends.
-ANCHOR_PUBLIC = "public"  # a root of the system trust store
-ANCHOR_OWN_CA = "stack-ca"  # tls/ca.pem (selfsigned) or tls/trusted.pem (tls.ca_file)
-ANCHOR_UNTRUSTED = "untrusted"  # a self-signed root nobody here trusts
-ANCHOR_INCOMPLETE = "incomplete"  # an issuer is neither served nor a known root
-ANCHOR_BROKEN = "broken"  # a signature does not verify, or a non-CA issues
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -77,47 +77,10 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class CertificateInfo:
-    subject: str
-    issuer: str
-    sha256: str
-    not_before: str  # ISO 8601, UTC
-    not_after: str
-    key: str  # "ECDSA P-256", "RSA 2048"
-    signature: str  # "ECDSA-SHA256", "RSA-SHA256", …
-    is_ca: bool
-    served: bool  # False: taken from a trust store, not sent by the server
-
-
-@dataclass(frozen=True)
-class Chain:
-    certificates: tuple[CertificateInfo, ...]  # leaf first, up to the anchor when found
-    anchor: str  # public, stack-ca, untrusted, incomplete, broken
-    detail: str  # why it is incomplete or broken; empty otherwise
-
-    @property
-    def complete(self) -> bool:
-        return self.anchor in (ANCHOR_PUBLIC, ANCHOR_OWN_CA, ANCHOR_UNTRUSTED)
-
-
-@dataclass(frozen=True)
 class NameCheck:
     name: str
     covered: bool
     certificate: str  # sha256 of the leaf served for this SNI name; empty when none
-
-
-@dataclass(frozen=True)
-class Leaf:
-    subject: str
-    names: tuple[str, ...]  # subjectAltName DNS names and addresses
-    not_after: str
-    days_left: int
-    key: str
-    signature: str
-    ocsp: tuple[str, ...]
-    ca_issuers: tuple[str, ...]
-    crl: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -198,229 +161,6 @@ def stack_endpoints(config: Config, domains: Sequence[str]) -> tuple[Endpoint, .
     return tuple(endpoints)
 
 
-# --- pure evaluation ------------------------------------------------------------------------------
-
-
-def parse_chain(pem: str) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem.encode()) if "-----BEGIN" in pem else []
-
-
-def describe_key(certificate: x509.Certificate) -> tuple[str, bool]:
-    """("ECDSA P-256", strong enough?) for the certificate's public key."""
-    key = certificate.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA {key.key_size}", key.key_size >= MIN_RSA_BITS
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(
-            key.curve.name, key.curve.name
-        )
-        return f"ECDSA {curve}", key.curve.key_size >= MIN_EC_BITS
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519", True
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448", True
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA {key.key_size}", False  # no client of today accepts DSA
-    return type(key).__name__, False
-
-
-def describe_signature(certificate: x509.Certificate) -> tuple[str, bool]:
-    """("ECDSA-SHA256", strong enough?) for the signature on the certificate."""
-    oid = certificate.signature_algorithm_oid
-    if oid == SignatureAlgorithmOID.ED25519:
-        return "Ed25519", True
-    if oid == SignatureAlgorithmOID.ED448:
-        return "Ed448", True
-    try:
-        hash_algorithm = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        return oid.dotted_string, False
-    digest = hash_algorithm.name.upper().replace("-", "") if hash_algorithm else "?"
-    if oid == SignatureAlgorithmOID.RSASSA_PSS:
-        kind = "RSA-PSS"
-    elif oid.dotted_string.startswith("1.2.840.10045.4."):
-        kind = "ECDSA"
-    elif oid.dotted_string.startswith("1.2.840.113549.1.1."):
-        kind = "RSA"
-    elif oid.dotted_string.startswith("2.16.840.1.101.3.4.3.") or oid.dotted_string.startswith(
-        "1.2.840.10040.4."
-    ):
-        kind = "DSA"
-    else:
-        kind = oid.dotted_string
-    return f"{kind}-{digest}", digest not in ("MD5", "SHA1", "?")
-
-
-def certificate_names(certificate: x509.Certificate) -> tuple[str, ...]:
-    """The subjectAltName DNS names and addresses (clients ignore the CN when a SAN exists)."""
-    try:
-        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return ()
-    names = [name.lower() for name in extension.value.get_values_for_type(x509.DNSName)]
-    names += [str(address) for address in extension.value.get_values_for_type(x509.IPAddress)]
-    return tuple(names)
-
-
-def name_matches(name: str, pattern: str) -> bool:
-    """RFC 6125: exact, or a wildcard standing for the whole left-most label."""
-    name, pattern = name.lower().rstrip("."), pattern.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, rest = name.partition(".")
-        return bool(head) and rest == pattern[2:] and "." in rest
-    return name == pattern
-
-
-def covers(certificate: x509.Certificate, name: str) -> bool:
-    return any(name_matches(name, pattern) for pattern in certificate_names(certificate))
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _fingerprint(certificate: x509.Certificate) -> str:
-    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Issued by it: the names match and the signature verifies with its key. A signature
-    cryptography no longer verifies (SHA-1, MD5) counts as issued by the named certificate:
-    the weak signature is a finding of its own."""
-    if not describe_signature(certificate)[1]:
-        return certificate.issuer == issuer.subject
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
-
-
-def _name(name: x509.Name) -> str:
-    common = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return f"CN={common[0].value!s}" if common else name.rfc4514_string() or "(empty)"
-
-
-def _iso(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).isoformat(timespec="seconds")
-
-
-def certificate_info(certificate: x509.Certificate, *, served: bool = True) -> CertificateInfo:
-    return CertificateInfo(
-        subject=_name(certificate.subject),
-        issuer=_name(certificate.issuer),
-        sha256=_fingerprint(certificate),
-        not_before=_iso(certificate.not_valid_before_utc),
-        not_after=_iso(certificate.not_valid_after_utc),
-        key=describe_key(certificate)[0],
-        signature=describe_signature(certificate)[0],
-        is_ca=_is_ca(certificate),
-        served=served,
-    )
-
-
-def build_chain(  # noqa: PLR0911  # one return per way a chain can end
-    served: Sequence[x509.Certificate],
-    own_cas: Sequence[x509.Certificate],
-    public_roots: Sequence[x509.Certificate],
-) -> tuple[Chain, list[x509.Certificate]]:
-    """Follow issuers from the leaf: first among the served certificates, then the known
-    roots (the stack's CA, the system trust store). Returns the chain and its certificates."""
-    own = {_fingerprint(root) for root in own_cas}
-    public = {_fingerprint(root) for root in public_roots}
-    path = [served[0]]
-    infos = [certificate_info(served[0])]
-
-    def done(anchor: str, detail: str = "") -> tuple[Chain, list[x509.Certificate]]:
-        return Chain(tuple(infos), anchor, detail), path
-
-    while len(path) <= MAX_CHAIN:
-        current = path[-1]
-        if current.issuer == current.subject and _signed_by(current, current):
-            fingerprint = _fingerprint(current)
-            if fingerprint in own:
-                return done(ANCHOR_OWN_CA)
-            if fingerprint in public:
-                return done(ANCHOR_PUBLIC)
-            return done(ANCHOR_UNTRUSTED, f"{_name(current.subject)} is a root nobody here trusts")
-        candidates = [(c, True) for c in served[1:] if c not in path]
-        candidates += [(c, False) for c in [*own_cas, *public_roots]]
-        named = [(c, was_served) for c, was_served in candidates if c.subject == current.issuer]
-        issuer = next(((c, s) for c, s in named if _signed_by(current, c)), None)
-        if issuer is None:
-            if named:
-                return done(
-                    ANCHOR_BROKEN,
-                    f"the signature on {_name(current.subject)} does not verify with "
-                    f"{_name(current.issuer)}'s key",
-                )
-            return done(
-                ANCHOR_INCOMPLETE,
-                f"the issuer {_name(current.issuer)} of {_name(current.subject)} is neither "
-                "served nor a known root",
-            )
-        certificate, was_served = issuer
-        if not _is_ca(certificate):
-            return done(ANCHOR_BROKEN, f"{_name(certificate.subject)} is not a CA certificate")
-        path.append(certificate)
-        infos.append(certificate_info(certificate, served=was_served))
-        if not was_served:  # a trust anchor ends the chain
-            fingerprint = _fingerprint(certificate)
-            return done(ANCHOR_OWN_CA if fingerprint in own else ANCHOR_PUBLIC)
-    return done(ANCHOR_BROKEN, f"longer than {MAX_CHAIN} certificates")
-
-
-def _urls(
-    certificate: x509.Certificate,
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(OCSP, CA issuers, CRL distribution points) the certificate names."""
-    ocsp: list[str] = []
-    issuers: list[str] = []
-    crl: list[str] = []
-    try:
-        access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
-        for description in access.value:
-            location = description.access_location
-            if not isinstance(location, x509.UniformResourceIdentifier):
-                continue
-            if description.access_method == AuthorityInformationAccessOID.OCSP:
-                ocsp.append(location.value)
-            elif description.access_method == AuthorityInformationAccessOID.CA_ISSUERS:
-                issuers.append(location.value)
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints)
-        for point in points.value:
-            crl += [
-                name.value
-                for name in point.full_name or []
-                if isinstance(name, x509.UniformResourceIdentifier)
-            ]
-    except x509.ExtensionNotFound:
-        pass
-    return tuple(ocsp), tuple(issuers), tuple(crl)
-
-
-def leaf_info(certificate: x509.Certificate, now: datetime.datetime) -> Leaf:
-    ocsp, issuers, crl = _urls(certificate)
-    left = certificate.not_valid_after_utc - now
-    return Leaf(
-        subject=_name(certificate.subject),
-        names=certificate_names(certificate),
-        not_after=_iso(certificate.not_valid_after_utc),
-        days_left=left.days,  # floor: -1 once expired
-        key=describe_key(certificate)[0],
-        signature=describe_signature(certificate)[0],
-        ocsp=ocsp,
-        ca_issuers=issuers,
-        crl=crl,
-    )
-
-
 RENEW = (
     "renew the certificate (selfsigned: `mailstack render`; manual: a new cert_file, then "
     "`mailstack render`), then `mailstack restart`"
@@ -484,12 +224,12 @@ def evaluate_certificate(
             )
         )
     for position, certificate in enumerate(path):
-        subject = _name(certificate.subject)
+        subject = display_name(certificate.subject)
         if certificate.not_valid_after_utc <= now:
             findings.append(
                 Finding(
                     FAIL,
-                    f"{where}: {subject} expired on {_iso(certificate.not_valid_after_utc)}",
+                    f"{where}: {subject} expired on {iso_utc(certificate.not_valid_after_utc)}",
                     RENEW,
                 )
             )
@@ -498,7 +238,7 @@ def evaluate_certificate(
                 Finding(
                     FAIL,
                     f"{where}: {subject} is not valid before "
-                    f"{_iso(certificate.not_valid_before_utc)}",
+                    f"{iso_utc(certificate.not_valid_before_utc)}",
                     "check the host's clock, or serve a certificate valid now",
                 )
             )
@@ -595,7 +335,7 @@ def evaluate_endpoint(
     )
     findings += certificate_findings
     main_served = parse_chain(main.chain_pem) if leaf is not None else []
-    main_fingerprint = _fingerprint(main_served[0]) if main_served else ""
+    main_fingerprint = sha256_fingerprint(main_served[0]) if main_served else ""
     names: list[NameCheck] = []
     for name in endpoint.names:
         handshake = probe.by_name.get(name, _NO_HANDSHAKE)
@@ -614,7 +354,7 @@ def evaluate_endpoint(
                 )
             )
             continue
-        fingerprint = _fingerprint(served[0])
+        fingerprint = sha256_fingerprint(served[0])
         covered = covers(served[0], name)
         names.append(NameCheck(name, covered, fingerprint))
         if not covered:

@@ -24,14 +24,9 @@ from typer.testing import CliRunner
 from mailstack import errors
 from mailstack.cli.main import app
 from mailstack.stack.config import validate_config
-from mailstack.tls import handshakes, tlscheck
+from mailstack.tls import chains, handshakes, tlscheck
+from mailstack.tls.chains import ANCHOR_BROKEN, ANCHOR_INCOMPLETE, ANCHOR_OWN_CA, ANCHOR_PUBLIC
 from mailstack.tls.handshakes import Endpoint, Handshake, Probe
-from mailstack.tls.tlscheck import (
-    ANCHOR_BROKEN,
-    ANCHOR_INCOMPLETE,
-    ANCHOR_OWN_CA,
-    ANCHOR_PUBLIC,
-)
 from mailstack.verdict import FAIL, PASS, WARN
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
@@ -217,7 +212,7 @@ def test_a_self_signed_root_nobody_trusts_fails(own_ca: Issued) -> None:
     stranger = issue("Some Other CA", ca=True)
     leaf = issue(HOST, stranger, names=HTTPS_NAMES)
     result = judge(leaf.pem + stranger.pem, own_ca)
-    assert result.chain is not None and result.chain.anchor == tlscheck.ANCHOR_UNTRUSTED
+    assert result.chain is not None and result.chain.anchor == chains.ANCHOR_UNTRUSTED
     assert fails(result) == [
         "https:443: the chain ends at an untrusted root: CN=Some Other CA is a root nobody "
         "here trusts"
@@ -276,9 +271,9 @@ def test_a_wildcard_covers_one_label_only(own_ca: Issued) -> None:
     leaf = issue("*.example.test", own_ca, names=("*.example.test",))
     result = judge(leaf.pem + own_ca.pem, own_ca, target=endpoint("imaps", (HOST,)), names=(HOST,))
     assert result.findings == ()
-    assert tlscheck.name_matches("a.example.test", "*.example.test")
-    assert not tlscheck.name_matches("a.b.example.test", "*.example.test")
-    assert not tlscheck.name_matches("example.test", "*.example.test")
+    assert chains.name_matches("a.example.test", "*.example.test")
+    assert not chains.name_matches("a.b.example.test", "*.example.test")
+    assert not chains.name_matches("example.test", "*.example.test")
 
 
 def test_rsa_1024_is_a_weak_key_and_rsa_2048_is_not(own_ca: Issued) -> None:
@@ -287,12 +282,12 @@ def test_rsa_1024_is_a_weak_key_and_rsa_2048_is_not(own_ca: Issued) -> None:
     assert fails(result) == [f"https:443: CN={HOST} has a weak key (RSA 1024)"]
     strong = issue(HOST, own_ca, names=HTTPS_NAMES, key=rsa.generate_private_key(65537, 2048))
     assert judge(strong.pem + own_ca.pem, own_ca).findings == ()
-    assert tlscheck.describe_key(strong.certificate) == ("RSA 2048", True)
+    assert chains.describe_key(strong.certificate) == ("RSA 2048", True)
 
 
 def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
     root = issue("RSA Root", ca=True, key=rsa.generate_private_key(65537, 2048), days=(-1000, 3650))
-    assert tlscheck.describe_signature(root.certificate) == ("RSA-SHA256", True)
+    assert chains.describe_signature(root.certificate) == ("RSA-SHA256", True)
     # cryptography no longer signs with SHA-1; OpenSSL still does.
     (tmp_path / "ca.pem").write_text(root.pem)
     (tmp_path / "ca.key").write_bytes(
@@ -343,7 +338,7 @@ def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
         ]
     )
     leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
-    assert tlscheck.describe_signature(leaf) == ("RSA-SHA1", False)
+    assert chains.describe_signature(leaf) == ("RSA-SHA1", False)
     result = tlscheck.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
         probe((tmp_path / "leaf.pem").read_text() + root.pem, names=(HOST,)),
