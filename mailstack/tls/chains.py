@@ -1,9 +1,9 @@
 """A served certificate chain, read: the issuers followed from the leaf to where the chain
-ends (a public root, the stack's own CA, an untrusted root, or a gap), and what each
+ends (a public root, the stack's own CA, an untrusted root) or breaks off, and what each
 certificate is (key, signature, names, dates, revocation URLs).
 
-Pure: certificates in, facts out. Whether those facts are good enough is judged in
-mailstack.tls.tlscheck.
+Pure: certificates in, facts out. Whether they are good enough is mailstack.tls.judgement's
+business.
 """
 
 from __future__ import annotations

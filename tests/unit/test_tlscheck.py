@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from mailstack import errors
 from mailstack.cli.main import app
 from mailstack.stack.config import validate_config
-from mailstack.tls import chains, handshakes, tlscheck
+from mailstack.tls import chains, handshakes, judgement, tlscheck
 from mailstack.tls.chains import ANCHOR_BROKEN, ANCHOR_INCOMPLETE, ANCHOR_OWN_CA, ANCHOR_PUBLIC
 from mailstack.tls.handshakes import Endpoint, Handshake, Probe
 from mailstack.verdict import FAIL, PASS, WARN
@@ -138,8 +138,8 @@ def judge(
     *,
     target: Endpoint | None = None,
     **probe_args: Sequence[str],
-) -> tlscheck.EndpointReport:
-    return tlscheck.evaluate_endpoint(
+) -> judgement.EndpointReport:
+    return judgement.evaluate_endpoint(
         target or endpoint(),
         probe(chain, **probe_args),
         NOW,
@@ -148,11 +148,11 @@ def judge(
     )
 
 
-def report_of(*endpoints: tlscheck.EndpointReport) -> tlscheck.TlsCheckReport:
+def report_of(*endpoints: judgement.EndpointReport) -> tlscheck.TlsCheckReport:
     return tlscheck.TlsCheckReport(tuple(endpoints), None, ())
 
 
-def fails(report: tlscheck.EndpointReport) -> list[str]:
+def fails(report: judgement.EndpointReport) -> list[str]:
     return [finding.what for finding in report.findings if finding.verdict == FAIL]
 
 
@@ -339,7 +339,7 @@ def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
     )
     leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
     assert chains.describe_signature(leaf) == ("RSA-SHA1", False)
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
         probe((tmp_path / "leaf.pem").read_text() + root.pem, names=(HOST,)),
         datetime.datetime.now(datetime.UTC),
@@ -355,7 +355,7 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
     expired = issue("mta-sts.example.test", own_ca, names=("mta-sts.example.test",), days=(-9, -1))
     probed = probe(stack_leaf.pem + own_ca.pem)
     probed.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
-    result = tlscheck.evaluate_endpoint(endpoint(), probed, NOW, [own_ca.certificate], [])
+    result = judgement.evaluate_endpoint(endpoint(), probed, NOW, [own_ca.certificate], [])
     assert fails(result) == [
         "https:443 (mta-sts.example.test): CN=mta-sts.example.test expired on "
         "2026-05-31T12:00:00+00:00"
@@ -380,7 +380,7 @@ def test_no_tls_1_3_warns_and_no_tls_1_2_fails(own_ca: Issued, stack_leaf: Issue
 
 def test_an_endpoint_without_a_handshake_fails_and_says_why() -> None:
     nothing = Handshake(None, "", False, "connect:errno=111")
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
         Probe({HOST: nothing}, dict.fromkeys(handshakes.PROTOCOLS, nothing)),
         NOW,
@@ -530,7 +530,7 @@ def test_the_probe_reads_chain_and_protocols_of_a_modern_server(
 ) -> None:
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
     probes = handshakes.openssl_probe([target])
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert result.protocols == {"TLS1.0": False, "TLS1.1": False, "TLS1.2": True, "TLS1.3": True}
@@ -551,7 +551,7 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
     assert {version: h.protocol for version, h in probes["imaps"].by_protocol.items()} == {
         version: version for version in handshakes.PROTOCOLS
     }
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert fails(result) == [
