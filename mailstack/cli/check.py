@@ -19,7 +19,7 @@ from mailstack.images import securityupdate
 from mailstack.mailauth import dnscheck
 from mailstack.runtime import checks
 from mailstack.stack import Stack
-from mailstack.tls import tlscheck
+from mailstack.tls import chains, tlscheck
 from mailstack.verdict import Verdict
 
 check_app = typer.Typer(help="Validate the stack.", no_args_is_help=True)
@@ -150,11 +150,11 @@ def check_tls(
 
 
 _ANCHORS = {
-    tlscheck.ANCHOR_PUBLIC: "a publicly trusted root",
-    tlscheck.ANCHOR_OWN_CA: "the stack's own CA (tls.mode selfsigned)",
-    tlscheck.ANCHOR_UNTRUSTED: "an untrusted root",
-    tlscheck.ANCHOR_INCOMPLETE: "incomplete",
-    tlscheck.ANCHOR_BROKEN: "broken",
+    chains.ANCHOR_PUBLIC: "a publicly trusted root",
+    chains.ANCHOR_OWN_CA: "the stack's own CA (tls.mode selfsigned)",
+    chains.ANCHOR_UNTRUSTED: "an untrusted root",
+    chains.ANCHOR_INCOMPLETE: "incomplete",
+    chains.ANCHOR_BROKEN: "broken",
 }
 
 

@@ -24,16 +24,9 @@ from typer.testing import CliRunner
 from mailstack import errors
 from mailstack.cli.main import app
 from mailstack.stack.config import validate_config
-from mailstack.tls import tlscheck
-from mailstack.tls.tlscheck import (
-    ANCHOR_BROKEN,
-    ANCHOR_INCOMPLETE,
-    ANCHOR_OWN_CA,
-    ANCHOR_PUBLIC,
-    Endpoint,
-    Handshake,
-    Probe,
-)
+from mailstack.tls import chains, handshakes, judgement, tlscheck
+from mailstack.tls.chains import ANCHOR_BROKEN, ANCHOR_INCOMPLETE, ANCHOR_OWN_CA, ANCHOR_PUBLIC
+from mailstack.tls.handshakes import Endpoint, Handshake, Probe
 from mailstack.verdict import FAIL, PASS, WARN
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
@@ -134,7 +127,7 @@ def probe(
     refused = Handshake(None, "", False, "handshake failure")
     return Probe(
         dict.fromkeys(names, served),
-        {version: served if version in offered else refused for version in tlscheck.PROTOCOLS},
+        {version: served if version in offered else refused for version in handshakes.PROTOCOLS},
     )
 
 
@@ -145,8 +138,8 @@ def judge(
     *,
     target: Endpoint | None = None,
     **probe_args: Sequence[str],
-) -> tlscheck.EndpointReport:
-    return tlscheck.evaluate_endpoint(
+) -> judgement.EndpointReport:
+    return judgement.evaluate_endpoint(
         target or endpoint(),
         probe(chain, **probe_args),
         NOW,
@@ -155,11 +148,11 @@ def judge(
     )
 
 
-def report_of(*endpoints: tlscheck.EndpointReport) -> tlscheck.TlsCheckReport:
+def report_of(*endpoints: judgement.EndpointReport) -> tlscheck.TlsCheckReport:
     return tlscheck.TlsCheckReport(tuple(endpoints), None, ())
 
 
-def fails(report: tlscheck.EndpointReport) -> list[str]:
+def fails(report: judgement.EndpointReport) -> list[str]:
     return [finding.what for finding in report.findings if finding.verdict == FAIL]
 
 
@@ -219,7 +212,7 @@ def test_a_self_signed_root_nobody_trusts_fails(own_ca: Issued) -> None:
     stranger = issue("Some Other CA", ca=True)
     leaf = issue(HOST, stranger, names=HTTPS_NAMES)
     result = judge(leaf.pem + stranger.pem, own_ca)
-    assert result.chain is not None and result.chain.anchor == tlscheck.ANCHOR_UNTRUSTED
+    assert result.chain is not None and result.chain.anchor == chains.ANCHOR_UNTRUSTED
     assert fails(result) == [
         "https:443: the chain ends at an untrusted root: CN=Some Other CA is a root nobody "
         "here trusts"
@@ -278,9 +271,9 @@ def test_a_wildcard_covers_one_label_only(own_ca: Issued) -> None:
     leaf = issue("*.example.test", own_ca, names=("*.example.test",))
     result = judge(leaf.pem + own_ca.pem, own_ca, target=endpoint("imaps", (HOST,)), names=(HOST,))
     assert result.findings == ()
-    assert tlscheck.name_matches("a.example.test", "*.example.test")
-    assert not tlscheck.name_matches("a.b.example.test", "*.example.test")
-    assert not tlscheck.name_matches("example.test", "*.example.test")
+    assert chains.name_matches("a.example.test", "*.example.test")
+    assert not chains.name_matches("a.b.example.test", "*.example.test")
+    assert not chains.name_matches("example.test", "*.example.test")
 
 
 def test_rsa_1024_is_a_weak_key_and_rsa_2048_is_not(own_ca: Issued) -> None:
@@ -289,12 +282,12 @@ def test_rsa_1024_is_a_weak_key_and_rsa_2048_is_not(own_ca: Issued) -> None:
     assert fails(result) == [f"https:443: CN={HOST} has a weak key (RSA 1024)"]
     strong = issue(HOST, own_ca, names=HTTPS_NAMES, key=rsa.generate_private_key(65537, 2048))
     assert judge(strong.pem + own_ca.pem, own_ca).findings == ()
-    assert tlscheck.describe_key(strong.certificate) == ("RSA 2048", True)
+    assert chains.describe_key(strong.certificate) == ("RSA 2048", True)
 
 
 def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
     root = issue("RSA Root", ca=True, key=rsa.generate_private_key(65537, 2048), days=(-1000, 3650))
-    assert tlscheck.describe_signature(root.certificate) == ("RSA-SHA256", True)
+    assert chains.describe_signature(root.certificate) == ("RSA-SHA256", True)
     # cryptography no longer signs with SHA-1; OpenSSL still does.
     (tmp_path / "ca.pem").write_text(root.pem)
     (tmp_path / "ca.key").write_bytes(
@@ -345,8 +338,8 @@ def test_a_sha1_signature_is_weak_and_rsa_sha256_is_not(tmp_path: Path) -> None:
         ]
     )
     leaf = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
-    assert tlscheck.describe_signature(leaf) == ("RSA-SHA1", False)
-    result = tlscheck.evaluate_endpoint(
+    assert chains.describe_signature(leaf) == ("RSA-SHA1", False)
+    result = judgement.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
         probe((tmp_path / "leaf.pem").read_text() + root.pem, names=(HOST,)),
         datetime.datetime.now(datetime.UTC),
@@ -360,9 +353,9 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
     own_ca: Issued, stack_leaf: Issued
 ) -> None:
     expired = issue("mta-sts.example.test", own_ca, names=("mta-sts.example.test",), days=(-9, -1))
-    handshakes = probe(stack_leaf.pem + own_ca.pem)
-    handshakes.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
-    result = tlscheck.evaluate_endpoint(endpoint(), handshakes, NOW, [own_ca.certificate], [])
+    probed = probe(stack_leaf.pem + own_ca.pem)
+    probed.by_name["mta-sts.example.test"] = Handshake("TLS1.3", expired.pem, False, "")
+    result = judgement.evaluate_endpoint(endpoint(), probed, NOW, [own_ca.certificate], [])
     assert fails(result) == [
         "https:443 (mta-sts.example.test): CN=mta-sts.example.test expired on "
         "2026-05-31T12:00:00+00:00"
@@ -373,9 +366,9 @@ def test_another_certificate_for_one_sni_name_is_judged_too(
 
 
 def test_tls_1_0_and_1_1_offered_are_failures(own_ca: Issued, stack_leaf: Issued) -> None:
-    result = judge(stack_leaf.pem + own_ca.pem, own_ca, offered=tlscheck.PROTOCOLS)
+    result = judge(stack_leaf.pem + own_ca.pem, own_ca, offered=handshakes.PROTOCOLS)
     assert fails(result) == ["https:443: TLS1.0 is offered", "https:443: TLS1.1 is offered"]
-    assert result.protocols == dict.fromkeys(tlscheck.PROTOCOLS, True)
+    assert result.protocols == dict.fromkeys(handshakes.PROTOCOLS, True)
 
 
 def test_no_tls_1_3_warns_and_no_tls_1_2_fails(own_ca: Issued, stack_leaf: Issued) -> None:
@@ -387,9 +380,9 @@ def test_no_tls_1_3_warns_and_no_tls_1_2_fails(own_ca: Issued, stack_leaf: Issue
 
 def test_an_endpoint_without_a_handshake_fails_and_says_why() -> None:
     nothing = Handshake(None, "", False, "connect:errno=111")
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         endpoint("imaps", (HOST,)),
-        Probe({HOST: nothing}, dict.fromkeys(tlscheck.PROTOCOLS, nothing)),
+        Probe({HOST: nothing}, dict.fromkeys(handshakes.PROTOCOLS, nothing)),
         NOW,
         [],
         [],
@@ -536,8 +529,8 @@ def test_the_probe_reads_chain_and_protocols_of_a_modern_server(
     s_server: int, own_ca: Issued
 ) -> None:
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
-    probes = tlscheck.openssl_probe([target])
-    result = tlscheck.evaluate_endpoint(
+    probes = handshakes.openssl_probe([target])
+    result = judgement.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert result.protocols == {"TLS1.0": False, "TLS1.1": False, "TLS1.2": True, "TLS1.3": True}
@@ -554,11 +547,11 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
     s_server: int, own_ca: Issued
 ) -> None:
     target = Endpoint("imaps", "127.0.0.1", s_server, None, (HOST,))
-    probes = tlscheck.openssl_probe([target])
+    probes = handshakes.openssl_probe([target])
     assert {version: h.protocol for version, h in probes["imaps"].by_protocol.items()} == {
-        version: version for version in tlscheck.PROTOCOLS
+        version: version for version in handshakes.PROTOCOLS
     }
-    result = tlscheck.evaluate_endpoint(
+    result = judgement.evaluate_endpoint(
         target, probes["imaps"], datetime.datetime.now(datetime.UTC), [own_ca.certificate], []
     )
     assert fails(result) == [
@@ -569,7 +562,7 @@ def test_the_probe_finds_tls_1_0_and_1_1_when_a_server_offers_them(
 
 def test_nothing_listening_is_no_handshake_with_the_clients_reason() -> None:
     target = Endpoint("imaps", "127.0.0.1", free_port(), None, (HOST,))
-    handshake = tlscheck.openssl_probe([target])["imaps"].by_name[HOST]
+    handshake = handshakes.openssl_probe([target])["imaps"].by_name[HOST]
     assert handshake.protocol is None and handshake.error == "Connection refused"
 
 
