@@ -1,11 +1,11 @@
-"""The mail directory in PostgreSQL: schema migrations, domains, mailboxes, aliases.
+"""The mail directory in PostgreSQL: domains, mailboxes, aliases.
 
 Everything goes through `psql` (mailstack.adapters.psql) inside the running `db` container
 (as the postgres superuser, over its local socket). SQL text is constant and sent on stdin;
 every value travels as a psql variable (`psql -v name=value`, used as :'name'), so no value
 is ever formatted into SQL. Password hashes are the one exception to "values in argv": they are
 set with `\\set` on stdin (after a strict shape check) so they never show up in the host's
-process list.
+process list. The schema and its migrations are in mailstack.accounts.migrations.
 
 The mail itself lives in the `dovecot` container under /var/mail/<domain>/<local part>/:
 usage comes from `doveadm quota get`, and stored mail is deleted only on an explicit purge,
@@ -15,11 +15,9 @@ by `rm` run as the mail user with the path as one argv element (never through a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import idna
 
@@ -28,16 +26,12 @@ from mailstack.accounts import names, passwords
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.resources import migrations_dir
 from mailstack.units import MAX_QUOTA_BYTES
 
 MAIL_SERVICE = services.DOVECOT.name
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
 MAIL_ROOT = "/var/mail"
 MAX_DESTINATIONS = 100
-_MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-# _RECORD takes the advisory lock 7246118001 ("schema migrations of mailstack"): two
-# concurrent `migrate` runs apply each file once; the second fails on the version key.
 
 
 @dataclass(frozen=True)
@@ -175,113 +169,6 @@ class QuotaChange:
             return human_size(value) if value else "none"
 
         return f"quota of {self.address}: {shown(self.old_bytes)} -> {shown(self.new_bytes)}"
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: str  # "0001"
-    name: str  # "0001_directory"
-    path: Path
-
-    @property
-    def sql(self) -> bytes:
-        return self.path.read_bytes()
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql).hexdigest()
-
-
-# --- schema migrations -----------------------------------------------------------------------
-
-_BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version  text        PRIMARY KEY,
-    name     text        NOT NULL,
-    checksum text        NOT NULL,
-    applied  timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON schema_migrations FROM PUBLIC;
-SELECT version, name, checksum FROM schema_migrations ORDER BY version;
-"""
-
-_RECORD = """
-SELECT pg_advisory_xact_lock(7246118001);
--- Fails (and rolls the whole file back) if another run applied this version meanwhile.
-INSERT INTO schema_migrations (version, name, checksum)
-    VALUES (:'migration_version', :'migration_name', :'migration_checksum');
-"""
-
-
-def available_migrations(directory: Path | None = None) -> list[Migration]:
-    """The shipped migration files, in version order; a malformed name is a packaging bug."""
-    root = directory or migrations_dir()
-    found: list[Migration] = []
-    for path in sorted(root.glob("*.sql")):
-        match = _MIGRATION_FILE.match(path.name)
-        if not match:
-            raise MailstackError(f"migration file {path.name} is not named NNNN_name.sql")
-        found.append(Migration(match["version"], path.stem, path))
-    versions = [migration.version for migration in found]
-    if len(set(versions)) != len(versions):
-        raise MailstackError("two migration files share a version number")
-    return found
-
-
-def pending_migrations(
-    available: Sequence[Migration], applied: Mapping[str, str]
-) -> list[Migration]:
-    """Migrations not yet applied; an applied file whose content changed is an error."""
-    for migration in available:
-        recorded = applied.get(migration.version)
-        if recorded is not None and recorded != migration.checksum:
-            raise MailstackError(
-                f"schema migration {migration.name} was changed after it was applied",
-                hint="released migrations are immutable; add a new NNNN_*.sql file instead",
-            )
-    return [migration for migration in available if migration.version not in applied]
-
-
-def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
-    """Apply every pending migration, each in one transaction; return the applied names."""
-    rows = psql.query(compose, _BOOTSTRAP)
-    applied = {row[0]: row[2] for row in rows}
-    done: list[str] = []
-    for migration in pending_migrations(available_migrations(directory), applied):
-        variables = {
-            "migration_version": migration.version,
-            "migration_name": migration.name,
-            "migration_checksum": migration.checksum,
-        }
-        try:
-            psql.query(
-                compose,
-                migration.sql.decode("utf-8"),
-                variables,
-                prelude=_RECORD,
-                single_transaction=True,
-                timeout=300,
-            )
-        except ExternalCommandFailed as e:
-            raise ExternalCommandFailed(
-                f"schema migration {migration.name} (rolled back, nothing of it applied)",
-                e.output,
-                hint="the database is as before; see the error above",
-            ) from None
-        done.append(migration.name)
-    return done
-
-
-def pending_in(compose: Executor, directory: Path | None = None) -> list[Migration]:
-    """The migrations this mailstack would apply to the running database."""
-    rows = psql.query(compose, _BOOTSTRAP)
-    return pending_migrations(available_migrations(directory), {row[0]: row[2] for row in rows})
-
-
-def applied_migrations(compose: Executor) -> list[str]:
-    """Names of the applied migrations (for `status`)."""
-    rows = psql.query(compose, "SELECT name FROM schema_migrations ORDER BY version;")
-    return [row[0] for row in rows]
 
 
 # --- domains ---------------------------------------------------------------------------------
