@@ -29,7 +29,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mailstack.accounts import names
-from mailstack.accounts.directory import MAIL_ROOT, MAX_DESTINATIONS, kick_sessions
+from mailstack.accounts.directory import MAX_DESTINATIONS
+from mailstack.accounts.mailstore import MAIL_ROOT, kick_sessions
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError

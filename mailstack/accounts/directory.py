@@ -5,32 +5,36 @@ Everything goes through `psql` (mailstack.adapters.psql) inside the running `db`
 every value travels as a psql variable (`psql -v name=value`, used as :'name'), so no value
 is ever formatted into SQL. Password hashes are the one exception to "values in argv": they are
 set with `\\set` on stdin (after a strict shape check) so they never show up in the host's
-process list. The schema and its migrations are in mailstack.accounts.migrations.
+process list.
 
-The mail itself lives in the `dovecot` container under /var/mail/<domain>/<local part>/:
-usage comes from `doveadm quota get`, and stored mail is deleted only on an explicit purge,
-by `rm` run as the mail user with the path as one argv element (never through a shell).
+The schema and its migrations are in mailstack.accounts.migrations, and the stored mail of a
+removed domain or mailbox in mailstack.accounts.mailstore.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import idna
-
-from mailstack import services
 from mailstack.accounts import names, passwords
+from mailstack.accounts.addresses import domain_display, split_address
+from mailstack.accounts.mailstore import (
+    MAIL_ROOT,
+    ConfirmPurge,
+    StoredMail,
+    confirmed_purge,
+    delete_stored_mail,
+    domain_mail_path,
+    human_size,
+    kick_sessions,
+    mailbox_mail_path,
+    mailbox_usage,
+)
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.units import MAX_QUOTA_BYTES
 
-MAIL_SERVICE = services.DOVECOT.name
-MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
-MAIL_ROOT = "/var/mail"
 MAX_DESTINATIONS = 100
 
 
@@ -100,24 +104,6 @@ class AliasChange:
         lines += [f"alias {self.source} -> {d} already exists" for d in self.already_present]
         lines += [f"removed alias {self.source} -> {d}" for d in self.removed]
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class StoredMail:
-    """A directory of stored mail in the dovecot container."""
-
-    path: str
-    exists: bool
-    size_bytes: int
-
-    def __str__(self) -> str:
-        if not self.exists:
-            return f"{self.path} (no stored mail)"
-        return f"{self.path} ({human_size(self.size_bytes)})"
-
-
-# Asked before stored mail is deleted; the CLI prompts (or --yes answers) for it.
-ConfirmPurge = Callable[[StoredMail], bool]
 
 
 @dataclass(frozen=True)
@@ -276,11 +262,11 @@ def remove_domain(
     if exists and (mailboxes or aliases or alias_domains) and not force:
         raise _domain_in_use(name, mailboxes, aliases, alias_domains)
     path = domain_mail_path(name)
-    mail = _confirmed_purge(compose, path, purge, confirm)
+    mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
             raise UsageError(f"domain {name} does not exist")
-        return DomainRemoval(name, path, False, (), (), _purge(compose, mail))
+        return DomainRemoval(name, path, False, (), (), delete_stored_mail(compose, mail))
 
     rows = psql.query(
         compose,
@@ -302,7 +288,7 @@ def remove_domain(
         True,
         tuple(row[1] for row in rows if row[0] == "mailbox"),
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
-        _purge(compose, mail) if mail is not None and mail.exists else None,
+        delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
         tuple(row[1] for row in rows if row[0] == "alias_domain_removed"),
     )
 
@@ -337,7 +323,7 @@ def _state(rows: list[list[str]]) -> tuple[bool, int, int]:
 def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes: int) -> None:
     """Add a mailbox (address checked by mailstack.accounts.names; the hash from passwords)."""
     address = names.require("ADDRESS", names.mailbox, address)
-    local_part, domain = _split(address)
+    local_part, domain = split_address(address)
     rows = psql.query(
         compose,
         "WITH added AS (INSERT INTO mailboxes (address, local_part, domain, password, "
@@ -471,7 +457,7 @@ def remove_mailbox(
 ) -> MailboxRemoval:
     """Remove a mailbox; its stored mail stays unless purge is asked and confirmed."""
     address = address.lower()
-    local_part, domain = _split(address)
+    local_part, domain = split_address(address)
     home = f"{MAIL_ROOT}/{domain}/{local_part}"  # shown only; a purge re-validates it
     path = mailbox_mail_path(address) if purge else home
     rows = psql.query(
@@ -480,11 +466,11 @@ def remove_mailbox(
         {"address": address},
     )
     exists = bool(rows) and rows[0][-1] == "t"
-    mail = _confirmed_purge(compose, path, purge, confirm)
+    mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
             raise UsageError(f"mailbox {address} does not exist")
-        return MailboxRemoval(address, home, False, (), _purge(compose, mail))
+        return MailboxRemoval(address, home, False, (), delete_stored_mail(compose, mail))
     rows = psql.query(compose, _REMOVE_MAILBOX, {"address": address})
     if not any(row[0] == "mailbox" for row in rows):
         raise UsageError(f"mailbox {address} does not exist")
@@ -494,7 +480,7 @@ def remove_mailbox(
         home,
         True,
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
-        _purge(compose, mail) if mail is not None and mail.exists else None,
+        delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
     )
 
 
@@ -553,7 +539,7 @@ def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> Al
     """
     source = names.require("SOURCE", names.source, source)
     destinations = [names.require("DEST", names.address, dest) for dest in destinations]
-    _, domain = _split(source)
+    _, domain = split_address(source)
     joined = _destinations(source, destinations, required=True)
     rows = psql.query(
         compose,
@@ -594,7 +580,7 @@ def list_aliases(compose: Executor, domain: str | None = None) -> list[Alias]:
 def remove_alias(compose: Executor, source: str, destinations: Sequence[str] = ()) -> AliasChange:
     """Remove the named destinations of an alias (all or nothing), or the whole alias."""
     source = source.lower()
-    _split(source)
+    split_address(source)
     joined = _destinations(source, destinations, required=False)
     rows = psql.query(compose, _REMOVE_ALIAS, {"source": source, "destinations": joined})
     missing = [row[1] for row in rows if row[0] == "missing"]
@@ -623,122 +609,7 @@ def _destinations(source: str, destinations: Sequence[str], *, required: bool) -
     return ",".join(destinations)
 
 
-# --- stored mail (the dovecot container) -----------------------------------------------------
-
-# What may appear as one path component under /var/mail: not empty, not . or .., no slash.
-_PATH_COMPONENT = re.compile(r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,253}$")
-
-
-@dataclass(frozen=True)
-class Usage:
-    storage_bytes: int
-    messages: int
-
-
-def domain_mail_path(domain: str) -> str:
-    """/var/mail/<domain>: where Dovecot keeps every mailbox of the domain."""
-    return _mail_path(domain.lower())
-
-
-def mailbox_mail_path(address: str) -> str:
-    """/var/mail/<domain>/<local part>: a mailbox's home, as the dovecot_users view says."""
-    local_part, domain = _split(address)
-    if "/" in local_part:
-        raise UsageError(
-            f"{address}: a local part with '/' has no mail directory of its own",
-            hint="its stored mail, if any, is inside another mailbox's directory; not purged",
-        )
-    return _mail_path(domain, local_part)
-
-
-def stored_mail(compose: Executor, path: str) -> StoredMail:
-    """How much mail is stored under path (as the mail user; nothing is changed)."""
-    try:
-        output = _mail_exec(compose, ["du", "-sk", "--one-file-system", "--", path], MAIL_USER)
-    except ExternalCommandFailed as e:
-        if "No such file or directory" in e.output:
-            return StoredMail(path, False, 0)
-        raise ExternalCommandFailed(
-            f"measuring the stored mail in {path}",
-            e.output,
-            hint="the dovecot service must be running (mailstack up); nothing was changed",
-        ) from None
-    fields = output.decode("utf-8", errors="replace").split()
-    if not fields or not fields[0].isdigit():
-        raise MailstackError(f"unexpected answer from du for {path}")
-    return StoredMail(path, True, int(fields[0]) * 1024)
-
-
-def mailbox_usage(compose: Executor) -> dict[str, Usage]:
-    """{address: usage} for every active mailbox, from Dovecot's quota bookkeeping."""
-    output = _mail_exec(compose, ["doveadm", "-f", "tab", "quota", "get", "-A"], timeout=300)
-    return parse_quota_table(output.decode("utf-8", errors="replace"))
-
-
-def parse_quota_table(text: str) -> dict[str, Usage]:
-    """`doveadm -f tab quota get -A` as usage per user (STORAGE is in KiB)."""
-    storage: dict[str, int] = {}
-    messages: dict[str, int] = {}
-    for line in text.splitlines()[1:]:  # the first line is the header
-        fields = line.split("\t")
-        if len(fields) < 4 or not fields[3].isdigit():
-            continue
-        user, kind, value = fields[0], fields[2], int(fields[3])
-        if kind == "STORAGE":
-            storage[user] = storage.get(user, 0) + value * 1024
-        elif kind == "MESSAGE":
-            messages[user] = messages.get(user, 0) + value
-    return {
-        user: Usage(storage.get(user, 0), messages.get(user, 0))
-        for user in storage.keys() | messages.keys()
-    }
-
-
-def _mail_path(*components: str) -> str:
-    for component in components:
-        if not _PATH_COMPONENT.match(component):
-            raise UsageError(f"{component!r} cannot name a mail directory")
-    return "/".join((MAIL_ROOT, *components))
-
-
-def _confirmed_purge(
-    compose: Executor, path: str, purge: bool, confirm: ConfirmPurge | None
-) -> StoredMail | None:
-    """Measure what a purge would delete and ask; refuse (changing nothing) unless confirmed."""
-    if not purge:
-        return None
-    mail = stored_mail(compose, path)
-    if mail.exists and (confirm is None or not confirm(mail)):
-        raise MailstackError(f"not confirmed: nothing was removed and {mail} is kept")
-    return mail
-
-
-def _purge(compose: Executor, mail: StoredMail) -> StoredMail:
-    """Delete a directory of stored mail; the path is one argv element, never shell text."""
-    # Re-derived from its components: only a path under /var/mail is ever handed to rm.
-    components = mail.path.removeprefix(MAIL_ROOT + "/").split("/")
-    path = _mail_path(*components)
-    if path != mail.path or not 1 <= len(components) <= 2:
-        raise MailstackError(f"refusing to delete {mail.path!r}: not a mail directory")
-    _mail_exec(compose, ["rm", "-rf", "--one-file-system", "--", path], MAIL_USER, timeout=600)
-    if stored_mail(compose, path).exists:
-        raise MailstackError(f"{path} is still there after deleting it")
-    return mail
-
-
-def kick_sessions(compose: Executor, mask: str) -> None:
-    """End IMAP sessions of removed users (best effort: there may be none, or no dovecot)."""
-    # "no users kicked" is exit 68; with dovecot stopped there is no session to end either.
-    with contextlib.suppress(ExternalCommandFailed):
-        _mail_exec(compose, ["doveadm", "kick", mask])
-
-
-def _mail_exec(
-    compose: Executor, argv: list[str], user: str | None = None, timeout: float = 60
-) -> bytes:
-    # Empty stdin: `docker compose exec` would otherwise read the operator's terminal and
-    # swallow the answer to a confirmation asked right after.
-    return compose.exec(MAIL_SERVICE, argv, input=b"", user=user, timeout=timeout)
+# --- helpers ---------------------------------------------------------------------------------
 
 
 def _mail_fate(purged: StoredMail | None, path: str, purge_command: str) -> str:
@@ -747,34 +618,6 @@ def _mail_fate(purged: StoredMail | None, path: str, purge_command: str) -> str:
     if not purged.exists:
         return f"no stored mail in {path}"
     return f"deleted the stored mail in {purged}"
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def human_size(value: int) -> str:
-    """1536 -> '1.5K'; binary units like the sizes operators type."""
-    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= factor:
-            return f"{value / factor:.1f}".removesuffix(".0") + unit
-    return f"{value}B"
-
-
-def domain_display(name: str) -> str:
-    """'xn--bcher-kva.example' -> 'xn--bcher-kva.example (bücher.example)'."""
-    if "xn--" not in name:
-        return name
-    try:
-        return f"{name} ({idna.decode(name)})"
-    except idna.IDNAError:
-        return name
-
-
-def _split(address: str) -> tuple[str, str]:
-    local_part, separator, domain = address.lower().rpartition("@")
-    if not separator or not domain:
-        raise UsageError(f"{address!r} is not a mail address (local@domain)")
-    return local_part, domain
 
 
 def _quota(quota_bytes: int) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import directory, names, passwords
+from mailstack.accounts import directory, mailstore, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
@@ -62,10 +62,10 @@ def _purge_flags(purge: bool, yes: bool) -> None:
         raise UsageError("--yes only confirms --purge; without --purge no mail is deleted")
 
 
-def _confirm_purge(name: str, *, yes: bool, type_name: bool) -> directory.ConfirmPurge:
+def _confirm_purge(name: str, *, yes: bool, type_name: bool) -> mailstore.ConfirmPurge:
     """The question asked before stored mail is deleted (or --yes, which answers it)."""
 
-    def confirm(mail: directory.StoredMail) -> bool:
+    def confirm(mail: mailstore.StoredMail) -> bool:
         if yes:
             return True
         output.warn(f"--purge deletes the stored mail in {mail} for good")
