@@ -29,7 +29,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mailstack.accounts import names
-from mailstack.accounts.directory import MAX_DESTINATIONS
+from mailstack.accounts.aliases import MAX_DESTINATIONS
 from mailstack.accounts.mailstore import MAIL_ROOT, kick_sessions
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
