@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 # The directory's one psql path and its doveadm kick: this module extends the directory.
 from mailstack.accounts import names, passwords
-from mailstack.accounts.directory import kick_sessions
+from mailstack.accounts.mailstore import kick_sessions
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError, UsageError

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # The directory's one psql path: this module extends the directory.
 from mailstack.accounts import names
-from mailstack.accounts.directory import domain_display
+from mailstack.accounts.addresses import domain_display
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError, UsageError

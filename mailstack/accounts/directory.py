@@ -1,4 +1,4 @@
-"""The mail directory in PostgreSQL: schema migrations, domains, mailboxes, aliases.
+"""The mail directory in PostgreSQL: domains and mailboxes (added, listed, changed, removed).
 
 Everything goes through `psql` (mailstack.adapters.psql) inside the running `db` container
 (as the postgres superuser, over its local socket). SQL text is constant and sent on stdin;
@@ -7,37 +7,33 @@ is ever formatted into SQL. Password hashes are the one exception to "values in 
 set with `\\set` on stdin (after a strict shape check) so they never show up in the host's
 process list.
 
-The mail itself lives in the `dovecot` container under /var/mail/<domain>/<local part>/:
-usage comes from `doveadm quota get`, and stored mail is deleted only on an explicit purge,
-by `rm` run as the mail user with the path as one argv element (never through a shell).
+The schema and its migrations are in mailstack.accounts.migrations, aliases in
+mailstack.accounts.aliases, and the stored mail of a removed domain or mailbox in
+mailstack.accounts.mailstore.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import re
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import idna
-
-from mailstack import services
 from mailstack.accounts import names, passwords
+from mailstack.accounts.addresses import domain_display, split_address
+from mailstack.accounts.mailstore import (
+    MAIL_ROOT,
+    ConfirmPurge,
+    StoredMail,
+    confirmed_purge,
+    delete_stored_mail,
+    domain_mail_path,
+    human_size,
+    kick_sessions,
+    mailbox_mail_path,
+    mailbox_usage,
+)
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.resources import migrations_dir
 from mailstack.units import MAX_QUOTA_BYTES
-
-MAIL_SERVICE = services.DOVECOT.name
-MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
-MAIL_ROOT = "/var/mail"
-MAX_DESTINATIONS = 100
-_MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
-# _RECORD takes the advisory lock 7246118001 ("schema migrations of mailstack"): two
-# concurrent `migrate` runs apply each file once; the second fails on the version key.
 
 
 @dataclass(frozen=True)
@@ -80,50 +76,6 @@ class Mailbox:
         if self.storage_bytes is None or not self.quota_bytes:
             return None
         return round(100 * self.storage_bytes / self.quota_bytes)
-
-
-@dataclass(frozen=True)
-class Alias:
-    """One alias source ('local@domain', or '@domain' for a catch-all) and where it goes."""
-
-    source: str
-    destinations: tuple[str, ...]
-
-    def __str__(self) -> str:
-        kind = "  (catch-all)" if self.source.startswith("@") else ""
-        return f"{self.source} -> {', '.join(self.destinations)}{kind}"
-
-
-@dataclass(frozen=True)
-class AliasChange:
-    source: str
-    added: tuple[str, ...] = ()
-    already_present: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        lines = [f"added alias {self.source} -> {d}" for d in self.added]
-        lines += [f"alias {self.source} -> {d} already exists" for d in self.already_present]
-        lines += [f"removed alias {self.source} -> {d}" for d in self.removed]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class StoredMail:
-    """A directory of stored mail in the dovecot container."""
-
-    path: str
-    exists: bool
-    size_bytes: int
-
-    def __str__(self) -> str:
-        if not self.exists:
-            return f"{self.path} (no stored mail)"
-        return f"{self.path} ({human_size(self.size_bytes)})"
-
-
-# Asked before stored mail is deleted; the CLI prompts (or --yes answers) for it.
-ConfirmPurge = Callable[[StoredMail], bool]
 
 
 @dataclass(frozen=True)
@@ -175,113 +127,6 @@ class QuotaChange:
             return human_size(value) if value else "none"
 
         return f"quota of {self.address}: {shown(self.old_bytes)} -> {shown(self.new_bytes)}"
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: str  # "0001"
-    name: str  # "0001_directory"
-    path: Path
-
-    @property
-    def sql(self) -> bytes:
-        return self.path.read_bytes()
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql).hexdigest()
-
-
-# --- schema migrations -----------------------------------------------------------------------
-
-_BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version  text        PRIMARY KEY,
-    name     text        NOT NULL,
-    checksum text        NOT NULL,
-    applied  timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON schema_migrations FROM PUBLIC;
-SELECT version, name, checksum FROM schema_migrations ORDER BY version;
-"""
-
-_RECORD = """
-SELECT pg_advisory_xact_lock(7246118001);
--- Fails (and rolls the whole file back) if another run applied this version meanwhile.
-INSERT INTO schema_migrations (version, name, checksum)
-    VALUES (:'migration_version', :'migration_name', :'migration_checksum');
-"""
-
-
-def available_migrations(directory: Path | None = None) -> list[Migration]:
-    """The shipped migration files, in version order; a malformed name is a packaging bug."""
-    root = directory or migrations_dir()
-    found: list[Migration] = []
-    for path in sorted(root.glob("*.sql")):
-        match = _MIGRATION_FILE.match(path.name)
-        if not match:
-            raise MailstackError(f"migration file {path.name} is not named NNNN_name.sql")
-        found.append(Migration(match["version"], path.stem, path))
-    versions = [migration.version for migration in found]
-    if len(set(versions)) != len(versions):
-        raise MailstackError("two migration files share a version number")
-    return found
-
-
-def pending_migrations(
-    available: Sequence[Migration], applied: Mapping[str, str]
-) -> list[Migration]:
-    """Migrations not yet applied; an applied file whose content changed is an error."""
-    for migration in available:
-        recorded = applied.get(migration.version)
-        if recorded is not None and recorded != migration.checksum:
-            raise MailstackError(
-                f"schema migration {migration.name} was changed after it was applied",
-                hint="released migrations are immutable; add a new NNNN_*.sql file instead",
-            )
-    return [migration for migration in available if migration.version not in applied]
-
-
-def migrate(compose: Executor, directory: Path | None = None) -> list[str]:
-    """Apply every pending migration, each in one transaction; return the applied names."""
-    rows = psql.query(compose, _BOOTSTRAP)
-    applied = {row[0]: row[2] for row in rows}
-    done: list[str] = []
-    for migration in pending_migrations(available_migrations(directory), applied):
-        variables = {
-            "migration_version": migration.version,
-            "migration_name": migration.name,
-            "migration_checksum": migration.checksum,
-        }
-        try:
-            psql.query(
-                compose,
-                migration.sql.decode("utf-8"),
-                variables,
-                prelude=_RECORD,
-                single_transaction=True,
-                timeout=300,
-            )
-        except ExternalCommandFailed as e:
-            raise ExternalCommandFailed(
-                f"schema migration {migration.name} (rolled back, nothing of it applied)",
-                e.output,
-                hint="the database is as before; see the error above",
-            ) from None
-        done.append(migration.name)
-    return done
-
-
-def pending_in(compose: Executor, directory: Path | None = None) -> list[Migration]:
-    """The migrations this mailstack would apply to the running database."""
-    rows = psql.query(compose, _BOOTSTRAP)
-    return pending_migrations(available_migrations(directory), {row[0]: row[2] for row in rows})
-
-
-def applied_migrations(compose: Executor) -> list[str]:
-    """Names of the applied migrations (for `status`)."""
-    rows = psql.query(compose, "SELECT name FROM schema_migrations ORDER BY version;")
-    return [row[0] for row in rows]
 
 
 # --- domains ---------------------------------------------------------------------------------
@@ -389,11 +234,11 @@ def remove_domain(
     if exists and (mailboxes or aliases or alias_domains) and not force:
         raise _domain_in_use(name, mailboxes, aliases, alias_domains)
     path = domain_mail_path(name)
-    mail = _confirmed_purge(compose, path, purge, confirm)
+    mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
             raise UsageError(f"domain {name} does not exist")
-        return DomainRemoval(name, path, False, (), (), _purge(compose, mail))
+        return DomainRemoval(name, path, False, (), (), delete_stored_mail(compose, mail))
 
     rows = psql.query(
         compose,
@@ -415,7 +260,7 @@ def remove_domain(
         True,
         tuple(row[1] for row in rows if row[0] == "mailbox"),
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
-        _purge(compose, mail) if mail is not None and mail.exists else None,
+        delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
         tuple(row[1] for row in rows if row[0] == "alias_domain_removed"),
     )
 
@@ -450,7 +295,7 @@ def _state(rows: list[list[str]]) -> tuple[bool, int, int]:
 def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes: int) -> None:
     """Add a mailbox (address checked by mailstack.accounts.names; the hash from passwords)."""
     address = names.require("ADDRESS", names.mailbox, address)
-    local_part, domain = _split(address)
+    local_part, domain = split_address(address)
     rows = psql.query(
         compose,
         "WITH added AS (INSERT INTO mailboxes (address, local_part, domain, password, "
@@ -584,7 +429,7 @@ def remove_mailbox(
 ) -> MailboxRemoval:
     """Remove a mailbox; its stored mail stays unless purge is asked and confirmed."""
     address = address.lower()
-    local_part, domain = _split(address)
+    local_part, domain = split_address(address)
     home = f"{MAIL_ROOT}/{domain}/{local_part}"  # shown only; a purge re-validates it
     path = mailbox_mail_path(address) if purge else home
     rows = psql.query(
@@ -593,11 +438,11 @@ def remove_mailbox(
         {"address": address},
     )
     exists = bool(rows) and rows[0][-1] == "t"
-    mail = _confirmed_purge(compose, path, purge, confirm)
+    mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
             raise UsageError(f"mailbox {address} does not exist")
-        return MailboxRemoval(address, home, False, (), _purge(compose, mail))
+        return MailboxRemoval(address, home, False, (), delete_stored_mail(compose, mail))
     rows = psql.query(compose, _REMOVE_MAILBOX, {"address": address})
     if not any(row[0] == "mailbox" for row in rows):
         raise UsageError(f"mailbox {address} does not exist")
@@ -607,251 +452,11 @@ def remove_mailbox(
         home,
         True,
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
-        _purge(compose, mail) if mail is not None and mail.exists else None,
+        delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
     )
 
 
-# --- aliases ---------------------------------------------------------------------------------
-
-# Destinations travel as one comma-joined variable: a normalised address has no comma.
-_ADD_ALIAS = """
-WITH wanted AS (
-    SELECT DISTINCT ON (lower(w)) w AS destination
-    FROM unnest(string_to_array(:'destinations', ',')) AS w
-),
-added AS (
-    INSERT INTO aliases (source, domain, destination)
-    SELECT :'source', d.name, w.destination FROM domains d CROSS JOIN wanted w
-    WHERE d.name = :'domain' AND NOT EXISTS (
-        SELECT 1 FROM aliases a
-        WHERE a.source = :'source' AND lower(a.destination) = lower(w.destination)
-    )
-    ON CONFLICT (source, destination) DO NOTHING
-    RETURNING destination
-)
-SELECT 'domain', CASE WHEN EXISTS (SELECT 1 FROM domains WHERE name = :'domain')
-    THEN 't' ELSE 'f' END
-UNION ALL SELECT 'added', destination FROM added;
-"""
-
-# All or nothing: when one named destination is not there, nothing is removed.
-_REMOVE_ALIAS = """
-WITH wanted AS (
-    SELECT DISTINCT lower(w) AS destination
-    FROM unnest(string_to_array(NULLIF(:'destinations', ''), ',')) AS w
-),
-missing AS (
-    SELECT w.destination FROM wanted w WHERE NOT EXISTS (
-        SELECT 1 FROM aliases a
-        WHERE a.source = :'source' AND lower(a.destination) = w.destination
-    )
-),
-gone AS (
-    DELETE FROM aliases
-    WHERE source = :'source' AND NOT EXISTS (SELECT 1 FROM missing)
-    AND (NOT EXISTS (SELECT 1 FROM wanted)
-         OR lower(destination) IN (SELECT destination FROM wanted))
-    RETURNING destination
-)
-SELECT 'removed', destination FROM gone
-UNION ALL SELECT 'missing', destination FROM missing;
-"""
-
-
-def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> AliasChange:
-    """source: an address or '@domain' (catch-all) of a domain of this stack.
-
-    destinations: normalised addresses, local or external. Ones already present are kept
-    and reported; it is an error only when none is new. Both checked by mailstack.accounts.names.
-    """
-    source = names.require("SOURCE", names.source, source)
-    destinations = [names.require("DEST", names.address, dest) for dest in destinations]
-    _, domain = _split(source)
-    joined = _destinations(source, destinations, required=True)
-    rows = psql.query(
-        compose,
-        _ADD_ALIAS,
-        {"source": source, "domain": domain, "destinations": joined},
-    )
-    if not any(row == ["domain", "t"] for row in rows):
-        raise UsageError(
-            f"{domain} is not a mail domain of this stack",
-            hint=f"add it first: mailstack domain add {domain}",
-        )
-    added = tuple(row[1] for row in rows if row[0] == "added")
-    added_lower = {destination.lower() for destination in added}
-    already: list[str] = []
-    for destination in destinations:
-        lowered = destination.lower()
-        if lowered not in added_lower and destination not in already:
-            already.append(destination)
-    if not added:
-        shown = ", ".join(already)
-        raise UsageError(f"alias {source} -> {shown} already exists")
-    return AliasChange(source, added=added, already_present=tuple(already))
-
-
-def list_aliases(compose: Executor, domain: str | None = None) -> list[Alias]:
-    rows = psql.query(
-        compose,
-        "SELECT source, destination FROM aliases "
-        "WHERE :'domain' = '' OR domain = :'domain' ORDER BY source, destination;",
-        {"domain": domain or ""},
-    )
-    grouped: dict[str, list[str]] = {}
-    for source, destination in rows:
-        grouped.setdefault(source, []).append(destination)
-    return [Alias(source, tuple(targets)) for source, targets in grouped.items()]
-
-
-def remove_alias(compose: Executor, source: str, destinations: Sequence[str] = ()) -> AliasChange:
-    """Remove the named destinations of an alias (all or nothing), or the whole alias."""
-    source = source.lower()
-    _split(source)
-    joined = _destinations(source, destinations, required=False)
-    rows = psql.query(compose, _REMOVE_ALIAS, {"source": source, "destinations": joined})
-    missing = [row[1] for row in rows if row[0] == "missing"]
-    if missing:
-        raise UsageError(
-            f"alias {source} has no destination {', '.join(missing)}; nothing was removed",
-            hint="see mailstack alias list",
-        )
-    removed = tuple(row[1] for row in rows if row[0] == "removed")
-    if not removed:
-        raise UsageError(f"no alias {source}", hint="see mailstack alias list")
-    return AliasChange(source, removed=removed)
-
-
-def _destinations(source: str, destinations: Sequence[str], *, required: bool) -> str:
-    if required and not destinations:
-        raise UsageError(f"alias {source}: give at least one destination")
-    if len(destinations) > MAX_DESTINATIONS:
-        raise UsageError(f"alias {source}: at most {MAX_DESTINATIONS} destinations at once")
-    for destination in destinations:
-        local_part, separator, domain = destination.rpartition("@")
-        if not separator or not local_part or not domain or "," in destination:
-            raise UsageError(f"{destination!r} is not a mail address (local@domain)")
-        if destination.lower() == source:
-            raise UsageError(f"alias {source} cannot point to itself")
-    return ",".join(destinations)
-
-
-# --- stored mail (the dovecot container) -----------------------------------------------------
-
-# What may appear as one path component under /var/mail: not empty, not . or .., no slash.
-_PATH_COMPONENT = re.compile(r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,253}$")
-
-
-@dataclass(frozen=True)
-class Usage:
-    storage_bytes: int
-    messages: int
-
-
-def domain_mail_path(domain: str) -> str:
-    """/var/mail/<domain>: where Dovecot keeps every mailbox of the domain."""
-    return _mail_path(domain.lower())
-
-
-def mailbox_mail_path(address: str) -> str:
-    """/var/mail/<domain>/<local part>: a mailbox's home, as the dovecot_users view says."""
-    local_part, domain = _split(address)
-    if "/" in local_part:
-        raise UsageError(
-            f"{address}: a local part with '/' has no mail directory of its own",
-            hint="its stored mail, if any, is inside another mailbox's directory; not purged",
-        )
-    return _mail_path(domain, local_part)
-
-
-def stored_mail(compose: Executor, path: str) -> StoredMail:
-    """How much mail is stored under path (as the mail user; nothing is changed)."""
-    try:
-        output = _mail_exec(compose, ["du", "-sk", "--one-file-system", "--", path], MAIL_USER)
-    except ExternalCommandFailed as e:
-        if "No such file or directory" in e.output:
-            return StoredMail(path, False, 0)
-        raise ExternalCommandFailed(
-            f"measuring the stored mail in {path}",
-            e.output,
-            hint="the dovecot service must be running (mailstack up); nothing was changed",
-        ) from None
-    fields = output.decode("utf-8", errors="replace").split()
-    if not fields or not fields[0].isdigit():
-        raise MailstackError(f"unexpected answer from du for {path}")
-    return StoredMail(path, True, int(fields[0]) * 1024)
-
-
-def mailbox_usage(compose: Executor) -> dict[str, Usage]:
-    """{address: usage} for every active mailbox, from Dovecot's quota bookkeeping."""
-    output = _mail_exec(compose, ["doveadm", "-f", "tab", "quota", "get", "-A"], timeout=300)
-    return parse_quota_table(output.decode("utf-8", errors="replace"))
-
-
-def parse_quota_table(text: str) -> dict[str, Usage]:
-    """`doveadm -f tab quota get -A` as usage per user (STORAGE is in KiB)."""
-    storage: dict[str, int] = {}
-    messages: dict[str, int] = {}
-    for line in text.splitlines()[1:]:  # the first line is the header
-        fields = line.split("\t")
-        if len(fields) < 4 or not fields[3].isdigit():
-            continue
-        user, kind, value = fields[0], fields[2], int(fields[3])
-        if kind == "STORAGE":
-            storage[user] = storage.get(user, 0) + value * 1024
-        elif kind == "MESSAGE":
-            messages[user] = messages.get(user, 0) + value
-    return {
-        user: Usage(storage.get(user, 0), messages.get(user, 0))
-        for user in storage.keys() | messages.keys()
-    }
-
-
-def _mail_path(*components: str) -> str:
-    for component in components:
-        if not _PATH_COMPONENT.match(component):
-            raise UsageError(f"{component!r} cannot name a mail directory")
-    return "/".join((MAIL_ROOT, *components))
-
-
-def _confirmed_purge(
-    compose: Executor, path: str, purge: bool, confirm: ConfirmPurge | None
-) -> StoredMail | None:
-    """Measure what a purge would delete and ask; refuse (changing nothing) unless confirmed."""
-    if not purge:
-        return None
-    mail = stored_mail(compose, path)
-    if mail.exists and (confirm is None or not confirm(mail)):
-        raise MailstackError(f"not confirmed: nothing was removed and {mail} is kept")
-    return mail
-
-
-def _purge(compose: Executor, mail: StoredMail) -> StoredMail:
-    """Delete a directory of stored mail; the path is one argv element, never shell text."""
-    # Re-derived from its components: only a path under /var/mail is ever handed to rm.
-    components = mail.path.removeprefix(MAIL_ROOT + "/").split("/")
-    path = _mail_path(*components)
-    if path != mail.path or not 1 <= len(components) <= 2:
-        raise MailstackError(f"refusing to delete {mail.path!r}: not a mail directory")
-    _mail_exec(compose, ["rm", "-rf", "--one-file-system", "--", path], MAIL_USER, timeout=600)
-    if stored_mail(compose, path).exists:
-        raise MailstackError(f"{path} is still there after deleting it")
-    return mail
-
-
-def kick_sessions(compose: Executor, mask: str) -> None:
-    """End IMAP sessions of removed users (best effort: there may be none, or no dovecot)."""
-    # "no users kicked" is exit 68; with dovecot stopped there is no session to end either.
-    with contextlib.suppress(ExternalCommandFailed):
-        _mail_exec(compose, ["doveadm", "kick", mask])
-
-
-def _mail_exec(
-    compose: Executor, argv: list[str], user: str | None = None, timeout: float = 60
-) -> bytes:
-    # Empty stdin: `docker compose exec` would otherwise read the operator's terminal and
-    # swallow the answer to a confirmation asked right after.
-    return compose.exec(MAIL_SERVICE, argv, input=b"", user=user, timeout=timeout)
+# --- helpers ---------------------------------------------------------------------------------
 
 
 def _mail_fate(purged: StoredMail | None, path: str, purge_command: str) -> str:
@@ -860,34 +465,6 @@ def _mail_fate(purged: StoredMail | None, path: str, purge_command: str) -> str:
     if not purged.exists:
         return f"no stored mail in {path}"
     return f"deleted the stored mail in {purged}"
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def human_size(value: int) -> str:
-    """1536 -> '1.5K'; binary units like the sizes operators type."""
-    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= factor:
-            return f"{value / factor:.1f}".removesuffix(".0") + unit
-    return f"{value}B"
-
-
-def domain_display(name: str) -> str:
-    """'xn--bcher-kva.example' -> 'xn--bcher-kva.example (bücher.example)'."""
-    if "xn--" not in name:
-        return name
-    try:
-        return f"{name} ({idna.decode(name)})"
-    except idna.IDNAError:
-        return name
-
-
-def _split(address: str) -> tuple[str, str]:
-    local_part, separator, domain = address.lower().rpartition("@")
-    if not separator or not domain:
-        raise UsageError(f"{address!r} is not a mail address (local@domain)")
-    return local_part, domain
 
 
 def _quota(quota_bytes: int) -> str:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack.accounts.directory import kick_sessions
+from mailstack.accounts.mailstore import kick_sessions
 from mailstack.accounts.syncfile import dump_document, write_private
 from mailstack.accounts.syncplan import (
     AppPasswordState,

@@ -20,7 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mailstack.accounts import names
-from mailstack.accounts.directory import MAX_DESTINATIONS
+from mailstack.accounts.aliases import MAX_DESTINATIONS
 from mailstack.accounts.syncplan import AppPasswordState, MailboxState, Snapshot
 from mailstack.errors import UsageError
 from mailstack.stack.config import explain

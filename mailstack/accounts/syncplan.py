@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mailstack.accounts.directory import MAIL_ROOT
+from mailstack.accounts.mailstore import MAIL_ROOT
 from mailstack.errors import UsageError
 from mailstack.units import format_size
 

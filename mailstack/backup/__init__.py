@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mailstack import __version__, services
-from mailstack.accounts import directory
+from mailstack.accounts import mailstore
 from mailstack.adapters import psql
 from mailstack.adapters.compose import Compose
 from mailstack.adapters.docker import DOCKER, Bind, OneShot
@@ -421,9 +421,9 @@ class BackupResult:
     def __str__(self) -> str:
         return (
             f"snapshot {self.snapshot} in {self.target}: {self.files} files, "
-            f"{directory.human_size(self.bytes_processed)} read, "
-            f"{directory.human_size(self.bytes_new)} new, "
-            f"{directory.human_size(self.bytes_stored)} stored in the repository; "
+            f"{mailstore.human_size(self.bytes_processed)} read, "
+            f"{mailstore.human_size(self.bytes_new)} new, "
+            f"{mailstore.human_size(self.bytes_stored)} stored in the repository; "
             f"{self.seconds:.1f}s (mail paused {self.pause_seconds:.2f}s)"
         )
 
@@ -873,8 +873,8 @@ class _Summary:
                 total = int(message.get("total_bytes") or 0)
                 progress(
                     low + (high - low) * done,
-                    f"{directory.human_size(int(message.get('bytes_done') or 0))} of "
-                    f"{directory.human_size(total)}",
+                    f"{mailstore.human_size(int(message.get('bytes_done') or 0))} of "
+                    f"{mailstore.human_size(total)}",
                 )
             elif message.get("message_type") == "summary":
                 self.snapshot = str(message.get("snapshot_id", ""))
@@ -927,7 +927,7 @@ def build_manifest(stack: Stack) -> dict[str, Any]:
     image_ids: dict[str, str] = {}
     for service, reference in sorted(references.items()):
         image_ids[service] = f"{reference} {DOCKER.image_id(reference) or ''}".strip()
-    usage = directory.mailbox_usage(compose)
+    usage = mailstore.mailbox_usage(compose)
     return {
         "schema": MANIFEST_SCHEMA,
         "mailstack_version": __version__,
@@ -1290,7 +1290,7 @@ def _includes(parts: Sequence[str], mailboxes: Sequence[str], full: bool) -> lis
 
 def _mailbox_path(address: str) -> str:
     """Where a mailbox's home is in a snapshot (/backup/volumes/mail/<domain>/<local part>)."""
-    home = directory.mailbox_mail_path(address).removeprefix(directory.MAIL_ROOT)
+    home = mailstore.mailbox_mail_path(address).removeprefix(mailstore.MAIL_ROOT)
     return f"{VOLUMES_PATH}/mail{home}"
 
 

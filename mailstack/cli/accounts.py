@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import directory, names, passwords
+from mailstack.accounts import aliases, directory, mailstore, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
@@ -62,10 +62,10 @@ def _purge_flags(purge: bool, yes: bool) -> None:
         raise UsageError("--yes only confirms --purge; without --purge no mail is deleted")
 
 
-def _confirm_purge(name: str, *, yes: bool, type_name: bool) -> directory.ConfirmPurge:
+def _confirm_purge(name: str, *, yes: bool, type_name: bool) -> mailstore.ConfirmPurge:
     """The question asked before stored mail is deleted (or --yes, which answers it)."""
 
-    def confirm(mail: directory.StoredMail) -> bool:
+    def confirm(mail: mailstore.StoredMail) -> bool:
         if yes:
             return True
         output.warn(f"--purge deletes the stored mail in {mail} for good")
@@ -270,7 +270,7 @@ def alias_add(
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations]
     stack = Stack.load(directory_)
-    output.info(str(directory.add_alias(stack.compose, alias, targets)))
+    output.info(str(aliases.add_alias(stack.compose, alias, targets)))
 
 
 @alias_app.command("remove")
@@ -287,7 +287,7 @@ def alias_remove(
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations or []]
     stack = Stack.load(directory_)
-    output.info(str(directory.remove_alias(stack.compose, alias, targets)))
+    output.info(str(aliases.remove_alias(stack.compose, alias, targets)))
 
 
 @alias_app.command("list")
@@ -300,7 +300,7 @@ def alias_list(
     """List aliases and catch-alls with their destinations."""
     only = _valid("DOMAIN", domain) if domain is not None else None
     stack = Stack.load(directory_)
-    output.listing(directory.list_aliases(stack.compose, only), as_json)
+    output.listing(aliases.list_aliases(stack.compose, only), as_json)
 
 
 # --- helpers ---------------------------------------------------------------------------------

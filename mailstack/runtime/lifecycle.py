@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack import services
-from mailstack.accounts import directory
+from mailstack.accounts import directory, migrations
 from mailstack.adapters import docker
 from mailstack.adapters.compose import ServiceState
 from mailstack.adapters.docker import DOCKER
@@ -116,7 +116,7 @@ def up(
     stack.compose.run(["up", "--detach", "--remove-orphans", "db"])
     wait_healthy(stack, ["db"], timeout, progress)
     _say(progress, "applying mail directory migrations")
-    applied = directory.migrate(stack.compose)
+    applied = migrations.migrate(stack.compose)
     # The first domain named in mailstack.yaml is a mail domain from the first `up` on.
     if stack.config.domain not in {domain.name for domain in directory.list_domains(stack.compose)}:
         directory.add_domain(stack.compose, stack.config.domain)

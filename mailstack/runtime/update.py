@@ -34,7 +34,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from mailstack import __version__, backup, services
-from mailstack.accounts import directory
+from mailstack.accounts import migrations
 from mailstack.adapters import docker, psql
 from mailstack.adapters.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
@@ -214,12 +214,12 @@ class UpdateRun:
 
     def migrate(self) -> list[str]:
         new = self._begin("migrate", "schema migrations")
-        if not directory.pending_in(new.compose):
+        if not migrations.pending_in(new.compose):
             return []
         self.records.dump_database(new)
         self.state.migrated = True
         self.records.save(self.state)
-        return directory.migrate(new.compose)
+        return migrations.migrate(new.compose)
 
     def recreate(self, config_changed: set[str]) -> None:
         new = self._begin("recreate", "recreating the services that changed, one at a time")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from mailstack.accounts import directory
+from mailstack.accounts import mailstore
 from mailstack.accounts.passwords import verify_password
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
@@ -396,9 +396,9 @@ QUOTA_TABLE = (
 
 
 def test_quota_table_is_read_in_bytes_and_messages() -> None:
-    usage = directory.parse_quota_table(QUOTA_TABLE)
-    assert usage["alice@example.test"] == directory.Usage(1536 * 1024, 12)
-    assert usage["bob@example.test"] == directory.Usage(0, 0)
+    usage = mailstore.parse_quota_table(QUOTA_TABLE)
+    assert usage["alice@example.test"] == mailstore.Usage(1536 * 1024, 12)
+    assert usage["bob@example.test"] == mailstore.Usage(0, 0)
 
 
 def test_mailbox_list_shows_usage_against_quota(containers: FakeContainers) -> None:
