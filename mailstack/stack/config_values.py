@@ -37,6 +37,7 @@ _SSH_KEY_TYPES = (
 )  # fmt: skip
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
+
 # --- value checks (pure; raise ValueError with the "allowed" half of the message) ---------
 
 
