@@ -61,7 +61,8 @@ def reference_markdown() -> str:
     lines = [
         "# mailstack.yaml reference",
         "",
-        "Generated from the config model (`mailstack/stack/config.py`); a test keeps this page in sync.",
+        "Generated from the config model (`mailstack/stack/config.py`); "
+        "a test keeps this page in sync.",
         "Unknown keys are errors. Every value that reaches a generated file is validated.",
         "",
         "| key | default | description |",
