@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from mailstack.accounts.passwords import STRONG_SCHEMES, hash_scheme, is_password_hash
 from mailstack.errors import UsageError
-from mailstack.stack.config import mixed_scripts, normalize_address, normalize_domain
+from mailstack.stack.config_values import mixed_scripts, normalize_address, normalize_domain
 
 APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOOKUP_KEY = re.compile(r"^[0-9a-f]{8}$")

@@ -47,8 +47,8 @@ from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.images import builder, repository_key
 from mailstack.runtime.lifecycle import wait_healthy
 from mailstack.stack import Stack
-from mailstack.stack.config import Backup as BackupConfig
-from mailstack.stack.config import check_backup_target, check_ssh_host_key, normalize_address
+from mailstack.stack.config_sections import Backup as BackupConfig
+from mailstack.stack.config_values import check_backup_target, check_ssh_host_key, normalize_address
 from mailstack.stack.secrets import BACKUP_PASSWORD, SECRETS_DIR, ensure_backup_password
 from mailstack.stack.stackdir import STATE_DIR, StackDir
 

@@ -12,7 +12,7 @@ from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_DKIM_PENDING, UsageError
 from mailstack.mailauth import dkim, dkim_rotation
 from mailstack.stack import Stack
-from mailstack.stack.config import normalize_domain
+from mailstack.stack.config_values import normalize_domain
 from mailstack.stack.stackdir import StackDir
 
 dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)

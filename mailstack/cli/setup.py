@@ -13,7 +13,7 @@ from mailstack.errors import ConfigError, UsageError
 from mailstack.images import builder
 from mailstack.images.imagetags import DEBIAN_IMAGE
 from mailstack.stack import stackfiles
-from mailstack.stack.config import normalize_domain
+from mailstack.stack.config_values import normalize_domain
 
 host_app = typer.Typer(help="Prepare this host (base image).", no_args_is_help=True)
 

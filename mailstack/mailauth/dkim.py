@@ -415,7 +415,7 @@ def _public(domain: str, selector: str, path: Path, *, active: bool) -> DkimKey:
 
 
 def _check_domain(domain: str) -> None:
-    # Domains arrive normalised (config.normalize_domain); this guards the file names.
+    # Domains arrive normalised (config_values.normalize_domain); this guards the file names.
     if not _DOMAIN.match(domain) or ".." in domain or domain.startswith((".", "-")):
         raise UsageError(f"DKIM: {domain[:80]!r} is not a normalised domain name")
 

@@ -2,7 +2,7 @@
 
 SPF (RFC 7208), DMARC (RFC 7489), MTA-STS (RFC 8461) and TLS-RPT (RFC 8460). Each parser
 returns the parsed value or raises PolicySyntaxError with one line saying what is wrong;
-config.py uses them to validate mailstack.yaml, dnscheck.py to judge what DNS serves.
+stack/config_policy.py uses them to validate mailstack.yaml, dnscheck.py to judge what DNS serves.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from mailstack.errors import ConfigError
-from mailstack.stack.config import DANGEROUS_EXTENSIONS, validate_config
+from mailstack.stack.config import validate_config
+from mailstack.stack.config_policy import DANGEROUS_EXTENSIONS
 from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.stackfiles import initial_config
 from tests.conftest import REFERENCE

@@ -1,0 +1,318 @@
+"""The sections of mailstack.yaml that shape the stack itself: features, webmail, network and
+ports, TLS, backup, update, images and mailboxes, with the rules that tie a section's keys
+together. The mail policy sections are in config_policy.py, the whole file in config.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from mailstack.stack.config_values import (
+    AbsolutePath,
+    Address,
+    BackupTarget,
+    DailyTime,
+    FeedUrl,
+    IPv4,
+    IPv6,
+    Port,
+    Registry,
+    S3KeyId,
+    SshHostKey,
+    Subnet,
+    TimeWindow,
+    reject_unsafe_text,
+)
+from mailstack.units import MAX_QUOTA_BYTES, format_size, parse_size
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are not silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Features(Section):
+    antivirus: bool = Field(
+        default=False,
+        description="ClamAV scanning through rspamd; init turns it on when the host has "
+        "at least 3 GiB of RAM",
+    )
+    webmail: bool = Field(
+        default=True,
+        description="Roundcube webmail behind the front proxy (webmail.path); init turns it "
+        "off when the host has less than 1 GiB of RAM",
+    )
+
+
+def check_web_path(value: str) -> str:
+    """A URL path for the webmail: "/" or "/name/…/" (letters, digits, - and _ per segment)."""
+    reject_unsafe_text(value, limit=64)
+    if not re.fullmatch(r"/([a-z0-9_-]+/)*", value):
+        raise ValueError(
+            'is not a URL path ("/" or segments of lower-case letters, digits, - and _ '
+            "between slashes, e.g. /mail/)"
+        )
+    if value.startswith(("/.well-known/", "/autodiscover/")):
+        raise ValueError("is a path the front already serves (.well-known, autodiscover)")
+    return value
+
+
+WebPath = Annotated[str, AfterValidator(check_web_path)]
+
+
+class Webmail(Section):
+    path: WebPath = Field(
+        default="/",
+        description='where the webmail answers on https://<hostname>: "/" (the landing page '
+        "makes way for it) or e.g. /mail/",
+    )
+
+
+class Ports(Section):
+    smtp: Port = Field(default=25, description="inbound mail (MX), postscreen, STARTTLS")
+    submissions: Port = Field(default=465, description="mail submission, implicit TLS")
+    submission: Port = Field(default=587, description="mail submission, STARTTLS required")
+    imap: Port = Field(default=143, description="IMAP, STARTTLS required before login")
+    imaps: Port = Field(default=993, description="IMAP, implicit TLS")
+    http: Port = Field(default=80, description="HTTP (redirects to HTTPS, ACME challenges)")
+    https: Port = Field(default=443, description="HTTPS front")
+    managesieve: Port = Field(
+        default=4190, description="ManageSieve (users' own filters), STARTTLS required before login"
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Ports:
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if port in seen:
+                raise ValueError(f"port {port} is used twice ({seen[port]} and {name})")
+            seen[port] = name
+        return self
+
+
+class Network(Section):
+    bind_ipv4: IPv4 = Field(default="0.0.0.0", description="address the published ports bind to")  # noqa: S104  # a mail server listens publicly by design
+    ipv6: bool = Field(
+        default=False,
+        description="also publish the ports on bind_ipv6; not supported yet (must be false)",
+    )
+    bind_ipv6: IPv6 = Field(
+        default="::", description="IPv6 address the ports would bind to (with network.ipv6)"
+    )
+    frontend_subnet: Subnet = Field(
+        default="172.29.80.0/24",
+        description="network of the services that publish ports; private IPv4, /24 or larger "
+        "(fixed addresses .53, .80, .81; Docker picks the rest from .128-.255)",
+    )
+    backend_subnet: Subnet = Field(
+        default="172.29.81.0/24",
+        description="internal network (db, redis, rspamd); no egress; private IPv4, /24 or "
+        "larger (fixed addresses .24, .53, .81; Docker picks the rest from .128-.255)",
+    )
+    ports: Ports = Field(default_factory=Ports)
+
+    @field_validator("ipv6")
+    @classmethod
+    def _ipv4_only(cls, value: bool) -> bool:
+        # Docker's userland proxy would hand every IPv6 client to the stack as one IPv4
+        # address (the gateway's): one client could ban all IPv6 users, exhaust every IPv6
+        # sender's rate limit, and SPF would judge the wrong address. SECURITY.md: IPv6.
+        if value:
+            raise ValueError(
+                "is not supported yet: Docker would show every IPv6 client to the stack "
+                "as one IPv4 address, so bans, rate limits and SPF would judge the wrong "
+                "client; allowed: false (SECURITY.md, IPv6)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Network:
+        front = ipaddress.ip_network(self.frontend_subnet)
+        back = ipaddress.ip_network(self.backend_subnet)
+        if front.overlaps(back):
+            raise ValueError("frontend_subnet and backend_subnet overlap")
+        return self
+
+
+def check_acme_url(value: str) -> str:
+    reject_unsafe_text(value, limit=500)
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ValueError("is not an https:// URL of an ACME directory")
+    return value
+
+
+AcmeUrl = Annotated[str, AfterValidator(check_acme_url)]
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class Tls(Section):
+    mode: Literal["selfsigned", "acme", "manual"] = Field(
+        default="selfsigned",
+        description="selfsigned: a certificate from the stack's own CA; acme: obtained and "
+        "renewed automatically (HTTP-01 through the front, `mailstack tls renew`); manual: "
+        "cert_file and key_file below",
+    )
+    acme_email: Address | None = Field(
+        default=None,
+        description="mode acme: contact for the ACME account (expiry warnings from the CA)",
+    )
+    acme_server: AcmeUrl = Field(
+        default=LETS_ENCRYPT, description="mode acme: the ACME directory URL (Let's Encrypt)"
+    )
+    renew_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="mode acme: renew when the certificate expires in fewer days than this",
+    )
+    ca_file: AbsolutePath | None = Field(
+        default=None,
+        description="modes acme and manual: a PEM bundle of extra CAs the stack trusts for its "
+        "own certificate and the ACME server (a private CA); default: the system's CAs",
+    )
+    cert_file: AbsolutePath | None = Field(
+        default=None, description="mode manual: PEM chain (certificate first)"
+    )
+    key_file: AbsolutePath | None = Field(default=None, description="mode manual: PEM key")
+
+    @model_validator(mode="after")
+    def _manual_needs_files(self) -> Tls:
+        if self.mode == "manual" and not (self.cert_file and self.key_file):
+            raise ValueError("mode manual needs cert_file and key_file")
+        return self
+
+
+class Backup(Section):
+    target: BackupTarget = Field(
+        default="/var/backups/mailstack",
+        description="the restic repository: a local path outside the stack directory (e.g. "
+        "a mounted disk), sftp://user@host[:port]/path, or s3://host[:port]/bucket[/prefix] "
+        "(S3-compatible; s3+http:// only for an endpoint on a trusted network)",
+    )
+    ssh_host_key: SshHostKey | None = Field(
+        default=None,
+        description='sftp targets: the server\'s public host key ("ssh-ed25519 AAAA…", as in '
+        "its /etc/ssh/ssh_host_ed25519_key.pub); required, nothing is trusted on first use",
+    )
+    s3_access_key_id: S3KeyId | None = Field(
+        default=None,
+        description="s3 targets: the access key id; the secret key goes in "
+        "secrets/backup_s3_secret_access_key (one line, mode 0600)",
+    )
+    keep_daily: int = Field(default=7, ge=0, le=366, description="daily snapshots kept")
+    keep_weekly: int = Field(default=4, ge=0, le=520, description="weekly snapshots kept")
+    keep_monthly: int = Field(default=12, ge=0, le=1200, description="monthly snapshots kept")
+    verify_read_percent: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="share of the repository's data that `backup verify` reads back and checks",
+    )
+    schedule_time: DailyTime = Field(
+        default="03:30",
+        description="local time (HH:MM) of the daily backup once `mailstack backup schedule "
+        "on` has installed the timer",
+    )
+
+    @model_validator(mode="after")
+    def _target_credentials(self) -> Backup:
+        if self.target.startswith("sftp://") and self.ssh_host_key is None:
+            raise ValueError("an sftp target needs ssh_host_key (the server's public host key)")
+        if self.target.startswith(("s3://", "s3+http://")) and self.s3_access_key_id is None:
+            raise ValueError("an s3 target needs s3_access_key_id")
+        return self
+
+
+class Update(Section):
+    channel: Literal["stable", "fast", "beta"] = Field(
+        default="stable",
+        description="stable: tested feature releases; fast: fixes only; beta: early",
+    )
+    feed_url: FeedUrl | None = Field(
+        default=None,
+        description="the release feed `update --check` reads (JSON, docs/release-feed.md); "
+        "https, or http on the loopback address",
+    )
+    security: Literal["auto", "notify", "off"] = Field(
+        default="auto",
+        description="Debian security fixes in the images (docs/update.md): auto applies them "
+        "unattended inside the window (health-gated, rolled back on failure) and mails the "
+        "postmaster what it did; notify only mails what is pending and the command to run; "
+        "off: only `mailstack check updates` and `status` tell",
+    )
+    window: TimeWindow = Field(
+        default="04:00-06:00",
+        description="local time (HH:MM-HH:MM, may cross midnight) in which security: auto may "
+        "restart a service; the daily check runs at its start",
+    )
+
+
+class Images(Section):
+    registry: Registry | None = Field(
+        default=None,
+        description="pull images from this registry instead of building them locally",
+    )
+    apt_sources: AbsolutePath | None = Field(
+        default=None,
+        description="a file of apt sources (deb822 or one-line) images are built from, with "
+        "the release, -updates and -security suites; default: the host's own apt sources",
+    )
+
+    @property
+    def apt_sources_path(self) -> Path | None:
+        return Path(self.apt_sources) if self.apt_sources else None
+
+
+def check_size(value: str) -> str:
+    """A size as operators write it (2G, 500M, 0 for none), checked with the CLI's parser."""
+    reject_unsafe_text(value, limit=32)
+    bytes_ = parse_size(value)  # ValueError names what is allowed
+    if bytes_ > MAX_QUOTA_BYTES:
+        raise ValueError(f"is too large (at most {format_size(MAX_QUOTA_BYTES)})")
+    return value.strip()
+
+
+def _size_as_text(value: object) -> object:
+    """YAML reads `0` or `1024` as a number; a size may be written either way."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Size = Annotated[str, BeforeValidator(_size_as_text), AfterValidator(check_size)]
+WarningPercent = Annotated[int, Field(ge=1, le=99)]
+
+
+class Mailboxes(Section):
+    default_quota: Size = Field(
+        default="2G",
+        description="storage quota of a new mailbox when `mailbox add` gets no --quota "
+        "(e.g. 2G, 500M; 0 for none)",
+    )
+    quota_warnings: list[WarningPercent] = Field(
+        default=[85, 95],
+        max_length=5,
+        description="a mailbox gets a warning message when its usage first crosses each of "
+        "these percentages of its quota; [] for none",
+    )
+
+    @field_validator("quota_warnings")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a percentage twice")
+        return value
