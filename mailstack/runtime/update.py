@@ -241,8 +241,7 @@ class UpdateRun:
 
     def roll_back(self, failure: BaseException) -> BaseException:
         """Roll back after `failure`; return the error to raise."""
-        step, to_version = self.state.step, self.state.to_version
-        _say(self.progress, f"update failed at '{step}': rolling back")
+        _say(self.progress, f"update failed at '{self.state.step}': rolling back")
         try:
             _rollback(
                 Stack.load(self.root),
@@ -252,25 +251,37 @@ class UpdateRun:
                 self.health_timeout,
             )
         except MailstackError as second:
-            return UpdateFailed(
-                f"update to {to_version} failed at '{step}' ({_first_line(failure)}), and the "
-                f"rollback failed too: {second.message}",
-                hint=f"the state is kept in {STATE_DIR}/{UPDATE_DIR}/; run `mailstack update` "
-                "again to retry the rollback",
-            )
-        if isinstance(failure, KeyboardInterrupt):
-            return failure
-        if self.state.kind == "security":
-            return UpdateFailed(
-                f"security update failed at '{step}': {_first_line(failure)}; rolled back, the "
-                "previous images are serving again",
-                hint="see `mailstack logs SERVICE` for the failing service's logs",
-            )
+            return error_after_rollback(self.state, failure, second)
+        return error_after_rollback(self.state, failure, None)
+
+
+def error_after_rollback(
+    state: UpdateState, failure: BaseException, rollback_failure: MailstackError | None
+) -> BaseException:
+    """What a failed update raises once its rollback ran (pure): the interruption itself
+    after Ctrl-C, else what failed and what serves now; when the rollback failed too, both
+    failures and how to retry (the state file is kept for that)."""
+    step, to_version = state.step, state.to_version
+    if rollback_failure is not None:
         return UpdateFailed(
-            f"update to {to_version} failed at '{step}': {_first_line(failure)}; rolled back, "
-            f"mailstack {self.state.from_version} is serving again",
+            f"update to {to_version} failed at '{step}' ({_first_line(failure)}), and the "
+            f"rollback failed too: {rollback_failure.message}",
+            hint=f"the state is kept in {STATE_DIR}/{UPDATE_DIR}/; run `mailstack update` "
+            "again to retry the rollback",
+        )
+    if isinstance(failure, KeyboardInterrupt):
+        return failure
+    if state.kind == "security":
+        return UpdateFailed(
+            f"security update failed at '{step}': {_first_line(failure)}; rolled back, the "
+            "previous images are serving again",
             hint="see `mailstack logs SERVICE` for the failing service's logs",
         )
+    return UpdateFailed(
+        f"update to {to_version} failed at '{step}': {_first_line(failure)}; rolled back, "
+        f"mailstack {state.from_version} is serving again",
+        hint="see `mailstack logs SERVICE` for the failing service's logs",
+    )
 
 
 def roll_back_interrupted(
