@@ -60,10 +60,6 @@ def reference(registry: str | None, name: str, tag: str | None = None) -> str:
     return f"{prefix}/{name}:{tag or content_tag(name)}"
 
 
-def image_id(reference: str) -> str | None:
-    return DOCKER.image_id(reference)
-
-
 def installed_packages(reference: str) -> dict[str, str]:
     """An image's package set: its label, or dpkg's database for an image built without one."""
     labels = DOCKER.image_labels(reference)
@@ -139,7 +135,7 @@ def ensure_base_layer(apt_sources: Path | None = None) -> str:
     shipped = build_contexts_dir() / BASE_CONTEXT
     identity = {
         **generated,
-        "debian-image": (image_id(DEBIAN_IMAGE) or "").encode(),
+        "debian-image": (DOCKER.image_id(DEBIAN_IMAGE) or "").encode(),
         "compose/base": context_digest(BASE_CONTEXT).encode(),
     }
     tag = files_digest(identity)[:16]

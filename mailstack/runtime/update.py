@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -195,7 +194,7 @@ class UpdateRun:
                 hint=f"the merged candidate is beside each file as FILE{CANDIDATE_SUFFIX}; "
                 "edit FILE to the result you want, then run `mailstack update` again",
             )
-        return _services_with_changed_config(report)
+        return report.services_with_changed_config()
 
     def build(self) -> None:
         new = self._begin("build", "building the new images (the stack keeps serving)")
@@ -339,16 +338,7 @@ def _needs_recreate(new: Stack, service: str, config_changed: set[str]) -> bool:
         return True
     running = _running_image_ids(new).get(service)
     wanted = new.compose.images().get(service, "")
-    return running is None or running != builder.image_id(wanted)
-
-
-def _services_with_changed_config(report: Any) -> set[str]:
-    changed: set[str] = set()
-    for outcome in report.changed():
-        parts = outcome.path.split("/")
-        if len(parts) > 2 and parts[0] == "config":
-            changed.add(parts[1])
-    return changed
+    return running is None or running != DOCKER.image_id(wanted)
 
 
 # --- rollback ----------------------------------------------------------------------------------

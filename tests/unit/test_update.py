@@ -58,7 +58,7 @@ def test_services_with_changed_config_come_from_the_render_report() -> None:
         (),
         (),
     )
-    assert update._services_with_changed_config(report) == {"postfix", "rspamd"}
+    assert report.services_with_changed_config() == {"postfix", "rspamd"}
 
 
 def test_a_downgrade_is_refused_in_one_line() -> None:
