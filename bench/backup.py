@@ -6,7 +6,7 @@ Usage (as root, on a host prepared by scripts/setup-host.sh; needs zstd for the 
 A synthetic mail store (maildir layout, sizes like real mail: mostly 2 to 60 KB, a few MB-sized
 attachments; random bytes, because mail_crypt makes stored mail incompressible) is written
 into a Docker volume of its own. The backup engine is the one `mailstack backup` runs: the
-backup image through mailstack.backup.Repository, with the same container options and
+backup image through mailstack.backup.restic.Repository, with the same container options and
 mount layout, and the repository key `backup create` gives a new repository (cheap scrypt;
 --calibrated-key keeps restic's own, as before). Besides the incremental run after ~1% new
 mail, a run with nothing changed shows the fixed cost of one restic job (container, key,
@@ -32,7 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailstack import backup
+from mailstack.backup.creation import backup_args, repository_size
+from mailstack.backup.layout import VOLUMES_PATH
+from mailstack.backup.repository import ensure_image, use_fast_key
+from mailstack.backup.restic import Mount, Repository
+from mailstack.backup.target import parse_target
 
 PROJECT = "mailstack-bench-backup"
 MIB = 1024 * 1024
@@ -121,22 +125,22 @@ def main() -> None:
     password.chmod(0o600)
     repo = scratch / "repo"
     repo.mkdir()
-    repository = backup.Repository(
-        image=backup.ensure_image(None),
-        target=backup.parse_target(str(repo)),
+    repository = Repository(
+        image=ensure_image(None),
+        target=parse_target(str(repo)),
         password_file=password,
         name=f"{PROJECT}-job",
         cache_volume=f"{PROJECT}-cache",
     )
-    mounts = [backup.Mount(mail_volume, f"{backup.VOLUMES_PATH}/mail")]
+    mounts = [Mount(mail_volume, f"{VOLUMES_PATH}/mail")]
     try:
         files, size = fill(volume(mail_volume), options.size_mib * MIB, rng)
         print(f"mail store: {files} files, {size / MIB:.0f} MiB")
         repository.run(["init"])  # then, as `backup create` does for a new repository:
-        fast_key = not options.calibrated_key and backup.use_fast_key(repository)
+        fast_key = not options.calibrated_key and use_fast_key(repository)
         key = "cheap scrypt (N=2^15, r=8, p=1)" if fast_key else "restic's calibrated scrypt"
         print(f"repository key: {key}")
-        run = [*backup.backup_args("bench"), "--quiet"]  # what `backup create` runs
+        run = [*backup_args("bench"), "--quiet"]  # what `backup create` runs
 
         def backup_once() -> dict[str, int]:
             output = repository.run(run, mounts)
@@ -146,13 +150,13 @@ def main() -> None:
 
         holder: dict[str, dict[str, int]] = {}
         full = timed(lambda: holder.setdefault("full", backup_once()))
-        stored_full = backup.repository_size(repository)
+        stored_full = repository_size(repository)
         print(
             f"full backup: {full:.2f}s, {size / MIB / full:.0f} MiB/s, repository {stored_full / MIB:.0f} MiB"
         )
         added = change_one_percent(Path(mountpoint(mail_volume)), size, rng)
         incremental = timed(lambda: holder.setdefault("incremental", backup_once()))
-        stored_after = backup.repository_size(repository)
+        stored_after = repository_size(repository)
         print(
             f"incremental after {added / MIB:.1f} MiB new mail (~1%): {incremental:.2f}s "
             f"({100 * incremental / full:.1f}% of the full run), "
@@ -168,7 +172,7 @@ def main() -> None:
         restore = timed(
             lambda: repository.run(
                 ["restore", "latest", "--target", "/restore"],
-                [backup.Mount(restored_volume, f"/restore{backup.VOLUMES_PATH}/mail", False)],
+                [Mount(restored_volume, f"/restore{VOLUMES_PATH}/mail", False)],
             )
         )
         print(

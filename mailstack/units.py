@@ -25,6 +25,14 @@ def format_size(value: int) -> str:
     return str(value)
 
 
+def human_size(value: int) -> str:
+    """1536 -> '1.5K' (rounded, for reading; format_size is exact, for writing back)."""
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value >= factor:
+            return f"{value / factor:.1f}".removesuffix(".0") + unit
+    return f"{value}B"
+
+
 _DURATION = re.compile(r"^(\d{1,9})\s*([smhd]?)$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

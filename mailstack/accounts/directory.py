@@ -25,7 +25,6 @@ from mailstack.accounts.mailstore import (
     confirmed_purge,
     delete_stored_mail,
     domain_mail_path,
-    human_size,
     kick_sessions,
     mailbox_mail_path,
     mailbox_usage,
@@ -33,7 +32,7 @@ from mailstack.accounts.mailstore import (
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.units import MAX_QUOTA_BYTES
+from mailstack.units import MAX_QUOTA_BYTES, human_size
 
 
 @dataclass(frozen=True)

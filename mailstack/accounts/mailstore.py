@@ -16,6 +16,7 @@ from mailstack import services
 from mailstack.accounts.addresses import split_address
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
+from mailstack.units import human_size
 
 MAIL_SERVICE = services.DOVECOT.name
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
@@ -153,11 +154,3 @@ def _mail_exec(
     # Empty stdin: `docker compose exec` would otherwise read the operator's terminal and
     # swallow the answer to a confirmation asked right after.
     return compose.exec(MAIL_SERVICE, argv, input=b"", user=user, timeout=timeout)
-
-
-def human_size(value: int) -> str:
-    """1536 -> '1.5K'; binary units like the sizes operators type."""
-    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if value >= factor:
-            return f"{value / factor:.1f}".removesuffix(".0") + unit
-    return f"{value}B"

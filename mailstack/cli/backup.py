@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mailstack import backup
+from mailstack.backup import (
+    creation,
+    recovery,
+    repository,
+    restoration,
+    snapshots,
+    verification,
+)
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
@@ -30,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def _progress_bar(enabled: bool) -> Iterator[backup.Progress | None]:
+def _progress_bar(enabled: bool) -> Iterator[repository.Progress | None]:
     """A progress bar on stderr (terminals only); yields the callback the core reports to."""
     if not enabled or not sys.stderr.isatty():
         yield (lambda fraction, message: None) if not enabled else _plain_progress()
@@ -51,7 +58,7 @@ def _progress_bar(enabled: bool) -> Iterator[backup.Progress | None]:
         yield report
 
 
-def _plain_progress() -> backup.Progress:
+def _plain_progress() -> repository.Progress:
     said: set[str] = set()
 
     def report(fraction: float, message: str) -> None:
@@ -67,7 +74,7 @@ def _plain_progress() -> backup.Progress:
 @output.guarded
 def init(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """Make the repository (and the SSH key of an sftp target) without backing up yet."""
-    result = backup.init_repository(directory)
+    result = repository.init_repository(directory)
     if result.password_created:
         output.backup_password_notice(Stack.load(directory).dir.root)
     output.as_json(result) if as_json else output.info(str(result))
@@ -77,7 +84,7 @@ def init(directory: StackDirOption = Path(), as_json: JsonOption = False) -> Non
 @output.guarded
 def ssh_key_command(directory: StackDirOption = Path()) -> None:
     """The public key an sftp target must authorize (made on first use)."""
-    output.info(backup.ensure_ssh_key(Stack.load(directory).dir.root))
+    output.info(repository.ensure_ssh_key(Stack.load(directory).dir.root))
 
 
 @backup_app.command("create")
@@ -90,7 +97,7 @@ def create(
     """Back up the running stack: mail, database, config, secrets, keys; one snapshot."""
     stack = Stack.load(directory)
     with _progress_bar(not as_json) as report:
-        result = backup.create(stack, tag=tag, progress=report)
+        result = creation.create(stack, tag=tag, progress=report)
     if result.password_created:
         output.backup_password_notice(stack.dir.root)
     output.as_json(result) if as_json else output.info(str(result))
@@ -100,11 +107,11 @@ def create(
 @output.guarded
 def list_(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """The snapshots in the repository, oldest first."""
-    snapshots = backup.list_snapshots(Stack.load(directory))
-    if not snapshots and not as_json:
+    found = snapshots.list_snapshots(Stack.load(directory))
+    if not found and not as_json:
         output.info("no snapshots yet (mailstack backup create)")
         return
-    output.listing(snapshots, as_json)
+    output.listing(found, as_json)
 
 
 @backup_app.command("restore")
@@ -132,7 +139,9 @@ def restore(
     """Restore a snapshot into the stack (or --to a directory)."""
     stack = Stack.load(directory)
     with _progress_bar(not as_json) as report:
-        result = backup.restore(stack, snapshot, only or (), to=to, force=force, progress=report)
+        result = restoration.restore(
+            stack, snapshot, only or (), to=to, force=force, progress=report
+        )
     output.as_json(result) if as_json else output.info(str(result))
 
 
@@ -152,7 +161,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Check the repository, restore a snapshot into a scratch directory, compare counts."""
-    result = backup.verify(Stack.load(directory), snapshot, read_data)
+    result = verification.verify(Stack.load(directory), snapshot, read_data)
     if as_json:
         output.as_json({**output.plain(result), "ok": result.ok})
     else:
@@ -165,7 +174,7 @@ def verify(
 @output.guarded
 def prune(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """Forget snapshots beyond backup.keep_daily/weekly/monthly and free their space."""
-    result = backup.prune(Stack.load(directory))
+    result = snapshots.prune(Stack.load(directory))
     output.as_json(result) if as_json else output.info(str(result))
 
 
@@ -225,7 +234,7 @@ def recover(
             ) from None
     else:
         password = str(typer.prompt("Repository password", hide_input=True))
-    source_spec = backup.Source(
+    source_spec = recovery.Source(
         target=source,
         password=password,
         ssh_key=ssh_key,
@@ -234,5 +243,5 @@ def recover(
         s3_secret_file=s3_secret_file,
     )
     with _progress_bar(not as_json) as report:
-        result = backup.recover(source_spec, directory, snapshot, registry, report)
+        result = recovery.recover(source_spec, directory, snapshot, registry, report)
     output.as_json(result) if as_json else output.info(str(result))

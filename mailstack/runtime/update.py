@@ -32,10 +32,11 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from mailstack import __version__, backup, services
+from mailstack import __version__, services
 from mailstack.accounts import migrations
 from mailstack.adapters import docker, psql
 from mailstack.adapters.docker import DOCKER
+from mailstack.backup import creation
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, packageplan
 from mailstack.runtime import lifecycle, probe
@@ -506,7 +507,7 @@ def _safety_backup(current: Stack, tag: str, progress: Progress | None) -> str:
         _say(progress, f"safety snapshot: {message} ({fraction:.0%})")
 
     try:
-        result = backup.create(current, tag=tag, progress=report)
+        result = creation.create(current, tag=tag, progress=report)
     except MailstackError as e:
         raise UsageError(
             f"the safety snapshot failed: {e.message}",

@@ -219,3 +219,14 @@ JobAnswer = (
 
 def _is_an_engine(engine: FakeEngine) -> Engine:
     return engine  # mypy: the fake keeps the Protocol's signatures
+
+
+@dataclass
+class FakeProject(FakeContainers):
+    """FakeContainers that also names each service's image (Compose.images), for code that
+    records the stack's images, such as a backup's manifest."""
+
+    service_images: dict[str, str] = field(default_factory=dict)
+
+    def images(self) -> dict[str, str]:
+        return dict(self.service_images)

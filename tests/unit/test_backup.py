@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mailstack import backup
+from mailstack.backup.creation import probed_healthy_since
+from mailstack.backup.recovery import Source, recover
+from mailstack.backup.repository import repository_for
+from mailstack.backup.restic import Mount, Repository, RepositoryMissing, explain_failure
+from mailstack.backup.restoration import parse_only
+from mailstack.backup.target import parse_target
+from mailstack.backup.verification import inventory_of
 from mailstack.cli.main import app
 from mailstack.errors import ConfigError, MailstackError, UsageError
 from mailstack.runtime import schedule
@@ -31,18 +37,18 @@ def config(**backup_section: object) -> object:
 
 
 def test_a_local_path_is_mounted_as_the_repository() -> None:
-    target = backup.parse_target("/srv/backups/mail")
+    target = parse_target("/srv/backups/mail")
     assert (target.kind, target.repository, target.path) == ("local", "/repo", "/srv/backups/mail")
 
 
 def test_sftp_and_s3_targets_become_restic_repositories() -> None:
-    sftp = backup.parse_target("sftp://backup@vault.example.org:2222/srv/mail")
+    sftp = parse_target("sftp://backup@vault.example.org:2222/srv/mail")
     assert sftp.repository == "sftp:backup@vault.example.org:/srv/mail"
     assert (sftp.host, sftp.port, sftp.user) == ("vault.example.org", 2222, "backup")
-    assert backup.parse_target("sftp://b@vault.example.org/x").port == 22
-    s3 = backup.parse_target("s3://s3.example.org/bucket/mail")
+    assert parse_target("sftp://b@vault.example.org/x").port == 22
+    s3 = parse_target("s3://s3.example.org/bucket/mail")
     assert s3.repository == "s3:https://s3.example.org/bucket/mail"
-    local_s3 = backup.parse_target("s3+http://127.0.0.1:9000/bucket")
+    local_s3 = parse_target("s3+http://127.0.0.1:9000/bucket")
     assert local_s3.repository == "s3:http://127.0.0.1:9000/bucket"
 
 
@@ -81,16 +87,16 @@ def test_remote_targets_need_their_credentials_named() -> None:
 def test_a_local_target_inside_the_stack_directory_is_refused(tmp_path: Path) -> None:
     settings = config(target=str(tmp_path / "stack" / "backups"))
     with pytest.raises(UsageError, match="is inside the stack directory"):
-        backup.repository_for(tmp_path / "stack", settings.backup, "mail", None)  # type: ignore[attr-defined]
+        repository_for(tmp_path / "stack", settings.backup, "mail", None)  # type: ignore[attr-defined]
 
 
 # --- the container's command line ------------------------------------------------------------
 
 
-def repository(target: str, tmp_path: Path, **extra: object) -> backup.Repository:
-    return backup.Repository(
+def repository(target: str, tmp_path: Path, **extra: object) -> Repository:
+    return Repository(
         image="mailstack/backup:test",
-        target=backup.parse_target(target),
+        target=parse_target(target),
         password_file=tmp_path / "secrets" / "backup_password",
         name="mail-backup-job",
         cache_volume="mail-backup-cache",
@@ -101,7 +107,7 @@ def repository(target: str, tmp_path: Path, **extra: object) -> backup.Repositor
 def test_the_password_reaches_restic_as_a_read_only_file_never_in_argv(tmp_path: Path) -> None:
     argv = (
         repository("/srv/backups", tmp_path)
-        .job([backup.Mount("mail_mail", "/backup/volumes/mail")])
+        .job([Mount("mail_mail", "/backup/volumes/mail")])
         .argv()
     )
     text = shlex.join(argv)
@@ -165,31 +171,31 @@ def test_sftp_jobs_check_the_host_key_strictly(tmp_path: Path) -> None:
     ],
 )
 def test_restic_failures_become_one_clear_line(output: str, code: int, expected: str) -> None:
-    error = backup.explain_failure("restic check", code, output, backup.parse_target("/srv/b"))
+    error = explain_failure("restic check", code, output, parse_target("/srv/b"))
     assert expected in error.message
     assert "\n" not in error.message
     assert isinstance(error, MailstackError)
 
 
 def test_a_missing_repository_is_its_own_error_kind() -> None:
-    error = backup.explain_failure(
+    error = explain_failure(
         "restic cat config",
         1,
         "Is there a repository at the following location?",
-        backup.parse_target("/srv/b"),
+        parse_target("/srv/b"),
     )
-    assert isinstance(error, backup.RepositoryMissing)
+    assert isinstance(error, RepositoryMissing)
 
 
 # --- restore's --only, the inventory ---------------------------------------------------------
 
 
 def test_only_takes_parts_and_mailboxes() -> None:
-    parts, mailboxes = backup.parse_only(["mail", "db", "Joe@Example.ORG", "mail"])
+    parts, mailboxes = parse_only(["mail", "db", "Joe@Example.ORG", "mail"])
     assert parts == ("mail", "db")
     assert mailboxes == ("Joe@example.org",)
     with pytest.raises(UsageError, match="--only: 'everything' is not mail, db, config"):
-        backup.parse_only(["everything"])
+        parse_only(["everything"])
 
 
 def test_the_mail_inventory_counts_messages_per_mailbox(tmp_path: Path) -> None:
@@ -199,7 +205,7 @@ def test_the_mail_inventory_counts_messages_per_mailbox(tmp_path: Path) -> None:
         for number in range(count):
             (home / folder / f"{number}.mail").write_bytes(b"x" * 10)
     (home / "dovecot.index").write_bytes(b"not a message")
-    assert backup.inventory_of(tmp_path) == {"joe@example.org": (6, 60)}
+    assert inventory_of(tmp_path) == {"joe@example.org": (6, 60)}
 
 
 # --- the daily timer -------------------------------------------------------------------------
@@ -270,16 +276,16 @@ def test_a_bad_tag_is_refused_before_anything_runs(stack_root: Path) -> None:
 def test_recovery_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / "mailstack.yaml").write_text("hostname: x\n")
-    source = backup.Source(target="/srv/backups", password="secret")
+    source = Source(target="/srv/backups", password="secret")
     with pytest.raises(UsageError, match="is not empty"):
-        backup.recover(source, tmp_path / "stack")
+        recover(source, tmp_path / "stack")
     assert (tmp_path / "stack" / "mailstack.yaml").read_text() == "hostname: x\n"
 
 
 def test_recovery_from_sftp_needs_the_key_and_the_host_key(tmp_path: Path) -> None:
-    source = backup.Source(target="sftp://backup@vault.example.org/srv/mail", password="secret")
+    source = Source(target="sftp://backup@vault.example.org/srv/mail", password="secret")
     with pytest.raises(UsageError, match="needs --ssh-key and --ssh-host-key"):
-        backup.recover(source, tmp_path / "new")
+        recover(source, tmp_path / "new")
     assert not (tmp_path / "new").exists()
 
 
@@ -311,7 +317,7 @@ def test_after_the_pause_only_a_probe_started_later_counts() -> None:
     before = {"Status": "healthy", "Log": [{"Start": "2026-12-05T14:40:09.999999999Z"}]}
     after = {"Status": "healthy", "Log": [{"Start": "2026-12-05T15:40:11.5+01:00"}]}
     stale = {"Status": "unhealthy", "Log": [{"Start": "2026-12-05T14:40:12Z"}]}
-    assert not backup.probed_healthy_since(before, since)
-    assert backup.probed_healthy_since(after, since)
-    assert not backup.probed_healthy_since(stale, since)
-    assert backup.probed_healthy_since(None, since)  # no healthcheck: nothing to wait for
+    assert not probed_healthy_since(before, since)
+    assert probed_healthy_since(after, since)
+    assert not probed_healthy_since(stale, since)
+    assert probed_healthy_since(None, since)  # no healthcheck: nothing to wait for
