@@ -126,7 +126,7 @@ def main() -> None:
     repo = scratch / "repo"
     repo.mkdir()
     repository = Repository(
-        image=ensure_image(None),
+        image=ensure_image(scratch, None, None),
         target=parse_target(str(repo)),
         password_file=password,
         name=f"{PROJECT}-job",

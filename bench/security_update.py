@@ -35,7 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mailstack import aptsources  # noqa: E402
+from mailstack.images import aptsources  # noqa: E402
 from mailstack.images.imagetags import DEBIAN_IMAGE  # noqa: E402
 from tests.e2e.aptrepo import LocalAptRepository, changelog_entry, download, repack  # noqa: E402
 from tests.e2e.sidestack import PASSWORD, SideStack  # noqa: E402

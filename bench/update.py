@@ -146,8 +146,9 @@ def delivered(root: Path, mailbox: str) -> list[str]:
         subjects = []
         for number in found[0].split():
             _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            raw = data[0][1]
-            assert isinstance(raw, bytes)
+            entry = data[0]
+            assert isinstance(entry, tuple)
+            raw = entry[1]
             subjects.append(raw.decode().split(":", 1)[1].strip())
         return subjects
 
