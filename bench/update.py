@@ -17,7 +17,6 @@ from __future__ import annotations
 import email.utils
 import imaplib
 import itertools
-import shutil
 import smtplib
 import socket
 import ssl
@@ -33,6 +32,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.sidestack import copy_checkout  # noqa: E402
+
 PROJECT = "mailstack-bench-update"
 PORTS = {
     "smtp": 3825,
@@ -65,9 +68,7 @@ def cli(tree: Path, *args: str, stdin: str | None = None) -> float:
 def release(base: Path, version: str, *, postfix_image: bool) -> Path:
     """A copy of this checkout at `version`: an Rspamd template change, maybe a new postfix image."""
     tree = base / version
-    shutil.copytree(
-        REPO, tree, ignore=shutil.ignore_patterns(".git", ".venv", "stack", "tests", "__pycache__")
-    )
+    copy_checkout(tree)
     init = tree / "mailstack" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{CURRENT}"', f'"{version}"'))
     options = tree / "templates" / "config" / "rspamd" / "options.inc"

@@ -8,6 +8,7 @@ import email.message
 import email.policy
 import email.utils
 import imaplib
+import shutil
 import smtplib
 import ssl
 import subprocess
@@ -18,6 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PASSWORD = "Correct-horse-42-battery"  # the test mailboxes' password
+
+
+REPO = Path(__file__).resolve().parents[2]
+# What a release tree leaves out, at the checkout's top only (mailstack/stack/ is a package).
+_NOT_RELEASED = {".git", ".venv", "stack", "tests"}
+
+
+def copy_checkout(destination: Path) -> Path:
+    """A copy of this checkout as a release would ship it, to change and run from."""
+
+    def left_out(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory).resolve() == REPO
+        return {n for n in names if n == "__pycache__" or n.endswith(".pyc")} | (
+            _NOT_RELEASED & set(names) if top else set()
+        )
+
+    shutil.copytree(REPO, destination, ignore=left_out)
+    return destination
 
 
 @dataclass

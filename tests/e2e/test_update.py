@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
-from tests.e2e.sidestack import PASSWORD, SideStack
+from tests.e2e.sidestack import PASSWORD, SideStack, copy_checkout
 from tests.e2e.steady import SteadySender
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +43,7 @@ NEW_TEMPLATE_LINE = "smtpd_error_sleep_time = 2s"
 
 def _version_tree(root: Path, version: str, *, broken_dovecot: bool = False) -> Path:
     """A copy of the project at `version`, changed the way a release changes things."""
-    shutil.copytree(
-        REPO,
-        root,
-        ignore=shutil.ignore_patterns(".git", ".venv", "stack", "__pycache__", "*.pyc", "tests"),
-    )
+    copy_checkout(root)
     init = root / "mailstack" / "__init__.py"
     init.write_text(init.read_text().replace(f'"{OLD_VERSION}"', f'"{version}"'))
     template = root / "templates" / MAIN_CF
