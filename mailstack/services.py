@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the registry is data every layer reads; it needs Config only as a type
     from mailstack.stack.config import Config
 
-CHECKER = "/usr/local/bin/check-config"  # every image ships it (compose/<image>/entrypoint)
+# A service with a config checker ships it here (a mode of compose/<image>/entrypoint).
+CHECKER = "/usr/local/bin/check-config"
 
 
 @dataclass(frozen=True)
@@ -38,26 +39,47 @@ class Service:
     paused_for_backup: bool = False
     # Where the operator's own settings go, never written by mailstack.
     override_point: str | None = None
+    # The Linux capabilities it gets back after dropping all (compose.yaml's cap_add);
+    # SECURITY.md says why for each, and a test holds the running containers to this.
+    capabilities: tuple[str, ...] = ()
 
     def runs_in(self, config: Config) -> bool:
         return self.runs_when is None or self.runs_when(config)
 
 
-DB = Service("db", "db")
-REDIS = Service("redis", "redis", override_point="overrides/redis/redis.conf (included last)")
+# Read secrets or keys as root (Compose hands them over root-owned, 0600), then run as the
+# service's own user.
+_DROP_TO_USER = ("SETGID", "SETUID")
+
+# Chown its socket directory and a fresh volume; drop to the postgres user.
+DB = Service("db", "db", capabilities=("CHOWN", "SETGID", "SETUID"))
+REDIS = Service(
+    "redis",
+    "redis",
+    override_point="overrides/redis/redis.conf (included last)",
+    capabilities=_DROP_TO_USER,
+)
 RESOLVER = Service(
     "resolver",
     "resolver",
     fixed_host=53,  # the stack's DNS server on both networks (containers' `dns:`)
     override_point="overrides/resolver/*.conf (included last)",
+    capabilities=_DROP_TO_USER,
 )
+# clamd and freshclam run as the clamav user from the start: no capability at all.
 CLAMAV = Service("clamav", "clamav", runs_when=lambda config: config.features.antivirus)
-RSPAMD = Service("rspamd", "rspamd", override_point="overrides/rspamd/ (rspamd's override.d)")
+RSPAMD = Service(
+    "rspamd",
+    "rspamd",
+    override_point="overrides/rspamd/ (rspamd's override.d)",
+    capabilities=_DROP_TO_USER,
+)
 BANS = Service(
     "bans",
     "bans",
     runs_when=lambda config: config.policy.bans.enabled,
     override_point="overrides/bans/bans.conf (read last)",
+    capabilities=_DROP_TO_USER,
 )
 DOVECOT = Service(
     "dovecot",
@@ -67,15 +89,25 @@ DOVECOT = Service(
     tls_reload=("doveadm", "reload"),
     paused_for_backup=True,
     override_point="overrides/dovecot/*.conf (included last)",
+    # The master hands sockets to service users, drops privileges per process, signals its
+    # children and chroots the login processes.
+    capabilities=("CHOWN", "SETGID", "SETUID", "KILL", "SYS_CHROOT"),
 )
+# The master reaches postfix-owned queue directories and signals its children.
+_POSTFIX_MASTER = ("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL")
 POSTFIX = Service(
     "postfix",
     "postfix",
     tls_reload=("postfix", "reload"),
     override_point="overrides/postfix/main.cf and overrides/postfix/master.cf (appended last)",
+    capabilities=_POSTFIX_MASTER,
 )
 SINK = Service(
-    "sink", "postfix", runs_when=lambda config: config.mode == "sandbox", checker=("sink",)
+    "sink",
+    "postfix",
+    runs_when=lambda config: config.mode == "sandbox",
+    checker=("sink",),
+    capabilities=_POSTFIX_MASTER,
 )
 _NGINX_RELOAD = ("nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf")
 FRONT = Service(
@@ -85,7 +117,9 @@ FRONT = Service(
     tls_reload=_NGINX_RELOAD,
     config_reload=_NGINX_RELOAD,
     override_point="overrides/front/*.conf (included in the server block)",
+    capabilities=_DROP_TO_USER,
 )
+# The MTA-STS policy resolver runs as the mtasts user from the start: no capability at all.
 MTA_STS = Service("mta-sts", "mta-sts", holds_ca=True)
 WEBMAIL = Service(
     "webmail",
@@ -96,6 +130,8 @@ WEBMAIL = Service(
     fixed_host=81,
     holds_ca=True,
     override_point="overrides/webmail/*.inc.php (Roundcube settings, read last)",
+    # Reads the webmail's secrets as root; the PHP-FPM master starts its workers as www-data.
+    capabilities=_DROP_TO_USER,
 )
 
 # In the order an update recreates them: the back end first; the MTA last, so that senders'

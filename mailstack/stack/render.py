@@ -101,6 +101,12 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             name: imagerefs.compose_reference(name, image_prefix) for name in services.IMAGES
         },
         "pull_policy": "missing" if registry else "never",
+        # cap_add of each service that gets capabilities back (the registry's list).
+        "cap_add": {
+            service.name: f"[{', '.join(service.capabilities)}]"
+            for service in services.SERVICES
+            if service.capabilities
+        },
         "secrets": sorted(SECRET_NAMES),
         "resolver_ip": services.fixed_address(services.RESOLVER, backend),
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.

@@ -93,8 +93,9 @@ class SideStack:
             messages = []
             for number in found[0].split():
                 _, data = imap.fetch(number, "(BODY.PEEK[])")
-                raw = data[0][1]
-                assert isinstance(raw, bytes)
+                entry = data[0]
+                assert isinstance(entry, tuple)
+                raw = entry[1]
                 parsed = email.message_from_bytes(raw, policy=email.policy.default)
                 assert isinstance(parsed, email.message.EmailMessage)
                 messages.append(parsed)

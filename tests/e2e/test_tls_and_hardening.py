@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from mailstack import services
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
 from tests.e2e.conftest import HOSTNAME, PORTS, PROJECT, RunningStack
@@ -269,26 +270,10 @@ def test_https_sends_hsts(scans: dict[str, Scan]) -> None:
 
 # Capabilities each container adds back after `cap_drop: [ALL]`, and why (SECURITY.md has
 # the same table). Anything else, in any container, fails the test.
+# What each service gets back after dropping every capability: its registry record (SECURITY.md
+# says why for each; tests/unit/test_services.py holds compose.yaml and that table to it).
 CAPABILITIES: dict[str, frozenset[str]] = {
-    # chown its socket directory and a fresh volume; drop to the postgres user
-    "db": frozenset({"CHOWN", "SETGID", "SETUID"}),
-    # read the secret as root, then setpriv to the service user
-    "redis": frozenset({"SETGID", "SETUID"}),
-    "resolver": frozenset({"SETGID", "SETUID"}),
-    "rspamd": frozenset({"SETGID", "SETUID"}),
-    "front": frozenset({"SETGID", "SETUID"}),
-    "bans": frozenset({"SETGID", "SETUID"}),
-    # reads the secrets as root; the PHP-FPM master starts its workers as www-data
-    "webmail": frozenset({"SETGID", "SETUID"}),
-    # master: sockets for service users, privilege drop, signals children, chroots logins
-    "dovecot": frozenset({"CHOWN", "SETGID", "SETUID", "KILL", "SYS_CHROOT"}),
-    # master: postfix-owned queue directories (DAC_OVERRIDE), signals its children
-    "postfix": frozenset({"CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL"}),
-    "sink": frozenset({"CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL"}),
-    # runs as the clamav user from the start
-    "clamav": frozenset(),
-    # the MTA-STS policy resolver runs as the mtasts user from the start
-    "mta-sts": frozenset(),
+    service.name: frozenset(service.capabilities) for service in services.SERVICES
 }
 # Services whose root filesystem may stay writable, with the reason. None needs it today.
 WRITABLE_ROOT: dict[str, str] = {}
@@ -320,13 +305,13 @@ def containers(stack: RunningStack) -> dict[str, dict[str, Any]]:
     return {item["Config"]["Labels"]["com.docker.compose.service"]: item for item in inspected}
 
 
-def test_every_running_service_has_a_capability_allowlist(
+def test_every_running_service_is_in_the_registry(
     containers: dict[str, dict[str, Any]],
 ) -> None:
     assert {"db", "redis", "resolver", "rspamd", "dovecot", "postfix", "front", "sink"} <= set(
         containers
     )
-    assert set(containers) <= set(CAPABILITIES), "a new service needs its row in CAPABILITIES"
+    assert set(containers) <= set(CAPABILITIES), "a new service needs its record in services.py"
 
 
 def test_containers_drop_every_capability_and_add_back_only_their_allowlist(

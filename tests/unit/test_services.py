@@ -4,6 +4,8 @@ every service has a record, each record's image, optional feature and fixed addr
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from mailstack import services
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
+
+REPO = Path(__file__).resolve().parents[2]
 
 EVERYTHING_ON: dict[str, Any] = {
     **REFERENCE,
@@ -66,3 +70,49 @@ def test_images_are_built_once_each_and_the_jobs_images_too() -> None:
     assert len(services.IMAGES) == len(set(services.IMAGES))
     assert {"backup", "acme"} <= set(services.IMAGES)
     assert services.SINK.image == services.POSTFIX.image == "postfix"
+
+
+@pytest.mark.parametrize("data", [EVERYTHING_ON, EVERYTHING_OFF], ids=["all-on", "all-off"])
+def test_each_service_gets_back_exactly_the_capabilities_of_its_record(
+    data: dict[str, Any],
+) -> None:
+    for name, service in _compose(data).items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert tuple(service.get("cap_add", ())) == services.named(name).capabilities, name
+
+
+def _security_md_capabilities() -> dict[str, tuple[str, ...]]:
+    """SECURITY.md's table of capabilities: {container: what it says is added back}."""
+    text = (REPO / "SECURITY.md").read_text()
+    table = text[text.index("| container | added back | why |") :].split("\n\n", 1)[0]
+    said: dict[str, tuple[str, ...]] = {}
+    for row in table.splitlines()[2:]:
+        containers, added, _why = (cell.strip() for cell in row.strip("|").split("|"))
+        capabilities = () if added == "none" else tuple(re.findall(r"`([A-Z_]+)`", added))
+        for container in containers.split(", "):
+            said[container] = capabilities
+    return said
+
+
+def test_security_md_says_why_for_every_capability_of_every_service() -> None:
+    assert _security_md_capabilities() == {s.name: s.capabilities for s in services.SERVICES}
+
+
+def test_a_fixed_uid_or_gid_means_the_same_user_in_every_image() -> None:
+    # compose.yaml's tmpfs mounts and user: lines name these numbers; two images giving one
+    # number to two users (or one user two numbers) would hand one's files to the other.
+    owners: dict[tuple[str, str], set[str]] = {}
+    for dockerfile in sorted((REPO / "compose").glob("*/Dockerfile")):
+        commands = re.split(r"&&|\bRUN\b", dockerfile.read_text().replace("\\\n", " "))
+        for command in commands:
+            words = command.split()
+            for kind, option in (("useradd", "--uid"), ("groupadd", "--gid")):
+                if kind in words and option in words:
+                    number = words[words.index(option) + 1]
+                    owners.setdefault((kind, number), set()).add(words[-1])
+    assert owners, "no fixed uid found: the pattern no longer matches the Dockerfiles"
+    by_name: dict[tuple[str, str], set[str]] = {}
+    for (kind, number), names in owners.items():
+        assert len(names) == 1, (kind, number, names)
+        by_name.setdefault((kind, next(iter(names))), set()).add(number)
+    assert all(len(numbers) == 1 for numbers in by_name.values()), by_name
