@@ -33,7 +33,7 @@ def human_size(value: int) -> str:
     return f"{value}B"
 
 
-_DURATION = re.compile(r"^(\d{1,9})\s*([smhd]?)$")
+_DURATION = re.compile(r"^(\d{1,9})\s*([smhd]?)\Z")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

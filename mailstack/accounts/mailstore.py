@@ -23,7 +23,7 @@ MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no D
 MAIL_ROOT = "/var/mail"
 
 # What may appear as one path component under /var/mail: not empty, not . or .., no slash.
-_PATH_COMPONENT = re.compile(r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,253}$")
+_PATH_COMPONENT = re.compile(r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,253}\Z")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError
 from mailstack.resources import migrations_dir
 
-_MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
+_MIGRATION_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql\Z")
 # _RECORD takes the advisory lock 7246118001 ("schema migrations of mailstack"): two
 # concurrent `migrate` runs apply each file once; the second fails on the version key.
 

@@ -13,8 +13,8 @@ from mailstack.accounts.passwords import STRONG_SCHEMES, hash_scheme, is_passwor
 from mailstack.errors import UsageError
 from mailstack.stack.config_values import mixed_scripts, normalize_address, normalize_domain
 
-APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-LOOKUP_KEY = re.compile(r"^[0-9a-f]{8}$")
+APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+LOOKUP_KEY = re.compile(r"^[0-9a-f]{8}\Z")
 
 Rule = Callable[[str], str]
 

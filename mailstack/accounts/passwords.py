@@ -38,7 +38,7 @@ _HASHER = PasswordHasher(
 
 # What a stored hash may contain: the scheme prefix plus the PHC string (base64 without
 # padding, $ , = separators). Checked before a hash is handed to the database.
-_HASH_SHAPE = re.compile(r"^\{[A-Z0-9-]{1,32}\}[A-Za-z0-9$,=+/.-]{1,512}$")
+_HASH_SHAPE = re.compile(r"^\{[A-Z0-9-]{1,32}\}[A-Za-z0-9$,=+/.-]{1,512}\Z")
 
 
 def hash_password(plain: str) -> str:

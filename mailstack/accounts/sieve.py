@@ -23,7 +23,7 @@ CHECKER = "/usr/local/bin/sieve-check"
 DEFAULT_NAME = "mailstack"
 MAX_SCRIPT_BYTES = 1024 * 1024  # sieve_max_script_size in dovecot.conf
 # ManageSieve allows more, but a name is also a file name in the mailbox's home.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
 # sievec: "script: line 4: error: unknown command 'foo' (only reported …)."
 # doveadm:  "Error: sieve: mailstack: line 4: unknown command 'foo' (only reported …)"
 _COMPILE_ERROR = re.compile(r"line (?P<line>\d+): (?:error: )?(?P<text>.+?)\.?$")

@@ -33,7 +33,7 @@ from mailstack.errors import ExternalCommandFailed, MailstackError
 
 # --- the database ----------------------------------------------------------------------------
 
-_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}\Z")
 _READ = """
 SELECT json_build_object(
     'domains', (SELECT coalesce(json_agg(json_build_object('name', name, 'active', active)

@@ -14,10 +14,10 @@ from mailstack.errors import UsageError
 
 DB_SERVICE = services.DB.name
 DATABASE = "mail"
-_VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 # A `\set` value is quoted on stdin: printable ASCII without a quote, a backslash or a space
 # (a password hash's alphabet: $, base64, '=', ',') cannot end the quotes or the line.
-_QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}$")
+_QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}\Z")
 
 
 class Executor(Protocol):

@@ -51,7 +51,7 @@ PAUSED_SERVICES = tuple(s.name for s in services.SERVICES if s.paused_for_backup
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
 HYPERSCAN_CACHES = ("*.hs", "*.hs.unser", "*.hsmc", "*.hsmp")
 MANIFEST_SCHEMA = 1
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from mailstack.backup.restic import Repository
 from mailstack.errors import UsageError
 from mailstack.stack import Stack
 
-_SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})$")
+_SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})\Z")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from mailstack.stack.stackdir import atomic_write
 
 ENV_FILE = ".env"
 UNBUILT_TAG = "unbuilt"
-_LINE = re.compile(r"^MAILSTACK_IMAGE_(?P<key>[A-Z0-9_]+)=(?P<reference>\S+)$")
+_LINE = re.compile(r"^MAILSTACK_IMAGE_(?P<key>[A-Z0-9_]+)=(?P<reference>\S+)\Z")
 _HEADER = (
     "# Written by mailstack: the image each service runs (their tags follow the packages in\n"
     "# them; `mailstack build` and `mailstack update` change them). Do not edit.\n"

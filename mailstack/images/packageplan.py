@@ -27,7 +27,7 @@ _INST = re.compile(
 _REMOVE = re.compile(r"^Remv (?P<name>[^\s:]+)")
 _CVE = re.compile(r"\bCVE-\d{4}-\d{4,}\b")
 _CHANGELOG_HEADER = re.compile(r"^(?P<source>[a-z0-9][a-z0-9+.-]*) \((?P<version>[^)]+)\) ")
-_CHANGELOG_TRAILER = re.compile(r"^ -- .*?  (?P<date>\S.*)$")
+_CHANGELOG_TRAILER = re.compile(r"^ -- .*?  (?P<date>\S.*)\Z")
 
 
 @dataclass(frozen=True)

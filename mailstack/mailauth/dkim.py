@@ -36,8 +36,8 @@ KEY_SUFFIX = ".key"
 RSA_BITS = 2048
 # A DNS TXT record is a list of strings of at most 255 bytes each.
 TXT_CHUNK = 255
-_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_DOMAIN = re.compile(r"^[a-z0-9.-]{1,253}$")
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_DOMAIN = re.compile(r"^[a-z0-9.-]{1,253}\Z")
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def read_selectors(root: Path) -> dict[str, str]:
 
 # --- rotation: a new key published beside the active one, then the switch, then retire ------
 
-_ROTATION_SELECTOR = re.compile(r"^ms(?P<date>\d{8})(?:-(?P<serial>\d{1,4}))?$")
+_ROTATION_SELECTOR = re.compile(r"^ms(?P<date>\d{8})(?:-(?P<serial>\d{1,4}))?\Z")
 
 
 def selector_order(selector: str) -> tuple[str, int, str]:

@@ -23,13 +23,13 @@ _SPF_QUALIFIERS = "+-~?"
 _SPF_MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
 # Terms that cost one DNS lookup each (RFC 7208 4.6.4); "all", ip4 and ip6 cost none.
 _SPF_LOOKUP_TERMS = frozenset({"include", "a", "mx", "ptr", "exists", "redirect"})
-_SPF_DOMAIN_SPEC = re.compile(r"^[A-Za-z0-9%{}._+/=-]{1,253}$")
-_SPF_CIDR = re.compile(r"^(?:/(\d{1,2}))?(?://(\d{1,3}))?$")
-_DMARC_TAG = re.compile(r"^[a-z]{1,16}$")
+_SPF_DOMAIN_SPEC = re.compile(r"^[A-Za-z0-9%{}._+/=-]{1,253}\Z")
+_SPF_CIDR = re.compile(r"^(?:/(\d{1,2}))?(?://(\d{1,3}))?\Z")
+_DMARC_TAG = re.compile(r"^[a-z]{1,16}\Z")
 _MAILTO = re.compile(r"^mailto:[^@\s,;!]+@[A-Za-z0-9.-]+(?:![0-9]+[kmgt]?)?$", re.IGNORECASE)
-_HTTPS_URI = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[^\s;,]*)?$")
-_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
-_STS_MX = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+_HTTPS_URI = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d+)?(?:/[^\s;,]*)?\Z")
+_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}\Z")
+_STS_MX = re.compile(r"^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}\Z")
 
 
 class PolicySyntaxError(ValueError):

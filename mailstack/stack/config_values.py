@@ -22,11 +22,11 @@ from pydantic import AfterValidator, Field
 
 MAX_TEXT = 253
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
-_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
-_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}\Z")
+_REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*\Z")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,16}\Z")
 _BACKUP_URL = re.compile(
     r"^(?P<scheme>sftp|s3|s3\+http)://(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
     r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?"
@@ -35,7 +35,7 @@ _BACKUP_URL = re.compile(
 _SSH_KEY_TYPES = (
     "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
 )  # fmt: skip
-_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 
 
 # --- value checks (pure; raise ValueError with the "allowed" half of the message) ---------

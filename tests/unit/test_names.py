@@ -42,3 +42,20 @@ def test_require_is_one_line_naming_the_argument_and_the_value() -> None:
         names.require("ADDRESS", names.mailbox, "a/b@example.org\n")
     message = refused.value.message
     assert message.startswith("ADDRESS: 'a/b@example.org\\n' ") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("rule", "value"),
+    [
+        (names.app_password_name, "phone\n"),
+        (names.lookup_key, "0a1b2c3d\n"),
+        (names.domain, "example.org\n"),
+        (names.mailbox, "bob@example.org\n"),
+        (names.password_hash, "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA\n"),
+    ],
+)
+def test_a_trailing_newline_is_refused_by_every_rule(rule: names.Rule, value: str) -> None:
+    # A regular expression's '$' also matches before a final newline: every rule anchors at
+    # the very end of the value instead.
+    with pytest.raises(ValueError):
+        rule(value)
