@@ -92,6 +92,10 @@ def init(
         output.backup_password_notice(result.stack_dir)
     output.render_report(result.render)
     output.info("next: review mailstack.yaml, then `mailstack up`")
+    output.info(
+        "then make the first administrator: `mailstack admin add NAME` (its password is "
+        "generated and shown once; there is no default)"
+    )
 
 
 def render(directory: StackDirOption = Path()) -> None:
