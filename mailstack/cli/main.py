@@ -16,6 +16,7 @@ from mailstack.cli import (
     access,
     accounts,
     accounts_sync,
+    api,
     backup,
     check,
     dkim,
@@ -90,6 +91,7 @@ dns.register(app)
 security.register(app)
 update.register(app)
 tls.register(app)
+api.register(app)
 
 
 def run() -> None:

@@ -6,15 +6,22 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
+from mailstack.cli.main import app
 from mailstack.errors import UsageError
 from mailstack.identity import tokens
+from mailstack.stack import Stack
 from tests.unit.fakes import FakeContainers
 
+runner = CliRunner()
 NOW = datetime.datetime(2026, 3, 14, 12, 0, tzinfo=datetime.UTC)
 CREATED = b"creator,1\nname_taken,0\nadded,never\n"
 
@@ -310,6 +317,58 @@ def test_revoking_sets_revoked_once_and_says_so_the_second_time() -> None:
 def test_revoking_an_unknown_token_is_refused() -> None:
     with pytest.raises(UsageError, match="NAME: there is no API token named ci"):
         tokens.revoke_token(FakeContainers(answers=[b""]), "ci")
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
+    fake = stored()
+    monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=fake))
+    return fake
+
+
+@pytest.fixture
+def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def load(root: Path) -> None:
+        raise AssertionError("the stack was loaded: validation came too late")
+
+    monkeypatch.setattr(Stack, "load", load)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["create", "it's", "--scope", "read"], "NAME"),
+        (["create", "a" * 200, "--scope", "read"], "NAME"),
+        (["create", "ci"], "--scope"),
+        (["create", "ci", "--scope", "write"], "--scope"),
+        (["create", "ci", "--scope", "read", "--scope", "Admin"], "--scope"),
+        (["create", "ci", "--scope", "read", "--expires", "forever"], "--expires"),
+        (["create", "ci", "--scope", "read", "--expires", "0"], "--expires"),
+        (["create", "ci", "--scope", "read", "--expires", "99999d"], "--expires"),
+        (["revoke", "'; DELETE FROM api_tokens;--"], "NAME"),
+    ],
+)
+def test_bad_arguments_get_one_line_naming_them_and_touch_nothing(
+    untouchable: None, args: list[str], named: str
+) -> None:
+    result = runner.invoke(app, ["api", "token", *args])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"error: {named}: "), result.output
+    assert "Traceback" not in result.output
+
+
+def test_create_prints_the_token_once_as_text_or_json(containers: FakeContainers) -> None:
+    text = runner.invoke(app, ["api", "token", "create", "ci", "--scope", "admin"])
+    assert text.exit_code == 0, text.output
+    assert "msk_" in text.output and "shown only now" in text.output
+    as_json = runner.invoke(app, ["api", "token", "create", "ci", "--scope", "read", "--json"])
+    created = json.loads(as_json.output)
+    assert tokens.TOKEN.fullmatch(created["token"])
+    assert created["scopes"] == ["read"] and created["expires"] is None
 
 
 def test_the_token_module_loads_without_pydantic_typer_or_rich() -> None:
