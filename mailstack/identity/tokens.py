@@ -360,10 +360,10 @@ def authenticate(executor: Executor, presented_token: str, now: datetime.datetim
         raise UnknownToken()
     # Timing: the database never compares the presented token, only its SHA-256, and finds it
     # through the unique index on token_hash. How long that lookup takes can at most tell how
-    # many leading digits of the presented token's hash match a stored hash; a client cannot
-    # steer a hash's digits (it would need preimages of SHA-256), so it learns nothing that
-    # brings it closer to a stored token. Comparing tokens one by one in Python would need
-    # hmac.compare_digest; a lookup by hash needs no constant-time comparison at all.
+    # many leading digits of the presented token's hash match a stored hash. A client cannot
+    # choose those digits (that needs SHA-256 preimages) to extend a match digit by digit, and
+    # even a stored hash learnt whole is not a token. Comparing tokens themselves would need
+    # hmac.compare_digest; the lookup by hash needs no constant-time comparison.
     rows = psql.query(
         executor,
         _AUTHENTICATE,
