@@ -17,6 +17,7 @@ from mailstack.cli import (
     accounts,
     accounts_sync,
     admin,
+    api,
     backup,
     check,
     dkim,
@@ -92,6 +93,7 @@ security.register(app)
 update.register(app)
 tls.register(app)
 admin.register(app)
+api.register(app)
 
 
 def run() -> None:

@@ -1,1 +1,1 @@
-"""Who manages the stack besides root on the host: administrators, tokens, MFA, the audit log."""
+"""Who besides root on the host may manage the stack, how they prove it, what they did."""
