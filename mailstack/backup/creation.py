@@ -43,8 +43,7 @@ from mailstack.backup.layout import (
 from mailstack.backup.repository import Progress, job_lock, prepare, say, stack_repository
 from mailstack.backup.restic import Mount, Repository
 from mailstack.errors import MailstackError, UsageError
-from mailstack.stack import Stack
-from mailstack.stack.stackdir import STATE_DIR
+from mailstack.stack.stackdir import STATE_DIR, Stack
 
 # Paused for the final pass: Dovecot (the mail store) and Redis (its append-only file).
 PAUSED_SERVICES = tuple(s.name for s in services.SERVICES if s.paused_for_backup)

@@ -30,9 +30,9 @@ from mailstack.backup.target import Target, parse_target
 from mailstack.errors import UsageError
 from mailstack.images import builder
 from mailstack.runtime.lifecycle import wait_healthy
-from mailstack.stack import Stack
 from mailstack.stack.config_values import check_ssh_host_key
 from mailstack.stack.secrets import BACKUP_PASSWORD, SECRETS_DIR
+from mailstack.stack.stackdir import Stack
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,9 @@ from mailstack.backup.restic import S3_SECRET, Repository, RepositoryMissing
 from mailstack.backup.target import parse_target
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, repository_key
-from mailstack.stack import Stack
 from mailstack.stack.config_sections import Backup as BackupConfig
 from mailstack.stack.secrets import BACKUP_PASSWORD, SECRETS_DIR, ensure_backup_password
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 
 BACKUP_IMAGE = "backup"  # compose/backup: restic, run for one job at a time
 SSH_KEY = "backup_ssh_key"

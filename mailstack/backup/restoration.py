@@ -29,8 +29,8 @@ from mailstack.backup.restic import Mount, Repository
 from mailstack.backup.snapshots import Snapshot, resolve_snapshot
 from mailstack.errors import UsageError
 from mailstack.runtime.lifecycle import wait_healthy
-from mailstack.stack import Stack
 from mailstack.stack.config_values import normalize_address
+from mailstack.stack.stackdir import Stack
 
 ONLY_PARTS = ("mail", "db", "config")
 

@@ -12,7 +12,7 @@ from mailstack.backup.layout import TAG, WARM_TAG
 from mailstack.backup.repository import job_lock, prepare, stack_repository
 from mailstack.backup.restic import Repository
 from mailstack.errors import UsageError
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 _SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})\Z")
 

@@ -18,7 +18,7 @@ from mailstack.backup.repository import job_lock, stack_repository
 from mailstack.backup.restic import Mount, Repository
 from mailstack.backup.snapshots import resolve_snapshot
 from mailstack.errors import UsageError
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 
 @dataclass(frozen=True)

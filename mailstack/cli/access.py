@@ -10,7 +10,7 @@ import typer
 from mailstack.accounts import access, alias_domains, names
 from mailstack.cli import accounts, output
 from mailstack.cli.options import JsonOption, StackDirOption
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 
 domain_alias_app = typer.Typer(

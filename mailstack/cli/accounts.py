@@ -12,7 +12,7 @@ from mailstack.accounts import aliases, directory, mailstore, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 from mailstack.units import parse_size
 

@@ -11,7 +11,7 @@ from mailstack.accounts import sync, syncfile
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.mailauth import dkim
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 
 accounts_app = typer.Typer(

@@ -13,7 +13,7 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
 from mailstack.identity import admins
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 admin_app = typer.Typer(
     help="Administrators and domain administrators (the admin web service and API).",

@@ -11,7 +11,7 @@ import typer
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.identity import tokens
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 api_app = typer.Typer(help="The REST API (/api/v1).", no_args_is_help=True)
 token_app = typer.Typer(

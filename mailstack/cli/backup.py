@@ -23,7 +23,7 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
 from mailstack.runtime import schedule
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 backup_app = typer.Typer(
     help="Encrypted, incremental backups (restic) that are proven to restore.",

@@ -18,7 +18,7 @@ from mailstack.errors import EXIT_FAILED, UsageError
 from mailstack.images import securityupdate
 from mailstack.mailauth import dnscheck
 from mailstack.runtime import checks
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.tls import chains, tlscheck
 from mailstack.verdict import Verdict
 

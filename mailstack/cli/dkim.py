@@ -11,9 +11,8 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_DKIM_PENDING, UsageError
 from mailstack.mailauth import dkim, dkim_rotation
-from mailstack.stack import Stack
 from mailstack.stack.config_values import normalize_domain
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 
 dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
 # `rotate` made (or found) the new key but DNS does not show it yet: not an error, not done.

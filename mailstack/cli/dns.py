@@ -11,8 +11,8 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
 from mailstack.mailauth import dnscheck
-from mailstack.stack import Stack
 from mailstack.stack.config_values import normalize_domain
+from mailstack.stack.stackdir import Stack
 
 dns_app = typer.Typer(help="DNS records to publish.", no_args_is_help=True)
 

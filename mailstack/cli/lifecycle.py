@@ -11,7 +11,7 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED
 from mailstack.runtime import lifecycle
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 
 def register(app: typer.Typer) -> None:

@@ -23,10 +23,9 @@ from mailstack.mailauth.dnscheck import DnsCheckReport
 from mailstack.runtime import schedule
 from mailstack.runtime.lifecycle import StackStatus, UpResult
 from mailstack.runtime.schedule import Timer
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
 from mailstack.stack.merge import Action
-from mailstack.stack.stackdir import CANDIDATE_SUFFIX, RenderReport
+from mailstack.stack.stackdir import CANDIDATE_SUFFIX, RenderReport, Stack
 from mailstack.verdict import Verdict
 
 P = ParamSpec("P")

@@ -11,7 +11,7 @@ from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
 from mailstack.runtime import bans
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 security_app = typer.Typer(help="Security: brute-force bans.", no_args_is_help=True)
 

@@ -12,8 +12,8 @@ from mailstack.accounts import sieve
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.stack import Stack
 from mailstack.stack.config_values import normalize_address
+from mailstack.stack.stackdir import Stack
 
 sieve_app = typer.Typer(
     help="Sieve filters of a mailbox (users manage their own over ManageSieve, port 4190).",

@@ -10,7 +10,7 @@ import typer
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, OnOffArgument, StackDirOption, UnitDirOption
 from mailstack.runtime import schedule
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme
 
 tls_app = typer.Typer(help="The stack's certificate (tls.mode acme).", no_args_is_help=True)

@@ -13,8 +13,7 @@ from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
 from mailstack.images import securityupdate
 from mailstack.runtime import releases, update
-from mailstack.stack import Stack
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 
 Channel = Literal["stable", "fast", "beta"]
 

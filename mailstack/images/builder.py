@@ -28,7 +28,7 @@ from mailstack.images.imagetags import (
     files_digest,
 )
 from mailstack.resources import build_contexts_dir
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 
 PACKAGES_LABEL = "org.mailstack.packages"
 PLAN_LABEL = "org.mailstack.packages.digest"

@@ -33,8 +33,7 @@ from mailstack.runtime.update import (
     preflight,
     roll_back_interrupted,
 )
-from mailstack.stack import Stack
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 
 
 @dataclass(frozen=True)

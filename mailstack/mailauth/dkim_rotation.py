@@ -22,7 +22,7 @@ from mailstack import services
 from mailstack.errors import ExternalCommandFailed, UsageError
 from mailstack.mailauth import dkim
 from mailstack.runtime import lifecycle
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import render
 
 RESOLVER_SERVICE = services.RESOLVER.name

@@ -47,8 +47,8 @@ from mailstack.mailauth.policy import (
     parse_spf,
     parse_tls_rpt,
 )
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
+from mailstack.stack.stackdir import Stack
 from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 QUERY_TIMEOUT = 5.0

@@ -16,8 +16,8 @@ from mailstack.adapters.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, securitycheck
 from mailstack.runtime import schedule
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
+from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme, certreload
 
 Progress = Callable[[str], None]

@@ -40,8 +40,8 @@ from mailstack.backup import creation
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, packageplan
 from mailstack.runtime import lifecycle, probe
-from mailstack.stack import Stack, stackfiles
-from mailstack.stack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, StackDir, atomic_write
+from mailstack.stack import stackfiles
+from mailstack.stack.stackdir import CANDIDATE_SUFFIX, STATE_DIR, Stack, StackDir, atomic_write
 
 Progress = Callable[[str], None]
 

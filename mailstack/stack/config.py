@@ -29,7 +29,7 @@ from mailstack.stack.config_sections import (
     Update,
     Webmail,
 )
-from mailstack.stack.config_values import Domain, ProjectName, TimeZone
+from mailstack.stack.config_types import Domain, ProjectName, TimeZone
 
 CONFIG_FILE = "mailstack.yaml"
 MAX_CONFIG_BYTES = 64 * 1024

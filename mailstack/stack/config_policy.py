@@ -13,14 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from mailstack.mailauth.policy import MTA_STS_MAX_MAX_AGE, PolicySyntaxError, parse_spf
 from mailstack.stack.config_sections import Section
-from mailstack.stack.config_values import (
-    Extension,
-    IPv4,
-    IPv6,
-    Score,
-    normalize_address,
-    reject_unsafe_text,
-)
+from mailstack.stack.config_types import Extension, IPv4, IPv6, Score
+from mailstack.stack.config_values import normalize_address, reject_unsafe_text
 from mailstack.units import format_duration, parse_duration
 
 # Attachment types refused by default: executables, scripts, shortcuts, disk images and

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailstack.stack.config_values import (
+from mailstack.stack.config_types import (
     AbsolutePath,
     Address,
     BackupTarget,
@@ -35,8 +35,8 @@ from mailstack.stack.config_values import (
     SshHostKey,
     Subnet,
     TimeWindow,
-    reject_unsafe_text,
 )
+from mailstack.stack.config_values import reject_unsafe_text
 from mailstack.units import MAX_QUOTA_BYTES, format_size, parse_size
 
 

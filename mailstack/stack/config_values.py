@@ -15,10 +15,8 @@ import unicodedata
 import urllib.parse
 import zoneinfo
 from functools import cache
-from typing import Annotated
 
 import idna
-from pydantic import AfterValidator, Field
 
 MAX_TEXT = 253
 
@@ -242,25 +240,6 @@ def check_daily_time(value: str) -> str:
     return value
 
 
-Domain = Annotated[str, AfterValidator(normalize_domain)]
-Address = Annotated[str, AfterValidator(normalize_address)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-IPv4 = Annotated[str, AfterValidator(lambda v: check_ip(v, 4))]
-IPv6 = Annotated[str, AfterValidator(lambda v: check_ip(v, 6))]
-Subnet = Annotated[str, AfterValidator(check_subnet)]
-AbsolutePath = Annotated[str, AfterValidator(check_absolute_path)]
-TimeZone = Annotated[str, AfterValidator(check_timezone)]
-ProjectName = Annotated[str, AfterValidator(check_project)]
-Registry = Annotated[str, AfterValidator(check_registry)]
-Extension = Annotated[str, AfterValidator(normalize_extension)]
-FeedUrl = Annotated[str, AfterValidator(check_feed_url)]
-Score = Annotated[float, Field(ge=0, le=1000)]
-BackupTarget = Annotated[str, AfterValidator(check_backup_target)]
-SshHostKey = Annotated[str, AfterValidator(check_ssh_host_key)]
-S3KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/=-]{3,128}$")]
-DailyTime = Annotated[str, AfterValidator(check_daily_time)]
-
-
 def check_window(value: str) -> str:
     start, dash, end = value.partition("-")
     if not dash:
@@ -270,6 +249,3 @@ def check_window(value: str) -> str:
     if start == end:
         raise ValueError("is an empty window (start and end are the same time)")
     return value
-
-
-TimeWindow = Annotated[str, AfterValidator(check_window)]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack.adapters.compose import Compose
 from mailstack.errors import MailstackError, StackNotInitialized, UnresolvedConflicts, UsageError
 from mailstack.stack.config import CONFIG_FILE, Config, load_config
 from mailstack.stack.merge import Action, decide, has_conflict_markers
@@ -281,3 +282,19 @@ def _mode_of(path: Path) -> int:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
         return 0o644
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A loaded stack: its directory, its validated config and the Compose adapter for its
+    project. Every command that works on a stack starts from `Stack.load`."""
+
+    dir: StackDir
+    config: Config
+    compose: Compose
+
+    @classmethod
+    def load(cls, root: Path) -> Stack:
+        stack_dir = StackDir(root).require()
+        config = stack_dir.load_config()
+        return cls(stack_dir, config, Compose(stack_dir.root, config.project))

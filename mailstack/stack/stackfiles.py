@@ -18,12 +18,11 @@ from mailstack.runtime.hostcheck import (
     memory_bytes,
     webmail_default,
 )
-from mailstack.stack import Stack
 from mailstack.stack.config import Config, validate_config
 from mailstack.stack.configfile import commented_yaml
 from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
-from mailstack.stack.stackdir import RenderReport, StackDir, atomic_write
+from mailstack.stack.stackdir import RenderReport, Stack, StackDir, atomic_write
 from mailstack.tls import acme, certreload, certs
 
 

@@ -27,10 +27,9 @@ from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder
 from mailstack.mailauth import dkim, dnsrecords
 from mailstack.runtime import schedule
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
 from mailstack.stack.config_sections import Tls
-from mailstack.stack.stackdir import STATE_DIR, atomic_write
+from mailstack.stack.stackdir import STATE_DIR, Stack, atomic_write
 from mailstack.tls import certreload
 from mailstack.tls.certs import (
     TLS_DIR,

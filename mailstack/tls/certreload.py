@@ -12,8 +12,7 @@ import hashlib
 from collections.abc import Callable
 
 from mailstack import services
-from mailstack.stack import Stack
-from mailstack.stack.stackdir import STATE_DIR, atomic_write
+from mailstack.stack.stackdir import STATE_DIR, Stack, atomic_write
 from mailstack.tls.certs import TLS_DIR
 
 SERVED_STAMP = "tls-served.sha256"  # .mailstack/: the certificate the daemons were given

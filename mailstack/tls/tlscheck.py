@@ -29,8 +29,8 @@ from cryptography.utils import CryptographyDeprecationWarning
 from mailstack.errors import EXIT_FAILED, EXIT_OK, EXIT_OWN_CA, MailstackError
 from mailstack.mailauth.dnscheck import mail_domains
 from mailstack.mailauth.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
+from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme
 from mailstack.tls.acme import AcmeState
 from mailstack.tls.chains import ANCHOR_OWN_CA

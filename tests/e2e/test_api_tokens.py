@@ -14,7 +14,7 @@ import pytest
 
 from mailstack.adapters.compose import Compose
 from mailstack.identity import tokens
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from tests.e2e.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e

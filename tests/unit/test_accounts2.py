@@ -15,8 +15,7 @@ from mailstack.accounts.passwords import check_password_strength, generate_passw
 from mailstack.cli.main import app
 from mailstack.errors import UsageError
 from mailstack.mailauth import dkim, dkim_rotation
-from mailstack.stack import Stack
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 from mailstack.stack.stackfiles import init_stack, initial_config
 from tests.unit.fakes import FakeContainers
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mailstack.cli.main import app
 from mailstack.errors import UsageError
 from mailstack.identity import tokens
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-import mailstack.stack
+import mailstack.stack.stackdir
 from mailstack import services
 from mailstack.adapters.docker import OneShot
 from mailstack.backup import creation, recovery, restic, restoration
 from mailstack.backup.layout import DB_DUMP, DUMP_PATH, MANIFEST, STACK_PATH
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.images import builder, imagerefs
-from mailstack.stack import Stack
 from mailstack.stack.config import Config
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 from mailstack.stack.stackfiles import init_stack, initial_config
 from tests.unit.fakes import Answer, Call, FakeEngine, FakeProject, JobAnswer
 
@@ -316,7 +315,7 @@ def recover(tmp_path: Path) -> recovery.DisasterRecoveryResult:
 def new_host_containers(monkeypatch: pytest.MonkeyPatch) -> FakeProject:
     """The containers of the stack recovery brings up (its db only)."""
     containers = project(running=("db",))
-    monkeypatch.setattr(mailstack.stack, "Compose", lambda root, name: containers)
+    monkeypatch.setattr(mailstack.stack.stackdir, "Compose", lambda root, name: containers)
     return containers
 
 

@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from mailstack.errors import UsageError
 from mailstack.runtime import schedule
-from mailstack.stack import Stack
 from mailstack.stack.config import validate_config
+from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import install_certificate
 from mailstack.tls import acme, certs
 from tests.conftest import REFERENCE

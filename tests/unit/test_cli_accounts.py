@@ -13,7 +13,7 @@ from mailstack.accounts import mailstore
 from mailstack.accounts.passwords import verify_password
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from tests.unit.fakes import Call, FakeContainers
 
 runner = CliRunner()

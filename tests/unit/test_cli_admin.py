@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack.cli.main import app
-from mailstack.stack import Stack
+from mailstack.stack.stackdir import Stack
 from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from mailstack import services
-from mailstack.stack import Stack
 from mailstack.stack import stackfiles as stack_ops
-from mailstack.stack.stackdir import StackDir
+from mailstack.stack.stackdir import Stack, StackDir
 from tests.unit.fakes import FakeContainers
 
 EVERY_SERVICE = tuple(service.name for service in services.SERVICES)

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from mailstack.accounts import directory, sieve
 from mailstack.cli.main import app
 from mailstack.errors import ConfigError, ExternalCommandFailed, UsageError
-from mailstack.stack import Stack
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
+from mailstack.stack.stackdir import Stack
 from tests.conftest import REFERENCE
 from tests.unit.fakes import Call, FakeContainers
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-import mailstack.stack as stack_package
+import mailstack.stack.stackdir as stack_package
 from mailstack import __version__
 from mailstack.accounts import migrations
 from mailstack.adapters import docker
@@ -24,8 +24,8 @@ from mailstack.adapters.compose import ServiceState
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.images import builder, imagerefs
 from mailstack.runtime import lifecycle, probe, update
-from mailstack.stack import Stack, stackfiles
-from mailstack.stack.stackdir import CANDIDATE_SUFFIX, StackDir
+from mailstack.stack import stackfiles
+from mailstack.stack.stackdir import CANDIDATE_SUFFIX, Stack, StackDir
 from tests.unit.fakes import FakeContainers, FakeEngine
 
 OLD_VERSION = "0.0.1"
