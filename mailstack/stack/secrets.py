@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mailstack.errors import MailstackError
 
 SECRETS_DIR = "secrets"
+MFA_KEY = "mfa_key"
 
 # name -> what it protects: random tokens, 256 bits each.
 TOKEN_SECRETS: dict[str, str] = {
@@ -29,6 +30,8 @@ TOKEN_SECRETS: dict[str, str] = {
     "bans_api_key": "the bans service's policy API (Dovecot asks it about every login)",
     "db_roundcube_password": "PostgreSQL role roundcube (the webmail's own database)",
     "roundcube_des_key": "Roundcube's session key (encrypts the IMAP password in a session)",
+    # Read as a 256-bit AES key by mailstack.identity.sealing (the token is its base64url).
+    MFA_KEY: "AES-GCM key sealing every TOTP secret in the database (second factors)",
 }
 
 
