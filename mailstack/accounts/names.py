@@ -13,7 +13,10 @@ from mailstack.accounts.passwords import STRONG_SCHEMES, hash_scheme, is_passwor
 from mailstack.errors import UsageError
 from mailstack.stack.config_values import mixed_scripts, normalize_address, normalize_domain
 
-APP_PASSWORD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# A short name of something a person names (an app password, an API token).
+SHORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# An administrator's name: the admins table's CHECK (0003_admin.sql), word for word.
+ADMIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}\Z")
 LOOKUP_KEY = re.compile(r"^[0-9a-f]{8}\Z")
 
 Rule = Callable[[str], str]
@@ -88,13 +91,32 @@ def password_hash(value: str) -> str:
     return value
 
 
-def app_password_name(value: str) -> str:
-    if not APP_PASSWORD_NAME.match(value):
+def _short_name(value: str, examples: str) -> str:
+    if not SHORT_NAME.match(value):
         raise ValueError(
             "is not accepted: 1-64 of letters, digits, '.', '_', '-', starting with a letter "
-            "or digit (e.g. phone, laptop-2025)"
+            f"or digit (e.g. {examples})"
         )
     return value
+
+
+def app_password_name(value: str) -> str:
+    return _short_name(value, "phone, laptop-2025")
+
+
+def token_name(value: str) -> str:
+    return _short_name(value, "provisioning, ci-2026")
+
+
+def admin_name(value: str) -> str:
+    """An administrator's name, stored lower-case."""
+    # isascii first: str.lower() maps a few non-ASCII letters (the Kelvin sign) onto ASCII.
+    if not value.isascii() or not ADMIN_NAME.match(value.lower()):
+        raise ValueError(
+            "is not accepted: 1-64 of letters, digits, '.', '_', '-', '@', starting with a "
+            "letter or digit, stored lower-case (e.g. alice, ops@example.org)"
+        )
+    return value.lower()
 
 
 def lookup_key(value: str) -> str:

@@ -34,7 +34,7 @@ DomainArgument = Annotated[
 
 
 def _valid_name(value: str) -> str:
-    return admins.require("NAME", admins.admin_name, value)
+    return names.require("NAME", names.admin_name, value)
 
 
 def _valid_domain(value: str) -> str:

@@ -14,11 +14,10 @@ variable; the password hash travels on stdin (`\\set`), never in a process's arg
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mailstack.accounts import passwords
+from mailstack.accounts import names, passwords
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError, UsageError
@@ -28,13 +27,6 @@ DOMAIN_ADMIN = "domain_admin"
 # How an operator types a role (`--role domain-admin`) and how the table stores it.
 _ROLES = {"admin": ADMIN, "domain-admin": DOMAIN_ADMIN, "domain_admin": DOMAIN_ADMIN}
 _ROLE_SHOWN = {ADMIN: "admin", DOMAIN_ADMIN: "domain-admin"}
-
-# The admins table's CHECK, word for word; fullmatch, as `$` alone would let a final
-# newline through.
-ADMIN_NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
-# A mail domain as the directory stores it (IDN already in its xn-- form).
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*")
 
 MFA_NONE = "none"
 MFA_PENDING = "pending"  # enrolled, no code verified yet: the sign-in still asks to enrol
@@ -51,40 +43,12 @@ Rule = Callable[[str], str]
 # --- rules -----------------------------------------------------------------------------------
 
 
-def require(kind: str, rule: Rule, value: str) -> str:
-    """The value by the rule, or one line: `KIND: 'value' <reason>` (as names.require, which
-    this package cannot import: it brings pydantic)."""
-    try:
-        return rule(value)
-    except ValueError as reason:
-        raise UsageError(f"{kind}: {value[:80]!r} {reason}") from None
-
-
-def admin_name(value: str) -> str:
-    """An administrator's name, stored lower-case."""
-    # isascii first: str.lower() maps a few non-ASCII letters (the Kelvin sign) onto ASCII.
-    if not value.isascii() or not ADMIN_NAME.fullmatch(value.lower()):
-        raise ValueError(
-            "is not accepted: 1-64 of letters, digits, '.', '_', '-', '@', starting with a "
-            "letter or digit, stored lower-case (e.g. alice, ops@example.org)"
-        )
-    return value.lower()
-
-
 def admin_role(value: str) -> str:
     """A role as typed (admin, domain-admin), as the table stores it (admin, domain_admin)."""
     try:
         return _ROLES[value]
     except KeyError:
         raise ValueError("is not a role: admin or domain-admin") from None
-
-
-def domain_name(value: str) -> str:
-    """A domain name in the directory's form: lower-case ASCII (an IDN as xn--...)."""
-    name = value.lower().removesuffix(".")
-    if not value.isascii() or not _DOMAIN.fullmatch(name):
-        raise ValueError("is not a domain name (ASCII; an IDN in its xn-- form)")
-    return name
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -182,9 +146,9 @@ class MfaReset:
 
 def checked_admin(name: str, role: str, domains: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:
     """A new administrator's name, role and domains by the rules (stored forms), or one line."""
-    name = require("NAME", admin_name, name)
-    role = require("ROLE", admin_role, role)
-    wanted = tuple(sorted({require("DOMAIN", domain_name, domain) for domain in domains}))
+    name = names.require("NAME", names.admin_name, name)
+    role = names.require("ROLE", admin_role, role)
+    wanted = tuple(sorted({names.require("DOMAIN", names.domain, domain) for domain in domains}))
     if role == ADMIN and wanted:
         raise UsageError(
             f"DOMAIN: {', '.join(wanted)}: an admin manages every domain; "
@@ -289,7 +253,7 @@ def remove_admin(executor: Executor, name: str) -> AdminRemoval:
     """Remove an administrator; its domains, API tokens and second factor go with it (the
     schema's cascades). Root on the host may remove the last administrator: it can always
     make a new one, and the result says that none is left."""
-    name = require("NAME", admin_name, name)
+    name = names.require("NAME", names.admin_name, name)
     rows = _labelled(psql.query(executor, _REMOVE_ADMIN, {"name": name}))
     if not rows.get("removed"):
         raise _no_such_admin(name)
@@ -320,8 +284,8 @@ UNION ALL SELECT 'added', domain FROM added;
 
 def grant_domain(executor: Executor, name: str, domain: str) -> DomainGrant:
     """Let a domain administrator manage one more mail domain."""
-    name = require("NAME", admin_name, name)
-    domain = require("DOMAIN", domain_name, domain)
+    name = names.require("NAME", names.admin_name, name)
+    domain = names.require("DOMAIN", names.domain, domain)
     rows = _labelled(psql.query(executor, _GRANT_DOMAIN, {"name": name, "domain": domain}))
     _require_domain_admin(rows, name)
     if not rows.get("domain"):
@@ -349,8 +313,8 @@ UNION ALL SELECT 'revoked', domain FROM gone;
 def revoke_domain(executor: Executor, name: str, domain: str) -> DomainGrant:
     """Take a mail domain from a domain administrator; never its last one (as at `add`, a
     domain administrator has at least one)."""
-    name = require("NAME", admin_name, name)
-    domain = require("DOMAIN", domain_name, domain)
+    name = names.require("NAME", names.admin_name, name)
+    domain = names.require("DOMAIN", names.domain, domain)
     rows = _labelled(
         psql.query(
             executor,
@@ -383,7 +347,7 @@ UNION ALL SELECT 'removed', CAST(id AS text) FROM gone;
 def reset_mfa(executor: Executor, name: str) -> MfaReset:
     """Delete an administrator's second factor (its recovery codes cascade): the next sign-in
     must enrol a new one. For a lost phone, or a secret that may have leaked."""
-    name = require("NAME", admin_name, name)
+    name = names.require("NAME", names.admin_name, name)
     rows = _labelled(psql.query(executor, _RESET_MFA, {"name": name}))
     if not rows.get("admin"):
         raise _no_such_admin(name)

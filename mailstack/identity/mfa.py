@@ -16,19 +16,16 @@ is refused. A recovery code is a DELETE of its hash: only one DELETE gets the ro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mailstack.accounts import names
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError, UsageError
 from mailstack.identity import recovery, sealing, totp
 
-# The schema's own rule for an administrator's name (admins.name in 0003_admin.sql).
-_ADMIN_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
-_MAILBOX = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
 _CODE_SHAPE = f"{totp.DIGITS} digits, or a recovery code (xxxx-xxxx-xxxx-xxxx)"
 
 
@@ -41,19 +38,11 @@ class Owner:
 
     @classmethod
     def admin(cls, name: str) -> Owner:
-        if not _ADMIN_NAME.match(name):
-            raise UsageError(
-                f"ADMIN: {name[:80]!r} is not an administrator's name (lower-case letters, "
-                "digits and . _ @ -, at most 64)"
-            )
-        return cls("admin", name)
+        return cls("admin", names.require("ADMIN", names.admin_name, name))
 
     @classmethod
     def mailbox(cls, address: str) -> Owner:
-        address = address.lower()
-        if not _MAILBOX.match(address):
-            raise UsageError(f"MAILBOX: {address[:80]!r} is not a mailbox address")
-        return cls("mailbox", address)
+        return cls("mailbox", names.require("MAILBOX", names.mailbox, address))
 
     @property
     def label(self) -> str:

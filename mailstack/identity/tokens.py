@@ -38,6 +38,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from mailstack.accounts import names
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError, UsageError
@@ -55,7 +56,6 @@ GRANTS: dict[str, frozenset[str]] = {
 TOKEN_PREFIX = "msk_"  # noqa: S105
 TOKEN = re.compile(r"msk_[A-Za-z0-9_-]{43}")  # the prefix and token_urlsafe(32)
 # The rule of app password names (mailstack.accounts.names) and of the api_tokens CHECK.
-TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_EXPIRY = 3650 * 86400  # ten years; leave --expires out for a token that does not expire
 
 
@@ -159,12 +159,7 @@ def allows(scopes: Iterable[str], needed: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    if not TOKEN_NAME.fullmatch(name):
-        raise UsageError(
-            f"NAME: {name[:80]!r} is not accepted: 1-64 of letters, digits, '.', '_', '-', "
-            "starting with a letter or digit (e.g. provisioning, ci-2026)"
-        )
-    return name
+    return names.require("NAME", names.token_name, name)
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstack.accounts import names
 from mailstack.accounts.passwords import verify_password
 from mailstack.errors import MailstackError, UsageError
 from mailstack.identity import admins
@@ -49,16 +50,16 @@ def test_the_name_rule_is_the_tables_check() -> None:
     schema = (ROOT / "mailstack" / "migrations" / "0003_admin.sql").read_text()
     check = re.search(r"CHECK \(name ~ '\^(.*?)\$'\)", schema)
     assert check is not None
-    assert admins.ADMIN_NAME.pattern == check.group(1)
+    assert names.ADMIN_NAME.pattern == f"^{check.group(1)}\\Z"
 
 
 @pytest.mark.parametrize("good", ["alice", "ops@example.org", "a", "a" * 64, "x.y_z-1", "0day"])
 def test_names_of_the_tables_alphabet_are_accepted(good: str) -> None:
-    assert admins.admin_name(good) == good
+    assert names.admin_name(good) == good
 
 
 def test_a_name_is_stored_lower_case() -> None:
-    assert admins.admin_name("Alice@Example.ORG") == "alice@example.org"
+    assert names.admin_name("Alice@Example.ORG") == "alice@example.org"
 
 
 @pytest.mark.parametrize("hostile", HOSTILE_NAMES)
@@ -100,11 +101,12 @@ def test_an_admin_takes_no_domain() -> None:
 
 
 @pytest.mark.parametrize(
-    "hostile", ["example.org'; --", "exa mple.org", "example.org\n", "-x.org", "bücher.de", ""]
+    "hostile",
+    ["example.org'; --", "exa mple.org", "example.org\n", "-x.org", "exa\u0430mple.org", ""],
 )
 def test_hostile_domains_are_refused_in_one_line(hostile: str) -> None:
     db = FakeContainers()
-    with pytest.raises(UsageError, match=r"^DOMAIN: .* is not a domain name"):
+    with pytest.raises(UsageError, match=r"^DOMAIN: "):
         admins.add_admin(db, "bob", "domain-admin", [hostile], password=PASSWORD)
     with pytest.raises(UsageError, match=r"^DOMAIN: "):
         admins.grant_domain(db, "bob", hostile)
