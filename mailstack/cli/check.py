@@ -15,9 +15,8 @@ from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
-from mailstack.images import securityupdate
 from mailstack.mailauth import dnscheck
-from mailstack.runtime import checks
+from mailstack.runtime import checks, securityupdate
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import chains, tlscheck
 from mailstack.verdict import Verdict

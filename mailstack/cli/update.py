@@ -11,8 +11,7 @@ from mailstack import __version__
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.images import securityupdate
-from mailstack.runtime import releases, update
+from mailstack.runtime import releases, securityupdate, update
 from mailstack.stack.stackdir import Stack, StackDir
 
 Channel = Literal["stable", "fast", "beta"]
