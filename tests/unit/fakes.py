@@ -9,9 +9,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from mailstack.adapters import psql
 from mailstack.adapters.compose import ServiceState
 from mailstack.adapters.docker import Build, Engine, OneShot
 from mailstack.errors import ExternalCommandFailed
+
+# The variables psql.query gives every session when nobody set an actor (the audit
+# triggers read them; psql.SESSION_PRELUDE is the first line of its stdin).
+UNKNOWN_ACTOR_VARIABLES = {
+    "mailstack_actor": psql.UNKNOWN_ACTOR.name,
+    "mailstack_source": psql.UNKNOWN_ACTOR.source,
+}
 
 
 class Call(NamedTuple):
