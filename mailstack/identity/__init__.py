@@ -1,0 +1,1 @@
+"""Who manages the stack besides root on the host: administrators, tokens, MFA, the audit log."""
