@@ -39,12 +39,12 @@ def about(stack: RunningStack, target: str) -> list[tuple[str, str, str, str]]:
     ]
 
 
-def psql(stack: RunningStack, sql: str, **variables: str) -> str:
+def psql(stack: RunningStack, sql: str, database: str = "mail", **variables: str) -> str:
     """SQL typed by hand in the db container, as an operator with a shell would."""
     settings = [f"--set={name}={value}" for name, value in variables.items()]
     return stack.compose(
         "exec", "-T", "--user", "postgres", "db", "psql", "--host=/run/postgresql",
-        "--username=postgres", "--dbname=mail", "--set=ON_ERROR_STOP=1", "--no-align",
+        "--username=postgres", f"--dbname={database}", "--set=ON_ERROR_STOP=1", "--no-align",
         "--tuples-only", *settings, "--file=-", stdin=sql.encode(),
     ).stdout.decode()  # fmt: skip
 
@@ -144,3 +144,28 @@ def test_audit_list_json_parses_and_the_text_form_matches_it(stack: RunningStack
     assert text[-1].endswith(f"{CLI_ACTOR} from host  mailbox.add {address}  ({quota})")
     assert text[-1].startswith(listed[-1]["at"])
     stack.cli("mailbox", "remove", address)
+
+
+def test_a_restored_dump_keeps_the_log_and_goes_on_recording(stack: RunningStack) -> None:
+    # Backups and an update's rollback restore pg_dump's dumps: the restore itself adds no
+    # entry, and the restored database still records every change.
+    scratch = f"audit_restore_{uuid.uuid4().hex[:8]}"
+    dump = stack.compose(
+        "exec", "-T", "--user", "postgres", "db", "pg_dump", "--format=custom", "--dbname=mail"
+    ).stdout
+    logged = psql(stack, "SELECT count(*) FROM audit_log;").strip()
+    psql(stack, f'CREATE DATABASE "{scratch}";', database="postgres")
+    try:
+        stack.compose(
+            "exec", "-T", "--user", "postgres", "db", "pg_restore", f"--dbname={scratch}",
+            "--exit-on-error", "--single-transaction", "--no-owner", stdin=dump,
+        )  # fmt: skip
+        assert psql(stack, "SELECT count(*) FROM audit_log;", database=scratch).strip() == logged
+        domain = f"restored-{uuid.uuid4().hex[:8]}.test"
+        psql(stack, "INSERT INTO domains (name) VALUES (:'domain');", scratch, domain=domain)
+        last = psql(
+            stack, "SELECT actor, action, target FROM audit_log ORDER BY id DESC LIMIT 1;", scratch
+        )
+        assert last.strip() == f"db:postgres|domain.add|{domain}"
+    finally:
+        psql(stack, f'DROP DATABASE IF EXISTS "{scratch}";', database="postgres")
