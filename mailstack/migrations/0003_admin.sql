@@ -80,7 +80,8 @@ CREATE INDEX audit_log_at ON audit_log (at);
 -- an AFTER row trigger on each table writes audit_log in the changing transaction, whoever
 -- changes it (the CLI, `accounts import`, the admin service, psql by hand), so no writer
 -- can forget. Who and from where are the settings mailstack.actor and mailstack.source of
--- the session or transaction (mailstack.adapters.psql sets them for every psql it starts);
+-- the session or transaction (mailstack.adapters.psql sets them for every psql it starts; a
+-- writer that reuses connections sets them per transaction, set_config(name, value, true));
 -- without them the database user is recorded ('db:postgres' from 'database'). The action is
 -- table.verb (mailbox.add, mailbox.password, token.revoke, ...), the target the row's key;
 -- the detail never holds a secret: of a password, a token's hash or a sealed TOTP secret
