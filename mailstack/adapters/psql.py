@@ -27,9 +27,9 @@ _VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}$")
 # kind:who (cli:root, admin:NAME, token:NAME, mailbox:ADDRESS): printable ASCII without a
 # space, a double quote or a backslash, so a log line stays one unambiguous word.
-_ACTOR_NAME = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{1,200}$")
+_ACTOR_NAME = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{1,200}\Z")
 # `host`, or a client's address (IPv4, IPv6 with an optional zone or brackets).
-_ACTOR_SOURCE = re.compile(r"^[A-Za-z0-9.:%\[\]_-]{1,100}$")
+_ACTOR_SOURCE = re.compile(r"^[A-Za-z0-9.:%\[\]_-]{1,100}\Z")
 _ACTOR_VARIABLES = ("mailstack_actor", "mailstack_source")
 # First on stdin of every session: the settings the audit triggers read. Its one row goes to
 # /dev/null, so what the caller's SQL prints (CSV) is all that psql prints.

@@ -20,7 +20,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 100_000
 # An actor as recorded (psql.Actor's rule, and 'db:<role>' for changes made by hand), or a
 # kind alone ('admin:') for every actor of that kind.
-_ACTOR_FILTER = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{0,200}$")
+_ACTOR_FILTER = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{0,200}\Z")
 # C0 and C1 control characters: shown escaped, so an entry cannot move a terminal's cursor.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

@@ -88,6 +88,7 @@ def test_acting_as_ends_with_its_block() -> None:
     [
         ("cli:x'; DROP TABLE audit_log; --", "host"),
         ("cli:root\n\\! rm -rf /", "host"),
+        ("cli:root\n", "host"),  # `$` would let a final newline through
         ("cli:root\x1b[2J", "host"),
         ('admin:"quoted"', "host"),
         ("admin:back\\slash", "host"),
@@ -97,6 +98,7 @@ def test_acting_as_ends_with_its_block() -> None:
         ("admin:" + "a" * 201, "host"),
         ("admin:alice", "192.0.2.1; rm -rf /"),
         ("admin:alice", "host\nsource"),
+        ("admin:alice", "host\n"),
         ("admin:alice", "'); DELETE FROM audit_log; --"),
         ("admin:alice", ""),
         ("admin:alice", "h" * 101),
@@ -197,6 +199,7 @@ def test_audit_list_json_is_the_entries(containers: FakeContainers) -> None:
         (["--actor", "root"], "--actor: 'root' is not an actor"),
         (["--actor", "cli:x' OR '1'='1"], "--actor: \"cli:x' OR '1'='1\" is not an actor"),
         (["--actor", "cli:\x1b[2J"], "--actor: 'cli:\\x1b[2J' is not an actor"),
+        (["--actor", "cli:root\n"], "--actor: 'cli:root\\n' is not an actor"),
         (["--limit", "0"], "--limit: 0 is not between 1 and 100000"),
         (["--limit", "1000001"], "--limit: 1000001 is not between 1 and 100000"),
     ],
