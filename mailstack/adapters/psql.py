@@ -30,7 +30,7 @@ _QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}$")
 _ACTOR_NAME = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{1,200}\Z")
 # `host`, or a client's address (IPv4, IPv6 with an optional zone or brackets).
 _ACTOR_SOURCE = re.compile(r"^[A-Za-z0-9.:%\[\]_-]{1,100}\Z")
-_ACTOR_VARIABLES = ("mailstack_actor", "mailstack_source")
+ACTOR_VARIABLES = ("mailstack_actor", "mailstack_source")  # psql.query's own
 # First on stdin of every session: the settings the audit triggers read. Its one row goes to
 # /dev/null, so what the caller's SQL prints (CSV) is all that psql prints.
 SESSION_PRELUDE = (
@@ -149,8 +149,8 @@ def query(
 ) -> list[list[str]]:
     """Run constant SQL as the current ACTOR; its output as rows (parse_rows)."""
     given = dict(variables or {})
-    if any(name in given for name in _ACTOR_VARIABLES):
-        raise ValueError(f"the psql variables {_ACTOR_VARIABLES} are the adapter's own")
+    if any(name in given for name in ACTOR_VARIABLES):
+        raise ValueError(f"the psql variables {ACTOR_VARIABLES} are the adapter's own")
     actor = ACTOR.get()
     given.update(mailstack_actor=actor.name, mailstack_source=actor.source)
     argv = psql_argv(given, single_transaction=single_transaction)

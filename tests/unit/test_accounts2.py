@@ -18,7 +18,7 @@ from mailstack.mailauth import dkim, dkim_rotation
 from mailstack.stack import Stack
 from mailstack.stack.stackdir import StackDir
 from mailstack.stack.stackfiles import init_stack, initial_config
-from tests.unit.fakes import UNKNOWN_ACTOR_VARIABLES, FakeContainers
+from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()
 DAY = datetime.datetime(2026, 3, 14, tzinfo=datetime.UTC)
@@ -128,7 +128,6 @@ def test_sender_values_travel_as_variables() -> None:
         "login": "alice@example.org",
         "domain": "example.org",
         "ON_ERROR_STOP": "1",
-        **UNKNOWN_ACTOR_VARIABLES,
     }
     assert "team@example.org" not in db.calls[0][2]
     assert str(change) == "allowed: alice@example.org may send as team@example.org"

@@ -24,10 +24,9 @@ from mailstack.accounts.syncplan import (
     check_own_domain,
     diff,
 )
-from mailstack.adapters import psql
 from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed, UsageError
-from tests.unit.fakes import UNKNOWN_ACTOR_VARIABLES, FakeContainers
+from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()
 HASH_A = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
@@ -120,10 +119,7 @@ def test_export_writes_the_file_0600_even_over_a_readable_one(tmp_path: Path) ->
     assert HASH_A in target.read_text()
     assert (result.domains, result.mailboxes, result.aliases) == (2, 2, 2)
     assert "0600" in str(result)
-    assert db.calls[0].service == "db" and db.variables(0) == {
-        "ON_ERROR_STOP": "1",
-        **UNKNOWN_ACTOR_VARIABLES,
-    }
+    assert db.calls[0].service == "db" and db.variables(0) == {"ON_ERROR_STOP": "1"}
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
 
 
@@ -303,11 +299,9 @@ def test_import_sends_the_document_as_one_variable_and_constant_sql() -> None:
     ]
     _, argv, stdin, user = db.calls[1]
     assert user == "postgres" and "--single-transaction" in argv
-    # nothing (and no hash) in argv but who acts
-    assert db.variables(1) == {"ON_ERROR_STOP": "1", **UNKNOWN_ACTOR_VARIABLES}
+    assert db.variables(1) == {"ON_ERROR_STOP": "1"}  # nothing (and no hash) in argv
     assert not any(real_hash in arg or "brien" in arg for arg in argv)
-    assert stdin.startswith(psql.SESSION_PRELUDE)
-    prelude, _, sql = stdin.removeprefix(psql.SESSION_PRELUDE).partition("\n")
+    prelude, _, sql = stdin.partition("\n")
     assert sql == sync._APPLY  # the SQL text is constant
     assert prelude.startswith("\\set accounts_document '") and prelude.endswith("'")
     payload = prelude.removeprefix("\\set accounts_document '")[:-1]

@@ -18,7 +18,7 @@ from mailstack.cli.main import app
 from mailstack.errors import UsageError
 from mailstack.identity import audit
 from mailstack.stack import Stack
-from tests.unit.fakes import UNKNOWN_ACTOR_VARIABLES, FakeContainers
+from tests.unit.fakes import FakeContainers
 
 runner = CliRunner()
 ENTRY = b"7,2026-03-14T09:26:53Z,cli:root,host,mailbox.add,alice@example.org,quota 0\n"
@@ -42,17 +42,37 @@ def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the actor of every psql session ---------------------------------------------------------
 
 
+class Recorder:
+    """The raw psql command line and stdin, as the db container would get them."""
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
+        self.argv: list[str] = []
+        self.stdin = ""
+
+    def exec(
+        self,
+        service: str,
+        argv: list[str],
+        *,
+        input: bytes | None = None,  # mirrors Compose.exec
+        user: str | None = None,
+        timeout: float = 60,
+    ) -> bytes:
+        self.argv, self.stdin = argv, (input or b"").decode()
+        return self.answer
+
+
 def test_every_session_first_sets_the_actor_from_variables_never_from_sql_text() -> None:
-    db = FakeContainers(answers=[b"added,example.org\n"])
+    db = Recorder(b"added,example.org\n")
     with psql.acting_as(psql.Actor("mailbox:o'brien@example.org", "2001:db8::7")):
         directory.add_domain(db, "example.org")
-    call = db.calls[0]
-    assert db.variables()["mailstack_actor"] == "mailbox:o'brien@example.org"
-    assert db.variables()["mailstack_source"] == "2001:db8::7"
-    assert call.stdin.startswith(psql.SESSION_PRELUDE)
+    assert "--set=mailstack_actor=mailbox:o'brien@example.org" in db.argv
+    assert "--set=mailstack_source=2001:db8::7" in db.argv
+    assert db.stdin.startswith(psql.SESSION_PRELUDE)
     assert ":'mailstack_actor'" in psql.SESSION_PRELUDE
     assert ":'mailstack_source'" in psql.SESSION_PRELUDE
-    assert "brien" not in call.stdin and "2001:db8" not in call.stdin
+    assert "brien" not in db.stdin and "2001:db8" not in db.stdin
 
 
 def test_the_session_line_prints_nothing_so_the_callers_csv_is_all_psql_prints() -> None:
@@ -60,21 +80,25 @@ def test_the_session_line_prints_nothing_so_the_callers_csv_is_all_psql_prints()
     # \g /dev/null, and the caller's SQL comes after it untouched.
     assert psql.SESSION_PRELUDE.count("\n") == 1
     assert psql.SESSION_PRELUDE.endswith(" \\g /dev/null\n")
-    db = FakeContainers(answers=[b"alice@example.org,example.org,1024,t,2026-03-14T09:26:53Z\n"])
+    db = Recorder(b"alice@example.org,example.org,1024,t,2026-03-14T09:26:53Z\n")
     found = directory.list_mailboxes(db)
     assert found == [
         directory.Mailbox("alice@example.org", "example.org", 1024, True, "2026-03-14T09:26:53Z")
     ]
-    assert db.calls[0].stdin.removeprefix(psql.SESSION_PRELUDE).startswith("SELECT address")
+    assert db.stdin.removeprefix(psql.SESSION_PRELUDE).startswith("SELECT address")
 
 
 def test_without_an_actor_the_session_says_mailstack_unknown_not_the_cli() -> None:
     db = FakeContainers(answers=[b"added,example.org\n"])
     directory.add_domain(db, "example.org")
-    assert {k: db.variables()[k] for k in UNKNOWN_ACTOR_VARIABLES} == {
-        "mailstack_actor": "mailstack:unknown",
-        "mailstack_source": "unknown",
-    }
+    assert db.calls[0].actor() == psql.Actor("mailstack:unknown", "unknown")
+
+
+def test_the_fake_refuses_a_session_that_does_not_say_who_acts_first() -> None:
+    # Every unit test of SQL runs through FakeContainers: it holds each session to the rule.
+    argv = psql.psql_argv({"mailstack_actor": "cli:root", "mailstack_source": "host"})
+    with pytest.raises(AssertionError, match="must start with its line"):
+        FakeContainers().exec("db", argv, input=b"DELETE FROM audit_log;\n")
 
 
 def test_acting_as_ends_with_its_block() -> None:
@@ -122,8 +146,7 @@ def test_the_cli_acts_as_the_host_user_from_host_and_only_for_its_command(
     result = runner.invoke(app, ["audit", "list"])
     assert result.exit_code == 0, result.output
     user = pwd.getpwuid(os.geteuid()).pw_name
-    assert containers.variables()["mailstack_actor"] == f"cli:{user}"
-    assert containers.variables()["mailstack_source"] == "host"
+    assert containers.calls[0].actor() == psql.Actor(f"cli:{user}", "host")
     assert psql.ACTOR.get() == psql.UNKNOWN_ACTOR  # nothing leaks past the command
 
 

@@ -68,7 +68,7 @@ def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
     directory.add_mailbox(db, "Alice@example.org", HASH, 1024)
     call = db.calls[0]
     assert all(HASH not in argument for argument in call.argv)
-    assert call.stdin.startswith(psql.SESSION_PRELUDE + f"\\set password_hash '{HASH}'\n")
+    assert call.stdin.startswith(f"\\set password_hash '{HASH}'\n")
     variables = db.variables()
     assert variables["address"] == "alice@example.org"
     assert variables["local_part"] == "alice"
@@ -79,7 +79,7 @@ def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
 def test_a_real_hash_from_passwords_is_accepted() -> None:
     db = FakeContainers(answers=[b"1,t\n"])
     directory.add_mailbox(db, "bob@example.org", hash_password("Correct horse 9 battery"), 0)
-    assert db.calls[0].stdin.startswith(psql.SESSION_PRELUDE + "\\set password_hash '{ARGON2ID}")
+    assert db.calls[0].stdin.startswith("\\set password_hash '{ARGON2ID}")
 
 
 @pytest.mark.parametrize(

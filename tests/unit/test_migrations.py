@@ -10,7 +10,7 @@ import pytest
 
 from mailstack.accounts import migrations
 from mailstack.errors import ExternalCommandFailed, MailstackError
-from tests.unit.fakes import UNKNOWN_ACTOR_VARIABLES, FakeContainers
+from tests.unit.fakes import FakeContainers
 
 
 def write_migrations(root: Path, files: dict[str, str]) -> Path:
@@ -45,7 +45,6 @@ def test_only_pending_migrations_run_each_in_one_recorded_transaction(tmp_path: 
         "migration_version": "0002",
         "migration_name": "0002_second",
         "migration_checksum": hashlib.sha256(b"SELECT 2;\n").hexdigest(),
-        **UNKNOWN_ACTOR_VARIABLES,
     }
 
 
