@@ -1,12 +1,19 @@
 """The adapter to PostgreSQL's psql inside the db container: every statement is constant SQL
-on stdin, every value a psql variable (`:'name'`), never formatted into the SQL text."""
+on stdin, every value a psql variable (`:'name'`), never formatted into the SQL text.
+
+Every session starts by telling the database who acts and from where (`Actor`, from the
+context variable ACTOR): the audit triggers of 0003_admin.sql record it with each change.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailstack import services
@@ -18,6 +25,55 @@ _VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 # A `\set` value is quoted on stdin: printable ASCII without a quote, a backslash or a space
 # (a password hash's alphabet: $, base64, '=', ',') cannot end the quotes or the line.
 _QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}\Z")
+# kind:who (cli:root, admin:NAME, token:NAME, mailbox:ADDRESS): printable ASCII without a
+# space, a double quote or a backslash, so a log line stays one unambiguous word.
+_ACTOR_NAME = re.compile(r"^[a-z]{1,16}:[!#-\[\]-~]{1,200}\Z")
+# `host`, or a client's address (IPv4, IPv6 with an optional zone or brackets).
+_ACTOR_SOURCE = re.compile(r"^[A-Za-z0-9.:%\[\]_-]{1,100}\Z")
+ACTOR_VARIABLES = ("mailstack_actor", "mailstack_source")  # psql.query's own
+# First on stdin of every session: the settings the audit triggers read. Its one row goes to
+# /dev/null, so what the caller's SQL prints (CSV) is all that psql prints.
+SESSION_PRELUDE = (
+    "SELECT set_config('mailstack.actor', :'mailstack_actor', false), "
+    "set_config('mailstack.source', :'mailstack_source', false) \\g /dev/null\n"
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes the directory (`kind:who`) and from where (`host` or a client address),
+    as the audit log records them; checked here so a value can never be more than a word."""
+
+    name: str
+    source: str
+
+    def __post_init__(self) -> None:
+        if not _ACTOR_NAME.match(self.name):
+            raise UsageError(
+                f"actor: {self.name[:80]!r} is not kind:who (a lower-case kind, ':', then up "
+                "to 200 printable characters without a space, '\"' or a backslash)"
+            )
+        if not _ACTOR_SOURCE.match(self.source):
+            raise UsageError(
+                f"actor source: {self.source[:80]!r} is not a host name or address (up to "
+                "100 of letters, digits, '.', ':', '%', '[', ']', '_', '-')"
+            )
+
+
+# Nobody said who acts (a script calling the core directly): recorded as such, never as
+# the CLI or an administrator.
+UNKNOWN_ACTOR = Actor("mailstack:unknown", "unknown")
+ACTOR: ContextVar[Actor] = ContextVar("mailstack_actor", default=UNKNOWN_ACTOR)
+
+
+@contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Every psql session started inside the block acts as `actor` (a request, a job)."""
+    token = ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        ACTOR.reset(token)
 
 
 class Executor(Protocol):
@@ -91,7 +147,13 @@ def query(
     single_transaction: bool = False,
     timeout: float = 60,
 ) -> list[list[str]]:
-    argv = psql_argv(variables or {}, single_transaction=single_transaction)
-    stdin = (prelude + sql).encode("utf-8")
+    """Run constant SQL as the current ACTOR; its output as rows (parse_rows)."""
+    given = dict(variables or {})
+    if any(name in given for name in ACTOR_VARIABLES):
+        raise ValueError(f"the psql variables {ACTOR_VARIABLES} are the adapter's own")
+    actor = ACTOR.get()
+    given.update(mailstack_actor=actor.name, mailstack_source=actor.source)
+    argv = psql_argv(given, single_transaction=single_transaction)
+    stdin = (SESSION_PRELUDE + prelude + sql).encode("utf-8")
     output = compose.exec(DB_SERVICE, argv, input=stdin, user="postgres", timeout=timeout)
     return parse_rows(output)

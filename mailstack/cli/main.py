@@ -12,12 +12,14 @@ from typing import Annotated
 import typer
 
 from mailstack import __version__
+from mailstack.adapters import psql
 from mailstack.cli import (
     access,
     accounts,
     accounts_sync,
     admin,
     api,
+    audit,
     backup,
     check,
     dkim,
@@ -53,6 +55,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    context: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
@@ -62,6 +65,9 @@ def main(
     ] = False,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+    # Every change this command makes is recorded as the host user's (the audit log); the
+    # context ends with the command, and so does the setting.
+    context.with_resource(psql.acting_as(audit.host_actor()))
 
 
 def version_command(
@@ -94,6 +100,7 @@ update.register(app)
 tls.register(app)
 admin.register(app)
 api.register(app)
+audit.register(app)
 
 
 def run() -> None:

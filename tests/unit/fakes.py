@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from mailstack.adapters import psql
 from mailstack.adapters.compose import ServiceState
 from mailstack.adapters.docker import Build, Engine, OneShot
 from mailstack.errors import ExternalCommandFailed
@@ -26,13 +27,40 @@ class Call(NamedTuple):
         return self.stdin if self.service == "db" else " ".join(self.argv)
 
     def variables(self) -> dict[str, str]:
-        """The psql variables (--set=name=value) of this call."""
+        """The caller's psql variables (--set=name=value) of this call; the two that say who
+        acts are the adapter's own (actor())."""
+        return {
+            name: value
+            for name, value in self._settings().items()
+            if name not in psql.ACTOR_VARIABLES
+        }
+
+    def actor(self) -> psql.Actor | None:
+        """Who this psql session said acts (psql.query's session line), if it said so."""
+        settings = self._settings()
+        if not all(name in settings for name in psql.ACTOR_VARIABLES):
+            return None
+        name, source = (settings[variable] for variable in psql.ACTOR_VARIABLES)
+        return psql.Actor(name, source)
+
+    def _settings(self) -> dict[str, str]:
         found = {}
         for argument in self.argv:
             if argument.startswith("--set="):
                 name, _, value = argument.removeprefix("--set=").partition("=")
                 found[name] = value
         return found
+
+
+def _callers_stdin(service: str, argv: list[str], input: bytes | None) -> str:
+    """What the caller sent: a psql session that says who acts must say it first, on the
+    adapter's own line (psql.SESSION_PRELUDE); tests see what follows it."""
+    text = (input or b"").decode()
+    if service != "db" or not any(a.startswith(f"--set={psql.ACTOR_VARIABLES[0]}=") for a in argv):
+        return text
+    if not text.startswith(psql.SESSION_PRELUDE):
+        raise AssertionError(f"a psql session with an actor must start with its line: {text!r}")
+    return text.removeprefix(psql.SESSION_PRELUDE)
 
 
 # What a container answers: its stdout, an error it fails with, or either decided per call.
@@ -64,7 +92,7 @@ class FakeContainers:
         user: str | None = None,
         timeout: float = 60,
     ) -> bytes:
-        call = Call(service, argv, (input or b"").decode(), user)
+        call = Call(service, argv, _callers_stdin(service, argv, input), user)
         self.calls.append(call)
         if self.fail_on and self.fail_on in call.stdin:
             raise ExternalCommandFailed("docker compose exec (exit 3)", "ERROR: boom")
