@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailstack import services
@@ -18,6 +19,18 @@ _VARIABLE = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 # A `\set` value is quoted on stdin: printable ASCII without a quote, a backslash or a space
 # (a password hash's alphabet: $, base64, '=', ',') cannot end the quotes or the line.
 _QUOTE_SAFE = re.compile(r"^[!#-&(-\[\]-~]{1,512}\Z")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where psql connects and as whom."""
+
+    host: str
+    user: str
+
+
+# The host's way in: the superuser over the db container's own socket (Compose exec).
+SUPERUSER_SOCKET = Connection("/run/postgresql", "postgres")
 
 
 class Executor(Protocol):
@@ -35,7 +48,12 @@ class Executor(Protocol):
     ) -> bytes: ...
 
 
-def psql_argv(variables: Mapping[str, str], *, single_transaction: bool = False) -> list[str]:
+def psql_argv(
+    variables: Mapping[str, str],
+    *,
+    single_transaction: bool = False,
+    connection: Connection = SUPERUSER_SOCKET,
+) -> list[str]:
     """The psql command line: CSV output without headers, stop at the first error."""
     argv = [
         "psql",
@@ -43,8 +61,8 @@ def psql_argv(variables: Mapping[str, str], *, single_transaction: bool = False)
         "--quiet",
         "--csv",
         "--tuples-only",
-        "--host=/run/postgresql",
-        "--username=postgres",
+        f"--host={connection.host}",
+        f"--username={connection.user}",
         f"--dbname={DATABASE}",
         "--set=ON_ERROR_STOP=1",
         "--file=-",
@@ -91,7 +109,9 @@ def query(
     single_transaction: bool = False,
     timeout: float = 60,
 ) -> list[list[str]]:
-    argv = psql_argv(variables or {}, single_transaction=single_transaction)
+    # An executor that runs psql elsewhere (the admin service's) says how it connects.
+    connection = getattr(compose, "psql_connection", SUPERUSER_SOCKET)
+    argv = psql_argv(variables or {}, single_transaction=single_transaction, connection=connection)
     stdin = (prelude + sql).encode("utf-8")
     output = compose.exec(DB_SERVICE, argv, input=stdin, user="postgres", timeout=timeout)
     return parse_rows(output)
