@@ -14,6 +14,7 @@ or rich (a unit test checks).
 from __future__ import annotations
 
 import datetime
+import threading
 from typing import Any
 
 from mailstack.accounts import directory, names, passwords
@@ -29,6 +30,9 @@ BEARER = "bearer"
 # Mailbox usage comes from Dovecot (doveadm, through Compose on the host), which the admin
 # service cannot reach: the API lists mailboxes without it.
 USAGE_UNAVAILABLE = "usage is not available from the API; see mailstack mailbox list"
+# One password hash at a time: each takes 32 MiB (passwords.MEMORY_KIB) and the admin
+# container has 96 MiB; concurrent requests wait here instead of running it out of memory.
+_HASHING = threading.BoundedSemaphore(1)
 
 
 class ApiError(Exception):
@@ -106,7 +110,8 @@ def create_mailbox(
     try:
         mailbox = names.require("ADDRESS", names.mailbox, address)
         quota_bytes = _size("quota", quota if quota is not None else default_quota)
-        password_hash = passwords.hash_password(password)
+        with _HASHING:
+            password_hash = passwords.hash_password(password)
         directory.add_mailbox(executor, mailbox, password_hash, quota_bytes)
     except MailstackError as error:
         raise refusal(error) from None

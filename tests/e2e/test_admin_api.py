@@ -8,11 +8,12 @@ import http.client
 import json
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, RunningStack
+from tests.e2e.conftest import DOMAIN, GATEWAY, HOSTNAME, PORTS, RunningStack
 from tests.e2e.mail import fetch_by_subject, send_inbound, unique_subject
 
 PASSWORD = "Api-created 42 mailbox"  # a test account
@@ -148,3 +149,32 @@ def test_admin_container_publishes_no_port(stack: RunningStack) -> None:
         ["docker", "port", stack.container("admin")], capture_output=True, text=True, check=True
     )
     assert ports.stdout.strip() == ""
+
+
+def test_api_burst_of_creations_stays_within_the_memory_limit(
+    stack: RunningStack, tokens: dict[str, str]
+) -> None:
+    # Each password hash takes 32 MiB of the container's 96: they run one at a time.
+    addresses = [f"burst-{uuid.uuid4().hex[:8]}@{DOMAIN}" for _ in range(6)]
+
+    def create(address: str) -> int:
+        body = {"address": address, "password": PASSWORD}
+        return api(stack, "POST", "/api/v1/mailboxes", tokens["accounts"], body)[0]
+
+    with ThreadPoolExecutor(len(addresses)) as pool:
+        assert list(pool.map(create, addresses)) == [201] * len(addresses)
+    state = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{json .State}}", stack.container("admin")],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert (state["OOMKilled"], state["Restarting"]) == (False, False)
+
+
+def test_api_sees_the_clients_address_not_the_fronts(stack: RunningStack) -> None:
+    marker = f"/api/v1/mailboxes?domain=client-{uuid.uuid4().hex[:8]}.test"
+    assert api(stack, "GET", marker)[0] == 401
+    logs = stack.compose("logs", "--no-color", "admin").stdout.decode()
+    (line,) = [line for line in logs.splitlines() if marker in line]
+    assert f" {GATEWAY}:" in line  # the host's clients arrive from the frontend gateway

@@ -8,6 +8,9 @@ import datetime
 import re
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -160,6 +163,28 @@ def test_a_database_failure_is_500_without_its_detail() -> None:
     error = _refusal(lambda: _create(containers, "bob@example.test"))
     assert error.status == 500
     assert "boom" not in error.message
+
+
+def test_concurrent_creations_hash_one_password_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each hash takes 32 MiB: in a 96 MiB container a burst of requests must not run at once.
+    lock = threading.Lock()
+    counts = {"active": 0, "peak": 0}
+    real = passwords.hash_password
+
+    def counting(plain: str) -> str:
+        with lock:
+            counts["active"] += 1
+            counts["peak"] = max(counts["peak"], counts["active"])
+        time.sleep(0.05)
+        with lock:
+            counts["active"] -= 1
+        return real(plain)
+
+    monkeypatch.setattr(passwords, "hash_password", counting)
+    containers = FakeContainers(by_marker=[(ADD, b"1,t\n")])
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: _create(containers, f"u{n}@example.test"), range(4)))
+    assert counts["peak"] == 1
 
 
 # --- listing ---------------------------------------------------------------------------------
