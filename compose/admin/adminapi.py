@@ -100,7 +100,9 @@ DOMAIN_FILTER = Query(None, description="only this domain's mailboxes")
 
 @app.exception_handler(ApiError)
 async def refused(request: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    # RFC 6750: a 401 names the scheme it wants.
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 @app.exception_handler(MailstackError)

@@ -46,6 +46,19 @@ def api(
         connection.close()
 
 
+def _headers(stack: RunningStack, path: str) -> dict[str, str]:
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", PORTS["https"], context=stack.tls_context(), timeout=30
+    )
+    try:
+        connection.request("GET", path, headers={"Host": HOSTNAME})
+        response = connection.getresponse()
+        response.read()
+        return {name.lower(): value for name, value in response.getheaders()}
+    finally:
+        connection.close()
+
+
 def new_token(stack: RunningStack, *scopes: str) -> tuple[str, str]:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     options = [option for scope in scopes for option in ("--scope", scope)]
@@ -62,6 +75,7 @@ def test_api_refuses_requests_without_a_valid_token(
     stack: RunningStack, tokens: dict[str, str]
 ) -> None:
     assert api(stack, "GET", "/api/v1/mailboxes") == (401, UNAUTHORIZED)
+    assert _headers(stack, "/api/v1/mailboxes").get("www-authenticate") == "Bearer"
     assert api(stack, "GET", "/api/v1/mailboxes", "msk_" + "x" * 43) == (401, UNAUTHORIZED)
     assert api(stack, "GET", "/api/v1/mailboxes", "not-a-token") == (401, UNAUTHORIZED)
     name, revoked = new_token(stack, "admin")
@@ -178,3 +192,27 @@ def test_api_sees_the_clients_address_not_the_fronts(stack: RunningStack) -> Non
     logs = stack.compose("logs", "--no-color", "admin").stdout.decode()
     (line,) = [line for line in logs.splitlines() if marker in line]
     assert f" {GATEWAY}:" in line  # the host's clients arrive from the frontend gateway
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM mailboxes",
+        "UPDATE mailboxes SET password = 'x'",
+        "SELECT password FROM admins",
+        "UPDATE api_tokens SET revoked = NULL",
+        "INSERT INTO domains (name) VALUES ('evil.test')",
+        "ALTER ROLE mailstack_admin SUPERUSER",
+    ],
+)
+def test_admin_services_database_role_cannot_go_beyond_its_grants(
+    stack: RunningStack, sql: str
+) -> None:
+    # What a foothold in the admin container could do with its own database password.
+    result = stack.compose(
+        "exec", "-T", "--user", "977", "admin", "psql", "--no-psqlrc", "--host=db",
+        "--username=mailstack_admin", "--dbname=mail", "--command", sql,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert b"permission denied" in result.stderr or b"must be superuser" in result.stderr
