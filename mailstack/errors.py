@@ -35,6 +35,14 @@ class UsageError(MailstackError):
     exit_code = EXIT_USAGE
 
 
+class NotFound(UsageError):
+    """Bad input naming something that does not exist (the REST API answers 404)."""
+
+
+class AlreadyExists(UsageError):
+    """Bad input naming something new that exists already (the REST API answers 409)."""
+
+
 class ConfigError(UsageError):
     """A bad value in mailstack.yaml, named by key path."""
 

@@ -23,5 +23,10 @@ def build_contexts_dir() -> Path:
     return _shipped("compose")
 
 
+def package_dir() -> Path:
+    """mailstack's own package (the admin image runs it)."""
+    return _PACKAGE
+
+
 def migrations_dir() -> Path:
     return _PACKAGE / "migrations"

@@ -133,11 +133,22 @@ WEBMAIL = Service(
     # Reads the webmail's secrets as root; the PHP-FPM master starts its workers as www-data.
     capabilities=_DROP_TO_USER,
 )
+ADMIN = Service(
+    "admin",
+    "admin",
+    runs_when=lambda config: config.features.admin,
+    # Reached only by the front (frontend), and PostgreSQL admits its role only from here.
+    fixed_host=82,
+    checker=None,  # no config of its own: the compose file's environment is all it reads
+    # Reads its database password as root, then runs the API as its own user.
+    capabilities=_DROP_TO_USER,
+)
 
 # In the order an update recreates them: the back end first; the MTA last, so that senders'
 # retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (
-    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, FRONT, MTA_STS, SINK, POSTFIX,
+    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, FRONT, MTA_STS, SINK,
+    POSTFIX,
 )  # fmt: skip
 # Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
 JOB_IMAGES = ("backup", "acme")

@@ -9,6 +9,10 @@ SELECT 'CREATE ROLE postfix' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolnam
 \gexec
 SELECT 'CREATE ROLE dovecot' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dovecot')
 \gexec
+-- The admin service's role always exists (migration 0004 grants to it); it can log in only
+-- while the admin service is on (its secret is handed to this container only then).
+SELECT 'CREATE ROLE mailstack_admin' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailstack_admin')
+\gexec
 
 ALTER ROLE postgres PASSWORD :'admin_password';
 ALTER ROLE postfix WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
@@ -24,7 +28,18 @@ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mail')
 \gexec
 
 REVOKE ALL ON DATABASE mail FROM PUBLIC;
-GRANT CONNECT ON DATABASE mail TO postfix, dovecot;
+GRANT CONNECT ON DATABASE mail TO postfix, dovecot, mailstack_admin;
+
+-- The admin service (features.admin): never a superuser, only migration 0004's grants.
+\set admin_api `test -r /run/secrets/db_admin_api_password && echo on || echo off`
+\if :admin_api
+\set admin_api_password `cat /run/secrets/db_admin_api_password`
+ALTER ROLE mailstack_admin WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    NOBYPASSRLS CONNECTION LIMIT 12 PASSWORD :'admin_api_password';
+\unset admin_api_password
+\else
+ALTER ROLE mailstack_admin NOLOGIN;
+\endif
 
 -- The webmail (features.webmail): Roundcube's own role and database, which it owns and
 -- where it keeps its schema. The secret is handed to this container only while the webmail
@@ -49,4 +64,4 @@ SELECT 'ALTER ROLE roundcube NOLOGIN' WHERE EXISTS (SELECT FROM pg_roles WHERE r
 \connect mail
 -- Lookup roles read the views the migrations grant them, and nothing else.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO postfix, dovecot;
+GRANT USAGE ON SCHEMA public TO postfix, dovecot, mailstack_admin;

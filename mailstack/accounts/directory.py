@@ -31,7 +31,13 @@ from mailstack.accounts.mailstore import (
 )
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
+from mailstack.errors import (
+    AlreadyExists,
+    ExternalCommandFailed,
+    MailstackError,
+    NotFound,
+    UsageError,
+)
 from mailstack.units import MAX_QUOTA_BYTES, human_size
 
 
@@ -315,11 +321,11 @@ def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes
     if added:
         return
     if not domain_exists:
-        raise UsageError(
+        raise NotFound(
             f"{domain} is not a mail domain of this stack",
             hint=f"add it first: mailstack domain add {domain}",
         )
-    raise UsageError(f"mailbox {address.lower()} already exists")
+    raise AlreadyExists(f"mailbox {address.lower()} already exists")
 
 
 def list_mailboxes(compose: Executor, domain: str | None = None) -> list[Mailbox]:

@@ -13,7 +13,7 @@ import re
 import secrets
 
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.exceptions import VerificationError
 
 from mailstack.errors import UsageError
 
@@ -54,7 +54,9 @@ def verify_password(stored: str, plain: str) -> bool:
         return False
     try:
         return _HASHER.verify(stored[len(prefix) :], plain)
-    except (VerificationError, InvalidHashError):
+    # A malformed hash: InvalidHashError (argon2-cffi 23.1+), InvalidHash in Debian bookworm's
+    # 21.1 (the admin service); a ValueError in both.
+    except (VerificationError, ValueError):
         return False
 
 

@@ -76,6 +76,18 @@ def acting_as(actor: Actor) -> Iterator[None]:
         ACTOR.reset(token)
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where psql connects and as whom."""
+
+    host: str
+    user: str
+
+
+# The host's way in: the superuser over the db container's own socket (Compose exec).
+SUPERUSER_SOCKET = Connection("/run/postgresql", "postgres")
+
+
 class Executor(Protocol):
     """What psql (and the other container commands of the directory) need from
     mailstack.adapters.compose.Compose."""
@@ -91,7 +103,12 @@ class Executor(Protocol):
     ) -> bytes: ...
 
 
-def psql_argv(variables: Mapping[str, str], *, single_transaction: bool = False) -> list[str]:
+def psql_argv(
+    variables: Mapping[str, str],
+    *,
+    single_transaction: bool = False,
+    connection: Connection = SUPERUSER_SOCKET,
+) -> list[str]:
     """The psql command line: CSV output without headers, stop at the first error."""
     argv = [
         "psql",
@@ -99,8 +116,8 @@ def psql_argv(variables: Mapping[str, str], *, single_transaction: bool = False)
         "--quiet",
         "--csv",
         "--tuples-only",
-        "--host=/run/postgresql",
-        "--username=postgres",
+        f"--host={connection.host}",
+        f"--username={connection.user}",
         f"--dbname={DATABASE}",
         "--set=ON_ERROR_STOP=1",
         "--file=-",
@@ -153,7 +170,9 @@ def query(
         raise ValueError(f"the psql variables {ACTOR_VARIABLES} are the adapter's own")
     actor = ACTOR.get()
     given.update(mailstack_actor=actor.name, mailstack_source=actor.source)
-    argv = psql_argv(given, single_transaction=single_transaction)
+    # An executor that runs psql elsewhere (the admin service's) says how it connects.
+    connection = getattr(compose, "psql_connection", SUPERUSER_SOCKET)
+    argv = psql_argv(given, single_transaction=single_transaction, connection=connection)
     stdin = (SESSION_PRELUDE + prelude + sql).encode("utf-8")
     output = compose.exec(DB_SERVICE, argv, input=stdin, user="postgres", timeout=timeout)
     return parse_rows(output)

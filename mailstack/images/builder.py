@@ -26,6 +26,7 @@ from mailstack.images.imagetags import (
     content_tag,
     context_digest,
     files_digest,
+    generated_files,
 )
 from mailstack.resources import build_contexts_dir
 from mailstack.stack.stackdir import Stack
@@ -179,8 +180,23 @@ def build_image(
             f"{PLAN_LABEL}={plan.digest}",
             f"{PACKAGES_LABEL}={packageplan.package_set_text(plan.packages)}",
         )
-    image_build = Build(contexts, image, dockerfile, build_args, labels)
-    DOCKER.build(image_build, timeout=3600, what=f"docker build {service}")
+    generated = generated_files(service)
+    if not generated:
+        image_build = Build(contexts, image, dockerfile, build_args, labels)
+        DOCKER.build(image_build, timeout=3600, what=f"docker build {service}")
+        return
+    # Its own context plus the generated files, in a scratch copy (the shipped tree is
+    # never written).
+    with tempfile.TemporaryDirectory(prefix=f"mailstack-{service}-") as scratch:
+        context = Path(scratch)
+        shutil.copytree(contexts / service, context / service)
+        for relative, content in generated.items():
+            target = context / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(0o644)
+        image_build = Build(context, image, context / service / "Dockerfile", build_args, labels)
+        DOCKER.build(image_build, timeout=3600, what=f"docker build {service}")
 
 
 def build_current(

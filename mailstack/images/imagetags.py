@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from mailstack.resources import build_contexts_dir
+from mailstack.resources import build_contexts_dir, package_dir
 
 DEBIAN_IMAGE = "mailstack/debian:bookworm"  # debootstrap'd release (images.ensure_debian_image)
 BASE_CONTEXT = "base"  # compose/base: the layer every image builds on
@@ -20,6 +20,10 @@ BASE_CONTEXT = "base"  # compose/base: the layer every image builds on
 _SCHEME = "2"
 _IGNORED = ("__pycache__", ".pyc")  # what running unit tests leaves beside bansd.py
 UNRESOLVED = "unresolved"  # the plan digest before any was resolved (images.registry)
+# Images that run mailstack's own core: the build adds the package's source to their context
+# (generated_files), so the image holds exactly the host's version and its tag follows it.
+RUNS_MAILSTACK = frozenset({"admin"})
+_PACKAGE_FILES = (".py", ".sql")
 
 
 def context_digest(context: str) -> str:
@@ -41,7 +45,24 @@ def content_tag(image: str, plan_digest: str = UNRESOLVED) -> str:
     digest = hashlib.sha256(f"{_SCHEME}\0{image}\0{plan_digest}\0".encode())
     digest.update(context_digest(image).encode())
     digest.update(context_digest(BASE_CONTEXT).encode())
+    generated = generated_files(image)
+    if generated:
+        digest.update(files_digest(generated).encode())
     return digest.hexdigest()[:16]
+
+
+def generated_files(image: str) -> dict[str, bytes]:
+    """What a build adds to an image's context, by path in the context: for an image that
+    runs mailstack's core, the package's source (its modules and migrations; no tests)."""
+    if image not in RUNS_MAILSTACK:
+        return {}
+    root = package_dir()
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_file() and path.suffix in _PACKAGE_FILES and "__pycache__" not in relative:
+            files[f"{image}/mailstack/{relative}"] = path.read_bytes()
+    return files
 
 
 def files_digest(files: dict[str, bytes]) -> str:

@@ -102,6 +102,8 @@ BEGIN
 END;
 $$;
 
+REVOKE EXECUTE ON FUNCTION mailstack_audit_write(text, text, text) FROM PUBLIC;
+
 -- A column's value for a detail: an array as a,b; NULL as none.
 CREATE FUNCTION mailstack_audit_value(item jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, public AS $$
@@ -114,8 +116,11 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, public AS $$
     END;
 $$;
 
+-- SECURITY DEFINER: the trigger writes as the schema's owner, so a role that may change the
+-- directory (the admin service's) needs no right on audit_log and cannot write an entry of
+-- its own making; session_user still names who is connected.
 CREATE FUNCTION mailstack_audit_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     old_row jsonb := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END;
     new_row jsonb := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END;

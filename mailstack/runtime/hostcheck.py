@@ -37,6 +37,11 @@ def webmail_default(memory: int | None) -> bool:
     return memory is None or memory >= WEBMAIL_MIN_BYTES
 
 
+def admin_default(memory: int | None) -> bool:
+    """The admin service: on where the webmail would be (the same small-host threshold)."""
+    return webmail_default(memory)
+
+
 def port_in_use(port: int, address: str = "0.0.0.0") -> bool:  # noqa: S104  # probing a bind
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

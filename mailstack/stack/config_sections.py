@@ -57,6 +57,12 @@ class Features(Section):
         description="Roundcube webmail behind the front proxy (webmail.path); init turns it "
         "off when the host has less than 1 GiB of RAM",
     )
+    admin: bool = Field(
+        default=True,
+        description="the admin service: the REST API at https://<hostname>/api/v1/ (API "
+        "tokens from `mailstack api token create`); init turns it off when the host has "
+        "less than 1 GiB of RAM",
+    )
 
 
 def check_web_path(value: str) -> str:

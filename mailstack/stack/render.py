@@ -125,7 +125,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "hosted_domains": sorted({config.domain, *(key.domain for key in inputs.dkim_keys)}),
         # Docker's own picks (every container without a fixed address) come from here, above
         # every fixed address: after many recreations its allocator would otherwise reach one
-        # (.24, .53, .80, .81) and a service could not start.
+        # (.24, .53, .80, .81, .82) and a service could not start.
         "frontend_dynamic_range": dynamic_range(frontend),
         "backend_dynamic_range": dynamic_range(backend),
         "backend_gateway": str(backend.network_address + 1),
@@ -144,6 +144,12 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "at_root": config.features.webmail and config.webmail.path == "/",
             "frontend_ip": services.fixed_address(services.WEBMAIL, frontend),
             "backend_ip": services.fixed_address(services.WEBMAIL, backend),
+        },
+        # The admin service: the front proxies /api/v1/ to its fixed address, PostgreSQL
+        # admits its role only from its fixed back-end address.
+        "admin": {
+            "frontend_ip": services.fixed_address(services.ADMIN, frontend),
+            "backend_ip": services.fixed_address(services.ADMIN, backend),
         },
         # Whether clients inside the stack verify its certificate against a CA file of the
         # stack's: its own CA (tls/ca.pem, mode selfsigned) or tls.ca_file (tls/trusted.pem);

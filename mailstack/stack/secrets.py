@@ -30,6 +30,7 @@ TOKEN_SECRETS: dict[str, str] = {
     "bans_api_key": "the bans service's policy API (Dovecot asks it about every login)",
     "db_roundcube_password": "PostgreSQL role roundcube (the webmail's own database)",
     "roundcube_des_key": "Roundcube's session key (encrypts the IMAP password in a session)",
+    "db_admin_api_password": "PostgreSQL role mailstack_admin (the admin service's API)",
     # Read as a 256-bit AES key by mailstack.identity.sealing (the token is its base64url).
     MFA_KEY: "AES-GCM key sealing every TOTP secret in the database (second factors)",
 }

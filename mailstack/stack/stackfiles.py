@@ -13,6 +13,7 @@ from mailstack.mailauth import dkim, dnsrecords
 from mailstack.runtime import lifecycle
 from mailstack.runtime.hostcheck import (
     HostFact,
+    admin_default,
     antivirus_default,
     check_host,
     memory_bytes,
@@ -37,7 +38,7 @@ class InitResult:
 
 
 def initial_config(hostname: str, domain: str, extra: dict[str, Any] | None = None) -> Config:
-    """A Config for a new stack; antivirus and webmail on where the host has the memory."""
+    """A Config for a new stack; antivirus, webmail and admin on where the host has the memory."""
     memory = memory_bytes()
     data: dict[str, Any] = {
         "hostname": hostname,
@@ -45,6 +46,7 @@ def initial_config(hostname: str, domain: str, extra: dict[str, Any] | None = No
         "features": {
             "antivirus": antivirus_default(memory),
             "webmail": webmail_default(memory),
+            "admin": admin_default(memory),
         },
     }
     for key, value in (extra or {}).items():

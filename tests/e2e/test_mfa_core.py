@@ -16,8 +16,8 @@ from mailstack.adapters.compose import Compose
 from mailstack.errors import UsageError
 from mailstack.identity import mfa, sealing, totp
 from mailstack.identity.mfa import MfaCheck, Owner
-from mailstack.stack.stackdir import Stack
 from mailstack.stack.secrets import MFA_KEY, SECRETS_DIR
+from mailstack.stack.stackdir import Stack
 from tests.e2e.conftest import HOSTNAME, RunningStack
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mailstack"
 SHARED = {"errors", "verdict", "units", "resources", "services"}
-CORE = {"stack", "images", "runtime", "accounts", "mailauth", "tls", "backup", "identity"}
+CORE = {"stack", "images", "runtime", "accounts", "mailauth", "tls", "backup", "identity", "api"}
 UI_LIBRARIES = {"typer", "rich", "click"}
 
 

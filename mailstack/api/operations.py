@@ -1,0 +1,145 @@
+"""The REST API's operations (/api/v1), free of any web framework: the admin service's app
+(compose/admin/adminapi.py, FastAPI) parses a request, calls one function here and sends
+back what it returns or the ApiError it raises. The rules are the core's own (names,
+passwords, tokens, directory); only the mapping of their refusals to HTTP lives here.
+
+Status codes: 400 bad input (the CLI's one line), 401 no token or one that grants nothing
+(unknown, expired and revoked alike, one body), 403 a token without the scope, 404 what the
+input names does not exist, 409 it exists already.
+
+Loaded by the admin service on Debian's own Python: it imports nothing of pydantic, typer
+or rich (a unit test checks).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from typing import Any
+
+from mailstack.accounts import directory, names, passwords
+from mailstack.adapters import psql
+from mailstack.adapters.psql import Executor
+from mailstack.errors import AlreadyExists, MailstackError, NotFound, UsageError
+from mailstack.identity import tokens
+from mailstack.units import parse_size
+
+# One body for every 401: a client never learns whether a token exists, expired or was
+# revoked (tokens.TokenRefused says which, for the audit log only).
+UNAUTHORIZED = "a valid API token is needed: send 'Authorization: Bearer <token>'"
+BEARER = "bearer"
+# Mailbox usage comes from Dovecot (doveadm, through Compose on the host), which the admin
+# service cannot reach: the API lists mailboxes without it.
+USAGE_UNAVAILABLE = "usage is not available from the API; see mailstack mailbox list"
+# One password hash at a time: each takes 32 MiB (passwords.MEMORY_KIB) and the admin
+# container has 96 MiB; concurrent requests wait here instead of running it out of memory.
+_HASHING = threading.BoundedSemaphore(1)
+
+
+class ApiError(Exception):
+    """A refusal: its HTTP status and the one line of its JSON body {"error": ...}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.message}
+
+
+def status_of(error: MailstackError) -> int:
+    """The HTTP status of a refusal of the core."""
+    if isinstance(error, tokens.TokenRefused):
+        return 401
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, AlreadyExists):
+        return 409
+    if isinstance(error, UsageError):
+        return 400
+    return 500
+
+
+def refusal(error: MailstackError) -> ApiError:
+    status = status_of(error)
+    if status == 401:
+        return ApiError(401, UNAUTHORIZED)
+    if status == 500:  # the core's own failure: its line names no secret, but no detail
+        return ApiError(500, "the request could not be completed; see the admin service's log")
+    return ApiError(status, error.message)
+
+
+def authorize(
+    executor: Executor, authorization: str | None, needed: str, now: datetime.datetime
+) -> tokens.TokenIdentity:
+    """The token's identity when it grants `needed`; ApiError 401 or 403 otherwise."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != BEARER or not presented.strip():
+        raise ApiError(401, UNAUTHORIZED)
+    try:
+        identity = tokens.authenticate(executor, presented.strip(), now)
+    except tokens.TokenRefused:
+        raise ApiError(401, UNAUTHORIZED) from None
+    if not identity.allows(needed):
+        raise ApiError(
+            403,
+            f"API token {identity.name} lacks the scope {needed} "
+            f"(it has {', '.join(identity.scopes)})",
+        )
+    return identity
+
+
+def actor(identity: tokens.TokenIdentity, client: str | None) -> psql.Actor:
+    """Who the audit log names for a request: the token, from the client's address (the
+    front's X-Real-IP, which uvicorn trusts from the front alone)."""
+    try:
+        return psql.Actor(f"token:{identity.name}", client or "unknown")
+    except UsageError:  # an address the log's rule does not take: the token still counts
+        return psql.Actor(f"token:{identity.name}", "unknown")
+
+
+def list_mailboxes(executor: Executor, domain: str | None) -> dict[str, Any]:
+    """GET /api/v1/mailboxes[?domain=D] (scope read)."""
+    try:
+        only = names.require("DOMAIN", names.domain, domain) if domain is not None else None
+        mailboxes = directory.list_mailboxes(executor, only)
+    except MailstackError as error:
+        raise refusal(error) from None
+    return {
+        "mailboxes": [_mailbox(mailbox) for mailbox in mailboxes],
+        "usage_unavailable": USAGE_UNAVAILABLE,
+    }
+
+
+def create_mailbox(
+    executor: Executor, address: str, password: str, quota: str | None, default_quota: str
+) -> dict[str, Any]:
+    """POST /api/v1/mailboxes (scope accounts): the CLI's checks, in the CLI's order
+    (address, quota, password), then the core's add_mailbox; the hash is made here."""
+    try:
+        mailbox = names.require("ADDRESS", names.mailbox, address)
+        quota_bytes = _size("quota", quota if quota is not None else default_quota)
+        with _HASHING:
+            password_hash = passwords.hash_password(password)
+        directory.add_mailbox(executor, mailbox, password_hash, quota_bytes)
+    except MailstackError as error:
+        raise refusal(error) from None
+    return {"address": mailbox, "domain": mailbox.rpartition("@")[2], "quota_bytes": quota_bytes}
+
+
+def _size(name: str, text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as reason:
+        raise UsageError(f"{name}: {text[:80]!r} {reason}") from None
+
+
+def _mailbox(mailbox: directory.Mailbox) -> dict[str, Any]:
+    return {
+        "address": mailbox.address,
+        "domain": mailbox.domain,
+        "quota_bytes": mailbox.quota_bytes,
+        "active": mailbox.active,
+        "created": mailbox.created,
+    }

@@ -1,0 +1,64 @@
+"""The admin service's pieces outside its code: its database role's grants, its image's
+context (mailstack's own package), and its place in the rendered compose file."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from mailstack.images import imagetags
+from mailstack.resources import migrations_dir
+from mailstack.stack.config import Config
+from mailstack.stack.render import RenderInputs, render_stack
+
+
+def test_the_admin_roles_grants_are_exactly_what_the_api_needs() -> None:
+    sql = (migrations_dir() / "0004_admin_role.sql").read_text()
+    statements = [
+        " ".join(line.split()) for line in re.sub(r"--[^\n]*", "", sql).split(";") if line.strip()
+    ]
+    assert statements == [
+        "GRANT SELECT ON domains, mailboxes TO mailstack_admin",
+        "GRANT INSERT ON mailboxes TO mailstack_admin",
+        "GRANT SELECT ON api_tokens TO mailstack_admin",
+        "GRANT UPDATE (last_used) ON api_tokens TO mailstack_admin",
+    ]
+
+
+def test_the_admin_image_holds_mailstacks_package_without_tests() -> None:
+    files = imagetags.generated_files("admin")
+    assert "admin/mailstack/api/operations.py" in files
+    assert "admin/mailstack/migrations/0004_admin_role.sql" in files
+    assert not any("test" in path.rpartition("/")[2] for path in files)
+    assert imagetags.generated_files("postfix") == {}
+
+
+def _compose(config: Config) -> dict[str, Any]:
+    rendered = render_stack(RenderInputs(config, "0.0.0-test"))
+    return yaml.safe_load(rendered["compose.yaml"])
+
+
+def test_the_admin_service_publishes_no_port_and_is_reached_at_its_fixed_address(
+    reference_config: Config,
+) -> None:
+    compose = _compose(reference_config)
+    admin = compose["services"]["admin"]
+    assert "ports" not in admin
+    assert admin["environment"]["MAILSTACK_LISTEN"] == admin["networks"]["frontend"]["ipv4_address"]
+    assert (
+        admin["environment"]["MAILSTACK_TRUSTED_PROXY"]
+        == (compose["services"]["front"]["networks"]["frontend"]["ipv4_address"])
+    )
+    assert admin["secrets"] == ["db_admin_api_password"]
+    assert "db_admin_api_password" in compose["services"]["db"]["secrets"]
+
+
+def test_without_features_admin_there_is_no_admin_service_and_db_gets_no_secret_of_it(
+    reference_config: Config,
+) -> None:
+    features = reference_config.features.model_copy(update={"admin": False})
+    compose = _compose(reference_config.model_copy(update={"features": features}))
+    assert "admin" not in compose["services"]
+    assert "db_admin_api_password" not in compose["services"]["db"]["secrets"]
