@@ -200,11 +200,32 @@ print(" ".join(f"{{t:.3f}}" for t in times))
 """
 
 
-def hash_times_in_container(root: Path, count: int) -> list[float]:
-    # As the API's user, in the running container (its Python, its python3-argon2).
-    script = HASH_TIMING.format(count=count, password=PASSWORD)
+QUERY_TIMING = """
+import time
+from mailstack.adapters import psql
+from mailstack.adapters.localpsql import LocalPsql
+executor = LocalPsql()
+times = []
+for _ in range({count}):
+    started = time.perf_counter()
+    psql.query(executor, {sql!r})
+    times.append((time.perf_counter() - started) * 1000)
+print(" ".join(f"{{t:.3f}}" for t in times))
+"""
+
+
+def in_container_ms(root: Path, script: str) -> list[float]:
+    # As the API's user, in the running container (its Python, its python3-argon2, its psql).
     out = compose(root, "exec", "-T", "--user", "977", "admin", "python3", "-c", script).stdout
     return [float(value) for value in out.split()]
+
+
+def hash_times_in_container(root: Path, count: int) -> list[float]:
+    return in_container_ms(root, HASH_TIMING.format(count=count, password=PASSWORD))
+
+
+def query_times_in_container(root: Path, count: int, sql: str) -> list[float]:
+    return in_container_ms(root, QUERY_TIMING.format(count=count, sql=sql))
 
 
 def hash_times_on_host(count: int) -> list[float]:
@@ -212,6 +233,28 @@ def hash_times_on_host(count: int) -> list[float]:
 
 
 # --- the run ------------------------------------------------------------------------------
+
+
+def breakdown(root: Path, context: ssl.SSLContext, token: str, requests: int) -> None:
+    """Where a GET's time goes: the same connection, less and less work behind it."""
+    client = Client(context, token, keep_alive=True)
+    steps = (
+        ("no token check, no database (GET /api/v1/openapi.json)", "/api/v1/openapi.json"),
+        ("token check + an empty list (?domain= a domain with no mailboxes)",
+         "/api/v1/mailboxes?domain=empty.example.test"),
+    )  # fmt: skip
+    for label, path in steps:
+        client.request("GET", path)
+
+        def get(_: int, path: str = path) -> None:
+            client.request("GET", path)
+
+        print(f"   breakdown, kept-alive: {label}: {summary(timed_ms(requests, get))}")
+    client.close()
+    selects = query_times_in_container(root, 20, "SELECT 1;")
+    print(
+        f"   one psql.query('SELECT 1') in the admin container (a psql process): {summary(selects)}"
+    )
 
 
 def prepare(root: Path) -> None:
@@ -265,6 +308,8 @@ def run(root: Path, options: argparse.Namespace) -> None:
             f"2. GET /api/v1/mailboxes ({total} mailboxes, {label}): {summary(times)}; "
             f"goal p99 <= {GOAL_P99_MS} ms: {verdict(percentile(times, 0.99), GOAL_P99_MS)}"
         )
+
+    breakdown(root, context, token, options.requests)
 
     run_id = uuid.uuid4().hex[:6]
     creations: dict[bool, list[float]] = {}
