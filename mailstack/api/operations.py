@@ -4,7 +4,8 @@ back what it returns or the ApiError it raises. The rules are the core's own (na
 passwords, tokens, directory); only the mapping of their refusals to HTTP lives here.
 
 Status codes: 400 bad input (the CLI's one line), 401 no token or one that grants nothing
-(unknown, expired and revoked alike, one body), 403 a token without the scope, 404 what the
+(unknown, expired and revoked alike, one body), 403 a token without the scope or a
+principal naming a domain it does not manage (identity.principal), 404 what the
 input names does not exist, 409 it exists already.
 
 Loaded by the admin service on Debian's own Python: it imports nothing of pydantic, typer
@@ -20,7 +21,7 @@ from typing import Any
 from mailstack.accounts import directory, names, passwords
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import AlreadyExists, MailstackError, NotFound, UsageError
+from mailstack.errors import AlreadyExists, Forbidden, MailstackError, NotFound, UsageError
 from mailstack.identity import tokens
 from mailstack.units import parse_size
 
@@ -52,6 +53,8 @@ def status_of(error: MailstackError) -> int:
     """The HTTP status of a refusal of the core."""
     if isinstance(error, tokens.TokenRefused):
         return 401
+    if isinstance(error, Forbidden):
+        return 403
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, AlreadyExists):
