@@ -9,7 +9,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -327,14 +326,6 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     fake = stored()
     monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=fake))
     return fake
-
-
-@pytest.fixture
-def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(root: Path) -> None:
-        raise AssertionError("the stack was loaded: validation came too late")
-
-    monkeypatch.setattr(Stack, "load", load)
 
 
 @pytest.mark.parametrize(

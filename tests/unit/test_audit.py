@@ -31,14 +31,6 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     return fake
 
 
-@pytest.fixture
-def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(root: object) -> None:
-        raise AssertionError("the stack was loaded: validation came too late")
-
-    monkeypatch.setattr(Stack, "load", load)
-
-
 # --- the actor of every psql session ---------------------------------------------------------
 
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
 from mailstack.accounts import mailstore
 from mailstack.accounts.passwords import verify_password
-from mailstack.cli.main import app
 from mailstack.errors import ExternalCommandFailed
 from mailstack.stack.stackdir import Stack
+from tests.unit.clirun import invoke
 from tests.unit.fakes import Call, FakeContainers
 
-runner = CliRunner()
 PASSWORD = "Correct-horse-42-battery"
 
 
@@ -32,22 +29,6 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     stack = SimpleNamespace(compose=fake, config=SimpleNamespace(domain="example.test"))
     monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
-
-
-@pytest.fixture
-def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any access to the stack (and so to the database) fails the test."""
-
-    def load(root: Path) -> None:
-        raise AssertionError("the stack was loaded: validation came too late")
-
-    monkeypatch.setattr(Stack, "load", load)
-
-
-def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), input=input)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, result.output
 
 
 # --- hostile input: refused in one line, exit 2, before the stack is touched -------------------

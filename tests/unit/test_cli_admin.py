@@ -8,13 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
-from mailstack.cli.main import app
 from mailstack.stack.stackdir import Stack
+from tests.unit.clirun import invoke, one_error_line
 from tests.unit.fakes import FakeContainers
 
-runner = CliRunner()
 PASSWORD = "Correct-horse-42-battery"
 
 
@@ -24,27 +22,6 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     stack = SimpleNamespace(compose=fake, config=SimpleNamespace(domain="example.test"))
     monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
-
-
-@pytest.fixture
-def untouchable(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(root: Path) -> None:
-        raise AssertionError("the stack was loaded: validation came too late")
-
-    monkeypatch.setattr(Stack, "load", load)
-
-
-def invoke(*args: str, input: str | None = None) -> tuple[int, str]:
-    result = runner.invoke(app, list(args), input=input)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, result.output
-
-
-def one_error_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if not line.startswith("hint:")]
-    assert len(lines) == 1, text
-    assert lines[0].startswith("error: ")
-    return lines[0].removeprefix("error: ")
 
 
 @pytest.mark.usefixtures("untouchable")
