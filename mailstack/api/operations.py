@@ -44,7 +44,6 @@ from mailstack.identity.principal import Principal
 from mailstack.runtime import jobqueue
 from mailstack.units import parse_size
 
-
 # One body for every 401: a client never learns whether a token exists, expired or was
 # revoked (tokens.TokenRefused says which, for the audit log only).
 UNAUTHORIZED = "a valid API token is needed: send 'Authorization: Bearer <token>'"

@@ -6,9 +6,12 @@ timer that runs them (runtime.schedule)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
+from mailstack.cli.main import app
 from mailstack.runtime import jobqueue, jobs, schedule
 from mailstack.stack import stackfiles
 from mailstack.stack.config import Config
@@ -26,6 +29,7 @@ def _stack(tmp_path: Path, fake: FakeContainers, **extra: object) -> Stack:
     )
     stackfiles.init_stack(tmp_path / "stack", config, check_ports=False)
     stack_dir = StackDir(tmp_path / "stack")
+    fake.running = fake.running or ("db", "dovecot", "rspamd")
     return Stack(stack_dir, stack_dir.load_config(), fake)  # type: ignore[arg-type]
 
 
@@ -116,6 +120,15 @@ def test_nothing_queued_is_one_query_and_says_so(tmp_path: Path) -> None:
     assert len(fake.calls) == 1
 
 
+def test_a_stopped_stack_is_not_an_error_every_minute(tmp_path: Path) -> None:
+    fake = FakeContainers()
+    stack = _stack(tmp_path, fake)
+    fake.running = ("front",)
+    result = jobs.run_jobs(stack)
+    assert (result.failed, fake.calls) == (False, [])
+    assert str(result) == "the database is not running: no host jobs looked at"
+
+
 def test_retry_makes_failed_jobs_pending_first(tmp_path: Path) -> None:
     fake = FakeContainers(by_marker=[("WHERE state = 'failed'", b"1\n2\n")])
     result = jobs.run_jobs(_stack(tmp_path, fake), retry_failed=True)
@@ -184,3 +197,43 @@ def test_with_systemd_up_installs_the_jobs_timer_once(
     schedule.keep_jobs_timer(tmp_path, config)
     assert schedule.keep_jobs_timer(tmp_path, config) == []
     assert written == [f"mailstack-jobs-{config.project}"]
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def test_jobs_run_exits_1_when_a_job_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    failed = jobs.JobsRun((jobs.JobOutcome((3,), jobqueue.PUBLISH_KEY, "x.test", "failed", "why"),))
+    monkeypatch.setattr(Stack, "load", lambda root: object())
+    monkeypatch.setattr(jobs, "run_jobs", lambda stack, retry_failed: failed)
+    result = CliRunner().invoke(app, ["jobs", "run"])
+    assert result.exit_code == 1
+    assert "#3 domain.publish_key x.test: failed: why" in result.output
+
+
+def test_a_token_for_an_administrator_names_it_checked_before_the_stack_is_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def load(root: Path) -> None:
+        raise AssertionError("the stack was loaded: validation came too late")
+
+    monkeypatch.setattr(Stack, "load", load)
+    result = CliRunner().invoke(
+        app, ["api", "token", "create", "ci", "--scope", "read", "--by", "dana'; --"]
+    )
+    assert result.exit_code == 2
+    assert '--by: "dana\'; --" is not accepted' in result.output
+
+
+def test_a_token_for_an_administrator_is_stored_with_its_creator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeContainers(
+        by_marker=[("INSERT INTO api_tokens", b"creator,1\nname_taken,0\nadded,never\n")]
+    )
+    monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=fake))
+    result = CliRunner().invoke(
+        app, ["api", "token", "create", "ci", "--scope", "admin", "--by", "Dana"]
+    )
+    assert result.exit_code == 0, result.output
+    assert fake.variables()["created_by"] == "dana"
