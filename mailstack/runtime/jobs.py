@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from mailstack import services
 from mailstack.accounts import directory, mailstore, names
 from mailstack.errors import MailstackError
+from mailstack.mailauth import dkim
 from mailstack.runtime import jobqueue
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
@@ -54,30 +55,75 @@ class JobsRun:
 
 
 def run_jobs(stack: Stack, *, retry_failed: bool = False) -> JobsRun:
-    """Take pending jobs until none is left (at most MAX_JOBS_PER_RUN pieces of work)."""
+    """Take every pending job (at most MAX_JOBS_PER_RUN pieces of work) and do them: the
+    domains' keys together (one render, one restart however many), then the rest."""
     if services.DB.name not in stack.compose.running_services():
         # A stopped stack has no queue to read and no admin service adding to it: the timer
         # keeps running through `down` and must not fail every minute meanwhile.
         return JobsRun((), skipped="the database is not running: no host jobs looked at")
     retried = jobqueue.retry_failed(stack.compose) if retry_failed else 0
-    outcomes: list[JobOutcome] = []
-    for _ in range(MAX_JOBS_PER_RUN):
+    work: list[Work] = []
+    while len(work) < MAX_JOBS_PER_RUN:
         taken = jobqueue.claim(stack.compose)
         if not taken:
             break
-        ids = [number for number, _, _ in taken]
-        _, kind, target = taken[0]
-        state, reason = _run_one(stack, kind, target)
-        jobqueue.finish(stack.compose, ids, state, reason)
-        outcomes.append(JobOutcome(tuple(ids), kind, target, state, jobqueue.one_line(reason)))
+        work.append(Work(tuple(number for number, _, _ in taken), taken[0][1], taken[0][2]))
+    keys = [piece for piece in work if piece.kind == jobqueue.PUBLISH_KEY]
+    ended = _publish_keys(stack, keys) if keys else {}
+    outcomes: list[JobOutcome] = []
+    for piece in work:
+        state, reason = ended[piece] if piece in ended else _run_one(stack, piece)
+        jobqueue.finish(stack.compose, list(piece.ids), state, reason)
+        outcomes.append(
+            JobOutcome(piece.ids, piece.kind, piece.target, state, jobqueue.one_line(reason))
+        )
     return JobsRun(tuple(outcomes), retried)
 
 
-def _publish_key(stack: Stack, target: str) -> str:
-    domain = names.require("DOMAIN", names.domain, target)
-    if domain not in {found.name for found in directory.list_domains(stack.compose)}:
-        raise MailstackError(f"{domain} is no longer a mail domain of this stack; nothing made")
-    return str(publish_domain_key(stack, domain)).splitlines()[0]
+@dataclass(frozen=True)
+class Work:
+    """Jobs of one kind and target, done once."""
+
+    ids: tuple[int, ...]
+    kind: str
+    target: str
+
+
+def _publish_keys(stack: Stack, pieces: list[Work]) -> dict[Work, tuple[str, str]]:
+    """Every queued domain's key made, then published by one render and one restart (a
+    restart of rspamd takes ~15 s: ten domains queued at once must not take ten)."""
+    ended: dict[Work, tuple[str, str]] = {}
+    hosted = {found.name for found in directory.list_domains(stack.compose)}
+    wanted: dict[Work, str] = {}
+    for piece in pieces:
+        try:
+            domain = names.require("DOMAIN", names.domain, piece.target)
+        except MailstackError as error:
+            ended[piece] = (jobqueue.FAILED, error.message)
+            continue
+        if domain not in hosted:
+            reason = f"{domain} is no longer a mail domain of this stack; nothing made"
+            ended[piece] = (jobqueue.FAILED, reason)
+        else:
+            wanted[piece] = domain
+    if not wanted:
+        return ended
+    # The last one is published by publish_domain_key itself, which restarts rspamd only
+    # when it made that domain's key: let it be one that has no key yet, if any.
+    signing = set(dkim.read_selectors(stack.dir.root))
+    order = sorted(wanted.values(), key=lambda domain: domain not in signing)
+    *others, last = list(dict.fromkeys(order))
+    try:
+        for domain in others:
+            dkim.ensure_key(stack.dir.root, domain)
+        published = str(publish_domain_key(stack, last)).splitlines()[0]
+    except MailstackError as error:
+        return ended | dict.fromkeys(wanted, (jobqueue.FAILED, error.message))
+    together = f" (published with {last})" if len(set(wanted.values())) > 1 else ""
+    for piece, domain in wanted.items():
+        line = published if domain == last else f"DKIM key for {domain} made{together}"
+        ended[piece] = (jobqueue.DONE, line)
+    return ended
 
 
 def _kick_sessions(stack: Stack, target: str) -> str:
@@ -89,18 +135,16 @@ def _kick_sessions(stack: Stack, target: str) -> str:
     return f"ended the IMAP sessions of {mask} (if any)"
 
 
-def _run_one(stack: Stack, kind: str, target: str) -> tuple[str, str]:
+def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
     """(done or failed, the one-line reason) of one piece of work."""
-    runner = _RUNNERS.get(kind)
+    runner = _RUNNERS.get(piece.kind)
     if runner is None:  # a kind of a newer mailstack (the table's CHECK names them all)
-        return jobqueue.FAILED, f"not a host job this mailstack knows: {kind}"
+        return jobqueue.FAILED, f"not a host job this mailstack knows: {piece.kind}"
     try:
-        return jobqueue.DONE, runner(stack, target)
+        return jobqueue.DONE, runner(stack, piece.target)
     except MailstackError as error:
         return jobqueue.FAILED, error.message.splitlines()[0]
 
 
-_RUNNERS: dict[str, Callable[[Stack, str], str]] = {
-    jobqueue.PUBLISH_KEY: _publish_key,
-    jobqueue.KICK_SESSIONS: _kick_sessions,
-}
+# Kinds done one by one (domain.publish_key is done in a batch: _publish_keys).
+_RUNNERS: dict[str, Callable[[Stack, str], str]] = {jobqueue.KICK_SESSIONS: _kick_sessions}

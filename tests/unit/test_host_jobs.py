@@ -77,6 +77,27 @@ def test_a_queued_domain_gets_its_key_made_and_rendered_and_the_job_is_done(
     assert not result.failed
 
 
+def test_domains_queued_together_are_published_by_one_restart_of_rspamd(tmp_path: Path) -> None:
+    fake = FakeContainers(
+        by_marker=[
+            (
+                CLAIM,
+                _claims(  # type: ignore[list-item]
+                    _queue(b"1,domain.publish_key,one.test\n", b"2,domain.publish_key,two.test\n")
+                ),
+            ),
+            (DOMAINS, b"one.test,t,0,x\ntwo.test,t,0,x\n"),
+        ]
+    )
+    stack = _stack(tmp_path, fake)
+    result = jobs.run_jobs(stack)
+    for domain in ("one.test", "two.test"):
+        assert list((stack.dir.root / "dkim").glob(f"{domain}.*.key"))
+    assert [outcome.state for outcome in result.outcomes] == ["done", "done"]
+    restarts = [command for command in fake.commands if command[0] == "restart"]
+    assert len(restarts) == 1 and "rspamd" in restarts[0]
+
+
 @pytest.mark.parametrize(
     ("target", "reason"),
     [
