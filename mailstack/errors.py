@@ -43,6 +43,10 @@ class AlreadyExists(UsageError):
     """Bad input naming something new that exists already (the REST API answers 409)."""
 
 
+class InUse(UsageError):
+    """Bad input asking to remove something still in use (the REST API answers 409)."""
+
+
 class Forbidden(UsageError):
     """A request its principal may not make: a domain administrator naming another domain,
     a token without the scope (the REST API answers 403, the web admin says so)."""

@@ -11,7 +11,7 @@ import datetime
 import logging
 import os
 
-from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,13 +20,13 @@ from starlette.exceptions import HTTPException
 
 from mailstack.adapters.localpsql import LocalPsql
 from mailstack.adapters.psql import acting_as
-from mailstack.api import operations
-from mailstack.api.operations import ApiError
+from mailstack.api import apitokens, domains, operations
+from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
-from mailstack.identity.tokens import TokenIdentity
 
 EXECUTOR = LocalPsql()
 DEFAULT_QUOTA = os.environ["MAILSTACK_DEFAULT_QUOTA"]
+OWN_DOMAIN = os.environ["MAILSTACK_DOMAIN"]  # never removed through the API
 LOG = logging.getLogger("mailstack.admin")
 # Parsed by operations.authorize itself: every 401 has the same body, whatever was sent.
 BEARER = HTTPBearer(auto_error=False, description="an API token: mailstack api token create")
@@ -73,6 +73,125 @@ class CreatedMailbox(BaseModel):
     quota_bytes: int
 
 
+class MailboxChange(BaseModel):
+    password: str | None = None
+    quota: str | None = None  # e.g. "2G", "0" for none
+
+    class Config:
+        extra = Extra.forbid
+
+
+class ChangedMailbox(BaseModel):
+    address: str
+    password_changed: bool
+    quota_bytes: int | None
+
+
+class RemovedMailbox(BaseModel):
+    address: str
+    removed_aliases: list[str]
+    stored_mail: str
+
+
+class NewDomain(BaseModel):
+    name: str
+
+    class Config:
+        extra = Extra.forbid
+
+
+class Domain(BaseModel):
+    name: str
+    active: bool
+    mailboxes: int
+    created: str
+    dkim_key: str  # published | queued | failed
+    dkim_key_detail: str
+
+
+class DomainList(BaseModel):
+    domains: list[Domain]
+
+
+class CreatedDomain(BaseModel):
+    name: str
+    dkim_key: str
+    job: int
+    note: str
+
+
+class RemovedDomain(BaseModel):
+    name: str
+    stored_mail: str
+
+
+class NewAlias(BaseModel):
+    source: str  # an address, or @domain for a catch-all
+    destinations: list[str]
+
+    class Config:
+        extra = Extra.forbid
+
+
+class Alias(BaseModel):
+    source: str
+    domain: str
+    destinations: list[str]
+
+
+class AliasList(BaseModel):
+    aliases: list[Alias]
+
+
+class CreatedAlias(BaseModel):
+    source: str
+    added: list[str]
+    already_present: list[str]
+
+
+class RemovedAlias(BaseModel):
+    source: str
+    removed: list[str]
+
+
+class NewToken(BaseModel):
+    name: str
+    scopes: list[str]
+    expires: str | None = None  # e.g. "90d"; none: never
+
+    class Config:
+        extra = Extra.forbid
+
+
+class Token(BaseModel):
+    name: str
+    scopes: list[str]
+    state: str
+    created: str
+    expires: str | None
+    revoked: str | None
+    last_used: str | None
+    created_by: str | None
+
+
+class TokenList(BaseModel):
+    tokens: list[Token]
+
+
+class CreatedToken(BaseModel):
+    name: str
+    scopes: list[str]
+    expires: str | None
+    created_by: str | None
+    token: str  # shown only now
+
+
+class RevokedToken(BaseModel):
+    name: str
+    revoked: str
+    already: bool
+
+
 ERRORS = {status: {"model": Error} for status in (400, 401, 403, 404, 409)}
 
 
@@ -85,14 +204,15 @@ def _now() -> datetime.datetime:
 
 
 def _scope(needed: str):  # a FastAPI dependency
-    """The token's identity when it grants `needed`. A dependency: FastAPI runs it before it
-    reads the body, so a client without a valid token learns nothing of the body's rules."""
+    """The token and the principal it acts for, when it grants `needed`. A dependency:
+    FastAPI runs it before it reads the body, so a client without a valid token learns
+    nothing of the body's rules."""
 
     def authorized(
         credentials: HTTPAuthorizationCredentials | None = PRESENTED,
-    ) -> TokenIdentity:
+    ) -> Caller:
         authorization = f"Bearer {credentials.credentials}" if credentials else None
-        return operations.authorize(EXECUTOR, authorization, needed, _now())
+        return operations.authorize_caller(EXECUTOR, authorization, needed, _now())
 
     return authorized
 
@@ -100,7 +220,15 @@ def _scope(needed: str):  # a FastAPI dependency
 # FastAPI's markers, made once (its parameters' defaults name them).
 READ = Depends(_scope("read"))
 ACCOUNTS = Depends(_scope("accounts"))
+DOMAINS = Depends(_scope("domains"))
+ADMIN = Depends(_scope("admin"))
 DOMAIN_FILTER = Query(None, description="only this domain's mailboxes")
+ALIAS_DOMAIN_FILTER = Query(None, description="only this domain's aliases")
+DESTINATIONS = Query([], alias="destination", description="only these destinations")
+ADDRESS = Path(..., description="the mailbox's address")
+DOMAIN_NAME = Path(..., description="the domain")
+SOURCE = Path(..., description="the alias source: an address, or @domain")
+TOKEN_NAME = Path(..., description="the token's name")
 
 
 @app.exception_handler(ApiError)
@@ -133,22 +261,121 @@ async def http_error(request: Request, error: HTTPException) -> JSONResponse:
 def list_mailboxes(
     request: Request,
     domain: str | None = DOMAIN_FILTER,
-    identity: TokenIdentity = READ,
+    caller: Caller = READ,
 ) -> dict:
-    """The mailboxes of the directory (scope read); usage figures are not available here."""
-    with acting_as(operations.actor(identity, _client(request))):
-        return operations.list_mailboxes(EXECUTOR, domain)
+    """The mailboxes of the directory (scope read), a domain administrator's cut to its
+    domains; usage figures are not available here."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return operations.list_mailboxes(EXECUTOR, caller.principal, domain)
 
 
 @app.post("/api/v1/mailboxes", status_code=201, response_model=CreatedMailbox, responses=ERRORS)
 def create_mailbox(
     request: Request,
     mailbox: NewMailbox,
-    identity: TokenIdentity = ACCOUNTS,
+    caller: Caller = ACCOUNTS,
 ) -> dict:
     """Add a mailbox (scope accounts), with the CLI's rules for the address and password."""
     # The audit log names the token and the client (0003_admin.sql's triggers).
-    with acting_as(operations.actor(identity, _client(request))):
+    with acting_as(operations.actor(caller.identity, _client(request))):
         return operations.create_mailbox(
-            EXECUTOR, mailbox.address, mailbox.password, mailbox.quota, DEFAULT_QUOTA
+            EXECUTOR,
+            caller.principal,
+            mailbox.address,
+            mailbox.password,
+            mailbox.quota,
+            DEFAULT_QUOTA,
         )
+
+
+@app.patch("/api/v1/mailboxes/{address}", response_model=ChangedMailbox, responses=ERRORS)
+def change_mailbox(
+    request: Request,
+    change: MailboxChange,
+    address: str = ADDRESS,
+    caller: Caller = ACCOUNTS,
+) -> dict:
+    """A new password (the CLI's strength rule) and/or quota (scope accounts)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return operations.change_mailbox(
+            EXECUTOR, caller.principal, address, change.password, change.quota
+        )
+
+
+@app.delete("/api/v1/mailboxes/{address}", response_model=RemovedMailbox, responses=ERRORS)
+def remove_mailbox(request: Request, address: str = ADDRESS, caller: Caller = ACCOUNTS) -> dict:
+    """Remove a mailbox and its aliases (scope accounts); its stored mail is kept."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return operations.remove_mailbox(EXECUTOR, caller.principal, address)
+
+
+@app.get("/api/v1/domains", response_model=DomainList, responses=ERRORS)
+def list_domains(request: Request, caller: Caller = READ) -> dict:
+    """The domains the caller manages, with each DKIM key's state (scope read)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.list_domains(EXECUTOR, caller.principal)
+
+
+@app.post("/api/v1/domains", status_code=201, response_model=CreatedDomain, responses=ERRORS)
+def create_domain(request: Request, domain: NewDomain, caller: Caller = DOMAINS) -> dict:
+    """Add a mail domain (scope domains, administrators only); its DKIM key is queued for
+    the host."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.create_domain(EXECUTOR, caller.principal, domain.name)
+
+
+@app.delete("/api/v1/domains/{name}", response_model=RemovedDomain, responses=ERRORS)
+def remove_domain(request: Request, name: str = DOMAIN_NAME, caller: Caller = DOMAINS) -> dict:
+    """Remove an unused mail domain (scope domains, administrators only); mail is kept."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.remove_domain(EXECUTOR, caller.principal, name, OWN_DOMAIN)
+
+
+@app.get("/api/v1/aliases", response_model=AliasList, responses=ERRORS)
+def list_aliases(
+    request: Request, domain: str | None = ALIAS_DOMAIN_FILTER, caller: Caller = READ
+) -> dict:
+    """Aliases and catch-alls of the caller's domains (scope read)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.list_aliases(EXECUTOR, caller.principal, domain)
+
+
+@app.post("/api/v1/aliases", status_code=201, response_model=CreatedAlias, responses=ERRORS)
+def create_alias(request: Request, alias: NewAlias, caller: Caller = ACCOUNTS) -> dict:
+    """Deliver mail for a source of the caller's domains to destinations anywhere (scope
+    accounts)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.create_alias(EXECUTOR, caller.principal, alias.source, alias.destinations)
+
+
+@app.delete("/api/v1/aliases/{source}", response_model=RemovedAlias, responses=ERRORS)
+def remove_alias(
+    request: Request,
+    source: str = SOURCE,
+    destination: list[str] = DESTINATIONS,
+    caller: Caller = ACCOUNTS,
+) -> dict:
+    """Remove an alias, or only the named destinations (scope accounts)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.remove_alias(EXECUTOR, caller.principal, source, destination)
+
+
+@app.get("/api/v1/tokens", response_model=TokenList, responses=ERRORS)
+def list_tokens(request: Request, caller: Caller = ADMIN) -> dict:
+    """API tokens (scope admin); a domain administrator's: only those it created."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return apitokens.list_tokens(EXECUTOR, caller, _now())
+
+
+@app.post("/api/v1/tokens", status_code=201, response_model=CreatedToken, responses=ERRORS)
+def create_token(request: Request, token: NewToken, caller: Caller = ADMIN) -> dict:
+    """A new token (scope admin), acting for the same administrator, no wider; shown once."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return apitokens.create_token(EXECUTOR, caller, token.name, token.scopes, token.expires)
+
+
+@app.delete("/api/v1/tokens/{name}", response_model=RevokedToken, responses=ERRORS)
+def revoke_token(request: Request, name: str = TOKEN_NAME, caller: Caller = ADMIN) -> dict:
+    """Revoke a token for good (scope admin); a domain administrator's: only its own."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return apitokens.revoke_token(EXECUTOR, caller, name, _now())

@@ -14,7 +14,7 @@ from mailstack.accounts import names
 from mailstack.accounts.addresses import split_address
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import UsageError
+from mailstack.errors import AlreadyExists, NotFound, UsageError
 
 MAX_DESTINATIONS = 100
 
@@ -106,7 +106,7 @@ def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> Al
         {"source": source, "domain": domain, "destinations": joined},
     )
     if not any(row == ["domain", "t"] for row in rows):
-        raise UsageError(
+        raise NotFound(
             f"{domain} is not a mail domain of this stack",
             hint=f"add it first: mailstack domain add {domain}",
         )
@@ -119,7 +119,7 @@ def add_alias(compose: Executor, source: str, destinations: Sequence[str]) -> Al
             already.append(destination)
     if not added:
         shown = ", ".join(already)
-        raise UsageError(f"alias {source} -> {shown} already exists")
+        raise AlreadyExists(f"alias {source} -> {shown} already exists")
     return AliasChange(source, added=added, already_present=tuple(already))
 
 
@@ -144,13 +144,13 @@ def remove_alias(compose: Executor, source: str, destinations: Sequence[str] = (
     rows = psql.query(compose, _REMOVE_ALIAS, {"source": source, "destinations": joined})
     missing = [row[1] for row in rows if row[0] == "missing"]
     if missing:
-        raise UsageError(
+        raise NotFound(
             f"alias {source} has no destination {', '.join(missing)}; nothing was removed",
             hint="see mailstack alias list",
         )
     removed = tuple(row[1] for row in rows if row[0] == "removed")
     if not removed:
-        raise UsageError(f"no alias {source}", hint="see mailstack alias list")
+        raise NotFound(f"no alias {source}", hint="see mailstack alias list")
     return AliasChange(source, removed=removed)
 
 

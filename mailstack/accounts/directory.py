@@ -34,6 +34,7 @@ from mailstack.adapters.psql import Executor
 from mailstack.errors import (
     AlreadyExists,
     ExternalCommandFailed,
+    InUse,
     MailstackError,
     NotFound,
     UsageError,
@@ -157,12 +158,12 @@ def add_domain(compose: Executor, name: str) -> None:
     rows = psql.query(compose, _ADD_DOMAIN, {"domain": name})
     for kind, value in rows:
         if kind == "alias_of":
-            raise UsageError(
+            raise AlreadyExists(
                 f"DOMAIN: {name} is an alias domain of {value}; a name is one or the other",
                 hint=f"to make it a mail domain, first: mailstack domain alias remove {name}",
             )
     if not rows:
-        raise UsageError(f"domain {name} already exists")
+        raise AlreadyExists(f"domain {name} already exists")
 
 
 def list_domains(compose: Executor) -> list[Domain]:
@@ -227,11 +228,14 @@ def remove_domain(
     force: bool = False,
     purge: bool = False,
     confirm: ConfirmPurge | None = None,
+    kick: bool = True,
 ) -> DomainRemoval:
     """Remove a domain; with force also its mailboxes and aliases; with purge its stored mail.
 
     Refuses before changing anything when the domain is in use without force, or when
     purge is asked and confirm() does not say yes. Without purge the stored mail stays.
+    Without kick its users' IMAP sessions are left for the caller to end (the admin
+    service cannot reach Dovecot: it queues a host job).
     """
     rows = psql.query(compose, _DOMAIN_STATE, {"domain": name})
     exists, mailboxes, aliases = _state(rows)
@@ -242,7 +246,7 @@ def remove_domain(
     mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
-            raise UsageError(f"domain {name} does not exist")
+            raise NotFound(f"domain {name} does not exist")
         return DomainRemoval(name, path, False, (), (), delete_stored_mail(compose, mail))
 
     rows = psql.query(
@@ -255,10 +259,11 @@ def remove_domain(
     if not removed:
         exists, mailboxes, aliases = _state(rows)
         if not exists:
-            raise UsageError(f"domain {name} does not exist")
+            raise NotFound(f"domain {name} does not exist")
         # Someone added a mailbox, an alias or an alias domain meanwhile.
         raise _domain_in_use(name, mailboxes, aliases, _alias_domains(rows))
-    kick_sessions(compose, f"*@{name}")
+    if kick:
+        kick_sessions(compose, f"*@{name}")
     return DomainRemoval(
         name,
         path,
@@ -274,13 +279,13 @@ def _alias_domains(rows: list[list[str]]) -> list[str]:
     return [row[1] for row in rows if row[0] == "alias_domain"]
 
 
-def _domain_in_use(name: str, mailboxes: int, aliases: int, alias_domains: list[str]) -> UsageError:
+def _domain_in_use(name: str, mailboxes: int, aliases: int, alias_domains: list[str]) -> InUse:
     has = f"{mailboxes} mailbox(es) and {aliases} alias(es)"
     if alias_domains:
         has = f"{mailboxes} mailbox(es), {aliases} alias(es) and the alias domain(s) " + ", ".join(
             alias_domains
         )
-    return UsageError(
+    return InUse(
         f"domain {name} still has {has}; nothing was removed",
         hint="remove them first, or pass --force to remove them with the domain "
         "(their stored mail is kept unless you also pass --purge)",
@@ -392,7 +397,7 @@ def set_mailbox_password(compose: Executor, address: str, password_hash: str) ->
         prelude=_password_hash_line(password_hash),
     )
     if not rows:
-        raise UsageError(f"mailbox {address.lower()} does not exist")
+        raise NotFound(f"mailbox {address.lower()} does not exist")
 
 
 def set_mailbox_quota(compose: Executor, address: str, quota_bytes: int) -> QuotaChange:
@@ -406,7 +411,7 @@ def set_mailbox_quota(compose: Executor, address: str, quota_bytes: int) -> Quot
         {"address": address.lower(), "quota_bytes": _quota(quota_bytes)},
     )
     if not rows:
-        raise UsageError(f"mailbox {address.lower()} does not exist")
+        raise NotFound(f"mailbox {address.lower()} does not exist")
     return QuotaChange(address.lower(), int(rows[0][0]), int(rows[0][1]))
 
 
@@ -431,8 +436,10 @@ def remove_mailbox(
     *,
     purge: bool = False,
     confirm: ConfirmPurge | None = None,
+    kick: bool = True,
 ) -> MailboxRemoval:
-    """Remove a mailbox; its stored mail stays unless purge is asked and confirmed."""
+    """Remove a mailbox; its stored mail stays unless purge is asked and confirmed. Without
+    kick its IMAP sessions are left for the caller to end (see remove_domain)."""
     address = address.lower()
     local_part, domain = split_address(address)
     home = f"{MAIL_ROOT}/{domain}/{local_part}"  # shown only; a purge re-validates it
@@ -446,12 +453,13 @@ def remove_mailbox(
     mail = confirmed_purge(compose, path, purge, confirm)
     if not exists:
         if mail is None or not mail.exists:
-            raise UsageError(f"mailbox {address} does not exist")
+            raise NotFound(f"mailbox {address} does not exist")
         return MailboxRemoval(address, home, False, (), delete_stored_mail(compose, mail))
     rows = psql.query(compose, _REMOVE_MAILBOX, {"address": address})
     if not any(row[0] == "mailbox" for row in rows):
-        raise UsageError(f"mailbox {address} does not exist")
-    kick_sessions(compose, address)
+        raise NotFound(f"mailbox {address} does not exist")
+    if kick:
+        kick_sessions(compose, address)
     return MailboxRemoval(
         address,
         home,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mailstack.accounts import names
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.identity import tokens
@@ -53,6 +54,16 @@ def token_create(
             show_default=False,
         ),
     ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            metavar="ADMIN",
+            help="Act for this (domain) administrator: its role and domains bound the token "
+            "(default: root, every domain).",
+            show_default=False,
+        ),
+    ] = None,
     directory_: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
@@ -61,8 +72,9 @@ def token_create(
     tokens.check_name(name)
     scopes = tokens.check_scopes(scope or [])
     tokens.check_expiry(expires)
+    owner = names.require("--by", names.admin_name, by) if by is not None else None
     stack = Stack.load(directory_)
-    created = tokens.create_token(stack.compose, name, scopes, expires)
+    created = tokens.create_token(stack.compose, name, scopes, expires, created_by=owner)
     if as_json:
         output.as_json(created)
     else:

@@ -24,6 +24,7 @@ from mailstack.cli import (
     check,
     dkim,
     dns,
+    jobs,
     lifecycle,
     output,
     security,
@@ -101,6 +102,7 @@ tls.register(app)
 admin.register(app)
 api.register(app)
 audit.register(app)
+jobs.register(app)
 
 
 def run() -> None:

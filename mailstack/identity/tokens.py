@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from mailstack.accounts import names
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import MailstackError, UsageError
+from mailstack.errors import AlreadyExists, MailstackError, NotFound, UsageError
 from mailstack.units import format_duration, parse_duration
 
 SCOPES = ("read", "accounts", "domains", "admin")
@@ -301,7 +301,7 @@ def create_token(
         if answer.get("creator") == "0":
             raise UsageError(f"administrator {created_by} does not exist")
         if answer.get("name_taken", "0") != "0":
-            raise UsageError(
+            raise AlreadyExists(
                 f"NAME: an API token named {name} exists already",
                 hint="choose another name (a revoked token keeps its name, so the audit log "
                 "names one token); see mailstack api token list",
@@ -338,7 +338,7 @@ def revoke_token(executor: Executor, name: str) -> TokenRevoked:
     check_name(name)
     answer = _labelled(psql.query(executor, _REVOKE, {"name": name}))
     if "before" not in answer:
-        raise UsageError(
+        raise NotFound(
             f"NAME: there is no API token named {name}", hint="see mailstack api token list"
         )
     if "now" in answer:

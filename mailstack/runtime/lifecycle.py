@@ -137,6 +137,7 @@ def up(
     if stack.config.tls.mode == "acme" and current.healthy:
         notes += acme.after_up(stack)
     notes += schedule.keep_security_timer(stack.dir.root, stack.config)
+    notes += schedule.keep_jobs_timer(stack.dir.root, stack.config)
     return UpResult(
         time.monotonic() - started,
         tuple(built),

@@ -101,6 +101,20 @@ def security_timer(stack_root: Path, config: Config) -> Timer:
     )
 
 
+def jobs_timer(stack_root: Path, config: Config) -> Timer:
+    """`jobs run` every minute: the host's part of what the admin service is asked (a new
+    domain's DKIM key); a run with nothing queued is one database query."""
+    return Timer(
+        name=f"mailstack-jobs-{config.project}",
+        what="admin service host jobs",
+        owner="mailstack up (features.admin)",
+        calendar="*-*-* *:*:00",
+        random_delay="5s",
+        commands=(mailstack_command(stack_root, "jobs", "run"),),
+        nice=False,
+    )
+
+
 def systemd_quote(argument: str) -> str:
     r"""One ExecStart= argument: double quotes, with \ " escaped and % $ doubled (specifiers)."""
     escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
@@ -208,4 +222,21 @@ def keep_security_timer(root: Path, config: Config) -> list[str]:
         f"security fixes are not scheduled (systemd is not running here): run `mailstack "
         f"update --security --unattended` daily from your scheduler (update.security: "
         f"{config.update.security})"
+    ]
+
+
+def keep_jobs_timer(root: Path, config: Config) -> list[str]:
+    """What `up` does with the host jobs timer: installed while the admin service is on (its
+    POST /domains needs the host to publish the key), removed when it is off; never in
+    sandbox mode, like the security timer (tests and staging run `jobs run` themselves)."""
+    timer = jobs_timer(root, config)
+    if not config.features.admin or config.mode == "sandbox":
+        note = ["host jobs are not scheduled in sandbox mode: run `mailstack jobs run`"]
+        removed = [str(remove(timer))] if installed(timer) else []
+        return removed + (note if config.features.admin else [])
+    if systemd_running():
+        return [] if installed(timer) else [str(install(timer))]
+    return [
+        "the admin service's host jobs (a new domain's DKIM key) are not scheduled (systemd "
+        "is not running here): run `mailstack jobs run` every minute from your scheduler"
     ]

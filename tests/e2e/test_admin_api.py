@@ -205,11 +205,20 @@ def test_api_sees_the_clients_address_not_the_fronts(stack: RunningStack) -> Non
 @pytest.mark.parametrize(
     "sql",
     [
-        "DELETE FROM mailboxes",
-        "UPDATE mailboxes SET password = 'x'",
+        "UPDATE mailboxes SET address = 'x@evil.test'",
+        "UPDATE domains SET name = 'evil.test'",
         "SELECT password FROM admins",
-        "UPDATE api_tokens SET revoked = NULL",
-        "INSERT INTO domains (name) VALUES ('evil.test')",
+        "UPDATE admins SET role = 'admin'",
+        "INSERT INTO admin_domains (admin, domain) VALUES ('x', 'evil.test')",
+        "UPDATE api_tokens SET scopes = '{admin}'",
+        "DELETE FROM api_tokens",
+        "SELECT * FROM mfa_totp",
+        "DELETE FROM audit_log",
+        # 0006: the host job queue: a new pending job of kind and target only, nothing else.
+        "INSERT INTO host_jobs (kind, target, state) VALUES ('sessions.kick', 'x@y.test', 'done')",
+        "INSERT INTO host_jobs (kind, target, requested_by) VALUES ('sessions.kick', 'x', 'cli:root')",
+        "UPDATE host_jobs SET state = 'done'",
+        "DELETE FROM host_jobs",
         "ALTER ROLE mailstack_admin SUPERUSER",
     ],
 )

@@ -20,6 +20,7 @@ from mailstack.adapters.localpsql import ADMIN_ROLE, LocalPsql
 from mailstack.api import operations
 from mailstack.api.operations import UNAUTHORIZED, ApiError
 from mailstack.errors import MailstackError, UsageError
+from mailstack.identity.principal import ROOT
 from tests.unit.fakes import FakeContainers
 
 NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
@@ -101,7 +102,7 @@ def _create(
     password: str = GOOD_PASSWORD,
     quota: str | None = None,
 ) -> dict[str, object]:
-    return operations.create_mailbox(containers, address, password, quota, "2G")
+    return operations.create_mailbox(containers, ROOT, address, password, quota, "2G")
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,7 @@ def test_mailboxes_are_listed_without_usage_and_filtered_by_a_checked_domain() -
             ("FROM mailboxes", b"bob@example.test,example.test,1024,t,2026-12-06T12:00:00Z\n")
         ]
     )
-    listed = operations.list_mailboxes(containers, "Example.TEST")
+    listed = operations.list_mailboxes(containers, ROOT, "Example.TEST")
     assert listed["mailboxes"] == [
         {
             "address": "bob@example.test",
@@ -212,7 +213,7 @@ def test_mailboxes_are_listed_without_usage_and_filtered_by_a_checked_domain() -
 
 
 def test_a_hostile_domain_filter_is_400() -> None:
-    error = _refusal(lambda: operations.list_mailboxes(FakeContainers(), "example.test' --"))
+    error = _refusal(lambda: operations.list_mailboxes(FakeContainers(), ROOT, "example.test' --"))
     assert error.status == 400
     assert error.message.startswith("DOMAIN: ")
 
@@ -232,7 +233,7 @@ def test_the_admin_executor_connects_to_db_as_its_own_role_and_runs_only_psql() 
 
 def test_the_apis_core_imports_nothing_of_pydantic_typer_or_rich() -> None:
     code = (
-        "import sys, mailstack.api.operations, mailstack.adapters.localpsql\n"
+        "import sys, mailstack.api.operations, mailstack.api.domains, mailstack.api.apitokens, mailstack.adapters.localpsql\n"
         "print(sorted({n.split('.')[0] for n in sys.modules} & {'pydantic', 'typer', 'rich', 'click', 'jinja2', 'yaml'}))\n"
     )
     result = subprocess.run(  # our own interpreter, a constant script

@@ -1,0 +1,150 @@
+"""`mailstack jobs run`: the host takes the jobs the admin service queued (mailstack.runtime.
+jobqueue) and does them with the CLI's own code: a new domain's DKIM key is published as
+`domain add` publishes it (stackfiles.publish_domain_key), a removed user's IMAP sessions
+are ended as `mailbox remove` ends them. Each job is recorded done or failed with one line.
+
+A job's target comes from the database, which the admin service may write: it is checked
+again here by the CLI's rules before it names a file or a command argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailstack import services
+from mailstack.accounts import directory, mailstore, names
+from mailstack.errors import MailstackError
+from mailstack.mailauth import dkim
+from mailstack.runtime import jobqueue
+from mailstack.stack.stackdir import Stack
+from mailstack.stack.stackfiles import publish_domain_key
+
+MAX_JOBS_PER_RUN = 100  # a flood of queued jobs waits for the next run, not forever in one
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    ids: tuple[int, ...]
+    kind: str
+    target: str
+    state: str  # done | failed
+    reason: str
+
+    def __str__(self) -> str:
+        numbers = ", ".join(f"#{number}" for number in self.ids)
+        return f"{numbers} {self.kind} {self.target}: {self.state}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class JobsRun:
+    outcomes: tuple[JobOutcome, ...]
+    retried: int = 0
+    skipped: str = ""  # why nothing was looked at (the stack is down)
+
+    @property
+    def failed(self) -> bool:
+        return any(outcome.state == jobqueue.FAILED for outcome in self.outcomes)
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return self.skipped
+        lines = [f"{self.retried} failed job(s) made pending again"] if self.retried else []
+        lines += [str(outcome) for outcome in self.outcomes] or ["no pending host jobs"]
+        return "\n".join(lines)
+
+
+def run_jobs(stack: Stack, *, retry_failed: bool = False) -> JobsRun:
+    """Take every pending job (at most MAX_JOBS_PER_RUN pieces of work) and do them: the
+    domains' keys together (one render, one restart however many), then the rest."""
+    if services.DB.name not in stack.compose.running_services():
+        # A stopped stack has no queue to read and no admin service adding to it: the timer
+        # keeps running through `down` and must not fail every minute meanwhile.
+        return JobsRun((), skipped="the database is not running: no host jobs looked at")
+    retried = jobqueue.retry_failed(stack.compose) if retry_failed else 0
+    work: list[Work] = []
+    while len(work) < MAX_JOBS_PER_RUN:
+        taken = jobqueue.claim(stack.compose)
+        if not taken:
+            break
+        work.append(Work(tuple(number for number, _, _ in taken), taken[0][1], taken[0][2]))
+    keys = [piece for piece in work if piece.kind == jobqueue.PUBLISH_KEY]
+    ended = _publish_keys(stack, keys) if keys else {}
+    outcomes: list[JobOutcome] = []
+    for piece in work:
+        state, reason = ended[piece] if piece in ended else _run_one(stack, piece)
+        jobqueue.finish(stack.compose, list(piece.ids), state, reason)
+        outcomes.append(
+            JobOutcome(piece.ids, piece.kind, piece.target, state, jobqueue.one_line(reason))
+        )
+    return JobsRun(tuple(outcomes), retried)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Jobs of one kind and target, done once."""
+
+    ids: tuple[int, ...]
+    kind: str
+    target: str
+
+
+def _publish_keys(stack: Stack, pieces: list[Work]) -> dict[Work, tuple[str, str]]:
+    """Every queued domain's key made, then published by one render and one restart (a
+    restart of rspamd takes ~15 s: ten domains queued at once must not take ten)."""
+    ended: dict[Work, tuple[str, str]] = {}
+    hosted = {found.name for found in directory.list_domains(stack.compose)}
+    wanted: dict[Work, str] = {}
+    for piece in pieces:
+        try:
+            domain = names.require("DOMAIN", names.domain, piece.target)
+        except MailstackError as error:
+            ended[piece] = (jobqueue.FAILED, error.message)
+            continue
+        if domain not in hosted:
+            reason = f"{domain} is no longer a mail domain of this stack; nothing made"
+            ended[piece] = (jobqueue.FAILED, reason)
+        else:
+            wanted[piece] = domain
+    if not wanted:
+        return ended
+    # The last one is published by publish_domain_key itself, which restarts rspamd only
+    # when it made that domain's key: let it be one that has no key yet, if any.
+    signing = set(dkim.read_selectors(stack.dir.root))
+    order = sorted(wanted.values(), key=lambda domain: domain not in signing)
+    *others, last = list(dict.fromkeys(order))
+    try:
+        for domain in others:
+            dkim.ensure_key(stack.dir.root, domain)
+        published = str(publish_domain_key(stack, last)).splitlines()[0]
+    except MailstackError as error:
+        return ended | dict.fromkeys(wanted, (jobqueue.FAILED, error.message))
+    together = f" (published with {last})" if len(set(wanted.values())) > 1 else ""
+    for piece, domain in wanted.items():
+        line = published if domain == last else f"DKIM key for {domain} made{together}"
+        ended[piece] = (jobqueue.DONE, line)
+    return ended
+
+
+def _kick_sessions(stack: Stack, target: str) -> str:
+    if target.startswith("*@"):
+        mask = "*@" + names.require("DOMAIN", names.domain, target[2:])
+    else:
+        mask = names.require("ADDRESS", names.mailbox, target)
+    mailstore.kick_sessions(stack.compose, mask)
+    return f"ended the IMAP sessions of {mask} (if any)"
+
+
+def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
+    """(done or failed, the one-line reason) of one piece of work."""
+    runner = _RUNNERS.get(piece.kind)
+    if runner is None:  # a kind of a newer mailstack (the table's CHECK names them all)
+        return jobqueue.FAILED, f"not a host job this mailstack knows: {piece.kind}"
+    try:
+        return jobqueue.DONE, runner(stack, piece.target)
+    except MailstackError as error:
+        return jobqueue.FAILED, error.message.splitlines()[0]
+
+
+# Kinds done one by one (domain.publish_key is done in a batch: _publish_keys).
+_RUNNERS: dict[str, Callable[[Stack, str], str]] = {jobqueue.KICK_SESSIONS: _kick_sessions}
