@@ -25,6 +25,7 @@ from mailstack.cli import (
     dkim,
     dns,
     lifecycle,
+    mailbox_mfa,
     output,
     security,
     setup,
@@ -91,6 +92,7 @@ check.register(app)
 accounts.register(app)
 accounts_sync.register(app)
 access.register()
+mailbox_mfa.register()
 sieve.register(accounts.mailbox_app)
 dkim.register(app)
 backup.register(app)

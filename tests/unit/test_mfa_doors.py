@@ -10,16 +10,19 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from mailstack.adapters.bansapi import BansUnavailable
 from mailstack.api import webmail_mfa
 from mailstack.api.operations import ApiError
+from mailstack.cli.main import app
 from mailstack.errors import ConfigError
 from mailstack.identity import sealing, totp
 from mailstack.identity.mfa import Owner
 from mailstack.resources import migrations_dir
 from mailstack.stack.config import Config, validate_config
 from mailstack.stack.render import RenderInputs, render_stack
+from mailstack.stack.stackdir import Stack
 from tests.unit.fakes import FakeContainers
 
 KEY = bytes(range(32))
@@ -339,3 +342,28 @@ def test_status_says_whether_a_second_factor_is_in_force() -> None:
     with pytest.raises(ApiError) as caught:
         webmail_mfa.status(unknown, ALICE)
     assert caught.value.status == 404
+
+
+# --- the operator's commands (mailbox mfa) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "not-an-address"),
+        ("enrol", "x'; DROP TABLE mfa_totp; --@example.org"),
+        ("confirm", "alice@exa mple.org", "123456"),
+        ("disable", "alice@example.org\n"),
+    ],
+)
+def test_mailbox_mfa_refuses_a_hostile_address_in_one_line_before_the_stack(
+    args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def load(root: object) -> None:
+        raise AssertionError("the stack was loaded: validation came too late")
+
+    monkeypatch.setattr(Stack, "load", load)
+    result = CliRunner().invoke(app, ["mailbox", "mfa", *args])
+    lines = [line for line in result.output.splitlines() if not line.startswith("hint:")]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ADDRESS"), result.output
