@@ -341,8 +341,9 @@ def _ask_from_webmail(
         "$h = \"Content-Type: application/json\\r\\n\" . (getenv('WITH_KEY') ? \"X-Mailstack-Key: $key\\r\\n\" : '');"
         "$ctx = stream_context_create(['http' => ['method' => 'POST', 'header' => $h,"
         " 'content' => getenv('BODY'), 'timeout' => 40, 'ignore_errors' => true]]);"
-        "$r = file_get_contents(getenv('URL'), false, $ctx);"
-        'echo $http_response_header[0], "\\n", $r;'
+        "$t = microtime(true); $r = file_get_contents(getenv('URL'), false, $ctx);"
+        "$ms = round((microtime(true) - $t) * 1000, 1);"
+        'echo $http_response_header[0], "\\n", $ms, "\\n", $r;'
     )
     url = f"http://{_admin_address(stack)}:8080/internal/v1/mfa/{what}"
     env = ["-e", f"URL={url}", "-e", f"BODY={json.dumps(body)}"]
@@ -353,7 +354,8 @@ def _ask_from_webmail(
     )
     output = result.stdout.decode()
     assert result.returncode == 0, output + result.stderr.decode()
-    status_line, _, reply = output.partition("\n")
+    status_line, milliseconds, reply = output.split("\n", 2)
+    print(f"internal {what}: {status_line.split()[1]} in {milliseconds} ms (inside the webmail)")
     return int(status_line.split()[1]), json.loads(reply)
 
 
