@@ -297,6 +297,30 @@ def test_webmail_accepts_a_recovery_code_once(
     assert mfa.status(db, user.owner).recovery_codes_left == len(user.recovery_codes) - 1
 
 
+def _wrong_code(secret: str) -> str:
+    """Six digits that no step of the accepted window gives."""
+    now = time.time()
+    valid = {pyotp.TOTP(secret).at(now + offset) for offset in (-60, -30, 0, 30, 60)}
+    return next(code for code in ("000000", "111111", "222222") if code not in valid)
+
+
+def test_webmail_closes_the_session_after_five_wrong_codes(
+    stack: RunningStack, user: MfaUser, browser: Browser
+) -> None:
+    _sign_in(browser, user)
+    page = browser.page
+    wrong = _wrong_code(user.secret)
+    for _ in range(4):
+        _give_code(browser, wrong)
+        assert "not accepted" in page.locator("#mailstack-mfa-message").inner_text()
+    _give_code(browser, wrong)
+    assert "signed out" in page.locator("#mailstack-mfa-message").inner_text()
+    # The session is gone: the next page is Roundcube's login form, not the code form.
+    goto(page, WEBMAIL + "?_task=mail&_mbox=INBOX")
+    page.locator("#rcmloginuser").wait_for()
+    assert page.locator("#mailstack-mfa-code").count() == 0
+
+
 def test_with_mfa_required_a_user_without_a_second_factor_is_told_to_enrol(
     stack: RunningStack, browser: Browser
 ) -> None:
@@ -400,6 +424,9 @@ def test_the_internal_endpoint_answers_only_the_webmail_with_its_key(
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert curl.stdout == "403", curl
+    # Not in the API's published document.
+    status, _, document = https_request(stack, HOSTNAME, "/api/v1/openapi.json")
+    assert status == 200 and b"/internal" not in document
     # Through the front: the front proxies /api/v1/ alone, so this never reaches the admin.
     for path in ("/internal/v1/mfa/status", "/api/v1/../internal/v1/mfa/status"):
         status, _, body = https_request(
