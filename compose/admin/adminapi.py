@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
+import internal  # the webmail's second factor: /internal/v1
 from mailstack.adapters.localpsql import LocalPsql
 from mailstack.adapters.psql import acting_as
 from mailstack.api import apitokens, domains, operations
@@ -39,6 +40,8 @@ app = FastAPI(
     docs_url=None,  # no pages with scripts from elsewhere; the document is enough
     redoc_url=None,
 )
+# The webmail's second factor (internal.py): never behind the front, webmail only.
+app.include_router(internal.router)
 
 
 class Error(BaseModel):

@@ -26,6 +26,7 @@ from mailstack.cli import (
     dns,
     jobs,
     lifecycle,
+    mailbox_mfa,
     output,
     security,
     setup,
@@ -92,6 +93,7 @@ check.register(app)
 accounts.register(app)
 accounts_sync.register(app)
 access.register()
+mailbox_mfa.register()
 sieve.register(accounts.mailbox_app)
 dkim.register(app)
 backup.register(app)

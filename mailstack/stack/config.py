@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from mailstack.errors import ConfigError
 from mailstack.stack.config_policy import Dns, Policy
@@ -61,6 +61,16 @@ class Config(Section):
     policy: Policy = Field(default_factory=Policy)
     mailboxes: Mailboxes = Field(default_factory=Mailboxes)
     dns: Dns = Field(default_factory=Dns)
+
+    @model_validator(mode="after")
+    def _mfa_required_has_its_enforcer(self) -> Config:
+        # The webmail asks the admin service for the code; without it nobody could enforce it.
+        if self.policy.mfa == "required" and not self.features.admin:
+            raise ValueError(
+                "policy.mfa: required needs features.admin: true (the webmail checks the "
+                "code through the admin service)"
+            )
+        return self
 
 
 # --- loading ---------------------------------------------------------------------------------

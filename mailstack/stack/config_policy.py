@@ -195,6 +195,19 @@ class Dkim(Section):
 
 
 class Policy(Section):
+    mfa: Literal["optional", "required"] = Field(
+        default="optional",
+        description="the second factor (TOTP) of mailbox users: optional lets each user "
+        "enrol or not; required makes the webmail refuse sign-in to a user without one "
+        "(needs features.admin)",
+    )
+    mfa_protocols: Literal["app_passwords_only", "passwords_allowed"] = Field(
+        default="app_passwords_only",
+        description="what IMAP, SMTP AUTH and ManageSieve accept from a user with a second "
+        "factor: app_passwords_only refuses the account password there (only the webmail, "
+        "which asks for the code, may use it), so a stolen password alone opens nothing; "
+        "passwords_allowed accepts it everywhere",
+    )
     dkim: Dkim = Field(default_factory=Dkim)
     spam: Spam = Field(default_factory=Spam)
     attachments: Attachments = Field(default_factory=Attachments)

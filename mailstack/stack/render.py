@@ -151,6 +151,19 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "frontend_ip": services.fixed_address(services.ADMIN, frontend),
             "backend_ip": services.fixed_address(services.ADMIN, backend),
         },
+        # policy.mfa_protocols (docs/mfa.md): whether Dovecot refuses the account password of
+        # a mailbox with a second factor, and the webmail's addresses, from which it is still
+        # accepted because the webmail asks for the code (its plugin, through the admin
+        # service: with the admin service off nobody would, so then nowhere).
+        "mfa_doors": {
+            "app_passwords_only": config.policy.mfa_protocols == "app_passwords_only",
+            "webmail_addresses": [
+                services.fixed_address(services.WEBMAIL, backend),
+                services.fixed_address(services.WEBMAIL, frontend),
+            ]
+            if config.features.webmail and config.features.admin
+            else [],
+        },
         # Whether clients inside the stack verify its certificate against a CA file of the
         # stack's: its own CA (tls/ca.pem, mode selfsigned) or tls.ca_file (tls/trusted.pem);
         # else against the system's trusted CAs.

@@ -33,6 +33,9 @@ TOKEN_SECRETS: dict[str, str] = {
     "db_admin_api_password": "PostgreSQL role mailstack_admin (the admin service's API)",
     # Read as a 256-bit AES key by mailstack.identity.sealing (the token is its base64url).
     MFA_KEY: "AES-GCM key sealing every TOTP secret in the database (second factors)",
+    # Sent by the webmail's plugin with every question to the admin service's internal
+    # endpoints (the webmail's second factor), which admit nothing else.
+    "webmail_mfa_key": "the webmail's key to the admin service's second-factor checks",
 }
 
 

@@ -77,7 +77,10 @@ def test_the_admin_service_publishes_no_port_and_is_reached_at_its_fixed_address
         admin["environment"]["MAILSTACK_TRUSTED_PROXY"]
         == (compose["services"]["front"]["networks"]["frontend"]["ipv4_address"])
     )
-    assert admin["secrets"] == ["db_admin_api_password"]
+    # mfa_key, webmail_mfa_key and bans_api_key: the webmail's second factor (test_mfa_doors).
+    assert admin["secrets"] == [
+        "db_admin_api_password", "mfa_key", "webmail_mfa_key", "bans_api_key"
+    ]  # fmt: skip
     assert "db_admin_api_password" in compose["services"]["db"]["secrets"]
 
 

@@ -52,7 +52,9 @@ def test_webmail_container_is_hardened_and_reaches_only_what_it_needs() -> None:
     assert "no-new-privileges:true" in webmail["security_opt"]
     assert webmail["mem_limit"] and webmail["pids_limit"]
     assert "ports" not in webmail
-    assert sorted(webmail["secrets"]) == ["db_roundcube_password", "roundcube_des_key"]
+    assert sorted(webmail["secrets"]) == [
+        "db_roundcube_password", "roundcube_des_key", "webmail_mfa_key"
+    ]  # fmt: skip
 
 
 def test_only_the_front_may_talk_fastcgi_and_only_the_webmail_may_reach_its_database() -> None:

@@ -63,9 +63,22 @@ $config['product_name'] = 'Webmail {{ config.hostname }}';
 $config['skin'] = 'elastic';
 $config['support_url'] = '';
 $config['mime_types'] = '/etc/roundcube/mimetypes.php';
+{% if config.features.admin %}
+$config['plugins'] = ['mailstack_client_address', 'mailstack_mfa', 'managesieve', 'archive', 'zipdownload'];
+{% else %}
 $config['plugins'] = ['mailstack_client_address', 'managesieve', 'archive', 'zipdownload'];
+{% endif %}
 $config['archive_mbox'] = 'Archive';
 $config['drafts_mbox'] = 'Drafts';
 $config['junk_mbox'] = 'Junk';
 $config['sent_mbox'] = 'Sent';
 $config['trash_mbox'] = 'Trash';
+{% if config.features.admin %}
+
+// --- the second factor (plugin mailstack_mfa; docs/mfa.md) ---------------------------------
+// After the password, a user with a confirmed TOTP must give a code before the session opens;
+// the admin service checks it with mailstack's own core. Its key (webmail_mfa_key) is in
+// the secrets file. policy.mfa: {{ config.policy.mfa }}.
+$config['mailstack_mfa_url'] = 'http://{{ admin.frontend_ip }}:8080/internal/v1/mfa/';
+$config['mailstack_mfa_required'] = {{ 'true' if config.policy.mfa == 'required' else 'false' }};
+{% endif %}

@@ -62,9 +62,16 @@ $config['product_name'] = 'Webmail mail.example.test';
 $config['skin'] = 'elastic';
 $config['support_url'] = '';
 $config['mime_types'] = '/etc/roundcube/mimetypes.php';
-$config['plugins'] = ['mailstack_client_address', 'managesieve', 'archive', 'zipdownload'];
+$config['plugins'] = ['mailstack_client_address', 'mailstack_mfa', 'managesieve', 'archive', 'zipdownload'];
 $config['archive_mbox'] = 'Archive';
 $config['drafts_mbox'] = 'Drafts';
 $config['junk_mbox'] = 'Junk';
 $config['sent_mbox'] = 'Sent';
 $config['trash_mbox'] = 'Trash';
+
+// --- the second factor (plugin mailstack_mfa; docs/mfa.md) ---------------------------------
+// After the password, a user with a confirmed TOTP must give a code before the session opens;
+// the admin service checks it with mailstack's own core. Its key (webmail_mfa_key) is in
+// the secrets file. policy.mfa: optional.
+$config['mailstack_mfa_url'] = 'http://172.29.80.82:8080/internal/v1/mfa/';
+$config['mailstack_mfa_required'] = false;
