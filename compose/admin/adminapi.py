@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 
+import internal  # the webmail's second factor: /internal/v1
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +19,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
-import internal  # the webmail's second factor: /internal/v1
 from mailstack.adapters.localpsql import LocalPsql
 from mailstack.adapters.psql import acting_as
 from mailstack.api import apitokens, domains, operations
