@@ -32,9 +32,10 @@ BEARER = "bearer"
 # Mailbox usage comes from Dovecot (doveadm, through Compose on the host), which the admin
 # service cannot reach: the API lists mailboxes without it.
 USAGE_UNAVAILABLE = "usage is not available from the API; see mailstack mailbox list"
-# One password hash at a time: each takes 32 MiB (passwords.MEMORY_KIB) and the admin
-# container has 96 MiB; concurrent requests wait here instead of running it out of memory.
-_HASHING = threading.BoundedSemaphore(1)
+# One password hash at a time (the web sign-in's verifications too): each takes 32 MiB
+# (passwords.MEMORY_KIB) and the admin container has 96 MiB; concurrent requests wait here
+# instead of running it out of memory.
+HASHING = threading.BoundedSemaphore(1)
 
 
 class ApiError(Exception):
@@ -123,7 +124,7 @@ def create_mailbox(
     try:
         mailbox = names.require("ADDRESS", names.mailbox, address)
         quota_bytes = _size("quota", quota if quota is not None else default_quota)
-        with _HASHING:
+        with HASHING:
             password_hash = passwords.hash_password(password)
         directory.add_mailbox(executor, mailbox, password_hash, quota_bytes)
     except MailstackError as error:
