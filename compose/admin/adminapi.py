@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
+import adminweb
 from mailstack.adapters.localpsql import LocalPsql
 from mailstack.adapters.psql import acting_as
 from mailstack.api import operations
@@ -39,6 +40,7 @@ app = FastAPI(
     docs_url=None,  # no pages with scripts from elsewhere; the document is enough
     redoc_url=None,
 )
+app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
 
 
 class Error(BaseModel):

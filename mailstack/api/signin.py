@@ -97,6 +97,35 @@ def password(executor: Executor, guard: Guard, attempt: Attempt, typed: str) -> 
     return sessions.create(executor, name, stage, attempt.client)
 
 
+class ReauthNeeded(MailstackError):
+    """A sensitive action, and the password was not typed within sessions.REAUTH_WINDOW."""
+
+
+def require_recent_password(session: Session) -> None:
+    """Call before a sensitive action (administrators, tokens, second factors): the password
+    must have been typed within the last five minutes (sessions.REAUTH_WINDOW_SECONDS)."""
+    require_stage(session, sessions.FULL)
+    if not session.reauthenticated:
+        raise ReauthNeeded("type your password again to do this")
+
+
+def reauthenticate(
+    executor: Executor, guard: Guard, attempt: Attempt, session: Session, typed: str
+) -> Session:
+    """The password typed again in a full session (checked and counted like a sign-in)."""
+    require_stage(session, sessions.FULL)
+    _require_admitted(attempt)
+    name = _admin(session)
+    with operations.HASHING:
+        matches = passwords.verify_password(
+            _stored_hash(executor, name) or STAND_IN_HASH, typed[: passwords.MAX_LENGTH]
+        )
+    guard.report(attempt.client, name, typed, success=matches)
+    if not matches:
+        raise SignInRefused(WRONG_PASSWORD)
+    return sessions.reauthenticated(executor, session)
+
+
 def second_factor(
     executor: Executor, guard: Guard, attempt: Attempt, key: bytes, session: Session, code: str,
     now: float,

@@ -217,6 +217,22 @@ def test_the_bans_services_delay_is_handed_to_the_caller() -> None:
     assert _attempt(guard).verdict.delay == 4
 
 
+def test_a_sensitive_action_needs_the_password_typed_within_five_minutes() -> None:
+    stale = Session(sessions.new_id(), "alice", None, sessions.FULL, reauthenticated=False)
+    with pytest.raises(signin.ReauthNeeded):
+        signin.require_recent_password(stale)
+    signin.require_recent_password(_session(sessions.FULL))  # just signed in: fine
+    guard = FakeGuard()
+    with pytest.raises(signin.SignInRefused):
+        signin.reauthenticate(
+            FakeContainers(by_marker=[ADMIN_ROW]), guard, _attempt(guard), stale, "wrong one 42!"
+        )
+    containers = FakeContainers(by_marker=[ADMIN_ROW, ("SET reauth_at", b"reauthenticated\n")])
+    fresh = signin.reauthenticate(containers, guard, _attempt(guard), stale, PASSWORD)
+    signin.require_recent_password(fresh)
+    assert [success for _, _, success in guard.reported] == [False, True]
+
+
 # --- the code step ---------------------------------------------------------------------------
 
 
