@@ -123,6 +123,8 @@ WHERE id_hash = :'id_hash'
     AND created >= now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))
     AND (stage = 'full'
         OR created >= now() - make_interval(secs => CAST(:'step_seconds' AS integer)))
+    -- a deactivated administrator's sessions stop at once (a removed one's are deleted)
+    AND (admin IS NULL OR admin IN (SELECT name FROM admins WHERE active))
 RETURNING 'session', coalesce(admin, ''), coalesce(mailbox, ''), stage,
     reauth_at >= now() - make_interval(secs => CAST(:'reauth_seconds' AS integer));
 """

@@ -99,6 +99,7 @@ def test_the_timeouts_are_enforced_by_the_lookups_own_where() -> None:
     where = " ".join(call.stdin.split())
     assert "last_seen >= now() - make_interval(secs => CAST(:'idle_seconds' AS integer))" in where
     assert "created >= now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))" in where
+    assert "admin IN (SELECT name FROM admins WHERE active)" in where  # deactivated: gone
 
 
 def test_a_lookup_answers_the_stage_and_whether_the_password_is_recent() -> None:
