@@ -174,6 +174,17 @@ def test_first_admin_enrols_totp_and_adds_a_mailbox_that_receives_and_reads_mail
 ) -> None:
     sign_in(page, first_admin)
     assert first_admin.name in page.locator("main").inner_text()
+    # The session cookie: __Host-, Secure, HttpOnly, SameSite=Strict, Path=/, no Domain.
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "__Host-mailstack-admin"]
+    assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (
+        True, True, "Strict", "/",
+    )  # fmt: skip
+    assert cookie["domain"] == HOSTNAME  # host-only
+    answer = page.goto(ADMIN_URL + "mailboxes", wait_until="domcontentloaded")
+    headers = answer.all_headers()
+    assert headers["content-security-policy"].startswith("default-src 'none'; style-src 'self'")
+    assert headers["cache-control"] == "no-store"
+    assert page.locator("script").count() == 0
     assert "confirmed" in stack.cli("admin", "list").stdout  # the CLI sees the enrolment
     address = f"web-{uuid.uuid4().hex[:8]}@{DOMAIN}"
     assert add_mailbox_in_form(page, address.upper()) == f"Added mailbox {address}."
