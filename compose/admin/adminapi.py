@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 
+import adminweb
 import internal  # the webmail's second factor: /internal/v1
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +43,7 @@ app = FastAPI(
 )
 # The webmail's second factor (internal.py): never behind the front, webmail only.
 app.include_router(internal.router)
+app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
 
 
 class Error(BaseModel):

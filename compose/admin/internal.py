@@ -26,7 +26,7 @@ RUNTIME = Path(os.environ.get("MAILSTACK_RUNTIME", "/run/mailstack/admin"))
 EXECUTOR = LocalPsql()
 WEBMAIL = os.environ.get("MAILSTACK_WEBMAIL_ADDRESS", "")  # empty: no webmail in this stack
 BANS_URL = os.environ.get("MAILSTACK_BANS_URL", "")  # empty: policy.bans is off
-FAIL_CLOSED = os.environ.get("MAILSTACK_BANS_FAIL_CLOSED", "") == "true"
+FAIL_CLOSED = os.environ.get("MAILSTACK_BANS_FAIL_CLOSED", "") == "yes"
 
 router = APIRouter(prefix="/internal/v1", include_in_schema=False)
 

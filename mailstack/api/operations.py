@@ -51,9 +51,10 @@ BEARER = "bearer"
 # Mailbox usage comes from Dovecot (doveadm, through Compose on the host), which the admin
 # service cannot reach: the API lists mailboxes without it.
 USAGE_UNAVAILABLE = "usage is not available from the API; see mailstack mailbox list"
-# One password hash at a time: each takes 32 MiB (passwords.MEMORY_KIB) and the admin
-# container has 96 MiB; concurrent requests wait here instead of running it out of memory.
-_HASHING = threading.BoundedSemaphore(1)
+# One password hash at a time (the web sign-in's verifications too): each takes 32 MiB
+# (passwords.MEMORY_KIB) and the admin container has 96 MiB; concurrent requests wait here
+# instead of running it out of memory.
+HASHING = threading.BoundedSemaphore(1)
 
 
 class ApiError(Exception):
@@ -241,7 +242,7 @@ def change_mailbox(
 
 def _hash(password: str) -> str:
     passwords.check_password_strength(password)
-    with _HASHING:
+    with HASHING:
         return passwords.hash_password(password)
 
 

@@ -273,6 +273,20 @@ def enrol(executor: Executor, owner: Owner, key: bytes, *, issuer: str) -> Enrol
     return Enrolment(str(owner), secret, uri)
 
 
+def pending(executor: Executor, owner: Owner, key: bytes, *, issuer: str) -> Enrolment | None:
+    """The owner's enrolment waiting for its first code, shown again (a page reloaded, a
+    code mistyped); None when there is none, or when it is confirmed already."""
+    row = _read(executor, owner)
+    if row is None or row.confirmed:
+        return None
+    secret = sealing.unseal(key, row.sealed, owner.label)
+    try:
+        uri = totp.provisioning_uri(secret, owner.name, issuer)
+    except ValueError as reason:
+        raise UsageError(f"ISSUER: {issuer[:80]!r}: {reason}") from None
+    return Enrolment(str(owner), secret, uri)
+
+
 def confirm(executor: Executor, owner: Owner, key: bytes, code: str, now: float) -> RecoveryCodes:
     """Put an enrolment in force with a first code from the app; returns the recovery codes,
     shown only now."""

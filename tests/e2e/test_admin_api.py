@@ -207,12 +207,12 @@ def test_api_sees_the_clients_address_not_the_fronts(stack: RunningStack) -> Non
     [
         "UPDATE mailboxes SET address = 'x@evil.test'",
         "UPDATE domains SET name = 'evil.test'",
-        "SELECT password FROM admins",
+        "UPDATE admins SET password = '{PLAIN}x'",  # it reads them (the web sign-in)
         "UPDATE admins SET role = 'admin'",
         "INSERT INTO admin_domains (admin, domain) VALUES ('x', 'evil.test')",
         "UPDATE api_tokens SET scopes = '{admin}'",
         "DELETE FROM api_tokens",
-        "SELECT * FROM mfa_totp",
+        "DELETE FROM mfa_totp",
         "DELETE FROM audit_log",
         # 0006: the host job queue: a new pending job of kind and target only, nothing else.
         "INSERT INTO host_jobs (kind, target, state) VALUES ('sessions.kick', 'x@y.test', 'done')",

@@ -77,11 +77,43 @@ def test_the_admin_service_publishes_no_port_and_is_reached_at_its_fixed_address
         admin["environment"]["MAILSTACK_TRUSTED_PROXY"]
         == (compose["services"]["front"]["networks"]["frontend"]["ipv4_address"])
     )
-    # mfa_key, webmail_mfa_key and bans_api_key: the webmail's second factor (test_mfa_doors).
+    # mfa_key, webmail_mfa_key and bans_api_key: the web sign-in and the webmail's second
+    # factor (test_admin_web, test_mfa_doors).
     assert admin["secrets"] == [
         "db_admin_api_password", "mfa_key", "webmail_mfa_key", "bans_api_key"
     ]  # fmt: skip
     assert "db_admin_api_password" in compose["services"]["db"]["secrets"]
+    # The web sign-in asks the bans service, as Dovecot does, and names the stack to the app.
+    assert admin["environment"]["MAILSTACK_BANS_URL"] == "http://bans:12350/"
+    assert admin["environment"]["MAILSTACK_HOSTNAME"] == reference_config.hostname
+    assert "bans" in admin["depends_on"]
+
+
+def test_without_bans_the_admin_service_gets_neither_its_key_nor_its_address(
+    reference_config: Config,
+) -> None:
+    policy = reference_config.policy.model_copy(
+        update={"bans": reference_config.policy.bans.model_copy(update={"enabled": False})}
+    )
+    admin = _compose(reference_config.model_copy(update={"policy": policy}))["services"]["admin"]
+    assert admin["secrets"] == ["db_admin_api_password", "mfa_key", "webmail_mfa_key"]
+    assert "MAILSTACK_BANS_URL" not in admin["environment"]
+
+
+def test_the_web_sign_in_grants_read_administrators_and_use_their_second_factor() -> None:
+    sql = (migrations_dir() / "0005_web_sessions.sql").read_text()
+    grants = [
+        " ".join(statement.split())
+        for statement in re.sub(r"--[^\n]*", "", sql).split(";")
+        if statement.strip().startswith("GRANT")
+    ]
+    assert grants == [
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON web_sessions TO mailstack_admin",
+        "GRANT SELECT ON admins, admin_domains TO mailstack_admin",
+        "GRANT SELECT, INSERT ON mfa_totp TO mailstack_admin",
+        "GRANT UPDATE (sealed, last_step, created, confirmed) ON mfa_totp TO mailstack_admin",
+        "GRANT SELECT, INSERT, DELETE ON mfa_recovery_codes TO mailstack_admin",
+    ]
 
 
 def test_without_features_admin_there_is_no_admin_service_and_db_gets_no_secret_of_it(

@@ -1,0 +1,92 @@
+"""The admin service's page templates (compose/admin/templates), rendered as the service
+renders them: every field has a label, every page a language and one heading, every form
+that posts carries the CSRF token, and no page has a script."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+import pytest
+from markupsafe import Markup
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "compose" / "admin" / "templates"
+SIGNED_IN = SimpleNamespace(full=True, admin="alice")
+MAILBOX = SimpleNamespace(
+    address="a@example.test", quota_bytes=1 << 30, active=True, created="2026-12-06T10:00:00Z"
+)
+PAGES: dict[str, dict[str, Any]] = {
+    "signin.html": {"name": "<alice>"},
+    "code.html": {},
+    "enrol.html": {"secret": "JBSWY3DPEHPK3PXP", "qr": Markup("<svg><title>QR</title></svg>")},
+    "recovery.html": {"session": SIGNED_IN, "codes": ["abcd-efgh-jkmn-pqrs"] * 10},
+    "dashboard.html": {"session": SIGNED_IN, "who": SimpleNamespace(domains=None)},
+    "mailboxes.html": {
+        "session": SIGNED_IN,
+        "who": SimpleNamespace(domains=frozenset({"example.test"})),
+        "mailboxes": [MAILBOX],
+        "default_quota": "1G",
+        "address": '"><script>x</script>',
+        "quota": "",
+    },
+    "message.html": {"title": "Refused", "error": "This form has expired"},
+}
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.forms: list[list[dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "form":
+            self.forms.append([])
+        elif tag == "input" and self.forms:
+            self.forms[-1].append(dict(attrs))
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+
+def render(template: str) -> Page:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["size"] = str
+    values = {"session": None, "error": None, "notice": None, "csrf": "f" * 64}
+    page = Page()
+    page.feed(environment.get_template(template).render(**{**values, **PAGES[template]}))
+    return page
+
+
+@pytest.mark.parametrize("template", sorted(PAGES))
+def test_every_page_is_labelled_headed_scriptless_and_its_forms_carry_the_token(
+    template: str,
+) -> None:
+    page = render(template)
+    assert page.all("html") == [{"lang": "en"}]
+    assert len(page.all("h1")) == 1
+    assert page.all("script") == []
+    labelled = {attrs["for"] for attrs in page.all("label")}
+    for field in page.all("input"):
+        if field.get("type") != "hidden":
+            assert field.get("id") in labelled, (template, field)
+    for form in page.forms:
+        assert {"type": "hidden", "name": "csrf", "value": "f" * 64} in form, template
+
+
+def test_every_template_is_checked() -> None:
+    assert {path.name for path in TEMPLATES.glob("*.html")} - {"base.html"} == set(PAGES)
+
+
+def test_a_typed_value_shown_again_is_escaped() -> None:
+    page = render("mailboxes.html")
+    (address,) = [attrs for attrs in page.all("input") if attrs.get("name") == "address"]
+    assert address["value"] == '"><script>x</script>'  # an attribute's text, not markup
