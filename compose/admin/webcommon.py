@@ -1,0 +1,122 @@
+"""What every page of the admin service's web part shares (adminweb.py's sign-in and
+mailboxes, and the pages beside it): the database executor, the secrets, the bans guard, the
+cookies and their CSRF field, the Jinja2 pages, and the helpers that find a request's
+session, run blocking work in the thread pool as the session's actor, and answer with a
+page, a redirect or a refusal.
+
+Cookies: __Host-mailstack-admin holds the session id; __Host-mailstack-signin a pre-session
+id whose token protects the sign-in form itself. Both Secure, HttpOnly, SameSite=Strict,
+Path=/ (the __Host- prefix demands Secure and Path=/ and forbids a Domain).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the annotations at run time.
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from mailstack.adapters import psql
+from mailstack.adapters.bansclient import BansClient
+from mailstack.adapters.localpsql import LocalPsql
+from mailstack.api import signin
+from mailstack.identity import sealing, sessions
+from mailstack.identity.sessions import Session
+from mailstack.units import human_size
+
+LOG = logging.getLogger("mailstack.admin.web")
+EXECUTOR = LocalPsql()
+RUNTIME = Path("/run/mailstack/admin")
+HOSTNAME = os.environ["MAILSTACK_HOSTNAME"]
+DEFAULT_QUOTA = os.environ["MAILSTACK_DEFAULT_QUOTA"]
+MFA_KEY = sealing.read_key(RUNTIME / "mfa_key")
+GUARD: signin.Guard = (
+    BansClient(
+        os.environ["MAILSTACK_BANS_URL"],
+        (RUNTIME / "bans_api_key").read_text(encoding="ascii").strip(),
+        fail_closed=os.environ.get("MAILSTACK_BANS_FAIL_CLOSED") == "yes",
+    )
+    if os.environ.get("MAILSTACK_BANS_URL")
+    else signin.NoGuard()
+)
+SESSION_COOKIE = "__Host-mailstack-admin"
+SIGNIN_COOKIE = "__Host-mailstack-signin"
+CSRF_FIELD = "csrf"
+FORBIDDEN = (
+    "This form has expired or did not come from this site; nothing was changed. "
+    "Reload the page and try again."
+)
+STYLE = (Path(__file__).parent / "templates" / "style.css").read_bytes()
+PAGES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+PAGES.filters["size"] = lambda value: "none" if value == 0 else human_size(value)
+# The first page each stage of a session belongs on.
+HOME = {
+    None: "/admin/signin",
+    sessions.PASSWORD: "/admin/code",
+    sessions.ENROL: "/admin/enrol",
+    sessions.FULL: "/admin/",
+}
+
+
+def client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def blocking(function: Callable[..., Any], *args: Any, actor: Any = None) -> Any:
+    """Run blocking work in the thread pool, acting as `actor` there (a context variable)."""
+
+    def run() -> Any:
+        if actor is None:
+            return function(*args)
+        with psql.acting_as(actor):
+            return function(*args)
+
+    return await run_in_threadpool(run)
+
+
+def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    values.setdefault("session", None)
+    values.setdefault("error", None)
+    values.setdefault("notice", None)
+    return HTMLResponse(PAGES.get_template(template).render(**values), status_code=status)
+
+
+def set_cookie(response: Response, name: str, value: str) -> None:
+    response.set_cookie(name, value, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def redirect(where: str, session: Session | None = None) -> RedirectResponse:
+    response = RedirectResponse(where, status_code=303)
+    if session is not None:
+        set_cookie(response, SESSION_COOKIE, session.id)
+    return response
+
+
+async def current_session(request: Request) -> Session | None:
+    return await blocking(sessions.lookup, EXECUTOR, request.cookies.get(SESSION_COOKIE))
+
+
+def forbidden(session: Session | None = None) -> HTMLResponse:
+    csrf = session.csrf_token if session else ""
+    return page("message.html", 403, title="Refused", error=FORBIDDEN, session=session, csrf=csrf)
+
+
+def actor_of_session(session: Session, request: Request) -> psql.Actor:
+    return psql.Actor(f"admin:{session.admin}", client(request))
+
+
+async def full_session(request: Request) -> Session | Response:
+    """A full session, or the redirect to the step its session (or none) has reached."""
+    session = await current_session(request)
+    if session is None or not session.full:
+        return redirect(HOME[session.stage if session else None])
+    return session
