@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Extra
 
-from mailstack.adapters.bansapi import BansPolicy
+from mailstack.adapters.bansclient import BansClient
 from mailstack.adapters.localpsql import LocalPsql
 from mailstack.adapters.psql import Actor, acting_as
 from mailstack.api import webmail_mfa
@@ -62,8 +62,12 @@ def _admit(request: Request, key: str | None) -> None:
     link.admit(peer, request.headers.get("x-forwarded-for"), key)
 
 
-def _bans() -> BansPolicy | None:
-    return BansPolicy(BANS_URL, _read("bans_api_key")) if BANS_URL else None
+def _bans() -> BansClient | None:
+    if not BANS_URL:
+        return None
+    return BansClient(
+        BANS_URL, _read("bans_api_key"), fail_closed=FAIL_CLOSED, protocol=webmail_mfa.PROTOCOL
+    )
 
 
 BANS = _bans()
@@ -105,5 +109,4 @@ def mfa_verify(
             question.client,
             now=_now,
             sleep=time.sleep,
-            fail_closed=FAIL_CLOSED,
         )

@@ -2,7 +2,8 @@
 exactly as Dovecot does (auth policy protocol): `allow` before a password or code is
 checked, `report` with the result after, both with the client's address.
 
-So a failed web sign-in counts with IMAP's and SMTP's from the same address. The password
+So a failed web sign-in, or a failed second-factor code at the webmail, counts with IMAP's
+and SMTP's from the same address; `protocol` names which in bansd's list. The password
 never leaves the container: bansd sees a 16-bit salted hash of it (as Dovecot sends with
 auth_policy_hash_truncate = 16), enough to tell one mistyped password retried from a
 guessing run. If bansd does not answer within TIMEOUT_SECONDS the sign-in goes on without
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-PROTOCOL = "admin"  # how the web sign-in shows in bansd's log and `mailstack security bans`
+ADMIN_SIGN_IN = "admin"  # how the web sign-in shows in bansd's log and `security bans`
 TIMEOUT_SECONDS = 2.0  # Dovecot's auth_policy_server_timeout_msecs
 _HASH_BITS = 16
 LOG = logging.getLogger("mailstack.admin.bans")
@@ -26,10 +27,12 @@ LOG = logging.getLogger("mailstack.admin.bans")
 
 @dataclass(frozen=True)
 class Verdict:
-    """bansd's answer to `allow`: refused (with its line), or allowed after `delay` seconds."""
+    """bansd's answer to `allow`: refused (with its line), or allowed after `delay` seconds.
+    `unavailable`: refused because bansd did not answer and policy.bans.fail_closed is set."""
 
     refused: str | None = None
     delay: int = 0
+    unavailable: bool = False
 
 
 ALLOWED = Verdict()
@@ -42,12 +45,15 @@ class BansClient:
     url: str
     api_key: str
     fail_closed: bool = False
+    protocol: str = ADMIN_SIGN_IN
 
     def allow(self, client: str, login: str) -> Verdict:
-        answer = self._ask("allow", {"login": login, "remote": client, "protocol": PROTOCOL})
+        answer = self._ask("allow", {"login": login, "remote": client, "protocol": self.protocol})
         if answer is None:
             if self.fail_closed:
-                return Verdict("the sign-in cannot be checked now; try again later")
+                return Verdict(
+                    "the sign-in cannot be checked now; try again later", unavailable=True
+                )
             return ALLOWED
         status = answer.get("status")
         if not isinstance(status, int):
@@ -64,7 +70,7 @@ class BansClient:
                 "login": login,
                 "pwhash": self.secret_hash(login, secret),
                 "remote": client,
-                "protocol": PROTOCOL,
+                "protocol": self.protocol,
                 "success": success,
                 "policy_reject": False,
             },

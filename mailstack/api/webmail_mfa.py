@@ -25,31 +25,21 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from mailstack.adapters.bansapi import BansUnavailable
 from mailstack.adapters.psql import Executor
 from mailstack.api.operations import ApiError
+from mailstack.api.signin import Guard
 from mailstack.errors import UsageError
 from mailstack.identity import mfa
 from mailstack.identity.mfa import Owner
 
-# What bansd's list shows as the protocol of these failures.
+# What bansd's list shows as the protocol of these failures (the BansClient's protocol).
 PROTOCOL = "webmail-mfa"
 KEY_HEADER = "X-Mailstack-Key"
 FORBIDDEN = "only the webmail may ask this"
 BANNED = "too many failed sign-ins from your address; try again later"
 LOG = logging.getLogger("mailstack.admin.internal")
-
-
-class Bans(Protocol):
-    """bansd's policy API (mailstack.adapters.bansapi.BansPolicy)."""
-
-    def allow(self, remote: str, login: str, credential: str, protocol: str) -> int: ...
-
-    def report(
-        self, remote: str, login: str, credential: str, protocol: str, *, success: bool
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,21 +78,20 @@ def status(executor: Executor, address: str) -> dict[str, Any]:
 def verify(
     executor: Executor,
     key: bytes,
-    bans: Bans | None,
+    bans: Guard | None,
     address: str,
     code: str,
     client: str,
     *,
     now: Callable[[], datetime.datetime],
     sleep: Callable[[float], None],
-    fail_closed: bool = False,
 ) -> dict[str, Any]:
     """POST /internal/v1/mfa/verify {address, code, client}: whether the code proves the
     mailbox's second factor now; `client` is the browser's address (bans count it)."""
     owner = _owner(address)
     remote = _client(client)
     if bans is not None:
-        _ask_bans(bans, remote, owner.name, code, fail_closed=fail_closed, sleep=sleep)
+        _ask_bans(bans, remote, owner.name, sleep=sleep)
     try:
         checked = mfa.check(executor, owner, key, code, now().timestamp())
         accepted, method, left = checked.accepted, checked.method, checked.recovery_codes_left
@@ -113,10 +102,7 @@ def verify(
             raise ApiError(409, error.message) from None
         accepted, method, left = False, "", None  # a malformed code: a failure like another
     if bans is not None:
-        try:
-            bans.report(remote, owner.name, code, PROTOCOL, success=accepted)
-        except BansUnavailable as error:
-            LOG.error("%s", error.message)
+        bans.report(remote, owner.name, code, success=accepted)
     LOG.info(
         "webmail second factor of %s from %s: %s",
         owner.name,
@@ -129,27 +115,16 @@ def verify(
     return answer
 
 
-def _ask_bans(
-    bans: Bans,
-    remote: str,
-    login: str,
-    code: str,
-    *,
-    fail_closed: bool,
-    sleep: Callable[[float], None],
-) -> None:
-    try:
-        verdict = bans.allow(remote, login, code, PROTOCOL)
-    except BansUnavailable as error:
-        # As Dovecot does (policy.bans.fail_closed): log, then refuse or let the check decide.
-        LOG.error("%s", error.message)
-        if fail_closed:
-            raise ApiError(503, "the sign-in cannot be checked now; try again shortly") from None
-        return
-    if verdict < 0:
+def _ask_bans(bans: Guard, remote: str, login: str, *, sleep: Callable[[float], None]) -> None:
+    """bansd first, as Dovecot asks it; unreachable, it fails open or closed as
+    policy.bans.fail_closed says (the client's verdict)."""
+    verdict = bans.allow(remote, login)
+    if verdict.unavailable:
+        raise ApiError(503, "the sign-in cannot be checked now; try again shortly")
+    if verdict.refused is not None:
         raise ApiError(429, BANNED)
-    if verdict > 0:
-        sleep(float(verdict))
+    if verdict.delay > 0:
+        sleep(float(verdict.delay))
 
 
 def _owner(address: str) -> Owner:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailstack.adapters.bansapi import BansUnavailable
+from mailstack.adapters.bansclient import ALLOWED, BansClient, Verdict
 from mailstack.api import webmail_mfa
 from mailstack.api.operations import ApiError
 from mailstack.cli.main import app
@@ -214,22 +214,19 @@ def test_an_empty_shared_key_admits_nobody() -> None:
 
 
 class FakeBans:
-    """bansd's policy API: answers allow with `verdict`, records every question."""
+    """bansd as the BansClient gives it: answers allow with `verdict`, records every
+    question."""
 
-    def __init__(self, verdict: int | Exception = 0) -> None:
+    def __init__(self, verdict: Verdict = ALLOWED) -> None:
         self.verdict = verdict
         self.calls: list[tuple[str, ...]] = []
 
-    def allow(self, remote: str, login: str, credential: str, protocol: str) -> int:
-        self.calls.append(("allow", remote, login, credential, protocol))
-        if isinstance(self.verdict, Exception):
-            raise self.verdict
+    def allow(self, client: str, login: str) -> Verdict:
+        self.calls.append(("allow", client, login))
         return self.verdict
 
-    def report(
-        self, remote: str, login: str, credential: str, protocol: str, *, success: bool
-    ) -> None:
-        self.calls.append(("report", remote, login, credential, protocol, str(success)))
+    def report(self, client: str, login: str, secret: str, *, success: bool) -> None:
+        self.calls.append(("report", client, login, secret, str(success)))
 
 
 def _row(last_step: int) -> bytes:
@@ -264,8 +261,8 @@ def test_a_valid_code_is_accepted_by_the_cores_replay_safe_check_and_reported() 
     # The step is stored by the guarded UPDATE (never accepted twice).
     assert fake.sent(USE_STEP)[0].variables()["step"] == str(STEP)
     assert bans.calls == [
-        ("allow", "203.0.113.9", ALICE, code, "webmail-mfa"),
-        ("report", "203.0.113.9", ALICE, code, "webmail-mfa", "True"),
+        ("allow", "203.0.113.9", ALICE),
+        ("report", "203.0.113.9", ALICE, code, "True"),
     ]
 
 
@@ -288,7 +285,7 @@ def test_a_malformed_code_is_a_failure_like_a_wrong_one() -> None:
 def test_a_banned_browser_is_refused_before_its_code_is_looked_at() -> None:
     fake = FakeContainers(by_marker=[(READ, _row(0))])
     with pytest.raises(ApiError) as caught:
-        _verify(fake, FakeBans(verdict=-1), totp.code_at(SECRET, NOW))
+        _verify(fake, FakeBans(verdict=Verdict("banned")), totp.code_at(SECRET, NOW))
     assert caught.value.status == 429
     assert fake.calls == []
 
@@ -296,16 +293,17 @@ def test_a_banned_browser_is_refused_before_its_code_is_looked_at() -> None:
 def test_a_delayed_browser_waits_as_bans_says() -> None:
     fake = FakeContainers(by_marker=[(READ, _row(STEP))])
     slept: list[float] = []
-    _verify(fake, FakeBans(verdict=4), "000000", slept=slept)
+    _verify(fake, FakeBans(verdict=Verdict(delay=4)), "000000", slept=slept)
     assert slept == [4.0]
 
 
 def test_bans_not_answering_fails_open_or_closed_as_configured() -> None:
-    down = BansUnavailable("the bans service did not answer allow")
     fake = FakeContainers(by_marker=[(READ, _row(STEP))])
-    assert _verify(fake, FakeBans(verdict=down), "000000")["accepted"] is False
+    assert _verify(fake, FakeBans(), "000000")["accepted"] is False  # open: ALLOWED
+    closed = BansClient("http://127.0.0.1:9/", "k" * 32, fail_closed=True, protocol="webmail-mfa")
+    assert closed.allow("203.0.113.9", ALICE).unavailable  # nothing listens on port 9
     with pytest.raises(ApiError) as caught:
-        _verify(fake, FakeBans(verdict=down), "000000", fail_closed=True)
+        _verify(fake, FakeBans(verdict=Verdict("down", unavailable=True)), "000000")
     assert caught.value.status == 503
 
 
