@@ -20,13 +20,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
-from mailstack.adapters.localpsql import LocalPsql
+from mailstack.adapters.pgconnection import PgConnection
 from mailstack.adapters.psql import acting_as
 from mailstack.api import apitokens, domains, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
-EXECUTOR = LocalPsql()
+EXECUTOR = PgConnection()  # a few database connections, kept open (python3-psycopg)
 DEFAULT_QUOTA = os.environ["MAILSTACK_DEFAULT_QUOTA"]
 OWN_DOMAIN = os.environ["MAILSTACK_DOMAIN"]  # never removed through the API
 LOG = logging.getLogger("mailstack.admin")

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mailstack import services
 from mailstack.errors import UsageError
@@ -76,18 +76,6 @@ def acting_as(actor: Actor) -> Iterator[None]:
         ACTOR.reset(token)
 
 
-@dataclass(frozen=True)
-class Connection:
-    """Where psql connects and as whom."""
-
-    host: str
-    user: str
-
-
-# The host's way in: the superuser over the db container's own socket (Compose exec).
-SUPERUSER_SOCKET = Connection("/run/postgresql", "postgres")
-
-
 class Executor(Protocol):
     """What psql (and the other container commands of the directory) need from
     mailstack.adapters.compose.Compose."""
@@ -103,21 +91,40 @@ class Executor(Protocol):
     ) -> bytes: ...
 
 
+@runtime_checkable
+class SqlRunner(Protocol):
+    """An executor with a database connection of its own (the admin service's
+    adapters.pgconnection): query() hands it the script it would pipe into psql, and it runs
+    it with psql's semantics instead of starting psql."""
+
+    def run_sql(
+        self,
+        script: str,
+        variables: Mapping[str, str],
+        *,
+        actor: Actor,
+        single_transaction: bool,
+        timeout: float,
+    ) -> list[list[str]]:
+        """The script's rows, as parse_rows would give them from psql's output."""
+        ...
+
+
 def psql_argv(
     variables: Mapping[str, str],
     *,
     single_transaction: bool = False,
-    connection: Connection = SUPERUSER_SOCKET,
 ) -> list[str]:
-    """The psql command line: CSV output without headers, stop at the first error."""
+    """The psql command line of the host's way in (the superuser over the db container's own
+    socket, through Compose exec): CSV output without headers, stop at the first error."""
     argv = [
         "psql",
         "--no-psqlrc",
         "--quiet",
         "--csv",
         "--tuples-only",
-        f"--host={connection.host}",
-        f"--username={connection.user}",
+        "--host=/run/postgresql",
+        "--username=postgres",
         f"--dbname={DATABASE}",
         "--set=ON_ERROR_STOP=1",
         "--file=-",
@@ -164,15 +171,24 @@ def query(
     single_transaction: bool = False,
     timeout: float = 60,
 ) -> list[list[str]]:
-    """Run constant SQL as the current ACTOR; its output as rows (parse_rows)."""
+    """Run constant SQL as the current ACTOR; its output as rows (parse_rows). An executor
+    that is a SqlRunner runs the script itself; any other gets psql through exec."""
     given = dict(variables or {})
     if any(name in given for name in ACTOR_VARIABLES):
         raise ValueError(f"the psql variables {ACTOR_VARIABLES} are the adapter's own")
+    for name, value in given.items():  # the same refusals whichever way the SQL goes
+        _variable_value(_variable_name(name), value)
     actor = ACTOR.get()
+    if isinstance(compose, SqlRunner):
+        return compose.run_sql(
+            prelude + sql,
+            given,
+            actor=actor,
+            single_transaction=single_transaction,
+            timeout=timeout,
+        )
     given.update(mailstack_actor=actor.name, mailstack_source=actor.source)
-    # An executor that runs psql elsewhere (the admin service's) says how it connects.
-    connection = getattr(compose, "psql_connection", SUPERUSER_SOCKET)
-    argv = psql_argv(given, single_transaction=single_transaction, connection=connection)
+    argv = psql_argv(given, single_transaction=single_transaction)
     stdin = (SESSION_PRELUDE + prelude + sql).encode("utf-8")
     output = compose.exec(DB_SERVICE, argv, input=stdin, user="postgres", timeout=timeout)
     return parse_rows(output)

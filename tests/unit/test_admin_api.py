@@ -1,6 +1,6 @@
 """The REST API's operations (mailstack.api.operations): which refusal gets which status and
 line, that the CLI's rules judge the input, and what reaches the database; and the admin
-service's psql executor."""
+service's executor."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from mailstack.accounts import names, passwords
 from mailstack.adapters import psql
-from mailstack.adapters.localpsql import ADMIN_ROLE, LocalPsql
+from mailstack.adapters.pgconnection import PgConnection
 from mailstack.api import operations
 from mailstack.api.operations import UNAUTHORIZED, ApiError
 from mailstack.errors import MailstackError, UsageError
@@ -221,19 +221,19 @@ def test_a_hostile_domain_filter_is_400() -> None:
 # --- the admin service's pieces --------------------------------------------------------------
 
 
-def test_the_admin_executor_connects_to_db_as_its_own_role_and_runs_only_psql() -> None:
-    argv = psql.psql_argv({}, connection=LocalPsql.psql_connection)
-    assert "--host=db" in argv and f"--username={ADMIN_ROLE}" in argv
+def test_the_admin_executor_runs_sql_and_nothing_else() -> None:
+    executor = PgConnection(connect=lambda: pytest.fail("no connection is needed to refuse"))
+    assert isinstance(executor, psql.SqlRunner)
     assert "--username=postgres" in psql.psql_argv({})  # the host's way is unchanged
     with pytest.raises(MailstackError):
-        LocalPsql().exec("dovecot", ["doveadm", "quota", "get", "-A"])
+        executor.exec("dovecot", ["doveadm", "quota", "get", "-A"])
     with pytest.raises(MailstackError):
-        LocalPsql().exec("db", ["sh", "-c", "id"])
+        executor.exec("db", ["psql", "--no-psqlrc"])
 
 
 def test_the_apis_core_imports_nothing_of_pydantic_typer_or_rich() -> None:
     code = (
-        "import sys, mailstack.api.operations, mailstack.api.domains, mailstack.api.apitokens, mailstack.adapters.localpsql\n"
+        "import sys, mailstack.api.operations, mailstack.api.domains, mailstack.api.apitokens, mailstack.adapters.pgconnection\n"
         "print(sorted({n.split('.')[0] for n in sys.modules} & {'pydantic', 'typer', 'rich', 'click', 'jinja2', 'yaml'}))\n"
     )
     result = subprocess.run(  # our own interpreter, a constant script
