@@ -28,6 +28,7 @@ from mailstack.adapters.pgconnection import (
 )
 from mailstack.errors import ExternalCommandFailed, MailstackError
 from mailstack.identity import admins, audit, mfa, principal, tokens
+from mailstack.runtime import jobqueue
 
 ALICE = psql.Actor("token:alice", "192.0.2.1")
 BOB = psql.Actor("token:bob", "192.0.2.2")
@@ -332,7 +333,7 @@ def _calls() -> list[Callable[[ParsingRunner], object]]:
         audit.list_entries,
         lambda e: directory.add_domain(e, "example.test"),
         directory.list_domains,
-        lambda e: directory.remove_domain(e, "example.test", force=True),
+        lambda e: directory.remove_domain(e, "example.test", force=True, kick=False),
         lambda e: directory.add_mailbox(e, "bob@example.test", HASH, 1024),
         lambda e: directory.list_mailboxes(e, "example.test"),
         lambda e: directory.set_mailbox_password(e, "bob@example.test", HASH),
@@ -355,6 +356,12 @@ def _calls() -> list[Callable[[ParsingRunner], object]]:
         lambda e: mfa.confirm(e, owner, key, "123456", 0.0),
         lambda e: mfa.check(e, owner, key, "123456", 0.0),
         lambda e: mfa.disable(e, owner),
+        lambda e: jobqueue.queue(e, jobqueue.PUBLISH_KEY, "example.test"),
+        jobqueue.key_states,
+        jobqueue.claim,
+        lambda e: jobqueue.finish(e, [1, 2], "done", "published"),
+        jobqueue.retry_failed,
+        jobqueue.list_jobs,
     ]
     return calls
 
@@ -370,4 +377,4 @@ def test_every_script_of_the_core_runs_on_the_connection() -> None:
         with contextlib.suppress(MailstackError, ValueError, IndexError, KeyError):
             call(runner)
     assert runner.refused == []
-    assert runner.scripts >= 30
+    assert runner.scripts >= 40
