@@ -13,6 +13,7 @@ import os
 
 import adminweb
 import internal  # the webmail's second factor: /internal/v1
+from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -20,13 +21,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
-from mailstack.adapters.pgconnection import PgConnection
 from mailstack.adapters.psql import acting_as
 from mailstack.api import apitokens, domains, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
-EXECUTOR = PgConnection()  # a few database connections, kept open (python3-psycopg)
 DEFAULT_QUOTA = os.environ["MAILSTACK_DEFAULT_QUOTA"]
 OWN_DOMAIN = os.environ["MAILSTACK_DOMAIN"]  # never removed through the API
 LOG = logging.getLogger("mailstack.admin")

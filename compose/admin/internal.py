@@ -11,11 +11,11 @@ import os
 import time
 from pathlib import Path
 
+from database import EXECUTOR
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Extra
 
 from mailstack.adapters.bansclient import BansClient
-from mailstack.adapters.pgconnection import PgConnection
 from mailstack.adapters.psql import Actor, acting_as
 from mailstack.api import webmail_mfa
 from mailstack.api.operations import ApiError
@@ -23,8 +23,6 @@ from mailstack.errors import UsageError
 from mailstack.identity import sealing
 
 RUNTIME = Path(os.environ.get("MAILSTACK_RUNTIME", "/run/mailstack/admin"))
-# Its own few connections: the webmail's sign-ins never wait behind the API's requests.
-EXECUTOR = PgConnection()
 WEBMAIL = os.environ.get("MAILSTACK_WEBMAIL_ADDRESS", "")  # empty: no webmail in this stack
 BANS_URL = os.environ.get("MAILSTACK_BANS_URL", "")  # empty: policy.bans is off
 FAIL_CLOSED = os.environ.get("MAILSTACK_BANS_FAIL_CLOSED", "") == "yes"

@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from database import EXECUTOR  # the service's one set of connections (database.py)
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailstack.adapters import psql
 from mailstack.adapters.bansclient import BansClient
-from mailstack.adapters.localpsql import LocalPsql
 from mailstack.api import signin
 from mailstack.identity import sealing, sessions
 from mailstack.identity.sessions import Session
 from mailstack.units import human_size
 
 LOG = logging.getLogger("mailstack.admin.web")
-EXECUTOR = LocalPsql()
 RUNTIME = Path("/run/mailstack/admin")
 HOSTNAME = os.environ["MAILSTACK_HOSTNAME"]
 DEFAULT_QUOTA = os.environ["MAILSTACK_DEFAULT_QUOTA"]

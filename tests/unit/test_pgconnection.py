@@ -27,7 +27,7 @@ from mailstack.adapters.pgconnection import (
     StatementFailed,
 )
 from mailstack.errors import ExternalCommandFailed, MailstackError
-from mailstack.identity import admins, audit, mfa, principal, tokens
+from mailstack.identity import admins, audit, mfa, principal, sessions, tokens
 from mailstack.runtime import jobqueue
 
 ALICE = psql.Actor("token:alice", "192.0.2.1")
@@ -318,6 +318,7 @@ def _as_names(sql: str) -> list[str]:
 def _calls() -> list[Callable[[ParsingRunner], object]]:
     owner = mfa.Owner.admin("alice")
     key = bytes(32)
+    session = sessions.Session(sessions.new_id(), "alice", None, "password", False)
     calls: list[Callable[[ParsingRunner], object]] = [
         lambda e: tokens.authenticate(e, "msk_" + "A" * 43, NOW),
         lambda e: tokens.create_token(e, "ci", ["accounts"], "90d"),
@@ -362,6 +363,11 @@ def _calls() -> list[Callable[[ParsingRunner], object]]:
         lambda e: jobqueue.finish(e, [1, 2], "done", "published"),
         jobqueue.retry_failed,
         jobqueue.list_jobs,
+        lambda e: sessions.create(e, "alice", "password", "192.0.2.1"),
+        lambda e: sessions.lookup(e, session.id),
+        lambda e: sessions.advance(e, session, "full"),
+        lambda e: sessions.reauthenticated(e, session),
+        lambda e: sessions.end(e, session.id),
     ]
     return calls
 
@@ -377,4 +383,4 @@ def test_every_script_of_the_core_runs_on_the_connection() -> None:
         with contextlib.suppress(MailstackError, ValueError, IndexError, KeyError):
             call(runner)
     assert runner.refused == []
-    assert runner.scripts >= 40
+    assert runner.scripts >= 45
