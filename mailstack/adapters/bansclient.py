@@ -42,9 +42,10 @@ class BansClient:
     url: str
     api_key: str
     fail_closed: bool = False
+    protocol: str = PROTOCOL  # "account" for the users' self-service sign-in
 
     def allow(self, client: str, login: str) -> Verdict:
-        answer = self._ask("allow", {"login": login, "remote": client, "protocol": PROTOCOL})
+        answer = self._ask("allow", {"login": login, "remote": client, "protocol": self.protocol})
         if answer is None:
             if self.fail_closed:
                 return Verdict("the sign-in cannot be checked now; try again later")
@@ -64,7 +65,7 @@ class BansClient:
                 "login": login,
                 "pwhash": self.secret_hash(login, secret),
                 "remote": client,
-                "protocol": PROTOCOL,
+                "protocol": self.protocol,
                 "success": success,
                 "policy_reject": False,
             },
