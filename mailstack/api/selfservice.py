@@ -262,7 +262,7 @@ def _stored_hash(executor: Executor, login: str) -> tuple[str | None, str | None
     costs the stand-in hash's verification."""
     try:
         address = names.mailbox(login.strip()).lower()
-    except ValueError:
+    except (ValueError, UsageError):
         return None, None
     rows = psql.query(executor, _MAILBOX, {"address": address})
     found = [row[1] for row in rows if len(row) > 1 and row[0] == "mailbox"]

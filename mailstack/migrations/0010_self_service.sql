@@ -13,5 +13,7 @@ GRANT INSERT (address, name, lookup_key, password) ON app_passwords TO mailstack
 GRANT DELETE ON app_passwords TO mailstack_admin;
 
 -- Turning one's own second factor off (mfa.disable, after a current code): the row goes,
--- its recovery codes with it (ON DELETE CASCADE).
+-- its recovery codes with it (ON DELETE CASCADE). This gives a foothold in the admin
+-- container nothing new: with UPDATE (sealed) (0005) and the mounted mfa_key it could
+-- already replace any second factor with one of its own.
 GRANT DELETE ON mfa_totp TO mailstack_admin;
