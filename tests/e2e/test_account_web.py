@@ -50,6 +50,23 @@ def cleanup(db: Compose) -> Iterator[list[str]]:
             mfa.disable(db, Owner.mailbox(address))
 
 
+# A crafted form, posted from the page (the CSP allows no fetch, only forms to itself).
+POST = """([url, fields]) => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = url;
+    for (const [name, value] of Object.entries(fields)) {
+        const field = document.createElement("input");
+        field.type = "hidden";
+        field.name = name;
+        field.value = value;
+        form.appendChild(field);
+    }
+    document.body.appendChild(form);
+    form.submit();
+}"""
+
+
 def submit_password(page: Any, address: str, password: str) -> None:
     page.goto(ACCOUNT_URL + "signin", wait_until="domcontentloaded")
     page.get_by_label("Mail address").fill(address)
@@ -196,11 +213,10 @@ def test_a_user_without_the_code_cannot_reach_the_pages(
         ("password", {"current": password, "new": NEW_PASSWORD, "again": NEW_PASSWORD}),
         ("mfa/disable", {"code": "000000"}),
     ):
-        answer = page.request.post(
-            ACCOUNT_URL + path, form={**form, "csrf": token or ""}, max_redirects=0
-        )
-        assert answer.status == 303, path
-        assert answer.headers["location"].endswith("/account/code"), path
+        # Posted by the page itself (its cookies, its origin); the 303 is followed.
+        with page.expect_navigation():
+            page.evaluate(POST, [ACCOUNT_URL + path, {**form, "csrf": token or ""}])
+        assert page.url == ACCOUNT_URL + "code", path
     assert app_passwords(stack, address) == []
     assert not imap_login(stack, address, NEW_PASSWORD)
     assert "TOTP on" in stack.cli("mailbox", "mfa", "status", address).stdout
