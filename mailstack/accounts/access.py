@@ -178,8 +178,11 @@ def list_app_passwords(compose: Executor, address: str) -> list[AppPassword]:
     return [AppPassword(address, row[1], row[2]) for row in rows if row[0] == "app"]
 
 
-def revoke_app_password(compose: Executor, address: str, name: str) -> AppPasswordRevoked:
-    """Delete one app password and end the mailbox's open sessions (they may use it)."""
+def revoke_app_password(
+    compose: Executor, address: str, name: str, *, kick: bool = True
+) -> AppPasswordRevoked:
+    """Delete one app password and end the mailbox's open sessions (they may use it);
+    kick=False for a caller with no Docker socket, which queues the kick instead."""
     address = address.lower()
     check_app_password_name(name)
     rows = psql.query(
@@ -198,7 +201,8 @@ def revoke_app_password(compose: Executor, address: str, name: str) -> AppPasswo
             hint=f"see mailstack mailbox app-password list {address}",
         )
     # Dovecot cannot tell which password a session logged in with: end them all.
-    kick_sessions(compose, address)
+    if kick:
+        kick_sessions(compose, address)
     return AppPasswordRevoked(address, name)
 
 

@@ -45,7 +45,7 @@ class BansClient:
     url: str
     api_key: str
     fail_closed: bool = False
-    protocol: str = ADMIN_SIGN_IN
+    protocol: str = ADMIN_SIGN_IN  # "account": the users' self-service; "webmail-mfa"
 
     def allow(self, client: str, login: str) -> Verdict:
         answer = self._ask("allow", {"login": login, "remote": client, "protocol": self.protocol})

@@ -1,10 +1,12 @@
 """Web sessions of the admin service's sign-in (table web_sessions, migration 0005).
 
 A session id is 256 bits from `secrets`, sent to the browser once in a cookie; only its
-SHA-256 is stored. A session belongs to an administrator (or, later, to a mailbox's user)
-and moves through stages: the password was accepted and a code is due (PASSWORD) or an
-enrolment is (ENROL), then both factors passed (FULL). Each advance gives the session a new
-id (no id from before the second factor is worth anything after it).
+SHA-256 is stored. A session belongs to an administrator or to a mailbox's user (the
+self-service pages, `create_for_mailbox`), and a lookup finds only a session of the kind the
+caller asks for (an administrator's page never takes a user's session). It moves through
+stages: the password was accepted and a code is due (PASSWORD) or an enrolment is (ENROL),
+then both factors passed (FULL). Each advance gives the session a new id (no id from before
+the second factor is worth anything after it).
 
 Timeouts are enforced by the lookup's own WHERE, in the database's clock:
 - IDLE_TIMEOUT (15 min) since the last request, and ABSOLUTE_TIMEOUT (8 h) since the
@@ -123,8 +125,12 @@ WHERE id_hash = :'id_hash'
     AND created >= now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))
     AND (stage = 'full'
         OR created >= now() - make_interval(secs => CAST(:'step_seconds' AS integer)))
-    -- a deactivated administrator's sessions stop at once (a removed one's are deleted)
+    -- a deactivated administrator's or mailbox's sessions stop at once (a removed one's
+    -- are deleted)
     AND (admin IS NULL OR admin IN (SELECT name FROM admins WHERE active))
+    AND (mailbox IS NULL OR mailbox IN (SELECT address FROM mailboxes WHERE active))
+    -- only the kind of session the page serves
+    AND ((:'kind' = 'admin' AND admin IS NOT NULL) OR (:'kind' = 'mailbox' AND mailbox IS NOT NULL))
 RETURNING 'session', coalesce(admin, ''), coalesce(mailbox, ''), stage,
     reauth_at >= now() - make_interval(secs => CAST(:'reauth_seconds' AS integer));
 """
@@ -140,6 +146,20 @@ RETURNING 'advanced';
 _REAUTHENTICATED = """
 UPDATE web_sessions SET reauth_at = now() WHERE id_hash = :'id_hash' AND stage = 'full'
 RETURNING 'reauthenticated';
+"""
+
+# A mailbox's user (self-service): an active mailbox; with no second factor in force and
+# policy.mfa optional the session starts full.
+_CREATE_MAILBOX = """
+DELETE FROM web_sessions
+WHERE last_seen < now() - make_interval(secs => CAST(:'idle_seconds' AS integer))
+    OR created < now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))
+    OR (stage <> 'full'
+        AND created < now() - make_interval(secs => CAST(:'step_seconds' AS integer)));
+INSERT INTO web_sessions (id_hash, mailbox, stage, source)
+SELECT :'id_hash', address, :'stage', :'source' FROM mailboxes
+WHERE address = :'mailbox' AND active
+RETURNING 'created';
 """
 
 _END = "DELETE FROM web_sessions WHERE id_hash = :'id_hash' RETURNING 'ended';"
@@ -162,14 +182,33 @@ def create(executor: Executor, admin: str, stage: str, source: str) -> Session:
     return Session(session_id, admin, None, stage, reauthenticated=True)
 
 
-def lookup(executor: Executor, session_id: str | None) -> Session | None:
-    """The live session of this id, or None (unknown, signed out, or timed out)."""
-    if not well_formed(session_id):
+def create_for_mailbox(executor: Executor, mailbox: str, stage: str, source: str) -> Session:
+    """A new session of an (active) mailbox's user whose password was just accepted: at
+    PASSWORD (a code is due), ENROL (policy.mfa required, no factor yet) or FULL."""
+    if stage not in STAGES:
+        raise ValueError(f"not a stage: {stage}")
+    session_id = new_id()
+    rows = psql.query(
+        executor,
+        _CREATE_MAILBOX,
+        {**_TIMEOUTS, "mailbox": mailbox, "stage": stage, "source": source[:100] or "unknown"},
+        prelude=psql.set_secret_variable("id_hash", id_hash(session_id)),
+        single_transaction=True,
+    )
+    if not any(row[0] == "created" for row in rows):
+        raise MailstackError(f"mailbox {mailbox} does not exist or is inactive")
+    return Session(session_id, None, mailbox, stage, reauthenticated=True)
+
+
+def lookup(executor: Executor, session_id: str | None, kind: str = "admin") -> Session | None:
+    """The live session of this id and kind ("admin" or "mailbox"), or None (unknown,
+    another kind's, signed out, or timed out)."""
+    if not well_formed(session_id) or kind not in ("admin", "mailbox"):
         return None
     rows = psql.query(
         executor,
         _LOOKUP,
-        {**_TIMEOUTS, "reauth_seconds": str(REAUTH_WINDOW_SECONDS)},
+        {**_TIMEOUTS, "reauth_seconds": str(REAUTH_WINDOW_SECONDS), "kind": kind},
         prelude=psql.set_secret_variable("id_hash", id_hash(session_id)),
     )
     found = [row for row in rows if row and row[0] == "session"]

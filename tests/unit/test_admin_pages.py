@@ -33,6 +33,30 @@ PAGES: dict[str, dict[str, Any]] = {
         "quota": "",
     },
     "message.html": {"title": "Refused", "error": "This form has expired"},
+    # users' self-service (webaccount.py)
+    "account_signin.html": {"address": "<bob>"},
+    "account_code.html": {},
+    "account_enrol.html": {
+        "secret": "JBSWY3DPEHPK3PXP",
+        "qr": Markup("<svg><title>QR</title></svg>"),
+        "required": True,
+    },
+    "account_recovery.html": {"session": SIGNED_IN, "codes": ["abcd-efgh-jkmn-pqrs"] * 10},
+    "account_home.html": {
+        "session": SIGNED_IN,
+        "overview": SimpleNamespace(
+            address="b@example.test",
+            quota_bytes=1 << 30,
+            second_factor=SimpleNamespace(confirmed=True, recovery_codes_left=9),
+            app_passwords=[SimpleNamespace(name="phone", created="2026-12-06T10:00:00Z")],
+            usage_unavailable="not here",
+        ),
+        "new_app_password": SimpleNamespace(name="phone", password="abcde-fghij"),
+        "app_name": "",
+        "mfa_required": False,
+        "webmail_settings": "/?_task=settings",
+    },
+    "account_message.html": {"title": "Refused", "error": "This form has expired"},
 }
 
 
@@ -83,7 +107,10 @@ def test_every_page_is_labelled_headed_scriptless_and_its_forms_carry_the_token(
 
 
 def test_every_template_is_checked() -> None:
-    assert {path.name for path in TEMPLATES.glob("*.html")} - {"base.html"} == set(PAGES)
+    assert {path.name for path in TEMPLATES.glob("*.html")} - {
+        "base.html",
+        "account_base.html",
+    } == set(PAGES)
 
 
 def test_a_typed_value_shown_again_is_escaped() -> None:

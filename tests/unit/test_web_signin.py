@@ -95,6 +95,7 @@ def test_the_timeouts_are_enforced_by_the_lookups_own_where() -> None:
         "absolute_seconds": "28800",
         "step_seconds": "600",
         "reauth_seconds": "300",
+        "kind": "admin",  # an administrator's page finds only an administrator's session
     }
     where = " ".join(call.stdin.split())
     assert "last_seen >= now() - make_interval(secs => CAST(:'idle_seconds' AS integer))" in where
