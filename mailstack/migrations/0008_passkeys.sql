@@ -48,3 +48,9 @@ CREATE TRIGGER passkeys_audit AFTER INSERT OR UPDATE OR DELETE ON passkeys
 REVOKE ALL ON passkeys FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON passkeys TO mailstack_admin;
 GRANT UPDATE (sign_count, last_used) ON passkeys TO mailstack_admin;
+
+-- A passkey ceremony in progress (identity.passkeys: its challenge and options), kept with
+-- the web session that began it and taken (set back to NULL) by the step that finishes it,
+-- so a challenge is answered once. The role's table-wide UPDATE on web_sessions (0005)
+-- covers the column.
+ALTER TABLE web_sessions ADD COLUMN passkey_state text CHECK (length(passkey_state) <= 2000);

@@ -51,9 +51,9 @@ MAX_DELAY = 2
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
-    """A fresh Chromium (no cookies) that trusts exactly the stack's key."""
+@contextlib.contextmanager
+def admin_browser(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium (no cookies) that trusts exactly the stack's key: its one page."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run scripts/setup-host.sh --dev")
     args = [
@@ -77,6 +77,12 @@ def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
             yield page
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
+    with admin_browser(stack, tmp_path) as browser_page:
+        yield browser_page
 
 
 @dataclass
