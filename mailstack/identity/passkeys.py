@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -281,6 +282,8 @@ def _options_json(options: Mapping[str, Any]) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # fido2's are str mixins: str() gives the member name
+        return _jsonable(value.value)
     if isinstance(value, bytes):
         return _encode(value)
     if isinstance(value, Mapping):
@@ -288,7 +291,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(item) for item in value]
     if isinstance(value, str | int | bool) or value is None:
-        return str(value) if isinstance(value, str) else value  # enums are str subclasses
+        return value
     raise TypeError(f"cannot put {type(value).__name__} in the options")
 
 

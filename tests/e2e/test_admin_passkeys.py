@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import RunningStack
 from tests.e2e.test_admin_web import (
@@ -53,6 +54,19 @@ def virtual_authenticator(page: Any) -> tuple[Any, str]:
     return devtools, added["authenticatorId"]
 
 
+def ceremony(page: Any, button: str, landing: str) -> None:
+    """Press the page's passkey button and wait for the form it sends; on failure, say what
+    the page's script reported."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.get_by_role("button", name=button).click()
+    try:
+        page.wait_for_url(landing)
+    except PlaywrightTimeout:
+        said = page.locator("#passkey-status").all_inner_texts()
+        raise AssertionError(f"the ceremony did not finish: {said} {console}") from None
+
+
 def status_line(page: Any) -> str:
     return str(page.locator("[role=alert], [role=status]").first.inner_text())
 
@@ -68,8 +82,7 @@ def test_a_passkey_registered_with_chromiums_virtual_authenticator_signs_an_admi
     page.get_by_label(re.compile("^Name")).fill("laptop")
     page.get_by_role("button", name="Continue").click()  # the password was typed just now
     page.wait_for_load_state("domcontentloaded")
-    page.get_by_role("button", name="Make the passkey").click()
-    page.wait_for_url(ADMIN_URL + "passkeys/finish")
+    ceremony(page, "Make the passkey", ADMIN_URL + "passkeys/finish")
     assert status_line(page) == "Added the passkey laptop."
     assert page.get_by_role("cell", name="laptop").is_visible()
     made = devtools.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
@@ -81,8 +94,7 @@ def test_a_passkey_registered_with_chromiums_virtual_authenticator_signs_an_admi
     assert page.url.endswith("/admin/code"), page.url
     page.get_by_role("link", name="Use a passkey instead").click()
     page.wait_for_load_state("domcontentloaded")
-    page.get_by_role("button", name="Use my passkey").click()
-    page.wait_for_url(ADMIN_URL)
+    ceremony(page, "Use my passkey", ADMIN_URL)
     assert page.get_by_role("heading", name="Dashboard").is_visible()
 
     used = db(

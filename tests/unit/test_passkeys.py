@@ -164,6 +164,11 @@ def test_registration_options_name_the_stack_and_exclude_known_keys() -> None:
     assert options["user"]["name"] == "alice" and options["user"]["id"] != b64(b"alice")
     assert [item["id"] for item in options["excludeCredentials"]] == [b64(key.credential_id)]
     assert len(unb64(options["challenge"])) >= 16
+    # The spellings the browser knows (fido2's enums as their values, not their names).
+    assert {item["type"] for item in options["pubKeyCredParams"]} == {"public-key"}
+    assert {item["alg"] for item in options["pubKeyCredParams"]} >= {-7, -257}
+    assert options["authenticatorSelection"] == {"userVerification": "preferred"}
+    assert [item["type"] for item in options["excludeCredentials"]] == ["public-key"]
 
 
 def test_a_passkey_answering_another_site_is_refused() -> None:
