@@ -11,8 +11,11 @@ CREATE TABLE passkeys (
     admin         text        REFERENCES admins (name) ON DELETE CASCADE,
     mailbox       text        REFERENCES mailboxes (address) ON DELETE CASCADE,
     name          text        NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
-    credential_id text        NOT NULL UNIQUE CHECK (credential_id ~ '^[A-Za-z0-9_-]{16,1400}$'),
-    credential    text        NOT NULL CHECK (credential ~ '^[A-Za-z0-9_-]{40,4000}$'),
+    -- base64url; lengths apart, as PostgreSQL's regular expressions repeat at most 255 times
+    credential_id text        NOT NULL UNIQUE CHECK (credential_id ~ '^[A-Za-z0-9_-]+$'
+                                                     AND length(credential_id) BETWEEN 16 AND 1400),
+    credential    text        NOT NULL CHECK (credential ~ '^[A-Za-z0-9_-]+$'
+                                              AND length(credential) BETWEEN 40 AND 4000),
     sign_count    bigint      NOT NULL DEFAULT 0 CHECK (sign_count >= 0),
     created       timestamptz NOT NULL DEFAULT now(),
     last_used     timestamptz,
