@@ -188,7 +188,10 @@ def test_first_admin_enrols_totp_and_adds_a_mailbox_that_receives_and_reads_mail
     assert cookie["domain"] == HOSTNAME  # host-only
     answer = page.goto(ADMIN_URL + "mailboxes", wait_until="domcontentloaded")
     headers = answer.all_headers()
-    assert headers["content-security-policy"].startswith("default-src 'none'; style-src 'self'")
+    # Scripts from this site only (the passkey pages' one script); none on this page.
+    assert headers["content-security-policy"].startswith(
+        "default-src 'none'; script-src 'self'; style-src 'self'"
+    )
     assert headers["cache-control"] == "no-store"
     assert page.locator("script").count() == 0
     assert "confirmed" in stack.cli("admin", "list").stdout  # the CLI sees the enrolment
