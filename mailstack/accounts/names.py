@@ -108,6 +108,10 @@ def token_name(value: str) -> str:
     return _short_name(value, "provisioning, ci-2026")
 
 
+def passkey_name(value: str) -> str:
+    return _short_name(value, "laptop, yubikey-5")
+
+
 def admin_name(value: str) -> str:
     """An administrator's name, stored lower-case."""
     # isascii first: str.lower() maps a few non-ASCII letters (the Kelvin sign) onto ASCII.

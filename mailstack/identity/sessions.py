@@ -164,6 +164,21 @@ RETURNING 'created';
 
 _END = "DELETE FROM web_sessions WHERE id_hash = :'id_hash' RETURNING 'ended';"
 
+# A passkey ceremony's state (migration 0008), held by the session that began it.
+_HOLD_CEREMONY = """
+UPDATE web_sessions SET passkey_state = :'state' WHERE id_hash = :'id_hash' AND stage = :'stage'
+RETURNING 'held';
+"""
+
+# Taken once: the row lock makes a parallel take wait and then find NULL.
+_TAKE_CEREMONY = """
+UPDATE web_sessions AS now_row SET passkey_state = NULL
+FROM (SELECT id_hash, passkey_state FROM web_sessions
+      WHERE id_hash = :'id_hash' AND stage = :'stage' FOR UPDATE) AS before
+WHERE now_row.id_hash = before.id_hash AND before.passkey_state IS NOT NULL
+RETURNING 'taken', before.passkey_state;
+"""
+
 
 def create(executor: Executor, admin: str, stage: str, source: str) -> Session:
     """A new session of an (active) administrator whose password was just accepted."""
@@ -257,3 +272,28 @@ def end(executor: Executor, session_id: str | None) -> bool:
         executor, _END, prelude=psql.set_secret_variable("id_hash", id_hash(session_id))
     )
     return any(row and row[0] == "ended" for row in rows)
+
+
+def hold_ceremony(executor: Executor, session: Session, state: str) -> None:
+    """Keep a passkey ceremony's state with the session, replacing any earlier one."""
+    rows = psql.query(
+        executor,
+        _HOLD_CEREMONY,
+        {"state": state, "stage": session.stage},
+        prelude=psql.set_secret_variable("id_hash", id_hash(session.id)),
+    )
+    if not any(row and row[0] == "held" for row in rows):
+        raise MailstackError("the session ended meanwhile; sign in again")
+
+
+def take_ceremony(executor: Executor, session: Session) -> str | None:
+    """The state of the session's passkey ceremony, removed as it is read: None when there
+    is none (never begun, or already answered)."""
+    rows = psql.query(
+        executor,
+        _TAKE_CEREMONY,
+        {"stage": session.stage},
+        prelude=psql.set_secret_variable("id_hash", id_hash(session.id)),
+    )
+    taken = [row[1] for row in rows if len(row) > 1 and row[0] == "taken"]
+    return taken[0] if taken else None

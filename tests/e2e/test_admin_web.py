@@ -51,9 +51,9 @@ MAX_DELAY = 2
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
-    """A fresh Chromium (no cookies) that trusts exactly the stack's key."""
+@contextlib.contextmanager
+def admin_browser(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium (no cookies) that trusts exactly the stack's key: its one page."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: run scripts/setup-host.sh --dev")
     args = [
@@ -77,6 +77,12 @@ def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
             yield page
         finally:
             context.close()
+
+
+@pytest.fixture
+def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
+    with admin_browser(stack, tmp_path) as browser_page:
+        yield browser_page
 
 
 @dataclass
@@ -182,7 +188,10 @@ def test_first_admin_enrols_totp_and_adds_a_mailbox_that_receives_and_reads_mail
     assert cookie["domain"] == HOSTNAME  # host-only
     answer = page.goto(ADMIN_URL + "mailboxes", wait_until="domcontentloaded")
     headers = answer.all_headers()
-    assert headers["content-security-policy"].startswith("default-src 'none'; style-src 'self'")
+    # Scripts from this site only (the passkey pages' one script); none on this page.
+    assert headers["content-security-policy"].startswith(
+        "default-src 'none'; script-src 'self'; style-src 'self'"
+    )
     assert headers["cache-control"] == "no-store"
     assert page.locator("script").count() == 0
     assert "confirmed" in stack.cli("admin", "list").stdout  # the CLI sees the enrolment

@@ -1,6 +1,7 @@
 """The admin service's page templates (compose/admin/templates), rendered as the service
 renders them: every field has a label, every page a language and one heading, every form
-that posts carries the CSRF token, and no page has a script."""
+that posts carries the CSRF token, and no page has a script but the passkey ceremonies'
+one, from this site."""
 
 from __future__ import annotations
 
@@ -57,7 +58,21 @@ PAGES: dict[str, dict[str, Any]] = {
         "webmail_settings": "/?_task=settings",
     },
     "account_message.html": {"title": "Refused", "error": "This form has expired"},
+    "passkey.html": {"options": '{"publicKey":{"challenge":"x"}}'},
+    "passkey-register.html": {
+        "session": SIGNED_IN,
+        "options": '{"publicKey":{"challenge":"x"}}',
+        "name": '"><script>x</script>',
+    },
+    "passkeys.html": {
+        "session": SIGNED_IN,
+        "passkeys": [SimpleNamespace(name="laptop", created="2026-12-06", last_used="")],
+        "name": "",
+        "password_needed": True,
+    },
 }
+# The only script any page loads: WebAuthn has no form-only way (compose/admin/static).
+CEREMONIES = {"passkey.html", "passkey-register.html"}
 
 
 class Page(HTMLParser):
@@ -97,7 +112,8 @@ def test_every_page_is_labelled_headed_scriptless_and_its_forms_carry_the_token(
     page = render(template)
     assert page.all("html") == [{"lang": "en"}]
     assert len(page.all("h1")) == 1
-    assert page.all("script") == []
+    scripts = [{"src": "/admin/passkey.js"}] if template in CEREMONIES else []
+    assert page.all("script") == scripts
     labelled = {attrs["for"] for attrs in page.all("label")}
     for field in page.all("input"):
         if field.get("type") != "hidden":
@@ -117,3 +133,11 @@ def test_a_typed_value_shown_again_is_escaped() -> None:
     page = render("mailboxes.html")
     (address,) = [attrs for attrs in page.all("input") if attrs.get("name") == "address"]
     assert address["value"] == '"><script>x</script>'  # an attribute's text, not markup
+
+
+def test_a_passkey_ceremony_carries_its_options_as_attribute_text() -> None:
+    page = render("passkey-register.html")
+    (status,) = [attrs for attrs in page.all("p") if attrs.get("id") == "passkey-status"]
+    assert status["data-options"] == '{"publicKey":{"challenge":"x"}}'  # JSON.parse-able
+    (name,) = [attrs for attrs in page.all("input") if attrs.get("name") == "name"]
+    assert name["value"] == '"><script>x</script>'
