@@ -13,6 +13,7 @@ import os
 
 import adminweb
 import internal  # the webmail's second factor: /internal/v1
+import webdirectory
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,6 +45,7 @@ app = FastAPI(
 # The webmail's second factor (internal.py): never behind the front, webmail only.
 app.include_router(internal.router)
 app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
+app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
 
 
 class Error(BaseModel):
