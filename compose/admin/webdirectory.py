@@ -205,14 +205,16 @@ async def mailbox_page(request: Request) -> Response:
 async def _mailbox(
     request: Request, session: Session, address: str, status: int = 200, **values: Any
 ) -> Response:
-    """The page of one mailbox the session manages; a 403 or 404 page otherwise."""
+    """The page of one mailbox the session manages; a 404 page otherwise (or the refusal's
+    page, when a change of one it does not manage was refused)."""
     listed = await _run(request, session, operations.list_mailboxes, None)
     found = [m for m in listed["mailboxes"] if m["address"] == address.strip().lower()]
     if not found:
         message = f"mailbox {address.strip()[:254]} does not exist or is not one you manage"
+        refused = 404 if status == 200 else status
         return web.page(
-            "message.html", 404, title="Not found", error=message, session=session,
-            csrf=session.csrf_token,
+            "message.html", refused, title="Not found" if refused == 404 else "Refused",
+            error=values.get("error") or message, session=session, csrf=session.csrf_token,
         )  # fmt: skip
     return web.page(
         "mailbox.html", status, session=session, csrf=session.csrf_token, mailbox=found[0],
