@@ -14,6 +14,7 @@ import os
 import adminweb
 import internal  # the webmail's second factor: /internal/v1
 import webaccount
+import webdirectory
 import webpasskeys
 from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
@@ -47,6 +48,7 @@ app.include_router(internal.router)
 app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
 app.include_router(webaccount.router)  # users' self-service at /account/ (webaccount.py)
 app.include_router(webpasskeys.router)  # passkeys: sign-in and the Passkeys page
+app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
 
 
 class Error(BaseModel):

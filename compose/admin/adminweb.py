@@ -190,10 +190,10 @@ async def mailboxes(request: Request) -> Response:
     session = await web.full_session(request)
     if isinstance(session, Response):
         return session
-    return await _mailboxes_page(request, session)
+    return await mailboxes_page(request, session)
 
 
-async def _mailboxes_page(
+async def mailboxes_page(
     request: Request, session: Session, status: int = 200, **values: Any
 ) -> Response:
     who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
@@ -229,15 +229,15 @@ async def add_mailbox(request: Request) -> Response:
             actor=actor,
         )
     except ApiError as refused:
-        return await _mailboxes_page(
+        return await mailboxes_page(
             request, session, refused.status, error=refused.message, address=address, quota=quota
         )
     except UsageError as refused:
         answer = operations.refusal(refused)
-        return await _mailboxes_page(
+        return await mailboxes_page(
             request, session, answer.status, error=answer.message, address=address, quota=quota
         )
-    return await _mailboxes_page(
+    return await mailboxes_page(
         request, session, 201, notice=f"Added mailbox {created['address']}."
     )
 

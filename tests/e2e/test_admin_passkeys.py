@@ -15,22 +15,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from tests.e2e.adminweb import ADMIN_URL, chromium, db, new_admin, sign_in, submit_password
 from tests.e2e.conftest import RunningStack
-from tests.e2e.test_admin_web import (
-    ADMIN_URL,
-    admin_browser,
-    db,
-    new_admin,
-    sign_in,
-    submit_password,
-)
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def page(stack: RunningStack, tmp_path: Path) -> Iterator[Any]:
-    with admin_browser(stack, tmp_path) as browser_page:
+    with chromium(stack, tmp_path / "chromium-profile") as browser_page:
         yield browser_page
 
 
