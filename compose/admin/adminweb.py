@@ -209,11 +209,9 @@ async def mailboxes_page(
 @router.post("/mailboxes")
 async def add_mailbox(request: Request) -> Response:
     form = await request.form()
-    session = await web.full_session(request)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
-        return web.forbidden(session)
     address, quota = str(form.get("address") or "").strip(), str(form.get("quota") or "").strip()
     typed = str(form.get("password") or "")
     who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))

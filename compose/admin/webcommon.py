@@ -21,6 +21,7 @@ from database import EXECUTOR  # the service's one set of connections (database.
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from mailstack.adapters import psql
 from mailstack.adapters.bansclient import BansClient
@@ -113,9 +114,12 @@ def actor_of_session(session: Session, request: Request) -> psql.Actor:
     return psql.Actor(f"admin:{session.admin}", client(request))
 
 
-async def full_session(request: Request) -> Session | Response:
-    """A full session, or the redirect to the step its session (or none) has reached."""
+async def full_session(request: Request, form: FormData | None = None) -> Session | Response:
+    """A full session, or the redirect to the step its session (or none) has reached; with
+    a posted form, its CSRF token checked too (403, nothing changed, without it)."""
     session = await current_session(request)
     if session is None or not session.full:
         return redirect(HOME[session.stage if session else None])
+    if form is not None and not sessions.csrf_valid(session.id, str(form.get(CSRF_FIELD) or "")):
+        return forbidden(session)
     return session

@@ -25,7 +25,7 @@ from mailstack.api import apitokens, domains, operations, signin
 from mailstack.api import webdirectory as core
 from mailstack.api.operations import ApiError
 from mailstack.errors import MailstackError
-from mailstack.identity import principal, sessions, tokens
+from mailstack.identity import principal, tokens
 from mailstack.identity.sessions import Session
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -39,18 +39,6 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-async def _signed_in(request: Request, form: FormData | None = None) -> Session | Response:
-    """The full session (or the redirect to its step); with a form, its CSRF token checked."""
-    session = await web.full_session(request)
-    if isinstance(session, Response):
-        return session
-    if form is not None and not sessions.csrf_valid(
-        session.id, str(form.get(web.CSRF_FIELD) or "")
-    ):
-        return web.forbidden(session)
-    return session
 
 
 async def _as(request: Request, session: Session) -> tuple[principal.Principal, Any]:
@@ -83,7 +71,7 @@ def _now() -> datetime.datetime:
 
 @router.get("/domains")
 async def domains_page(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     return await _domains(request, session)
@@ -104,7 +92,7 @@ async def _domains(
 @router.post("/domains")
 async def add_domain(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     name = _field(form, "name")
@@ -119,7 +107,7 @@ async def add_domain(request: Request) -> Response:
 @router.post("/domains/remove")
 async def remove_domain(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     try:
@@ -137,7 +125,7 @@ async def remove_domain(request: Request) -> Response:
 
 @router.get("/aliases")
 async def aliases_page(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     return await _aliases(request, session)
@@ -163,7 +151,7 @@ def _destinations(text: str) -> list[str]:
 @router.post("/aliases")
 async def add_alias(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     source, typed = _field(form, "source"), _field(form, "destinations")
@@ -181,7 +169,7 @@ async def add_alias(request: Request) -> Response:
 @router.post("/aliases/remove")
 async def remove_alias(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     try:
@@ -196,7 +184,7 @@ async def remove_alias(request: Request) -> Response:
 
 @router.get("/mailbox")
 async def mailbox_page(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     return await _mailbox(request, session, request.query_params.get("address", ""))
@@ -225,7 +213,7 @@ async def _mailbox(
 @router.post("/mailbox")
 async def change_mailbox(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     address, quota = _field(form, "address"), _field(form, "quota")
@@ -248,7 +236,7 @@ async def change_mailbox(request: Request) -> Response:
 @router.post("/mailbox/remove")
 async def remove_mailbox(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     address = _field(form, "address")
@@ -268,7 +256,7 @@ async def remove_mailbox(request: Request) -> Response:
 
 @router.get("/tokens")
 async def tokens_page(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     notice = (
@@ -295,7 +283,7 @@ async def _tokens(request: Request, session: Session, status: int = 200, **value
 @router.post("/tokens")
 async def create_token(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     name, expires = _field(form, "name"), _field(form, "expires")
@@ -321,7 +309,7 @@ async def create_token(request: Request) -> Response:
 @router.post("/tokens/revoke")
 async def revoke_token(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     who, actor = await _as(request, session)
@@ -341,7 +329,7 @@ async def revoke_token(request: Request) -> Response:
 
 @router.get("/confirm")
 async def confirm_form(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     back = core.return_path(request.query_params.get("next"))
@@ -351,7 +339,7 @@ async def confirm_form(request: Request) -> Response:
 @router.post("/confirm")
 async def confirm_submit(request: Request) -> Response:
     form = await request.form()
-    session = await _signed_in(request, form)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
     back = core.return_path(_field(form, "next"))
@@ -387,7 +375,7 @@ async def _audit(request: Request, session: Session) -> tuple[Any, str | None, i
 
 @router.get("/audit")
 async def audit_page(request: Request) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     values: dict[str, Any] = {"entries": [], "error": None}
@@ -407,7 +395,7 @@ async def audit_page(request: Request) -> Response:
 
 @router.get("/audit.{kind}")
 async def audit_export(request: Request, kind: str) -> Response:
-    session = await _signed_in(request)
+    session = await web.full_session(request)
     if isinstance(session, Response):
         return session
     if kind not in ("csv", "json"):

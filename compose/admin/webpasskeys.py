@@ -84,11 +84,9 @@ async def passkeys_page(request: Request) -> Response:
 async def register(request: Request) -> Response:
     """The name (and the password, unless typed within five minutes): the browser's part."""
     form = await request.form()
-    session = await web.full_session(request)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
-        return web.forbidden(session)
     name = str(form.get("name") or "").strip()
     typed = str(form.get("password") or "")
     actor = web.actor_of_session(session, request)
@@ -118,11 +116,9 @@ async def register(request: Request) -> Response:
 @router.post("/passkeys/finish")
 async def finish(request: Request) -> Response:
     form = await request.form()
-    session = await web.full_session(request)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
-        return web.forbidden(session)
     name = str(form.get("name") or "").strip()
     try:
         registered = await web.blocking(
@@ -137,11 +133,9 @@ async def finish(request: Request) -> Response:
 @router.post("/passkeys/remove")
 async def remove(request: Request) -> Response:
     form = await request.form()
-    session = await web.full_session(request)
+    session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
-        return web.forbidden(session)
     name = str(form.get("name") or "")
     try:
         await web.blocking(
