@@ -92,8 +92,8 @@ def submit_password(page: Any, admin: Admin) -> None:
     page.goto(ADMIN_URL + "signin", wait_until="domcontentloaded")
     page.get_by_label("Name").fill(admin.name)
     page.get_by_label("Password").fill(admin.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation(wait_until="domcontentloaded"):
+        page.get_by_role("button", name="Sign in").click()
 
 
 def sign_in(page: Any, admin: Admin) -> None:

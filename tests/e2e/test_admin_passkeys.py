@@ -81,8 +81,8 @@ def test_a_passkey_registered_with_chromiums_virtual_authenticator_signs_an_admi
     made = devtools.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
     assert len(made["credentials"]) == 1
 
-    page.get_by_role("button", name="Sign out").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation(wait_until="domcontentloaded"):  # before the next goto
+        page.get_by_role("button", name="Sign out").click()
     submit_password(page, admin)
     assert page.url.endswith("/admin/code"), page.url
     page.get_by_role("link", name="Use a passkey instead").click()

@@ -113,8 +113,8 @@ def test_first_admin_enrols_totp_and_adds_a_mailbox_that_receives_and_reads_mail
     assert add_mailbox_in_form(page, weak, "password").startswith("the password is too short")
     assert not mailbox_listed(stack, weak)
     # Signing out ends the session: the pages send the browser back to the sign-in.
-    page.get_by_role("button", name="Sign out").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation(wait_until="domcontentloaded"):  # before the next goto
+        page.get_by_role("button", name="Sign out").click()
     page.goto(ADMIN_URL + "mailboxes", wait_until="domcontentloaded")
     assert page.url.endswith("/admin/signin")
 
@@ -142,8 +142,8 @@ def test_a_later_sign_in_needs_the_code_and_refuses_a_wrong_or_used_one(
     page.wait_for_load_state("domcontentloaded")
     assert page.url.endswith("/admin/")
     # The same code again, in a new sign-in: refused (never twice).
-    page.get_by_role("button", name="Sign out").click()
-    page.wait_for_load_state("domcontentloaded")
+    with page.expect_navigation(wait_until="domcontentloaded"):  # before the next goto
+        page.get_by_role("button", name="Sign out").click()
     submit_password(page, first_admin)
     page.get_by_label(re.compile("Code from your authenticator app")).fill(right)
     page.get_by_role("button", name="Continue").click()

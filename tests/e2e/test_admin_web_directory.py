@@ -231,8 +231,7 @@ def test_a_domain_administrator_neither_sees_nor_changes_another_domain_on_the_d
     page.get_by_label(re.compile("^Destinations")).fill(f"a@{ours}, b@elsewhere.example")
     assert submit(page, "Add alias") == 201
     assert page.get_by_role("cell", name=mine, exact=True).is_visible()
-    page.get_by_role("button", name=f"Remove alias {mine}").click()
-    page.wait_for_load_state("domcontentloaded")
+    assert submit(page, f"Remove alias {mine}") == 200
     assert alert_or_status(page) == f"Removed alias {mine}."
     # Nor another domain's mailbox page, nor the audit log (administrators only).
     other, _ = stack.new_mailbox()
@@ -282,8 +281,7 @@ def test_creating_a_token_asks_for_the_password_again(stack: RunningStack, page:
     assert token not in page.content()
     row = page.get_by_role("row").filter(has_text=name).first.inner_text()
     assert admin.name in row and "active" in row
-    page.get_by_role("button", name=f"Revoke {name}").click()
-    page.wait_for_load_state("domcontentloaded")
+    assert submit(page, f"Revoke {name}") == 200
     assert alert_or_status(page) == f"Revoked API token {name}."
     assert api(stack, "GET", "/api/v1/domains", token)[0] == 401
     logged = json.loads(
@@ -304,8 +302,7 @@ def test_the_audit_log_page_shows_each_change_with_admin_name(
     page.get_by_label(re.compile("^Source")).fill(source)
     page.get_by_label(re.compile("^Destinations")).fill("keeper@elsewhere.example")
     assert submit(page, "Add alias") == 201
-    page.get_by_role("button", name=f"Remove alias {source}").click()
-    page.wait_for_load_state("domcontentloaded")
+    assert submit(page, f"Remove alias {source}") == 200
     page.goto(ADMIN_URL + f"audit?actor=admin:{admin.name}&limit=50", wait_until="domcontentloaded")
     rows = [text.split("\t") for text in page.locator("table tbody tr").all_inner_texts()]
     shown = [(row[1], row[2], row[3]) for row in rows]
