@@ -303,13 +303,15 @@ def test_the_audit_log_page_shows_each_change_with_admin_name(
     page.get_by_label(re.compile("^Destinations")).fill("keeper@elsewhere.example")
     assert submit(page, "Add alias") == 201
     assert submit(page, f"Remove alias {source}") == 200
+    assert alert_or_status(page) == f"Removed alias {source}."
     page.goto(ADMIN_URL + f"audit?actor=admin:{admin.name}&limit=50", wait_until="domcontentloaded")
     rows = [text.split("\t") for text in page.locator("table tbody tr").all_inner_texts()]
     shown = [(row[1], row[2], row[3]) for row in rows]
     # Newest first: the removal above the addition, each by admin:NAME from the browser.
-    assert shown.index((f"admin:{admin.name}", GATEWAY, "alias.remove")) < shown.index(
-        (f"admin:{admin.name}", GATEWAY, "alias.add")
-    ), shown
+    removal = (f"admin:{admin.name}", GATEWAY, "alias.remove")
+    addition = (f"admin:{admin.name}", GATEWAY, "alias.add")
+    assert removal in shown and addition in shown, rows
+    assert shown.index(removal) < shown.index(addition), rows
     assert all(row[1] == f"admin:{admin.name}" for row in rows)
     assert (f"admin:{admin.name}", GATEWAY, "mfa.confirm") in shown  # its own enrolment
     # A bad filter: the CLI's line, no entries.
