@@ -12,7 +12,6 @@ request) are in webcommon.py.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-import asyncio
 import time
 from typing import Any
 
@@ -55,9 +54,7 @@ async def signin_submit(request: Request) -> Response:
         return web.forbidden()
     csrf = sessions.csrf_token(str(presession))
     name, typed = str(form.get("name") or "").strip(), str(form.get("password") or "")
-    attempt = await web.blocking(signin.admit, web.GUARD, web.client(request), name)
-    if attempt.verdict.delay:
-        await asyncio.sleep(attempt.verdict.delay)  # the bans service's delay: no thread held
+    attempt = await web.admitted(request, name)
     try:
         session = await web.blocking(signin.password, web.EXECUTOR, web.GUARD, attempt, typed)
     except signin.Banned as banned:
@@ -84,9 +81,7 @@ async def code_submit(request: Request) -> Response:
         return web.redirect(web.HOME[session.stage if session else None])
     if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
         return web.forbidden()
-    attempt = await web.blocking(signin.admit, web.GUARD, web.client(request), session.admin or "")
-    if attempt.verdict.delay:
-        await asyncio.sleep(attempt.verdict.delay)
+    attempt = await web.admitted(request, session.admin or "")
     code = str(form.get("code") or "")
     try:
         full = await web.blocking(

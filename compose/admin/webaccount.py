@@ -10,7 +10,6 @@ a mailbox's session here (and only an administrator's there).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-import asyncio
 import dataclasses
 import os
 import time
@@ -76,14 +75,6 @@ def _csrf_ok(session_id: str | None, form: Any) -> bool:
     return sessions.csrf_valid(session_id, str(form.get(web.CSRF_FIELD) or ""))
 
 
-async def _attempt(request: Request, login: str) -> signin.Attempt:
-    """Ask the bans service, then wait out its delay without holding a thread."""
-    attempt = await web.blocking(signin.admit, GUARD, web.client(request), login)
-    if attempt.verdict.delay:
-        await asyncio.sleep(attempt.verdict.delay)
-    return attempt
-
-
 # --- sign-in -------------------------------------------------------------------------------
 
 
@@ -108,7 +99,7 @@ async def signin_submit(request: Request) -> Response:
         return _forbidden()
     csrf = sessions.csrf_token(str(presession))
     address, typed = str(form.get("address") or "").strip(), str(form.get("password") or "")
-    attempt = await _attempt(request, address)
+    attempt = await web.admitted(request, address, GUARD)
     try:
         session = await web.blocking(
             selfservice.password, web.EXECUTOR, GUARD, attempt, typed, MFA_REQUIRED
@@ -139,7 +130,7 @@ async def code_submit(request: Request) -> Response:
         return _home_of(session)
     if not _csrf_ok(session.id, form):
         return _forbidden()
-    attempt = await _attempt(request, session.mailbox or "")
+    attempt = await web.admitted(request, session.mailbox or "", GUARD)
     code = str(form.get("code") or "")
     try:
         full = await web.blocking(
@@ -292,7 +283,7 @@ async def change_password(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     session, form = found
-    attempt = await _attempt(request, session.mailbox or "")
+    attempt = await web.admitted(request, session.mailbox or "", GUARD)
     try:
         await _act(
             request, session, selfservice.change_password, GUARD, attempt, session,
@@ -342,7 +333,7 @@ async def disable_second_factor(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     session, form = found
-    attempt = await _attempt(request, session.mailbox or "")
+    attempt = await web.admitted(request, session.mailbox or "", GUARD)
     try:
         await _act(
             request, session, selfservice.disable_second_factor, GUARD, attempt, web.MFA_KEY,

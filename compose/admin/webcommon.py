@@ -10,6 +10,7 @@ Path=/ (the __Host- prefix demands Secure and Path=/ and forbids a Domain).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
+import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -112,6 +113,15 @@ def forbidden(session: Session | None = None) -> HTMLResponse:
 
 def actor_of_session(session: Session, request: Request) -> psql.Actor:
     return psql.Actor(f"admin:{session.admin}", client(request))
+
+
+async def admitted(request: Request, login: str, guard: signin.Guard = GUARD) -> signin.Attempt:
+    """Ask the bans service about this sign-in attempt (a password or a code), then wait out
+    its delay without holding a thread; the caller checks the credential next."""
+    attempt = await blocking(signin.admit, guard, client(request), login)
+    if attempt.verdict.delay:
+        await asyncio.sleep(attempt.verdict.delay)
+    return attempt
 
 
 async def full_session(request: Request, form: FormData | None = None) -> Session | Response:

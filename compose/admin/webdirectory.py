@@ -9,7 +9,6 @@ client's address; what those pages need beyond the API is in mailstack.api.webdi
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-import asyncio
 import datetime
 import os
 from collections.abc import Callable
@@ -344,9 +343,7 @@ async def confirm_submit(request: Request) -> Response:
         return session
     back = core.return_path(_field(form, "next"))
     typed = str(form.get("password") or "")
-    attempt = await web.blocking(signin.admit, web.GUARD, web.client(request), session.admin or "")
-    if attempt.verdict.delay:
-        await asyncio.sleep(attempt.verdict.delay)  # the bans service's delay: no thread held
+    attempt = await web.admitted(request, session.admin or "")
     try:
         await web.blocking(signin.reauthenticate, web.EXECUTOR, web.GUARD, attempt, session, typed)
     except signin.SignInRefused as refused:

@@ -5,7 +5,6 @@ served from here (the front's CSP admits scripts from this site only).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-import asyncio
 from pathlib import Path
 
 import webcommon as web
@@ -53,9 +52,7 @@ async def passkey_answer(request: Request) -> Response:
         return web.redirect(web.HOME[session.stage if session else None])
     if not sessions.csrf_valid(session.id, str(form.get(web.CSRF_FIELD) or "")):
         return web.forbidden()
-    attempt = await web.blocking(signin.admit, web.GUARD, web.client(request), session.admin or "")
-    if attempt.verdict.delay:
-        await asyncio.sleep(attempt.verdict.delay)
+    attempt = await web.admitted(request, session.admin or "")
     try:
         full = await web.blocking(
             passkeysignin.prove, web.EXECUTOR, web.GUARD, attempt, session, web.HOSTNAME,
@@ -92,11 +89,7 @@ async def register(request: Request) -> Response:
     actor = web.actor_of_session(session, request)
     try:
         if typed:
-            attempt = await web.blocking(
-                signin.admit, web.GUARD, web.client(request), session.admin or ""
-            )
-            if attempt.verdict.delay:
-                await asyncio.sleep(attempt.verdict.delay)
+            attempt = await web.admitted(request, session.admin or "")
             session = await web.blocking(
                 signin.reauthenticate, web.EXECUTOR, web.GUARD, attempt, session, typed
             )
