@@ -59,6 +59,15 @@ class Actor:
                 "100 of letters, digits, '.', ':', '%', '[', ']', '_', '-')"
             )
 
+    @classmethod
+    def from_client(cls, name: str, client: str | None) -> Actor:
+        """A web or API request's actor: from the client's address, or from "unknown" when
+        there is none or the log's rule does not take it (the actor's name still counts)."""
+        try:
+            return cls(name, client or "unknown")
+        except UsageError:
+            return cls(name, "unknown")
+
 
 # Nobody said who acts (a script calling the core directly): recorded as such, never as
 # the CLI or an administrator.

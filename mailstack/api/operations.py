@@ -154,10 +154,7 @@ def checked(kind: str, rule: Callable[[str], str], value: str) -> str:
 def actor(identity: tokens.TokenIdentity, client: str | None) -> psql.Actor:
     """Who the audit log names for a request: the token, from the client's address (the
     front's X-Real-IP, which uvicorn trusts from the front alone)."""
-    try:
-        return psql.Actor(f"token:{identity.name}", client or "unknown")
-    except UsageError:  # an address the log's rule does not take: the token still counts
-        return psql.Actor(f"token:{identity.name}", "unknown")
+    return psql.Actor.from_client(f"token:{identity.name}", client)
 
 
 def list_mailboxes(executor: Executor, caller: Principal, domain: str | None) -> dict[str, Any]:

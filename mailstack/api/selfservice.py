@@ -32,7 +32,7 @@ from mailstack.api.signin import (
     StageRefused,
 )
 from mailstack.errors import UsageError
-from mailstack.identity import mfa, sessions
+from mailstack.identity import mfa, principal, sessions
 from mailstack.identity.sessions import Session
 from mailstack.runtime import jobqueue
 
@@ -65,10 +65,7 @@ class Overview:
 def actor(session: Session, client: str) -> psql.Actor:
     """How the audit log names what a user's session changes: mailbox:ADDRESS from the
     client's address."""
-    try:
-        return psql.Actor(f"mailbox:{mailbox_of(session)}", client or "unknown")
-    except UsageError:
-        return psql.Actor(f"mailbox:{mailbox_of(session)}", "unknown")
+    return psql.Actor.from_client(principal.for_user(mailbox_of(session)).actor, client)
 
 
 def mailbox_of(session: Session) -> str:

@@ -183,10 +183,7 @@ def acting(
     it: admin:NAME from the client's address."""
     require_stage(session, sessions.FULL)
     who = principal.for_admin(executor, _admin(session))
-    try:
-        return who, psql.Actor(who.actor, client or "unknown")
-    except UsageError:
-        return who, psql.Actor(who.actor, "unknown")
+    return who, psql.Actor.from_client(who.actor, client)
 
 
 def visible_mailboxes(executor: Executor, who: principal.Principal) -> list[directory.Mailbox]:
