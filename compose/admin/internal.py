@@ -53,12 +53,16 @@ def _read(name: str) -> str:
         return ""
 
 
+# Read once at start (the entrypoint has copied them): no file read per request.
+LINK = webmail_mfa.WebmailLink(WEBMAIL, _read("webmail_mfa_key"))
+MFA_KEY = sealing.read_key(RUNTIME / "mfa_key")
+
+
 def _admit(request: Request, key: str | None) -> None:
     if not WEBMAIL:
         raise ApiError(404, "there is no webmail in this stack")
-    link = webmail_mfa.WebmailLink(WEBMAIL, _read("webmail_mfa_key"))
     peer = request.client.host if request.client else None
-    link.admit(peer, request.headers.get("x-forwarded-for"), key)
+    LINK.admit(peer, request.headers.get("x-forwarded-for"), key)
 
 
 def _bans() -> BansClient | None:
@@ -93,7 +97,6 @@ def mfa_verify(
     x_mailstack_key: str | None = Header(None),
 ) -> dict:
     _admit(request, x_mailstack_key)
-    key = sealing.read_key(RUNTIME / "mfa_key")
     try:
         actor = Actor(f"mailbox:{question.address.strip().lower()}", question.client.strip())
     except UsageError:
@@ -101,7 +104,7 @@ def mfa_verify(
     with acting_as(actor):
         return webmail_mfa.verify(
             EXECUTOR,
-            key,
+            MFA_KEY,
             BANS,
             question.address,
             question.code,
