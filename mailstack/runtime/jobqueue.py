@@ -1,6 +1,8 @@
 """The host job queue (table host_jobs, migration 0006): work the admin service asks of the
 host, which it cannot do itself because it has no Docker socket (by design): publishing a
-new domain's DKIM key (render, rspamd restart), ending a removed user's IMAP sessions.
+new domain's DKIM key (render, rspamd restart), ending a removed user's IMAP sessions,
+and what the host-report pages ask (clear a ban, retry or delete queued mail, rotate a
+DKIM key, make a report now).
 
 The admin service only adds a pending job and reads its own (its role's grants and row
 security); `mailstack jobs run` on the host (mailstack.runtime.jobs) takes them. This module
@@ -19,7 +21,21 @@ from mailstack.errors import MailstackError
 
 PUBLISH_KEY = "domain.publish_key"  # target: a mail domain
 KICK_SESSIONS = "sessions.kick"  # target: an address, or *@domain
-KINDS = (PUBLISH_KEY, KICK_SESSIONS)
+# Migration 0011: the host-report pages' actions (hostreports.py names the topics).
+CLEAR_BAN = "ban.clear"  # target: a banned address (bansd's key: IPv4, or an IPv6 /64)
+RETRY_QUEUED = "queue.retry"  # target: a Postfix queue id, or ALL
+DELETE_QUEUED = "queue.delete"  # target: a Postfix queue id
+ROTATE_DKIM = "dkim.rotate"  # target: a mail domain
+REFRESH_REPORT = "report.refresh"  # target: a host report topic
+KINDS = (
+    PUBLISH_KEY,
+    KICK_SESSIONS,
+    CLEAR_BAN,
+    RETRY_QUEUED,
+    DELETE_QUEUED,
+    ROTATE_DKIM,
+    REFRESH_REPORT,
+)
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 # A job left running this long was taken by a run that died: the next run takes it again
 # (every kind is safe to run twice).

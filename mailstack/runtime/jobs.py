@@ -2,6 +2,8 @@
 jobqueue) and does them with the CLI's own code: a new domain's DKIM key is published as
 `domain add` publishes it (stackfiles.publish_domain_key), a removed user's IMAP sessions
 are ended as `mailbox remove` ends them. Each job is recorded done or failed with one line.
+Then the host reports that are due (mailstack.runtime.reports) are written for the admin
+service's pages, those a done job changed among them.
 
 A job's target comes from the database, which the admin service may write: it is checked
 again here by the CLI's rules before it names a file or a command argument.
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 
 from mailstack import services
 from mailstack.accounts import directory, mailstore, names
-from mailstack.errors import MailstackError
+from mailstack.errors import MailstackError, UsageError
 from mailstack.mailauth import dkim
-from mailstack.runtime import jobqueue
+from mailstack.runtime import hostreports, jobqueue, reports
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 
@@ -41,6 +43,7 @@ class JobsRun:
     outcomes: tuple[JobOutcome, ...]
     retried: int = 0
     skipped: str = ""  # why nothing was looked at (the stack is down)
+    published: tuple[reports.Published, ...] = ()  # the host reports made after the jobs
 
     @property
     def failed(self) -> bool:
@@ -51,7 +54,7 @@ class JobsRun:
             return self.skipped
         lines = [f"{self.retried} failed job(s) made pending again"] if self.retried else []
         lines += [str(outcome) for outcome in self.outcomes] or ["no pending host jobs"]
-        return "\n".join(lines)
+        return "\n".join(lines + [str(report) for report in self.published])
 
 
 def run_jobs(stack: Stack, *, retry_failed: bool = False) -> JobsRun:
@@ -77,7 +80,13 @@ def run_jobs(stack: Stack, *, retry_failed: bool = False) -> JobsRun:
         outcomes.append(
             JobOutcome(piece.ids, piece.kind, piece.target, state, jobqueue.one_line(reason))
         )
-    return JobsRun(tuple(outcomes), retried)
+    # A page that asked for a change (or a fresh report) sees the result in this run.
+    forced = {
+        _REFRESHES.get(outcome.kind) or outcome.target
+        for outcome in outcomes
+        if outcome.state == jobqueue.DONE and outcome.kind in (*_REFRESHES, jobqueue.REFRESH_REPORT)
+    }
+    return JobsRun(tuple(outcomes), retried, published=reports.publish_due(stack, forced))
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,14 @@ def _kick_sessions(stack: Stack, target: str) -> str:
     return f"ended the IMAP sessions of {mask} (if any)"
 
 
+def _refresh_report(stack: Stack, target: str) -> str:
+    if target not in hostreports.TOPICS:
+        raise UsageError(
+            f"TOPIC: {target[:80]!r} is not a host report (one of {', '.join(hostreports.TOPICS)})"
+        )
+    return f"the {target} report is made in this run"
+
+
 def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
     """(done or failed, the one-line reason) of one piece of work."""
     runner = _RUNNERS.get(piece.kind)
@@ -147,4 +164,15 @@ def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
 
 
 # Kinds done one by one (domain.publish_key is done in a batch: _publish_keys).
-_RUNNERS: dict[str, Callable[[Stack, str], str]] = {jobqueue.KICK_SESSIONS: _kick_sessions}
+_RUNNERS: dict[str, Callable[[Stack, str], str]] = {
+    jobqueue.KICK_SESSIONS: _kick_sessions,
+    jobqueue.REFRESH_REPORT: _refresh_report,
+}
+
+# The report a done job changes, made again in the same run.
+_REFRESHES: dict[str, str] = {
+    jobqueue.CLEAR_BAN: hostreports.BANS,
+    jobqueue.RETRY_QUEUED: hostreports.QUEUE,
+    jobqueue.DELETE_QUEUED: hostreports.QUEUE,
+    jobqueue.ROTATE_DKIM: hostreports.DNS,
+}

@@ -109,6 +109,9 @@ class FakeContainers:
             ServiceState(name, f"c-{name}", "running", "healthy", "Up", ()) for name in self.running
         ]
 
+    def ps_with_checks(self) -> list[ServiceState]:
+        return self.ps()
+
     def running_services(self) -> set[str]:
         return set(self.running)
 
