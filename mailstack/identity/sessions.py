@@ -106,16 +106,23 @@ _TIMEOUTS = {
 }
 
 # Expired sessions of anybody go when a new one is made: the table stays small.
-_CREATE = """
+_PRUNE = """
 DELETE FROM web_sessions
 WHERE last_seen < now() - make_interval(secs => CAST(:'idle_seconds' AS integer))
     OR created < now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))
     OR (stage <> 'full'
         AND created < now() - make_interval(secs => CAST(:'step_seconds' AS integer)));
+"""
+
+# An active administrator's session.
+_CREATE = (
+    _PRUNE
+    + """
 INSERT INTO web_sessions (id_hash, admin, stage, source)
-SELECT :'id_hash', name, :'stage', :'source' FROM admins WHERE name = :'admin' AND active
+SELECT :'id_hash', name, :'stage', :'source' FROM admins WHERE name = :'owner' AND active
 RETURNING 'created';
 """
+)
 
 # The one lookup: a row only while every timeout holds; it counts as activity.
 _LOOKUP = """
@@ -150,17 +157,15 @@ RETURNING 'reauthenticated';
 
 # A mailbox's user (self-service): an active mailbox; with no second factor in force and
 # policy.mfa optional the session starts full.
-_CREATE_MAILBOX = """
-DELETE FROM web_sessions
-WHERE last_seen < now() - make_interval(secs => CAST(:'idle_seconds' AS integer))
-    OR created < now() - make_interval(secs => CAST(:'absolute_seconds' AS integer))
-    OR (stage <> 'full'
-        AND created < now() - make_interval(secs => CAST(:'step_seconds' AS integer)));
+_CREATE_MAILBOX = (
+    _PRUNE
+    + """
 INSERT INTO web_sessions (id_hash, mailbox, stage, source)
 SELECT :'id_hash', address, :'stage', :'source' FROM mailboxes
-WHERE address = :'mailbox' AND active
+WHERE address = :'owner' AND active
 RETURNING 'created';
 """
+)
 
 _END = "DELETE FROM web_sessions WHERE id_hash = :'id_hash' RETURNING 'ended';"
 
@@ -184,15 +189,8 @@ def create(executor: Executor, admin: str, stage: str, source: str) -> Session:
     """A new session of an (active) administrator whose password was just accepted."""
     if stage not in (PASSWORD, ENROL):
         raise ValueError(f"a session starts at {PASSWORD} or {ENROL}, not {stage}")
-    session_id = new_id()
-    rows = psql.query(
-        executor,
-        _CREATE,
-        {**_TIMEOUTS, "admin": admin, "stage": stage, "source": source[:100] or "unknown"},
-        prelude=psql.set_secret_variable("id_hash", id_hash(session_id)),
-        single_transaction=True,
-    )
-    if not any(row[0] == "created" for row in rows):
+    session_id = _start(executor, _CREATE, admin, stage, source)
+    if session_id is None:
         raise MailstackError(f"administrator {admin} does not exist or is inactive")
     return Session(session_id, admin, None, stage, reauthenticated=True)
 
@@ -202,17 +200,23 @@ def create_for_mailbox(executor: Executor, mailbox: str, stage: str, source: str
     PASSWORD (a code is due), ENROL (policy.mfa required, no factor yet) or FULL."""
     if stage not in STAGES:
         raise ValueError(f"not a stage: {stage}")
+    session_id = _start(executor, _CREATE_MAILBOX, mailbox, stage, source)
+    if session_id is None:
+        raise MailstackError(f"mailbox {mailbox} does not exist or is inactive")
+    return Session(session_id, None, mailbox, stage, reauthenticated=True)
+
+
+def _start(executor: Executor, sql: str, owner: str, stage: str, source: str) -> str | None:
+    """A new session's id, stored (as its hash) for `owner`; None if the owner is not active."""
     session_id = new_id()
     rows = psql.query(
         executor,
-        _CREATE_MAILBOX,
-        {**_TIMEOUTS, "mailbox": mailbox, "stage": stage, "source": source[:100] or "unknown"},
+        sql,
+        {**_TIMEOUTS, "owner": owner, "stage": stage, "source": source[:100] or "unknown"},
         prelude=psql.set_secret_variable("id_hash", id_hash(session_id)),
         single_transaction=True,
     )
-    if not any(row[0] == "created" for row in rows):
-        raise MailstackError(f"mailbox {mailbox} does not exist or is inactive")
-    return Session(session_id, None, mailbox, stage, reauthenticated=True)
+    return session_id if any(row[0] == "created" for row in rows) else None
 
 
 def lookup(executor: Executor, session_id: str | None, kind: str = "admin") -> Session | None:

@@ -66,7 +66,7 @@ def test_a_confirmed_factor_makes_the_code_due() -> None:
     assert (session.mailbox, session.admin, session.stage) == (ADDRESS, None, sessions.PASSWORD)
     (created,) = containers.sent("INSERT INTO web_sessions")
     assert "INSERT INTO web_sessions (id_hash, mailbox, stage, source)" in created.stdin
-    assert created.variables()["mailbox"] == ADDRESS
+    assert created.variables()["owner"] == ADDRESS
     assert created.variables()["stage"] == sessions.PASSWORD
 
 
@@ -130,7 +130,7 @@ def test_the_sign_in_reads_only_an_active_mailbox_and_the_address_is_a_variable(
     assert PASSWORD not in read.stdin and PASSWORD not in " ".join(read.argv)
     # an inactive mailbox's session could not be made either
     (created,) = containers.sent("INSERT INTO web_sessions")
-    assert "WHERE address = :'mailbox' AND active" in created.stdin
+    assert "WHERE address = :'owner' AND active" in created.stdin
 
 
 def test_a_banned_address_is_refused_before_any_password_is_checked() -> None:
