@@ -285,7 +285,7 @@ async def change_password(request: Request) -> Response:
     session, form = found
     attempt = await web.admitted(request, session.mailbox or "", GUARD)
     try:
-        await _act(
+        renewed = await _act(
             request, session, selfservice.change_password, GUARD, attempt, session,
             str(form.get("current") or ""), str(form.get("new") or ""),
             str(form.get("again") or ""),
@@ -294,7 +294,10 @@ async def change_password(request: Request) -> Response:
         status, message = _refusal(refused)
         return await _home_page(request, session, status, error=message)
     web.LOG.info("user %s: password changed from %s", session.mailbox, web.client(request))
-    return await _home_page(request, session, notice="Your password was changed.")
+    notice = "Your password was changed; every other session with the old one has ended."
+    response = await _home_page(request, renewed, notice=notice)
+    web.set_cookie(response, SESSION_COOKIE, renewed.id)
+    return response
 
 
 @router.post("/app-passwords")

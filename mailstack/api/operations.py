@@ -224,7 +224,10 @@ def change_mailbox(
         quota_bytes = _size("quota", quota) if quota is not None else None
         password_hash = _hash(password) if password is not None else None
         if password_hash is not None:
+            # Sessions begun with the old password end: the web's by the database (0014),
+            # IMAP's by the host.
             directory.set_mailbox_password(executor, mailbox, password_hash)
+            jobqueue.queue(executor, jobqueue.KICK_SESSIONS, mailbox)
         quota_change = (
             directory.set_mailbox_quota(executor, mailbox, quota_bytes)
             if quota_bytes is not None

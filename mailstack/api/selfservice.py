@@ -169,9 +169,11 @@ def overview(executor: Executor, session: Session) -> Overview:
 def change_password(
     executor: Executor, guard: Guard, attempt: Attempt, session: Session, current: str, new: str,
     again: str,
-) -> None:  # fmt: skip
+) -> Session:  # fmt: skip
     """A new account password: the current one proves it is the user (counted like a
-    sign-in), the new one is typed twice and meets the CLI's strength rule."""
+    sign-in), the new one is typed twice and meets the CLI's strength rule. Every session
+    begun with the old password ends (migration 0014 for the web's, a queued sessions.kick
+    for IMAP's); the user goes on in the new session returned."""
     _require(session, sessions.FULL)
     if attempt.verdict.refused is not None:
         raise Banned(attempt.verdict.refused)
@@ -190,6 +192,8 @@ def change_password(
     with operations.HASHING:
         password_hash = passwords.hash_password(new)
     directory.set_mailbox_password(executor, address, password_hash)
+    jobqueue.queue(executor, jobqueue.KICK_SESSIONS, address)
+    return sessions.create_for_mailbox(executor, address, sessions.FULL, attempt.client)
 
 
 def add_app_password(executor: Executor, session: Session, name: str) -> access.NewAppPassword:

@@ -229,7 +229,10 @@ def mailbox_passwd(
     password = _new_password(password_stdin, generate_password, label="New password")
     stack = Stack.load(directory_)
     directory.set_mailbox_password(stack.compose, mailbox, passwords.hash_password(password))
-    output.info(f"changed the password of {mailbox.lower()}")
+    # Whoever signed in with the old password is out: web sessions by the database (0014),
+    # IMAP and ManageSieve sessions here.
+    mailstore.kick_sessions(stack.compose, mailbox.lower())
+    output.info(f"changed the password of {mailbox.lower()}; its open sessions were ended")
     if generate_password:
         output.info(f"new password (shown once, only its hash is stored): {password}")
 

@@ -9,6 +9,8 @@ removed. Every second factor made here is turned off again."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import imaplib
 import json
 import re
 import time
@@ -82,6 +84,29 @@ def sign_in(page: Any, address: str, password: str) -> None:
     assert page.locator("#address").inner_text() == address
 
 
+SESSION_COOKIE = "__Host-mailstack-account"
+
+
+def account_page_status(stack: RunningStack, session_id: str) -> int:
+    """GET /account/ with only this session cookie (another browser holding it)."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", PORTS["https"], context=stack.tls_context(), timeout=30
+    )
+    try:
+        headers = {"Host": HOSTNAME, "Cookie": f"{SESSION_COOKIE}={session_id}"}
+        connection.request("GET", "/account/", headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def session_cookie(page: Any) -> str:
+    (value,) = [c["value"] for c in page.context.cookies() if c["name"] == SESSION_COOKIE]
+    return str(value)
+
+
 def app_passwords(stack: RunningStack, address: str) -> list[str]:
     listed = stack.cli("mailbox", "app-password", "list", address, "--json").stdout
     return [entry["name"] for entry in json.loads(listed)]
@@ -103,7 +128,14 @@ def test_a_user_changes_their_password_imap_accepts_the_new_one_and_refuses_the_
     stack: RunningStack, page: Any
 ) -> None:
     address, old = stack.new_mailbox()
+    # Someone else signed in with the (stolen) old password: on the web and over IMAP.
     sign_in(page, address, old)
+    stolen = session_cookie(page)
+    page.context.clear_cookies()
+    held = imaplib.IMAP4_SSL("127.0.0.1", PORTS["imaps"], ssl_context=stack.tls_context())
+    held.login(address, old)
+    sign_in(page, address, old)
+    assert account_page_status(stack, stolen) == 200
     # A wrong current password changes nothing.
     page.get_by_label("Current password").fill("Not 42 the password")
     page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
@@ -129,6 +161,15 @@ def test_a_user_changes_their_password_imap_accepts_the_new_one_and_refuses_the_
     assert "was changed" in page.locator("[role=status]").inner_text()
     assert imap_login(stack, address, NEW_PASSWORD)
     assert not imap_login(stack, address, old)
+    # The other sessions begun with the old password are over; this one goes on.
+    assert account_page_status(stack, stolen) != 200
+    page.goto(ACCOUNT_URL, wait_until="domcontentloaded")
+    assert page.url == ACCOUNT_URL and page.locator("#address").inner_text() == address
+    assert f"sessions.kick {address}: done" in stack.cli("jobs", "run").stdout
+    with pytest.raises((imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError)):
+        held.noop()
+    with contextlib.suppress(Exception):
+        held.shutdown()
     # The audit log names the user and the browser's address.
     audit = stack.cli("audit", "list", "--actor", f"mailbox:{address}", "--json").stdout
     changes = [(entry["action"], entry["target"], entry["source"]) for entry in json.loads(audit)]

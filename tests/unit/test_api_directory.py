@@ -158,12 +158,16 @@ def test_a_mailbox_change_sets_the_hash_on_stdin_and_the_quota() -> None:
         by_marker=[
             ("SET password", b"bob@a.test\n"),
             ("SET quota_bytes", f"{2 << 30},{1 << 30}\n".encode()),
+            ("INSERT INTO host_jobs", b"7\n"),
         ]
     )
     changed = operations.change_mailbox(fake, DANA, "bob@a.test", GOOD_PASSWORD, "1G")
     assert changed == {"address": "bob@a.test", "password_changed": True, "quota_bytes": 1 << 30}
     (password_call,) = fake.sent("SET password")
     assert GOOD_PASSWORD not in password_call.stdin + " ".join(password_call.argv)
+    # The old password's IMAP sessions end (a host job: the admin service has no socket).
+    (kick,) = fake.sent("INSERT INTO host_jobs")
+    assert (kick.variables()["kind"], kick.variables()["target"]) == ("sessions.kick", "bob@a.test")
 
 
 # --- domains -------------------------------------------------------------------------------------

@@ -303,15 +303,39 @@ def test_a_new_password_meets_the_clis_strength_rule() -> None:
     assert not containers.sent("UPDATE mailboxes")
 
 
+QUEUED = ("INSERT INTO host_jobs", b"7\n")
+
+
 def test_a_password_change_writes_a_new_hash_of_the_sessions_own_mailbox() -> None:
     new = "Another horse 42 battery"
-    containers = FakeContainers(by_marker=[MAILBOX_ROW, ("UPDATE mailboxes", b"x\n")])
+    containers = FakeContainers(
+        by_marker=[MAILBOX_ROW, ("UPDATE mailboxes", b"x\n"), QUEUED, CREATED]
+    )
     guard = _change(containers, PASSWORD, new, new)
     (update,) = containers.sent("UPDATE mailboxes")
     assert update.variables()["address"] == ADDRESS
     stored = _set(update)["password_hash"]
     assert passwords.verify_password(stored, new) and new not in update.stdin
     assert guard.reported == [("192.0.2.7", ADDRESS, True)]
+
+
+def test_a_password_change_ends_the_old_sessions_and_goes_on_in_a_new_one() -> None:
+    # Someone signed in with the old password (web: migration 0014's trigger; IMAP: the
+    # queued kick) is out; the user who changed it continues under a new session id.
+    new = "Another horse 42 battery"
+    containers = FakeContainers(
+        by_marker=[MAILBOX_ROW, ("UPDATE mailboxes", b"x\n"), QUEUED, CREATED]
+    )
+    old = _session(sessions.FULL)
+    renewed = selfservice.change_password(
+        containers, FakeGuard(), _attempt(FakeGuard()), old, PASSWORD, new, new
+    )
+    (kick,) = containers.sent("INSERT INTO host_jobs")
+    assert (kick.variables()["kind"], kick.variables()["target"]) == ("sessions.kick", ADDRESS)
+    assert (renewed.mailbox, renewed.stage) == (ADDRESS, sessions.FULL) and renewed.id != old.id
+    trigger = (migrations_dir() / "0014_password_ends_sessions.sql").read_text()
+    assert "DELETE FROM web_sessions WHERE mailbox = NEW.address" in trigger
+    assert "AFTER UPDATE OF password ON mailboxes" in trigger
 
 
 def test_an_app_password_is_removed_only_from_the_sessions_own_mailbox() -> None:
