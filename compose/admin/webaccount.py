@@ -65,8 +65,8 @@ def _home_of(session: Session | None) -> RedirectResponse:
 
 def _forbidden(session: Session | None = None) -> HTMLResponse:
     csrf = session.csrf_token if session else ""
-    return web.page(
-        "account_message.html", 403, title="Refused", error=web.FORBIDDEN, session=session,
+    return _page(
+        "message.html", 403, title="Refused", error=web.FORBIDDEN, session=session,
         csrf=csrf,
     )  # fmt: skip
 
@@ -86,7 +86,7 @@ async def signin_form(request: Request) -> Response:
     presession = request.cookies.get(SIGNIN_COOKIE)
     if not sessions.well_formed(presession):
         presession = sessions.new_id()
-    response = web.page("account_signin.html", csrf=sessions.csrf_token(presession), address="")
+    response = _page("account_signin.html", csrf=sessions.csrf_token(presession), address="")
     web.set_cookie(response, SIGNIN_COOKIE, presession)
     return response
 
@@ -105,11 +105,9 @@ async def signin_submit(request: Request) -> Response:
             selfservice.password, web.EXECUTOR, GUARD, attempt, typed, MFA_REQUIRED
         )
     except signin.Banned as banned:
-        return web.page(
-            "account_signin.html", 429, csrf=csrf, address=address, error=banned.message
-        )
+        return _page("account_signin.html", 429, csrf=csrf, address=address, error=banned.message)
     except signin.SignInRefused as refused:
-        return web.page("account_signin.html", csrf=csrf, address=address, error=refused.message)
+        return _page("account_signin.html", csrf=csrf, address=address, error=refused.message)
     web.LOG.info("user %s: password accepted from %s", session.mailbox, web.client(request))
     return _redirect(HOME[session.stage], session)
 
@@ -119,7 +117,7 @@ async def code_form(request: Request) -> Response:
     session = await _session(request)
     if session is None or session.stage != sessions.PASSWORD:
         return _home_of(session)
-    return web.page("account_code.html", csrf=session.csrf_token)
+    return _page("code.html", csrf=session.csrf_token)
 
 
 @router.post("/code")
@@ -138,9 +136,9 @@ async def code_submit(request: Request) -> Response:
             time.time(), actor=selfservice.actor(session, web.client(request)),
         )  # fmt: skip
     except signin.Banned as banned:
-        return web.page("account_code.html", 429, csrf=session.csrf_token, error=banned.message)
+        return _page("code.html", 429, csrf=session.csrf_token, error=banned.message)
     except signin.SignInRefused as refused:
-        return web.page("account_code.html", csrf=session.csrf_token, error=refused.message)
+        return _page("code.html", csrf=session.csrf_token, error=refused.message)
     web.LOG.info("user %s: signed in from %s", full.mailbox, web.client(request))
     return _redirect(HOME[sessions.FULL], full)
 
@@ -171,8 +169,8 @@ async def _enrol_page(request: Request, session: Session, error: str | None = No
     qr = segno.make(enrolment.uri, error="m").svg_inline(
         scale=4, title="QR code of the authenticator app's secret"
     )
-    return web.page(
-        "account_enrol.html",
+    return _page(
+        "enrol.html",
         400 if error else 200,
         session=session,
         csrf=session.csrf_token,
@@ -200,9 +198,7 @@ async def enrol_submit(request: Request) -> Response:
     except signin.SignInRefused as refused:
         return await _enrol_page(request, session, refused.message)
     web.LOG.info("user %s: second factor enrolled from %s", full.mailbox, web.client(request))
-    response = web.page(
-        "account_recovery.html", session=full, csrf=full.csrf_token, codes=codes.codes
-    )
+    response = _page("recovery.html", session=full, csrf=full.csrf_token, codes=codes.codes)
     web.set_cookie(response, SESSION_COOKIE, full.id)
     return response
 
@@ -235,7 +231,7 @@ async def _home_page(
     overview = await web.blocking(selfservice.overview, web.EXECUTOR, session)
     values.setdefault("new_app_password", None)
     values.setdefault("app_name", "")
-    return web.page(
+    return _page(
         "account_home.html", status, session=session, csrf=session.csrf_token, overview=overview,
         mfa_required=MFA_REQUIRED, webmail_settings=WEBMAIL_SETTINGS, **values,
     )  # fmt: skip
@@ -266,6 +262,11 @@ async def _act(request: Request, session: Session, function: Any, *args: Any) ->
     return await web.blocking(
         function, web.EXECUTOR, *args, actor=selfservice.actor(session, web.client(request))
     )
+
+
+def _page(template: str, status: int = 200, **values: Any) -> Response:
+    """A page of the account area (base.html's area "account": its title, links, sign-out)."""
+    return web.page(template, status, area="account", **values)
 
 
 def _refusal(error: MailstackError) -> tuple[int, str]:

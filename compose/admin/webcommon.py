@@ -84,7 +84,10 @@ async def blocking(function: Callable[..., Any], *args: Any, actor: Any = None) 
     return await run_in_threadpool(run)
 
 
-def page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+def page(template: str, status: int = 200, area: str = "admin", **values: Any) -> HTMLResponse:
+    """A page of the admin (area "admin") or of a user's self-service ("account"): the
+    templates' `account` and `home` follow from it."""
+    values.update(account=area == "account", home="/account/" if area == "account" else "/admin/")
     values.setdefault("session", None)
     values.setdefault("error", None)
     values.setdefault("notice", None)
