@@ -9,7 +9,6 @@ administrator neither sees nor creates another domain's mailboxes."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import http.client
 import ipaddress
@@ -27,7 +26,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import yaml
 
 from tests.e2e.adminweb import (
     ADMIN_URL,
@@ -43,6 +41,7 @@ from tests.e2e.adminweb import (
 )
 from tests.e2e.conftest import DOMAIN, GATEWAY, HOSTNAME, PROJECT, SUBNETS, RunningStack
 from tests.e2e.mail import fetch_by_subject, send_inbound, unique_subject
+from tests.e2e.test_bans import bans_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -264,24 +263,6 @@ class FormClient:
             "POST", "/admin/signin", {"csrf": match.group(1), "name": name, "password": password}
         )
         return status, html.unescape(body), time.monotonic() - started
-
-
-@contextlib.contextmanager
-def bans_policy(stack: RunningStack, **values: Any) -> Iterator[None]:
-    """policy.bans changed in mailstack.yaml (render, restart bans); restored afterwards."""
-    path = stack.root / "mailstack.yaml"
-    original = path.read_text()
-    config = yaml.safe_load(original)
-    config["policy"]["bans"].update(values)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
-        stack.cli("render")
-        stack.cli("restart", "bans")
-        yield
-    finally:
-        path.write_text(original)
-        stack.cli("render")
-        stack.cli("restart", "bans")
 
 
 @pytest.fixture

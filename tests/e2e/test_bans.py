@@ -97,7 +97,7 @@ class Clients:
 
 
 @contextlib.contextmanager
-def _bans_policy(stack: RunningStack, **values: Any) -> Iterator[None]:
+def bans_policy(stack: RunningStack, **values: Any) -> Iterator[None]:
     """policy.bans changed in mailstack.yaml (render, restart bans); restored afterwards."""
     path = stack.root / "mailstack.yaml"
     original = path.read_text()
@@ -130,7 +130,7 @@ def clients(stack: RunningStack) -> Iterator[Clients]:
         for address in addresses:
             subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", bridge], check=True)
             added.append(address)
-        with _bans_policy(
+        with bans_policy(
             stack,
             max_failures=MAX_FAILURES,
             ban_time=f"{BAN_SECONDS}s",
