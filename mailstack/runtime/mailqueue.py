@@ -125,8 +125,12 @@ def list_queue(compose: Executor) -> MailQueue:
 def retry(compose: Executor, target: str) -> QueueChange:
     """Ask for delivery now: one message (`postqueue -i ID`) or all (`postqueue -f`)."""
     wanted = queue_id(target, allow_all=True)
-    argv = ["postqueue", "-f"] if wanted == ALL else ["postqueue", "-i", wanted]
-    return QueueChange("retried", wanted, _one_line(_postfix(compose, argv)))
+    if wanted == ALL:
+        return QueueChange("retried", ALL, _one_line(_postfix(compose, ["postqueue", "-f"])))
+    # postqueue -i says nothing of an id that is not queued: the listing does.
+    if not _queued(compose, wanted):
+        raise _not_queued(wanted)
+    return QueueChange("retried", wanted, _one_line(_postfix(compose, ["postqueue", "-i", wanted])))
 
 
 def delete(compose: Executor, target: str) -> QueueChange:
@@ -134,7 +138,7 @@ def delete(compose: Executor, target: str) -> QueueChange:
     deleted already)."""
     wanted = queue_id(target)
     if not _queued(compose, wanted):
-        raise NotFound(f"ID: {wanted} is not in the mail queue (delivered or deleted already)")
+        raise _not_queued(wanted)
     # postsuper reports on stderr and exits 0 whether or not it found the id: the listing
     # after it decides.
     _postfix(compose, ["postsuper", "-d", wanted])
@@ -145,6 +149,10 @@ def delete(compose: Executor, target: str) -> QueueChange:
 
 def _queued(compose: Executor, wanted: str) -> bool:
     return any(message.queue_id == wanted for message in list_queue(compose).messages)
+
+
+def _not_queued(wanted: str) -> NotFound:
+    return NotFound(f"ID: {wanted} is not in the mail queue (delivered or deleted already)")
 
 
 def _postfix(compose: Executor, argv: list[str]) -> bytes:

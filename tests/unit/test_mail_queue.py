@@ -162,7 +162,7 @@ def test_all_is_a_retry_target_but_never_a_deletion() -> None:
 
 
 def test_listing_retrying_and_deleting_run_postfixs_own_commands() -> None:
-    fake = FakeContainers(answers=[_line(), b"", b"", _line(), b"", b""])
+    fake = FakeContainers(answers=[_line(), _line(), b"", b"", _line(), b"", b""])
     assert mailqueue.list_queue(fake).messages[0].queue_id == LONG_ID
     assert (
         str(mailqueue.retry(fake, LONG_ID))
@@ -172,6 +172,7 @@ def test_listing_retrying_and_deleting_run_postfixs_own_commands() -> None:
     assert str(mailqueue.delete(fake, LONG_ID)) == f"queued message {LONG_ID}: deleted"
     assert _postfix_argv(fake) == [
         ["postqueue", "-j"],
+        ["postqueue", "-j"],  # it is there,
         ["postqueue", "-i", LONG_ID],
         ["postqueue", "-f"],
         ["postqueue", "-j"],  # it is there,
@@ -181,11 +182,12 @@ def test_listing_retrying_and_deleting_run_postfixs_own_commands() -> None:
     assert {call.user for call in fake.calls} == {None}
 
 
-def test_deleting_a_message_not_queued_is_not_found_and_runs_no_postsuper() -> None:
-    fake = FakeContainers(answers=[_line(queue_id=SHORT_ID)])
-    with pytest.raises(NotFound, match=f"ID: {LONG_ID} is not in the mail queue"):
-        mailqueue.delete(fake, LONG_ID)
-    assert _postfix_argv(fake) == [["postqueue", "-j"]]
+def test_retrying_or_deleting_a_message_not_queued_is_not_found_and_runs_nothing_else() -> None:
+    for action in (mailqueue.retry, mailqueue.delete):
+        fake = FakeContainers(answers=[_line(queue_id=SHORT_ID)])
+        with pytest.raises(NotFound, match=f"ID: {LONG_ID} is not in the mail queue"):
+            action(fake, LONG_ID)
+        assert _postfix_argv(fake) == [["postqueue", "-j"]]
 
 
 def test_a_message_still_queued_after_postsuper_is_a_failure() -> None:
@@ -291,6 +293,13 @@ def test_a_delete_job_deletes_and_the_report_is_made_again_in_the_same_run(tmp_p
     assert (outcome.state, outcome.reason) == ("done", f"queued message {LONG_ID}: deleted")
     assert ["postsuper", "-d", LONG_ID] in _postfix_argv(fake)
     assert "queue report published" in [str(line) for line in result.published]
+
+
+def test_a_retry_job_for_a_message_gone_fails_with_its_line(tmp_path: Path) -> None:
+    result, fake = _job_run(tmp_path, "queue.retry", LONG_ID)
+    (outcome,) = result.outcomes
+    assert outcome.state == "failed" and "is not in the mail queue" in outcome.reason
+    assert ["postqueue", "-i", LONG_ID] not in _postfix_argv(fake)
 
 
 def test_a_retry_all_job_flushes_the_queue(tmp_path: Path) -> None:
