@@ -16,6 +16,7 @@ import internal  # the webmail's second factor: /internal/v1
 import webaccount
 import webdirectory
 import webpasskeys
+import webqueue
 from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
 from mailstack.adapters.psql import acting_as
-from mailstack.api import apitokens, domains, operations
+from mailstack.api import apitokens, domains, mailqueue, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
@@ -49,6 +50,7 @@ app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
 app.include_router(webaccount.router)  # users' self-service at /account/ (webaccount.py)
 app.include_router(webpasskeys.router)  # passkeys: sign-in and the Passkeys page
 app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
+app.include_router(webqueue.router)  # the mail queue page (webqueue.py)
 
 
 class Error(BaseModel):
@@ -202,6 +204,38 @@ class RevokedToken(BaseModel):
     already: bool
 
 
+class QueueRecipient(BaseModel):
+    address: str
+    delay_reason: str  # empty until a delivery attempt failed
+
+
+class QueuedMessage(BaseModel):
+    queue_id: str
+    queue_name: str  # active, deferred, hold, incoming, maildrop
+    arrival_time: str
+    message_size: int
+    sender: str  # empty: the null sender (a bounce)
+    recipients: list[QueueRecipient]
+    recipients_left_out: int
+
+
+class MailQueue(BaseModel):
+    taken: str | None  # when the host wrote the report (none yet: null)
+    age_seconds: int | None
+    error: str  # why the host could not read the queue, or why there is no report
+    total: int
+    oldest_seconds: int | None
+    left_out: int  # messages not in the report (it holds the 200 oldest)
+    messages: list[QueuedMessage]
+
+
+class QueuedJob(BaseModel):
+    job: int
+    kind: str
+    target: str
+    note: str
+
+
 ERRORS = {status: {"model": Error} for status in (400, 401, 403, 404, 409)}
 
 
@@ -239,6 +273,7 @@ ADDRESS = Path(..., description="the mailbox's address")
 DOMAIN_NAME = Path(..., description="the domain")
 SOURCE = Path(..., description="the alias source: an address, or @domain")
 TOKEN_NAME = Path(..., description="the token's name")
+QUEUE_ID = Path(..., description="a Postfix queue id (retry: or ALL)")
 
 
 @app.exception_handler(ApiError)
@@ -389,3 +424,28 @@ def revoke_token(request: Request, name: str = TOKEN_NAME, caller: Caller = ADMI
     """Revoke a token for good (scope admin); a domain administrator's: only its own."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return apitokens.revoke_token(EXECUTOR, caller, name, _now())
+
+
+@app.get("/api/v1/queue", response_model=MailQueue, responses=ERRORS)
+def mail_queue(request: Request, caller: Caller = ADMIN) -> dict:
+    """The mail queue as the host last reported it, with the report's age (scope admin,
+    administrators only)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return mailqueue.queue_report(EXECUTOR, caller.principal)
+
+
+@app.post(
+    "/api/v1/queue/{queue_id}/retry", status_code=202, response_model=QueuedJob, responses=ERRORS
+)
+def retry_queued(request: Request, queue_id: str = QUEUE_ID, caller: Caller = ADMIN) -> dict:
+    """Deliver a queued message now, or every one (ALL): a host job (scope admin,
+    administrators only)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return mailqueue.retry(EXECUTOR, caller.principal, queue_id)
+
+
+@app.delete("/api/v1/queue/{queue_id}", status_code=202, response_model=QueuedJob, responses=ERRORS)
+def delete_queued(request: Request, queue_id: str = QUEUE_ID, caller: Caller = ADMIN) -> dict:
+    """Delete a queued message for good: a host job (scope admin, administrators only)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return mailqueue.delete(EXECUTOR, caller.principal, queue_id)

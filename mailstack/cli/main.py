@@ -28,6 +28,7 @@ from mailstack.cli import (
     lifecycle,
     mailbox_mfa,
     output,
+    queue,
     security,
     setup,
     sieve,
@@ -105,6 +106,7 @@ admin.register(app)
 api.register(app)
 audit.register(app)
 jobs.register(app)
+queue.register(app)
 
 
 def run() -> None:

@@ -18,7 +18,7 @@ from mailstack import services
 from mailstack.accounts import directory, mailstore, names
 from mailstack.errors import MailstackError, UsageError
 from mailstack.mailauth import dkim
-from mailstack.runtime import hostreports, jobqueue, reports
+from mailstack.runtime import hostreports, jobqueue, mailqueue, reports
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 
@@ -167,6 +167,8 @@ def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
 _RUNNERS: dict[str, Callable[[Stack, str], str]] = {
     jobqueue.KICK_SESSIONS: _kick_sessions,
     jobqueue.REFRESH_REPORT: _refresh_report,
+    jobqueue.RETRY_QUEUED: mailqueue.retry_job,
+    jobqueue.DELETE_QUEUED: mailqueue.delete_job,
 }
 
 # The report a done job changes, made again in the same run.

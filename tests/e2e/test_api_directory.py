@@ -260,6 +260,9 @@ def test_the_openapi_document_lists_every_route(stack: RunningStack) -> None:
         "/api/v1/aliases/{source}": {"delete"},
         "/api/v1/tokens": {"get", "post"},
         "/api/v1/tokens/{name}": {"delete"},
+        "/api/v1/queue": {"get"},
+        "/api/v1/queue/{queue_id}/retry": {"post"},
+        "/api/v1/queue/{queue_id}": {"delete"},
     }
     assert {"Domain", "NewAlias", "CreatedToken", "Error"} <= set(document["components"]["schemas"])
 

@@ -131,6 +131,28 @@ PAGES: dict[str, dict[str, Any]] = {
             ),
         ],
     },
+    "queue.html": {
+        "session": SIGNED_IN,
+        "report": {
+            "taken": "2026-12-06T12:00:00Z",
+            "age_seconds": 42,
+            "error": "",
+            "total": 1,
+            "oldest_seconds": 60,
+            "left_out": 0,
+            "messages": [
+                {
+                    "queue_id": "4XbQ2D1kKzz3Qy",
+                    "queue_name": "deferred",
+                    "arrival_time": "2026-12-06T11:59:00Z",
+                    "message_size": 1234,
+                    "sender": "<script>x</script>@x.test",
+                    "recipients": [{"address": "b@far.test", "delay_reason": "refused"}],
+                    "recipients_left_out": 3,
+                }
+            ],
+        },
+    },
 }
 # The only script any page loads: WebAuthn has no form-only way (compose/admin/static).
 CEREMONIES = {"passkey.html", "passkey-register.html"}
