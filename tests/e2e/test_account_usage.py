@@ -204,3 +204,51 @@ def test_a_webmail_sign_in_shows_the_browsers_address_not_the_webmails(
     webmail = set(stack.addresses("webmail").values())
     assert rows == [("imap", GATEWAY)], (rows, webmail)
     assert not webmail & {remote for _, remote in rows}
+
+
+def as_dovecot(stack: RunningStack, sql: str, **variables: str) -> tuple[int, str]:
+    """One statement as the role dovecot (SET ROLE from the superuser's session): its exit
+    status and what psql said."""
+    done = stack.compose(
+        "exec", "-T", "--user", "postgres", "db", "psql", "--host=/run/postgresql",
+        "--username=postgres", "--dbname=mail", "--no-psqlrc", "--tuples-only", "--quiet",
+        "--set=ON_ERROR_STOP=1", *(f"--set={name}={value}" for name, value in variables.items()),
+        stdin=f"SET ROLE dovecot;\n{sql}\n".encode(), check=False,
+    )  # fmt: skip
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+# What Dovecot 2.3.19's dict-sql sends (seen in the database's log), with the values as
+# variables here.
+UPSERT_SIGN_IN = (
+    "INSERT INTO sign_ins (last_seen,service,remote,username) "
+    "VALUES (extract(epoch FROM now())::bigint,'imap','192.0.2.9',:'a') "
+    "ON CONFLICT (service,remote,username) DO UPDATE SET last_seen=extract(epoch FROM now())::bigint;"
+)
+
+
+def test_dovecots_role_may_upsert_but_never_read_change_otherwise_or_delete(
+    stack: RunningStack,
+) -> None:
+    """A foothold in Dovecot's dict learns nothing from these tables and cannot empty them;
+    and a sign-in prunes its mailbox's rows older than 90 days."""
+    user, _ = stack.new_mailbox()
+    db(
+        stack,
+        "INSERT INTO sign_ins VALUES (:'a', 'imap', '198.51.100.1', "
+        "extract(epoch FROM now() - interval '91 days')::bigint);",
+        a=user,
+    )
+    assert as_dovecot(stack, UPSERT_SIGN_IN, a=user)[0] == 0
+    assert sign_in_rows(stack, user) == [("imap", "192.0.2.9")]  # the 91-day-old one pruned
+    for refused in (
+        "SELECT last_seen FROM sign_ins;",
+        "SELECT bytes FROM quota_usage;",
+        "DELETE FROM sign_ins;",
+        "DELETE FROM quota_usage;",
+        "UPDATE sign_ins SET remote = '203.0.113.1';",
+        "TRUNCATE sign_ins;",
+    ):
+        status, said = as_dovecot(stack, refused)
+        assert status != 0 and "permission denied" in said, (refused, said)
+    assert sign_in_rows(stack, user) == [("imap", "192.0.2.9")]
