@@ -70,13 +70,14 @@ class Mailbox(BaseModel):
     address: str
     domain: str
     quota_bytes: int
+    used_bytes: int | None  # Dovecot's quota use (quota_clone); null until it recorded one
+    messages: int | None
     active: bool
     created: str
 
 
 class MailboxList(BaseModel):
     mailboxes: list[Mailbox]
-    usage_unavailable: str
 
 
 class CreatedMailbox(BaseModel):

@@ -59,6 +59,7 @@ PAGES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 PAGES.filters["size"] = lambda value: "none" if value == 0 else human_size(value)
+PAGES.filters["bytes"] = human_size  # a use: 0 is "0B", not "none"
 # The first page each stage of a session belongs on.
 HOME = {
     None: "/admin/signin",

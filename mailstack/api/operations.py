@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from mailstack.accounts import directory, names, passwords
+from mailstack.accounts import directory, names, passwords, usage
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import (
@@ -48,9 +48,6 @@ from mailstack.units import parse_size
 # revoked (tokens.TokenRefused says which, for the audit log only).
 UNAUTHORIZED = "a valid API token is needed: send 'Authorization: Bearer <token>'"
 BEARER = "bearer"
-# Mailbox usage comes from Dovecot (doveadm, through Compose on the host), which the admin
-# service cannot reach: the API lists mailboxes without it.
-USAGE_UNAVAILABLE = "usage is not available from the API; see mailstack mailbox list"
 # One password hash at a time (the web sign-in's verifications too): each takes 32 MiB
 # (passwords.MEMORY_KIB) and the admin container has 96 MiB; concurrent requests wait here
 # instead of running it out of memory.
@@ -159,16 +156,15 @@ def actor(identity: tokens.TokenIdentity, client: str | None) -> psql.Actor:
 
 def list_mailboxes(executor: Executor, caller: Principal, domain: str | None) -> dict[str, Any]:
     """GET /api/v1/mailboxes[?domain=D] (scope read): a domain administrator's list is cut to
-    its domains; naming another domain is a 403."""
+    its domains; naming another domain is a 403. used_bytes and messages are Dovecot's
+    (quota_clone, mailstack.accounts.usage); null until it recorded a first change."""
     with refusals():
         only = names.require("DOMAIN", names.domain, domain) if domain is not None else None
         if only is not None:
             caller.require_domain(only)
-        mailboxes = directory.list_mailboxes(executor, only)
-    return {
-        "mailboxes": [_mailbox(m) for m in mailboxes if caller.may_manage(m.domain)],
-        "usage_unavailable": USAGE_UNAVAILABLE,
-    }
+        listed = directory.list_mailboxes(executor, only)
+        mailboxes = usage.with_usage(executor, [m for m in listed if caller.may_manage(m.domain)])
+    return {"mailboxes": [_mailbox(m) for m in mailboxes]}
 
 
 def create_mailbox(
@@ -258,6 +254,8 @@ def _mailbox(mailbox: directory.Mailbox) -> dict[str, Any]:
         "address": mailbox.address,
         "domain": mailbox.domain,
         "quota_bytes": mailbox.quota_bytes,
+        "used_bytes": mailbox.storage_bytes,
+        "messages": mailbox.messages,
         "active": mailbox.active,
         "created": mailbox.created,
     }

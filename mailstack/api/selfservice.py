@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailstack.accounts import access, directory, names, passwords
+from mailstack.accounts.usage import SignIn, Usage, recent_sign_ins, usage_of
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.api import operations
@@ -43,23 +44,27 @@ MFA_REQUIRED = (
     "A second factor is required on this server: it cannot be turned off here "
     "(an administrator can reset it: mailstack mailbox mfa disable)."
 )
-USAGE_UNAVAILABLE = (
-    "How much of it is used cannot be read from here (the mail store is in another "
-    "container); the webmail shows it."
-)
+USAGE_UNKNOWN = "How much of it is used is not known yet: it shows once mail arrives."
 _MAILBOX = "SELECT 'mailbox', password FROM mailboxes WHERE address = :'address' AND active;"
 _QUOTA = "SELECT 'quota', quota_bytes FROM mailboxes WHERE address = :'address';"
 
 
 @dataclass(frozen=True)
 class Overview:
-    """What the account page shows: the quota, the second factor, the app passwords."""
+    """What the account page shows: the quota and its use (as Dovecot recorded it), the
+    second factor, the app passwords, the recent sign-ins (newest first)."""
 
     address: str
     quota_bytes: int
     second_factor: mfa.MfaStatus
     app_passwords: tuple[access.AppPassword, ...]
-    usage_unavailable: str = USAGE_UNAVAILABLE
+    usage: Usage | None = None
+    sign_ins: tuple[SignIn, ...] = ()
+    usage_unknown: str = USAGE_UNKNOWN
+
+    @property
+    def used_percent(self) -> int | None:
+        return self.usage.percent_of(self.quota_bytes) if self.usage else None
 
 
 def actor(session: Session, client: str) -> psql.Actor:
@@ -163,6 +168,8 @@ def overview(executor: Executor, session: Session) -> Overview:
         quota[0] if quota else 0,
         mfa.status(executor, mfa.Owner.mailbox(address)),
         tuple(access.list_app_passwords(executor, address)),
+        usage_of(executor, address),
+        tuple(recent_sign_ins(executor, address)),
     )
 
 

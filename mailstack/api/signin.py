@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailstack.accounts import directory, names, passwords
+from mailstack.accounts import directory, names, passwords, usage
 from mailstack.adapters import psql
 from mailstack.adapters.bansclient import ALLOWED, Verdict
 from mailstack.adapters.psql import Executor
@@ -187,10 +187,10 @@ def acting(
 
 
 def visible_mailboxes(executor: Executor, who: principal.Principal) -> list[directory.Mailbox]:
-    """The mailboxes of the domains this principal manages."""
+    """The mailboxes of the domains this principal manages, with their use (Dovecot's)."""
     mailboxes = directory.list_mailboxes(executor, None)
     allowed = set(who.visible(sorted({mailbox.domain for mailbox in mailboxes})))
-    return [mailbox for mailbox in mailboxes if mailbox.domain in allowed]
+    return usage.with_usage(executor, [m for m in mailboxes if m.domain in allowed])
 
 
 def add_mailbox(

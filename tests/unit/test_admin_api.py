@@ -191,10 +191,11 @@ def test_concurrent_creations_hash_one_password_at_a_time(monkeypatch: pytest.Mo
 # --- listing ---------------------------------------------------------------------------------
 
 
-def test_mailboxes_are_listed_without_usage_and_filtered_by_a_checked_domain() -> None:
+def test_mailboxes_are_listed_with_recorded_usage_and_a_checked_domain_filter() -> None:
     containers = FakeContainers(
         by_marker=[
-            ("FROM mailboxes", b"bob@example.test,example.test,1024,t,2026-12-06T12:00:00Z\n")
+            ("FROM mailboxes", b"bob@example.test,example.test,1024,t,2026-12-06T12:00:00Z\n"),
+            ("FROM quota_usage", b"usage,bob@example.test,512,3,2026-12-06T12:01:00Z\n"),
         ]
     )
     listed = operations.list_mailboxes(containers, ROOT, "Example.TEST")
@@ -203,13 +204,14 @@ def test_mailboxes_are_listed_without_usage_and_filtered_by_a_checked_domain() -
             "address": "bob@example.test",
             "domain": "example.test",
             "quota_bytes": 1024,
+            "used_bytes": 512,
+            "messages": 3,
             "active": True,
             "created": "2026-12-06T12:00:00Z",
         }
     ]
-    assert listed["usage_unavailable"]
-    assert containers.variables()["domain"] == "example.test"
-    assert [call.service for call in containers.calls] == ["db"]  # never doveadm
+    assert containers.variables(0)["domain"] == "example.test"
+    assert [call.service for call in containers.calls] == ["db", "db"]  # never doveadm
 
 
 def test_a_hostile_domain_filter_is_400() -> None:

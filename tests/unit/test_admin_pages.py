@@ -17,8 +17,9 @@ from markupsafe import Markup
 TEMPLATES = Path(__file__).resolve().parents[2] / "compose" / "admin" / "templates"
 SIGNED_IN = SimpleNamespace(full=True, admin="alice")
 MAILBOX = SimpleNamespace(
-    address="a@example.test", quota_bytes=1 << 30, active=True, created="2026-12-06T10:00:00Z"
-)
+    address="a@example.test", quota_bytes=1 << 30, active=True, created="2026-12-06T10:00:00Z",
+    storage_bytes=1 << 20, quota_percent=0, used_bytes=1 << 20, messages=1,
+)  # fmt: skip
 PAGES: dict[str, dict[str, Any]] = {
     "signin.html": {"name": "<alice>"},
     "code.html": {},
@@ -50,7 +51,14 @@ PAGES: dict[str, dict[str, Any]] = {
             quota_bytes=1 << 30,
             second_factor=SimpleNamespace(confirmed=True, recovery_codes_left=9),
             app_passwords=[SimpleNamespace(name="phone", created="2026-12-06T10:00:00Z")],
-            usage_unavailable="not here",
+            usage=SimpleNamespace(bytes=3 << 20, messages=2, updated="2026-12-06T10:00:00Z"),
+            used_percent=0,
+            sign_ins=[
+                SimpleNamespace(
+                    protocol="imap", remote="192.0.2.7", last_seen="2026-12-06T10:00:00Z"
+                )
+            ],
+            usage_unknown="not yet",
         ),
         "new_app_password": SimpleNamespace(name="phone", password="abcde-fghij"),
         "app_name": "",
@@ -184,6 +192,7 @@ def render(template: str) -> Page:
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["size"] = str
+    environment.filters["bytes"] = str
     values = {"session": None, "error": None, "notice": None, "csrf": "f" * 64}
     page = Page()
     page.feed(environment.get_template(template).render(**{**values, **PAGES[template]}))
