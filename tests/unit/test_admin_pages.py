@@ -35,15 +35,15 @@ PAGES: dict[str, dict[str, Any]] = {
         "quota": "",
     },
     "message.html": {"title": "Refused", "error": "This form has expired"},
-    # users' self-service (webaccount.py)
+    # users' self-service (webaccount.py); NAME@account: a shared page in the account area
     "account_signin.html": {"address": "<bob>"},
-    "account_code.html": {},
-    "account_enrol.html": {
+    "code.html@account": {},
+    "enrol.html@account": {
         "secret": "JBSWY3DPEHPK3PXP",
         "qr": Markup("<svg><title>QR</title></svg>"),
         "required": True,
     },
-    "account_recovery.html": {"session": SIGNED_IN, "codes": ["abcd-efgh-jkmn-pqrs"] * 10},
+    "recovery.html@account": {"session": SIGNED_IN, "codes": ["abcd-efgh-jkmn-pqrs"] * 10},
     "account_home.html": {
         "session": SIGNED_IN,
         "overview": SimpleNamespace(
@@ -65,7 +65,7 @@ PAGES: dict[str, dict[str, Any]] = {
         "mfa_required": False,
         "webmail_settings": "/?_task=settings",
     },
-    "account_message.html": {"title": "Refused", "error": "This form has expired"},
+    "message.html@account": {"title": "Refused", "error": "This form has expired"},
     "passkey.html": {"options": '{"publicKey":{"challenge":"x"}}'},
     "passkey-register.html": {
         "session": SIGNED_IN,
@@ -185,7 +185,9 @@ class Page(HTMLParser):
         return [attrs for name, attrs in self.tags if name == tag]
 
 
-def render(template: str) -> Page:
+def render(page_name: str) -> Page:
+    """A template as webcommon.page renders it; "NAME@account" in the users' area."""
+    template, _, area = page_name.partition("@")
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,
@@ -193,9 +195,11 @@ def render(template: str) -> Page:
     )
     environment.filters["size"] = str
     environment.filters["bytes"] = str
+    account = area == "account"
     values = {"session": None, "error": None, "notice": None, "csrf": "f" * 64}
+    values |= {"account": account, "home": "/account/" if account else "/admin/"}
     page = Page()
-    page.feed(environment.get_template(template).render(**{**values, **PAGES[template]}))
+    page.feed(environment.get_template(template).render(**{**values, **PAGES[page_name]}))
     return page
 
 
@@ -220,10 +224,8 @@ def test_every_page_is_labelled_headed_scriptless_and_its_forms_carry_the_token(
 
 
 def test_every_template_is_checked() -> None:
-    assert {path.name for path in TEMPLATES.glob("*.html")} - {
-        "base.html",
-        "account_base.html",
-    } == set(PAGES)
+    shown = {name.partition("@")[0] for name in PAGES}
+    assert {path.name for path in TEMPLATES.glob("*.html")} - {"base.html"} == shown
 
 
 def test_a_typed_value_shown_again_is_escaped() -> None:
@@ -238,3 +240,15 @@ def test_a_passkey_ceremony_carries_its_options_as_attribute_text() -> None:
     assert status["data-options"] == '{"publicKey":{"challenge":"x"}}'  # JSON.parse-able
     (name,) = [attrs for attrs in page.all("input") if attrs.get("name") == "name"]
     assert name["value"] == '"><script>x</script>'
+
+
+def test_a_shared_page_in_the_account_area_links_and_posts_only_within_it() -> None:
+    for name in ("code.html", "enrol.html", "recovery.html", "message.html"):
+        admin, account = render(name), render(f"{name}@account")
+        links = [attrs.get("href", "") for attrs in account.all("a")]
+        posts = [attrs.get("action", "") for attrs in account.all("form")]
+        assert all(target.startswith("/account/") for target in links + posts), (name, links)
+        admin_targets = [attrs.get("href", "") for attrs in admin.all("a")] + [
+            attrs.get("action", "") for attrs in admin.all("form")
+        ]
+        assert all(target.startswith("/admin/") for target in admin_targets), name
