@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstack.errors import MailstackError
-from mailstack.runtime import hostreports, lifecycle
+from mailstack.runtime import bans, hostreports, lifecycle
 from mailstack.stack.stackdir import Stack
 
 # The timer fires every minute, give or take a few seconds: a report due "every 60 s" must
@@ -64,7 +64,11 @@ def health_report(stack: Stack) -> dict[str, Any]:
 
 # Each topic's report is made by the code that knows its subject; one line each here.
 PRODUCERS: dict[str, Producer] = {
-    producer.topic: producer for producer in (Producer(hostreports.HEALTH, 60, health_report),)
+    producer.topic: producer
+    for producer in (
+        Producer(hostreports.HEALTH, 60, health_report),
+        Producer(hostreports.BANS, 60, bans.bans_report),
+    )
 }
 
 

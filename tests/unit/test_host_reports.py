@@ -56,7 +56,7 @@ def test_a_report_is_due_when_never_made_old_enough_or_asked_for(
 def test_the_health_report_is_the_services_states(tmp_path: Path) -> None:
     fake = FakeContainers(running=("db", "postfix"))
     published = reports.publish_due(_stack(tmp_path, fake))
-    assert [str(line) for line in published] == ["health report published"]
+    assert "health report published" in [str(line) for line in published]
     body = _published(fake)["health"]
     assert isinstance(body, dict) and body["healthy"] is True
     assert [service["service"] for service in body["services"]] == ["db", "postfix"]
