@@ -17,6 +17,7 @@ import webaccount
 import webdirectory
 import webpasskeys
 import webqueue
+import webstatus
 from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +27,7 @@ from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
 from mailstack.adapters.psql import acting_as
-from mailstack.api import apitokens, domains, mailqueue, operations
+from mailstack.api import apitokens, domains, hoststatus, mailqueue, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
@@ -51,6 +52,7 @@ app.include_router(webaccount.router)  # users' self-service at /account/ (webac
 app.include_router(webpasskeys.router)  # passkeys: sign-in and the Passkeys page
 app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
 app.include_router(webqueue.router)  # the mail queue page (webqueue.py)
+app.include_router(webstatus.router)  # health and bans (webstatus.py)
 
 
 class Error(BaseModel):
@@ -450,3 +452,96 @@ def delete_queued(request: Request, queue_id: str = QUEUE_ID, caller: Caller = A
     """Delete a queued message for good: a host job (scope admin, administrators only)."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return mailqueue.delete(EXECUTOR, caller.principal, queue_id)
+
+
+# --- health and bans: the host's reports (mailstack.api.hoststatus), administrators only -------
+
+
+class HostReportFields(BaseModel):
+    taken: str | None  # when the host made the report (UTC); none before its first
+    age_seconds: int | None
+    stale: bool  # older than three of the host's minutes: is its timer running?
+    error: str | None  # why there is no report: the host's one line
+
+
+class ServiceHealth(BaseModel):
+    service: str
+    state: str
+    health: str  # healthy, unhealthy, starting, or "" without a healthcheck
+    status: str
+    failing_checks: int
+    last_check: str
+
+
+class Health(HostReportFields):
+    healthy: bool | None = None
+    services: list[ServiceHealth] = []
+    conflicts: list[str] = []
+    security: str | None = None
+    security_pending: bool | None = None
+
+
+class Ban(BaseModel):
+    address: str  # an IPv4 address, or an IPv6 /64
+    since: str
+    until: str
+    seconds_left: int  # when the report was made
+    failures: int
+    protocols: list[str]
+    logins: list[str]
+
+
+class DelayedAddress(BaseModel):
+    address: str
+    failures: int
+    delay: int
+
+
+class BanSettings(BaseModel):
+    max_failures: int
+    window: int
+    ban_time: int
+    exempt: list[str]
+
+
+class Bans(HostReportFields):
+    bans: list[Ban] = []
+    bans_left_out: int = 0
+    delayed: list[DelayedAddress] = []
+    delayed_left_out: int = 0
+    settings: BanSettings | None = None
+
+
+class QueuedClear(BaseModel):
+    address: str
+    job: int
+    note: str
+
+
+BANNED_ADDRESS = Path(..., description="the banned address (an IPv6 ban: its /64)")
+
+
+@app.get("/api/v1/health", response_model=Health, responses=ERRORS)
+def health(request: Request, caller: Caller = ADMIN) -> dict:
+    """Every service's state from the host's latest health report (scope admin,
+    administrators only), with its age."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hoststatus.health(EXECUTOR, caller.principal).fields()
+
+
+@app.get("/api/v1/bans", response_model=Bans, responses=ERRORS)
+def list_bans(request: Request, caller: Caller = ADMIN) -> dict:
+    """Banned and delayed addresses from the host's latest bans report (scope admin,
+    administrators only), with its age."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hoststatus.list_bans(EXECUTOR, caller.principal).fields()
+
+
+@app.delete(
+    "/api/v1/bans/{address:path}", status_code=202, response_model=QueuedClear, responses=ERRORS
+)
+def clear_ban(request: Request, address: str = BANNED_ADDRESS, caller: Caller = ADMIN) -> dict:
+    """Lift a ban (scope admin, administrators only): queued for the host, which does it
+    within a minute; the address by `mailstack security bans --clear`'s rule."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hoststatus.clear_ban(EXECUTOR, caller.principal, address)

@@ -21,10 +21,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from markupsafe import Markup
 
-from mailstack.api import operations, signin
+from mailstack.api import hoststatus, operations, signin
 from mailstack.api.operations import ApiError
 from mailstack.errors import UsageError
-from mailstack.identity import sessions
+from mailstack.identity import principal, sessions
 from mailstack.identity.sessions import Session
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -176,8 +176,15 @@ async def dashboard(request: Request) -> Response:
     session = await web.full_session(request)
     if isinstance(session, Response):
         return session
-    who, _ = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
-    return web.page("dashboard.html", session=session, csrf=session.csrf_token, who=who)
+    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
+    # Administrators see the services' health in one line (hoststatus: the host's report).
+    health = None
+    if who.role == principal.ADMIN:
+        report = await web.blocking(hoststatus.health, web.EXECUTOR, who, actor=actor)
+        health = hoststatus.health_summary(report)
+    return web.page(
+        "dashboard.html", session=session, csrf=session.csrf_token, who=who, health=health
+    )
 
 
 @router.get("/mailboxes")

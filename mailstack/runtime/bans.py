@@ -4,22 +4,35 @@ bansd counts failed logins per client address (IMAP, ManageSieve and SMTP AUTH a
 authenticate through Dovecot), delays the next attempts and bans an address for a while
 after too many failures (policy.bans in mailstack.yaml). Its admin API listens only on the
 container's loopback, so it is reached with `docker compose exec bans bansd …`.
+
+`bans_report` is the `bans` host report (mailstack.runtime.reports) the admin service's
+Bans page and GET /api/v1/bans read; `client_address` is the one rule for an address to
+clear, which the CLI, the API (before it queues a ban.clear host job) and the job's runner
+all use. This module imports nothing of pydantic, typer or rich at run time (the admin
+service loads it for that rule).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from mailstack import services
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
-from mailstack.stack.config import Config
+
+if TYPE_CHECKING:  # types only: the admin service loads this module without pydantic
+    from mailstack.stack.config import Config
+    from mailstack.stack.stackdir import Stack
 
 SERVICE = services.BANS.name
 PROGRAM = "/usr/local/bin/bansd"
+# The report's lists share what one host report may hold (hostreports.MAX_REPORT_BYTES),
+# with room for the rest of its body: a ban is ~200 bytes, ~2 KiB with the longest logins.
+REPORT_LIST_BYTES = 90_000
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,9 @@ def client_address(text: str) -> str:
         raise UsageError(
             f"ADDRESS: {text[:80]!r} is not accepted: give one address (IPv6 bans cover its /64)"
         )
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # fe80::1%eth0: a zone names an interface of this host, never a client's address.
+        raise UsageError(f"ADDRESS: {text[:80]!r} is not accepted: give it without the %zone")
     return str(address)
 
 
@@ -128,6 +144,43 @@ def report(compose: Executor, config: Config) -> BansReport:
         ban_time=int(settings.get("ban_time", 0)),
         exempt=tuple(str(network) for network in settings.get("exempt") or ()),
     )
+
+
+def bans_report(stack: Stack) -> dict[str, Any]:
+    """The `bans` host report: the bans in force and the delayed addresses, each list cut to
+    fit one report (how many were left out said), and the policy they follow."""
+    found = report(stack.compose, stack.config)
+    bans, bans_left_out = bounded([asdict(ban) for ban in found.bans], REPORT_LIST_BYTES)
+    room = REPORT_LIST_BYTES - _json_bytes(bans)
+    delayed, delayed_left_out = bounded([asdict(client) for client in found.delayed], room)
+    return {
+        "bans": bans,
+        "bans_left_out": bans_left_out,
+        "delayed": delayed,
+        "delayed_left_out": delayed_left_out,
+        "settings": {
+            "max_failures": found.max_failures,
+            "window": found.window,
+            "ban_time": found.ban_time,
+            "exempt": list(found.exempt),
+        },
+    }
+
+
+def bounded(items: Sequence[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], int]:
+    """The first items whose JSON fits in `budget` bytes, and how many were left out."""
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for item in items:
+        used += _json_bytes(item) + 1  # and its comma
+        if used > budget:
+            break
+        kept.append(item)
+    return kept, len(items) - len(kept)
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), sort_keys=True).encode("utf-8"))
 
 
 def clear(compose: Executor, config: Config, addresses: list[str]) -> ClearResult:

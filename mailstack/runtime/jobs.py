@@ -18,7 +18,7 @@ from mailstack import services
 from mailstack.accounts import directory, mailstore, names
 from mailstack.errors import MailstackError, UsageError
 from mailstack.mailauth import dkim
-from mailstack.runtime import hostreports, jobqueue, mailqueue, reports
+from mailstack.runtime import bans, hostreports, jobqueue, mailqueue, reports
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 
@@ -144,6 +144,13 @@ def _kick_sessions(stack: Stack, target: str) -> str:
     return f"ended the IMAP sessions of {mask} (if any)"
 
 
+def _clear_ban(stack: Stack, target: str) -> str:
+    # The CLI's rule for `security bans --clear` (an IP address, an IPv6 /64): a target the
+    # database was made to hold is refused here in one line, before bansd hears of it.
+    address = bans.client_address(target)
+    return str(bans.clear(stack.compose, stack.config, [address]))
+
+
 def _refresh_report(stack: Stack, target: str) -> str:
     if target not in hostreports.TOPICS:
         raise UsageError(
@@ -169,6 +176,7 @@ _RUNNERS: dict[str, Callable[[Stack, str], str]] = {
     jobqueue.REFRESH_REPORT: _refresh_report,
     jobqueue.RETRY_QUEUED: mailqueue.retry_job,
     jobqueue.DELETE_QUEUED: mailqueue.delete_job,
+    jobqueue.CLEAR_BAN: _clear_ban,
 }
 
 # The report a done job changes, made again in the same run.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailstack.errors import MailstackError
-from mailstack.runtime import hostreports, lifecycle, mailqueue
+from mailstack.runtime import bans, hostreports, lifecycle, mailqueue
 from mailstack.stack.stackdir import Stack
 
 # The timer fires every minute, give or take a few seconds: a report due "every 60 s" must
@@ -68,6 +68,7 @@ PRODUCERS: dict[str, Producer] = {
     for producer in (
         Producer(hostreports.HEALTH, 60, health_report),
         Producer(hostreports.QUEUE, 60, mailqueue.queue_report),
+        Producer(hostreports.BANS, 60, bans.bans_report),
     )
 }
 

@@ -25,7 +25,11 @@ PAGES: dict[str, dict[str, Any]] = {
     "code.html": {},
     "enrol.html": {"secret": "JBSWY3DPEHPK3PXP", "qr": Markup("<svg><title>QR</title></svg>")},
     "recovery.html": {"session": SIGNED_IN, "codes": ["abcd-efgh-jkmn-pqrs"] * 10},
-    "dashboard.html": {"session": SIGNED_IN, "who": SimpleNamespace(domains=None)},
+    "dashboard.html": {
+        "session": SIGNED_IN,
+        "who": SimpleNamespace(domains=None),
+        "health": SimpleNamespace(healthy=False, line="1 of 9 services need attention: db."),
+    },
     "mailboxes.html": {
         "session": SIGNED_IN,
         "who": SimpleNamespace(domains=frozenset({"example.test"})),
@@ -162,6 +166,39 @@ PAGES: dict[str, dict[str, Any]] = {
         },
     },
 }
+# The host-report pages (webstatus.py): what api.hoststatus.ReportView gives them.
+HOST_REPORT = {"topic": "bans", "taken": "2026-12-06T19:00:07Z", "error": None, "stale": True}
+PAGES["health.html"] = {
+    "session": SIGNED_IN,
+    "report": SimpleNamespace(**{**HOST_REPORT, "topic": "health"}, as_of="as of 19:00:07 UTC"),
+    "healthy": lambda service: service["health"] == "healthy",
+    "body": {
+        "healthy": False,
+        "services": [
+            {"service": "db", "state": "running", "health": "healthy", "failing_checks": 0,
+             "last_check": ""},
+            {"service": "postfix", "state": "running", "health": "unhealthy",
+             "failing_checks": 3, "last_check": "<b>timeout</b>"},
+        ],
+        "conflicts": ["config/postfix/main.cf"],
+        "security": "security: 2 fixes pending",
+        "security_pending": True,
+    },
+}  # fmt: skip
+PAGES["bans.html"] = {
+    "session": SIGNED_IN,
+    "report": SimpleNamespace(**HOST_REPORT, as_of="as of 19:00:07 UTC"),
+    "body": {
+        "bans": [
+            {"address": "192.0.2.10", "until": "2026-12-06T20:00:00Z", "failures": 10,
+             "protocols": ["imap", "smtp"], "logins": ["<alice>"]},
+        ],
+        "bans_left_out": 3,
+        "delayed": [{"address": "2001:db8::/64", "failures": 2, "delay": 1}],
+        "delayed_left_out": 0,
+        "settings": {"max_failures": 10, "window": 600, "ban_time": 3600, "exempt": []},
+    },
+}  # fmt: skip
 # The only script any page loads: WebAuthn has no form-only way (compose/admin/static).
 CEREMONIES = {"passkey.html", "passkey-register.html"}
 
@@ -225,7 +262,8 @@ def test_every_page_is_labelled_headed_scriptless_and_its_forms_carry_the_token(
 
 def test_every_template_is_checked() -> None:
     shown = {name.partition("@")[0] for name in PAGES}
-    assert {path.name for path in TEMPLATES.glob("*.html")} - {"base.html"} == shown
+    part = {"report_age.html"}  # a part of health.html and bans.html
+    assert {path.name for path in TEMPLATES.glob("*.html")} - {"base.html"} - part == shown
 
 
 def test_a_typed_value_shown_again_is_escaped() -> None:

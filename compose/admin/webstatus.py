@@ -1,0 +1,113 @@
+"""The web admin's server-wide host pages at /admin/: the services' health and the brute-force
+bans (clear one), for administrators only (a domain administrator gets the 403 page).
+
+A thin shell like webdirectory.py: the pages read the `health` and `bans` host reports
+through mailstack.api.hoststatus (unit-tested there) and say how old they are; "Clear" and
+"Refresh now" queue host jobs that the host's next `mailstack jobs run` does (within a
+minute). Every post checks the session's CSRF token (403, nothing queued, without it).
+
+Clearing a ban asks for no password again: it grants no access and reveals nothing (the
+address must still sign in with valid credentials, and is banned again after the same
+failures), it is audited with its job's number, and the session already took password and
+code within its idle timeout; the pages ask again only before making lasting credentials
+(API tokens, passkeys).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the annotations at run time.
+from collections.abc import Callable
+from typing import Any
+
+import webcommon as web
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mailstack.api import hoststatus, signin
+from mailstack.api.operations import ApiError
+from mailstack.identity.sessions import Session
+from mailstack.runtime import hostreports
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+QUEUED = "the host does it within a minute"
+
+
+async def _run(request: Request, session: Session, function: Callable[..., Any], *args: Any) -> Any:
+    """An operation of api.hoststatus as the session's principal, acting as admin:NAME."""
+    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
+    return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor)
+
+
+def _refused(session: Session, refused: ApiError) -> Response:
+    return web.page(
+        "message.html", refused.status, title="Refused", error=refused.message,
+        session=session, csrf=session.csrf_token,
+    )  # fmt: skip
+
+
+async def _show(
+    request: Request, session: Session, topic: str, status: int = 200, **values: Any
+) -> Response:
+    reader = hoststatus.health if topic == hostreports.HEALTH else hoststatus.list_bans
+    try:
+        report = await _run(request, session, reader)
+    except ApiError as refused:
+        return _refused(session, refused)
+    return web.page(
+        f"{topic}.html", status, session=session, csrf=session.csrf_token, report=report,
+        body=report.body, healthy=hoststatus.service_healthy, **values,
+    )  # fmt: skip
+
+
+async def _refresh(request: Request, topic: str) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    try:
+        job = await _run(request, session, hoststatus.refresh, topic)
+    except ApiError as refused:
+        return _refused(session, refused)
+    notice = f"A fresh {topic} report is queued as host job #{job}; {QUEUED}."
+    return await _show(request, session, topic, 202, notice=notice)
+
+
+@router.get("/health")
+async def health_page(request: Request) -> Response:
+    session = await web.full_session(request)
+    if isinstance(session, Response):
+        return session
+    return await _show(request, session, hostreports.HEALTH)
+
+
+@router.post("/health/refresh")
+async def refresh_health(request: Request) -> Response:
+    return await _refresh(request, hostreports.HEALTH)
+
+
+@router.get("/bans")
+async def bans_page(request: Request) -> Response:
+    session = await web.full_session(request)
+    if isinstance(session, Response):
+        return session
+    return await _show(request, session, hostreports.BANS)
+
+
+@router.post("/bans/refresh")
+async def refresh_bans(request: Request) -> Response:
+    return await _refresh(request, hostreports.BANS)
+
+
+@router.post("/bans/clear")
+async def clear_ban(request: Request) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    address = str(form.get("address") or "").strip()
+    try:
+        cleared = await _run(request, session, hoststatus.clear_ban, address)
+    except ApiError as refused:  # a domain administrator's page is the 403 page (_show)
+        return await _show(
+            request, session, hostreports.BANS, refused.status, error=refused.message
+        )
+    notice = f"Clearing {cleared['address']} is queued as host job #{cleared['job']}; {QUEUED}."
+    return await _show(request, session, hostreports.BANS, 202, notice=notice)
