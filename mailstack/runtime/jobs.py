@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailstack import services
-from mailstack.accounts import alias_domains, directory, mailstore, names
+from mailstack.accounts import directory, mailstore, names
 from mailstack.errors import MailstackError
 from mailstack.mailauth import dkim
 from mailstack.runtime import jobqueue
@@ -93,11 +93,7 @@ def _publish_keys(stack: Stack, pieces: list[Work]) -> dict[Work, tuple[str, str
     """Every queued domain's key made, then published by one render and one restart (a
     restart of rspamd takes ~15 s: ten domains queued at once must not take ten)."""
     ended: dict[Work, tuple[str, str]] = {}
-    # An alias domain signs its own mail too (the admin service queues its key as
-    # `domain alias add` makes it).
-    hosted = {found.name for found in directory.list_domains(stack.compose)} | {
-        found.name for found in alias_domains.list_alias_domains(stack.compose)
-    }
+    hosted = directory.signing_domains(stack.compose)  # alias domains too: the API queues theirs
     wanted: dict[Work, str] = {}
     for piece in pieces:
         try:

@@ -8,6 +8,7 @@ exactly the adds' (0012)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,10 @@ from mailstack.api.operations import ApiError
 from mailstack.errors import Forbidden
 from mailstack.identity.principal import DOMAIN_ADMIN, ROOT, Principal
 from mailstack.resources import migrations_dir
-from mailstack.runtime import jobqueue
-from tests.unit.fakes import FakeContainers
+from mailstack.runtime import jobqueue, jobs
+from mailstack.stack import stackfiles
+from mailstack.stack.stackdir import Stack, StackDir
+from tests.unit.fakes import Call, FakeContainers
 
 DANA = Principal("token:dana-ci", DOMAIN_ADMIN, frozenset({"a.test"}))
 STAMP = "2026-12-06T12:00:00Z"
@@ -232,3 +235,27 @@ def test_the_admin_role_gets_exactly_the_inserts_the_adds_need() -> None:
         "GRANT INSERT (name, target) ON alias_domains TO mailstack_admin",
         "GRANT INSERT (sender, login) ON sender_permissions TO mailstack_admin",
     ]
+
+
+def test_the_host_makes_a_queued_alias_domains_key(tmp_path: Path) -> None:
+    """`jobs run` takes an alias domain's key job as a domain's (the database knows it only
+    as an alias domain), as `domain alias add` makes it at once."""
+    claims = [b"3,domain.publish_key,example.net\n"]
+
+    def claim(call: Call) -> bytes:
+        return claims.pop(0) if claims else b""
+
+    fake = FakeContainers(
+        by_marker=[
+            ("FOR UPDATE SKIP LOCKED", claim),
+            ("UNION SELECT a.name FROM alias_domains a", b"example.test\nexample.net\n"),
+        ],
+        running=("db", "dovecot", "rspamd"),
+    )
+    config = stackfiles.initial_config("mail.example.test", "example.test", {"mode": "sandbox"})
+    stackfiles.init_stack(tmp_path / "stack", config, check_ports=False)
+    stack_dir = StackDir(tmp_path / "stack")
+    stack = Stack(stack_dir, stack_dir.load_config(), fake)  # type: ignore[arg-type]
+    (outcome,) = jobs.run_jobs(stack).outcomes
+    assert (outcome.target, outcome.state) == ("example.net", "done"), outcome.reason
+    assert list((stack.dir.root / "dkim").glob("example.net.*.key"))
