@@ -14,6 +14,7 @@ import os
 import adminweb
 import internal  # the webmail's second factor: /internal/v1
 import webaccount
+import webaliasdomains
 import webdirectory
 import webpasskeys
 import webqueue
@@ -27,7 +28,7 @@ from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
 from mailstack.adapters.psql import acting_as
-from mailstack.api import apitokens, domains, hoststatus, mailqueue, operations
+from mailstack.api import aliasdomains, apitokens, domains, hoststatus, mailqueue, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
@@ -53,6 +54,7 @@ app.include_router(webpasskeys.router)  # passkeys: sign-in and the Passkeys pag
 app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
 app.include_router(webqueue.router)  # the mail queue page (webqueue.py)
 app.include_router(webstatus.router)  # health and bans (webstatus.py)
+app.include_router(webaliasdomains.router)  # alias domains, sender grants (webaliasdomains.py)
 
 
 class Error(BaseModel):
@@ -514,6 +516,35 @@ class Bans(HostReportFields):
 
 class QueuedClear(BaseModel):
     address: str
+
+
+# --- alias domains and sender grants (mailstack.api.aliasdomains) --------------------------------
+
+
+class NewAliasDomain(BaseModel):
+    name: str  # the alias domain: mail to user@name goes to user@target
+    target: str  # a mail domain of this stack
+
+    class Config:
+        extra = Extra.forbid
+
+
+class AliasDomain(BaseModel):
+    name: str
+    target: str
+    created: str
+    dkim_key: str  # published | queued | failed
+    dkim_key_detail: str
+
+
+class AliasDomainList(BaseModel):
+    alias_domains: list[AliasDomain]
+
+
+class CreatedAliasDomain(BaseModel):
+    name: str
+    target: str
+    dkim_key: str
     job: int
     note: str
 
@@ -545,3 +576,94 @@ def clear_ban(request: Request, address: str = BANNED_ADDRESS, caller: Caller = 
     within a minute; the address by `mailstack security bans --clear`'s rule."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return hoststatus.clear_ban(EXECUTOR, caller.principal, address)
+
+
+class RemovedAliasDomain(BaseModel):
+    name: str
+    target: str
+
+
+class NewSender(BaseModel):
+    sender: str  # an address, or @domain for every address of it
+    mailbox: str  # the mailbox that may send as it
+
+    class Config:
+        extra = Extra.forbid
+
+
+class Sender(BaseModel):
+    sender: str
+    mailbox: str
+
+
+class SenderList(BaseModel):
+    senders: list[Sender]
+
+
+class CreatedSender(BaseModel):
+    sender: str
+    mailbox: str
+    added: bool  # false: it was allowed already
+
+
+ALIAS_DOMAIN_NAME = Path(..., description="the alias domain")
+SENDER = Path(..., description="the address, or @domain, the mailbox may send as")
+SENDER_MAILBOX = Query(..., description="the mailbox the grant is for")
+SENDER_DOMAIN_FILTER = Query(None, description="only grants with this domain on either side")
+
+
+@app.get("/api/v1/alias-domains", response_model=AliasDomainList, responses=ERRORS)
+def list_alias_domains(request: Request, caller: Caller = READ) -> dict:
+    """Alias domains of the caller's domains, each DKIM key's state (scope read)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.list_alias_domains(EXECUTOR, caller.principal)
+
+
+@app.post(
+    "/api/v1/alias-domains", status_code=201, response_model=CreatedAliasDomain, responses=ERRORS
+)
+def create_alias_domain(request: Request, alias: NewAliasDomain, caller: Caller = DOMAINS) -> dict:
+    """Deliver mail for user@name to user@target (scope domains; both the caller's); its DKIM
+    key is queued for the host."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.create_alias_domain(
+            EXECUTOR, caller.principal, alias.name, alias.target
+        )
+
+
+@app.delete("/api/v1/alias-domains/{name}", response_model=RemovedAliasDomain, responses=ERRORS)
+def remove_alias_domain(
+    request: Request, name: str = ALIAS_DOMAIN_NAME, caller: Caller = DOMAINS
+) -> dict:
+    """Remove an alias domain of the caller's domains, and the grants to send as it (scope
+    domains)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.remove_alias_domain(EXECUTOR, caller.principal, name)
+
+
+@app.get("/api/v1/senders", response_model=SenderList, responses=ERRORS)
+def list_senders(
+    request: Request, domain: str | None = SENDER_DOMAIN_FILTER, caller: Caller = READ
+) -> dict:
+    """Who may send as which other address, both sides in the caller's domains (scope read)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.list_senders(EXECUTOR, caller.principal, domain)
+
+
+@app.post("/api/v1/senders", status_code=201, response_model=CreatedSender, responses=ERRORS)
+def create_sender(request: Request, grant: NewSender, caller: Caller = ACCOUNTS) -> dict:
+    """Let a mailbox send as an address or @domain (scope accounts; both the caller's)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.create_sender(EXECUTOR, caller.principal, grant.sender, grant.mailbox)
+
+
+@app.delete("/api/v1/senders/{sender}", response_model=Sender, responses=ERRORS)
+def remove_sender(
+    request: Request,
+    sender: str = SENDER,
+    mailbox: str = SENDER_MAILBOX,
+    caller: Caller = ACCOUNTS,
+) -> dict:
+    """Withdraw a grant (scope accounts)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return aliasdomains.remove_sender(EXECUTOR, caller.principal, sender, mailbox)

@@ -26,7 +26,9 @@ from starlette.datastructures import FormData
 
 from mailstack.adapters import psql
 from mailstack.adapters.bansclient import BansClient
-from mailstack.api import signin
+from mailstack.api import operations, signin
+from mailstack.api.operations import ApiError
+from mailstack.errors import MailstackError
 from mailstack.identity import sealing, sessions
 from mailstack.identity.sessions import Session
 from mailstack.units import human_size
@@ -117,6 +119,36 @@ def forbidden(session: Session | None = None) -> HTMLResponse:
 
 def actor_of_session(session: Session, request: Request) -> psql.Actor:
     return psql.Actor(f"admin:{session.admin}", client(request))
+
+
+class Refused(Exception):
+    """A page's refusal: its status and the one line shown on the form."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def run_as(
+    request: Request, session: Session, function: Callable[..., Any], *args: Any
+) -> Any:
+    """An API operation (mailstack.api) as the session's principal, its first argument after
+    the executor, acting as admin:NAME from the client's address; its refusal as Refused
+    with the CLI's line. (webdirectory.py has its own copy, _run, from before.)"""
+    who, actor = await blocking(signin.acting, EXECUTOR, session, client(request))
+    try:
+        return await blocking(function, EXECUTOR, who, *args, actor=actor)
+    except ApiError as refused:
+        raise Refused(refused.status, refused.message) from None
+    except MailstackError as failed:
+        answer = operations.refusal(failed)
+        raise Refused(answer.status, answer.message) from None
+
+
+def field(form: FormData, name: str) -> str:
+    """A form field as typed, trimmed ('' when absent)."""
+    return str(form.get(name) or "").strip()
 
 
 async def admitted(request: Request, login: str, guard: signin.Guard = GUARD) -> signin.Attempt:

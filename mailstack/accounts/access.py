@@ -26,7 +26,7 @@ from mailstack.accounts import names, passwords
 from mailstack.accounts.mailstore import kick_sessions
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import MailstackError, UsageError
+from mailstack.errors import MailstackError, NotFound, UsageError
 
 MAX_APP_PASSWORDS = 20  # per mailbox
 # No look-alikes (0/o, 1/l/i): people type these into phones.
@@ -238,9 +238,9 @@ def add_sender(compose: Executor, sender: str, login: str) -> SenderChange:
         psql.query(compose, _ADD_SENDER, {"sender": sender, "login": login, "domain": domain})
     )
     if not counts["mailbox"]:
-        raise UsageError(f"MAILBOX: {login} is not a mailbox of this stack")
+        raise NotFound(f"MAILBOX: {login} is not a mailbox of this stack")
     if not counts["domain"]:
-        raise UsageError(
+        raise NotFound(
             f"SENDER: {sender}: {domain} is not a mail domain or alias domain of this stack",
             hint="only addresses of this stack's domains can be granted (SPF/DKIM/DMARC)",
         )
@@ -257,7 +257,7 @@ def remove_sender(compose: Executor, sender: str, login: str) -> SenderChange:
         {"sender": sender, "login": login},
     )
     if not rows:
-        raise UsageError(
+        raise NotFound(
             f"{login} has no permission to send as {sender}",
             hint="see mailstack alias sender list",
         )

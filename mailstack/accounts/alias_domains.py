@@ -15,7 +15,7 @@ from mailstack.accounts import names
 from mailstack.accounts.addresses import domain_display
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
-from mailstack.errors import MailstackError, UsageError
+from mailstack.errors import AlreadyExists, MailstackError, NotFound, UsageError
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,18 @@ def add_alias_domain(compose: Executor, name: str, target: str) -> AliasDomainCh
     rows = psql.query(compose, _ADD, {"name": name, "target": target})
     found = {row[0]: row[1] for row in rows}
     if found.get("target") != "1":
-        raise UsageError(
+        raise NotFound(
             f"TARGET_DOMAIN: {target} is not a mail domain of this stack",
             hint=f"add it first (mailstack domain add {target}), or see mailstack domain list",
         )
     if found.get("clash") == "1":
-        raise UsageError(
+        raise AlreadyExists(
             f"ALIAS_DOMAIN: {name} is a mail domain of this stack; an alias domain has no "
             "mailboxes of its own",
             hint=f"remove it first (mailstack domain remove {name}) if that is what you want",
         )
     if "existing" in found:
-        raise UsageError(f"{name} is already an alias domain (of {found['existing']})")
+        raise AlreadyExists(f"{name} is already an alias domain (of {found['existing']})")
     if found.get("added") != "1":
         raise MailstackError(f"alias domain {name} was not added; see mailstack domain alias list")
     return AliasDomainChange(name, target, added=True)
@@ -98,7 +98,7 @@ def remove_alias_domain(compose: Executor, name: str) -> AliasDomainChange:
     rows = psql.query(compose, _REMOVE, {"name": name})
     removed = [row[1] for row in rows if row[0] == "removed"]
     if not removed:
-        raise UsageError(f"{name} is not an alias domain", hint="see mailstack domain alias list")
+        raise NotFound(f"{name} is not an alias domain", hint="see mailstack domain alias list")
     return AliasDomainChange(name, removed[0], added=False)
 
 

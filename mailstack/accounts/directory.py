@@ -177,6 +177,15 @@ def list_domains(compose: Executor) -> list[Domain]:
     return [Domain(row[0], row[1] == "t", int(row[2]), row[3]) for row in rows]
 
 
+def signing_domains(compose: Executor) -> set[str]:
+    """The mail domains and the alias domains: each signs its mail with a DKIM key of its
+    own (`domain add`, `domain alias add`, or a host job the admin service queued)."""
+    rows = psql.query(
+        compose, "SELECT d.name FROM domains d UNION SELECT a.name FROM alias_domains a;"
+    )
+    return {row[0] for row in rows}
+
+
 _DOMAIN_STATE = """
 SELECT 'state', EXISTS (SELECT 1 FROM domains WHERE name = :'domain'),
     (SELECT count(*) FROM mailboxes WHERE domain = :'domain'),

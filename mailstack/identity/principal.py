@@ -53,6 +53,17 @@ class Principal:
         if self.role != ADMIN:
             raise Forbidden("only an administrator may do this")
 
+    def require_new_name(self, name: str) -> None:
+        """Forbidden unless this principal may bring `name` into the stack as a new alias
+        domain: an administrator any name; a domain administrator only one of its domains
+        or a name under one (whoever holds example.org in DNS holds shop.example.org). Any
+        other name may be another's, or the world's: an alias domain gmail.com would turn
+        every local user's mail to gmail.com into mail for this principal's mailboxes. The
+        same line as require_domain, whether the name is known or not."""
+        labels = name.split(".")
+        if not any(self.may_manage(".".join(labels[i:])) for i in range(len(labels))):
+            raise Forbidden(f"{name} is not a domain you manage")
+
     def visible(self, domains: Iterable[str]) -> list[str]:
         """The domains of `domains` this principal may see, in their order."""
         return [domain for domain in domains if self.may_manage(domain)]

@@ -102,7 +102,7 @@ def _publish_keys(stack: Stack, pieces: list[Work]) -> dict[Work, tuple[str, str
     """Every queued domain's key made, then published by one render and one restart (a
     restart of rspamd takes ~15 s: ten domains queued at once must not take ten)."""
     ended: dict[Work, tuple[str, str]] = {}
-    hosted = {found.name for found in directory.list_domains(stack.compose)}
+    hosted = directory.signing_domains(stack.compose)  # alias domains too: the API queues theirs
     wanted: dict[Work, str] = {}
     for piece in pieces:
         try:

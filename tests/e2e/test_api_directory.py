@@ -263,6 +263,10 @@ def test_the_openapi_document_lists_every_route(stack: RunningStack) -> None:
         "/api/v1/queue": {"get"},
         "/api/v1/queue/{queue_id}/retry": {"post"},
         "/api/v1/queue/{queue_id}": {"delete"},
+        "/api/v1/alias-domains": {"get", "post"},
+        "/api/v1/alias-domains/{name}": {"delete"},
+        "/api/v1/senders": {"get", "post"},
+        "/api/v1/senders/{sender}": {"delete"},
     }
     assert {"Domain", "NewAlias", "CreatedToken", "Error"} <= set(document["components"]["schemas"])
 

@@ -103,6 +103,27 @@ PAGES: dict[str, dict[str, Any]] = {
         "destinations": "",
         "aliases": [{"source": "@example.test", "destinations": ["a@example.test", "b@x.test"]}],
     },
+    "alias_domains.html": {
+        "session": SIGNED_IN,
+        "name": "<b>x</b>",
+        "target": "example.test",
+        "targets": ["example.test", "other.test"],
+        "alias_domains": [
+            {
+                "name": "example.net",
+                "target": "example.test",
+                "created": "2026-12-06T10:00:00Z",
+                "dkim_key": "queued",
+                "dkim_key_detail": "",
+            },
+        ],
+    },
+    "senders.html": {
+        "session": SIGNED_IN,
+        "sender": "",
+        "mailbox": "",
+        "senders": [{"sender": "@example.net", "mailbox": "a@example.test"}],
+    },
     "mailbox.html": {"session": SIGNED_IN, "mailbox": MAILBOX},
     "tokens.html": {
         "session": SIGNED_IN,
