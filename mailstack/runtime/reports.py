@@ -13,7 +13,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from mailstack.backup import report as backup_report
 from mailstack.errors import MailstackError
+from mailstack.mailauth import dnsreport
 from mailstack.runtime import hostreports, lifecycle
 from mailstack.stack.stackdir import Stack
 
@@ -64,7 +66,12 @@ def health_report(stack: Stack) -> dict[str, Any]:
 
 # Each topic's report is made by the code that knows its subject; one line each here.
 PRODUCERS: dict[str, Producer] = {
-    producer.topic: producer for producer in (Producer(hostreports.HEALTH, 60, health_report),)
+    producer.topic: producer
+    for producer in (
+        Producer(hostreports.HEALTH, 60, health_report),
+        Producer(hostreports.BACKUPS, backup_report.EVERY_SECONDS, backup_report.backups_report),
+        Producer(hostreports.DNS, dnsreport.EVERY_SECONDS, dnsreport.dns_report),
+    )
 }
 
 
