@@ -15,6 +15,7 @@ import adminweb
 import internal  # the webmail's second factor: /internal/v1
 import webaccount
 import webdirectory
+import webdnsbackups
 import webpasskeys
 from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
 from mailstack.adapters.psql import acting_as
-from mailstack.api import apitokens, domains, operations
+from mailstack.api import apitokens, domains, hostviews, operations
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
@@ -49,6 +50,7 @@ app.include_router(adminweb.router)  # the web pages at /admin/ (adminweb.py)
 app.include_router(webaccount.router)  # users' self-service at /account/ (webaccount.py)
 app.include_router(webpasskeys.router)  # passkeys: sign-in and the Passkeys page
 app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webdirectory.py)
+app.include_router(webdnsbackups.router)  # DNS and DKIM rotation, backups (webdnsbackups.py)
 
 
 class Error(BaseModel):
@@ -200,6 +202,41 @@ class RevokedToken(BaseModel):
     name: str
     revoked: str
     already: bool
+
+
+# The host reports' routes (mailstack.api.hostviews): each report's body is the host's
+# (runtime.reports' producers), passed on as it is.
+class ReportState(BaseModel):
+    taken: str | None  # ISO 8601 UTC; None: not made yet
+    age_seconds: int | None
+    as_of: str
+    error: str  # the host's one line when it could not make the report
+
+
+class Backups(BaseModel):
+    report: ReportState
+    target: str | None
+    repository: str | None
+    count: int
+    left_out: int
+    snapshots: list[dict]
+    last_verify: dict | None
+
+
+class DomainDns(BaseModel):
+    report: ReportState
+    domain: str
+    records: list[dict]
+    keys: list[dict]
+    checks: list[dict] | None  # None: not checked in that run (unchecked says why)
+    unchecked: str
+    verdict: str | None
+
+
+class QueuedRotation(BaseModel):
+    domain: str
+    job: int
+    note: str
 
 
 ERRORS = {status: {"model": Error} for status in (400, 401, 403, 404, 409)}
@@ -389,3 +426,32 @@ def revoke_token(request: Request, name: str = TOKEN_NAME, caller: Caller = ADMI
     """Revoke a token for good (scope admin); a domain administrator's: only its own."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return apitokens.revoke_token(EXECUTOR, caller, name, _now())
+
+
+@app.get("/api/v1/backups", response_model=Backups, responses=ERRORS)
+def list_backups(request: Request, caller: Caller = READ) -> dict:
+    """The backups report (scope read, administrators only): the newest snapshots as
+    `backup list` shows them, their count, the last `backup verify`."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.backups(EXECUTOR, caller.principal)
+
+
+@app.get("/api/v1/domains/{name}/dns", response_model=DomainDns, responses=ERRORS)
+def domain_dns(request: Request, name: str = DOMAIN_NAME, caller: Caller = READ) -> dict:
+    """A domain's records to publish, DKIM keys and `check dns` results, from the host's
+    latest DNS report (scope read; its domains)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.domain_dns(EXECUTOR, caller.principal, name)
+
+
+@app.post(
+    "/api/v1/domains/{name}/dkim/rotate",
+    status_code=202,
+    response_model=QueuedRotation,
+    responses=ERRORS,
+)
+def rotate_dkim(request: Request, name: str = DOMAIN_NAME, caller: Caller = DOMAINS) -> dict:
+    """Queue a DKIM key rotation for the host (scope domains; its domains): `mailstack
+    dkim rotate` there, then a new DNS report."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.rotate_dkim(EXECUTOR, caller.principal, name)
