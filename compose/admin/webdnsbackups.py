@@ -50,7 +50,7 @@ def _field(form: FormData, name: str) -> str:
 
 def _refused(session: Session, refused: Refused) -> Response:
     return web.page(
-        "message.html", refused.status, title="Refused" if refused.status == 403 else "Not found",
+        "message.html", refused.status, title="Not found" if refused.status == 404 else "Refused",
         error=refused.message, session=session, csrf=session.csrf_token,
     )  # fmt: skip
 

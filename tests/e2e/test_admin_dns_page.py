@@ -220,6 +220,10 @@ def test_a_domain_administrator_sees_only_its_domains_records_and_cannot_rotate_
         assert (
             answer.status == 403 and alert_or_status(page) == f"{other} is not a domain you manage"
         )
+    # A hostile name: the CLI's line, shown escaped.
+    answer = page.goto(ADMIN_URL + "dns?domain=%22%3E%3Cb%3Ex", wait_until="domcontentloaded")
+    assert answer.status == 400 and alert_or_status(page).startswith("DOMAIN: ")
+    assert page.locator("main b").count() == 0
     before = active_selector(stack, DOMAIN)
     pending = db(stack, "SELECT count(*) FROM host_jobs WHERE kind = 'dkim.rotate';").strip()
     token = csrf_of(page)
