@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mailstack.api import hostviews
+from mailstack.api import hostviews, webdirectory
 from mailstack.api.operations import ApiError
 from mailstack.backup import report as backup_report
 from mailstack.backup import restic, verification
@@ -476,3 +476,9 @@ def test_a_refresh_of_a_server_wide_report_is_for_administrators_the_dns_one_for
         fake.sent(QUEUE)[0].variables().items()
         >= {"kind": "report.refresh", "target": "dns"}.items()
     )
+
+
+def test_the_password_confirmation_returns_to_the_dns_page_and_no_url_it_names() -> None:
+    assert webdirectory.return_path("/admin/dns") == "/admin/dns"
+    for requested in ("/admin/dns?domain=x", "//evil.test/admin/dns", "/admin/dns/rotate"):
+        assert webdirectory.return_path(requested) == webdirectory.DEFAULT_RETURN
