@@ -16,6 +16,7 @@ import internal  # the webmail's second factor: /internal/v1
 import webaccount
 import webaliasdomains
 import webdirectory
+import webdnsbackups
 import webpasskeys
 import webqueue
 import webstatus
@@ -28,7 +29,15 @@ from pydantic import BaseModel, Extra
 from starlette.exceptions import HTTPException
 
 from mailstack.adapters.psql import acting_as
-from mailstack.api import aliasdomains, apitokens, domains, hoststatus, mailqueue, operations
+from mailstack.api import (
+    aliasdomains,
+    apitokens,
+    domains,
+    hoststatus,
+    hostviews,
+    mailqueue,
+    operations,
+)
 from mailstack.api.operations import ApiError, Caller
 from mailstack.errors import MailstackError
 
@@ -55,6 +64,7 @@ app.include_router(webdirectory.router)  # domains, aliases, tokens, audit (webd
 app.include_router(webqueue.router)  # the mail queue page (webqueue.py)
 app.include_router(webstatus.router)  # health and bans (webstatus.py)
 app.include_router(webaliasdomains.router)  # alias domains, sender grants (webaliasdomains.py)
+app.include_router(webdnsbackups.router)  # DNS and DKIM rotation, backups (webdnsbackups.py)
 
 
 class Error(BaseModel):
@@ -238,6 +248,40 @@ class QueuedJob(BaseModel):
     job: int
     kind: str
     target: str
+
+
+# The host reports' routes (mailstack.api.hostviews): each report's body is the host's
+# (runtime.reports' producers), passed on as it is.
+class ReportState(BaseModel):
+    taken: str | None  # ISO 8601 UTC; None: not made yet
+    age_seconds: int | None
+    as_of: str
+    error: str  # the host's one line when it could not make the report
+
+
+class Backups(BaseModel):
+    report: ReportState
+    target: str | None
+    repository: str | None
+    count: int
+    left_out: int
+    snapshots: list[dict]
+    last_verify: dict | None
+
+
+class DomainDns(BaseModel):
+    report: ReportState
+    domain: str
+    records: list[dict]
+    keys: list[dict]
+    checks: list[dict] | None  # None: not checked in that run (unchecked says why)
+    unchecked: str
+    verdict: str | None
+
+
+class QueuedRotation(BaseModel):
+    domain: str
+    job: int
     note: str
 
 
@@ -667,3 +711,32 @@ def remove_sender(
     """Withdraw a grant (scope accounts)."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return aliasdomains.remove_sender(EXECUTOR, caller.principal, sender, mailbox)
+
+
+@app.get("/api/v1/backups", response_model=Backups, responses=ERRORS)
+def list_backups(request: Request, caller: Caller = READ) -> dict:
+    """The backups report (scope read, administrators only): the newest snapshots as
+    `backup list` shows them, their count, the last `backup verify`."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.backups(EXECUTOR, caller.principal)
+
+
+@app.get("/api/v1/domains/{name}/dns", response_model=DomainDns, responses=ERRORS)
+def domain_dns(request: Request, name: str = DOMAIN_NAME, caller: Caller = READ) -> dict:
+    """A domain's records to publish, DKIM keys and `check dns` results, from the host's
+    latest DNS report (scope read; its domains)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.domain_dns(EXECUTOR, caller.principal, name)
+
+
+@app.post(
+    "/api/v1/domains/{name}/dkim/rotate",
+    status_code=202,
+    response_model=QueuedRotation,
+    responses=ERRORS,
+)
+def rotate_dkim(request: Request, name: str = DOMAIN_NAME, caller: Caller = DOMAINS) -> dict:
+    """Queue a DKIM key rotation for the host (scope domains; its domains): `mailstack
+    dkim rotate` there, then a new DNS report."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return hostviews.rotate_dkim(EXECUTOR, caller.principal, name)

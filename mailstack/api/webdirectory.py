@@ -33,7 +33,7 @@ from mailstack.identity.principal import Principal
 from mailstack.identity.sessions import Session
 
 # Where the confirm-your-password page may send the browser back to.
-RETURN_PATHS = ("/admin/tokens", "/admin/queue")
+RETURN_PATHS = ("/admin/tokens", "/admin/queue", "/admin/dns")  # /admin/dns: a DKIM rotation
 DEFAULT_RETURN = "/admin/tokens"
 AUDIT_PAGE_LIMIT = 100
 AUDIT_MAX_PAGE_LIMIT = 1000

@@ -1,15 +1,21 @@
 """`backup verify`: restic's check of the repository with a sample of its data read back, then
-a trial restore of a snapshot compared with the manifest its backup recorded."""
+a trial restore of a snapshot compared with the manifest its backup recorded.
+
+Each verification of the stack's repository, passed, failed or refused, is recorded in
+.mailstack/backup-verify.json (the last one only), so the admin service's backups page can
+say when the backups were last proven to restore (read by `last_verify`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mailstack.adapters.docker import DOCKER, Bind, OneShot
@@ -17,8 +23,10 @@ from mailstack.backup.layout import DB_DUMP, INVENTORY, MANIFEST, SNAPSHOT_ROOT
 from mailstack.backup.repository import job_lock, stack_repository
 from mailstack.backup.restic import Mount, Repository
 from mailstack.backup.snapshots import resolve_snapshot
-from mailstack.errors import UsageError
-from mailstack.stack.stackdir import Stack
+from mailstack.errors import MailstackError, UsageError
+from mailstack.stack.stackdir import Stack, StackDir, atomic_write
+
+VERIFY_RECORD = "backup-verify.json"  # in the stack's state directory (.mailstack/)
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,73 @@ class VerifyResult:
 def verify(
     stack: Stack, snapshot: str | None = None, read_percent: int | None = None
 ) -> VerifyResult:
-    """The stack's repository verified, with its snapshot (default: the newest)."""
+    """The stack's repository verified, with its snapshot (default: the newest); the outcome
+    recorded (record_verify), a failure to run too."""
     repository = stack_repository(stack)
     with job_lock(stack.dir):
-        return verify_repository(
-            repository, snapshot, read_percent or stack.config.backup.verify_read_percent
+        try:
+            result = verify_repository(
+                repository, snapshot, read_percent or stack.config.backup.verify_read_percent
+            )
+        except MailstackError as failed:
+            record_verify(stack.dir, None, failed.message.splitlines()[0] if failed.message else "")
+            raise
+    record_verify(stack.dir, result)
+    return result
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    """The last `backup verify` of the stack's repository, as recorded."""
+
+    time: str  # ISO 8601, UTC
+    ok: bool
+    snapshot: str  # empty when it failed before a snapshot was chosen
+    seconds: float
+    checks: tuple[Check, ...]
+    error: str  # the one line of a verification that could not run; empty otherwise
+
+
+def record_verify(
+    stack_dir: StackDir,
+    result: VerifyResult | None,
+    error: str = "",
+    now: datetime.datetime | None = None,
+) -> None:
+    """Write the outcome of a verification (result, or the error that stopped it)."""
+    moment = (now or datetime.datetime.now(datetime.UTC)).astimezone(datetime.UTC)
+    record = {
+        "schema": 1,
+        "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ok": bool(result and result.ok),
+        "snapshot": result.snapshot if result else "",
+        "seconds": round(result.seconds, 1) if result else 0.0,
+        "checks": [asdict(check) for check in result.checks] if result else [],
+        "error": error,
+    }
+    stack_dir.state_dir.mkdir(mode=0o700, exist_ok=True)
+    atomic_write(
+        stack_dir.state_dir / VERIFY_RECORD, (json.dumps(record, indent=2) + "\n").encode(), 0o600
+    )
+
+
+def last_verify(stack_dir: StackDir) -> VerifyRecord | None:
+    """The recorded last verification; None when none was recorded (or the file is not ours)."""
+    try:
+        data = json.loads((stack_dir.state_dir / VERIFY_RECORD).read_text(encoding="utf-8"))
+        return VerifyRecord(
+            time=str(data["time"]),
+            ok=data["ok"] is True,
+            snapshot=str(data["snapshot"]),
+            seconds=float(data["seconds"]),
+            checks=tuple(
+                Check(str(item["name"]), item["ok"] is True, str(item["detail"]))
+                for item in data["checks"]
+            ),
+            error=str(data["error"]),
         )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def verify_repository(

@@ -171,11 +171,24 @@ def check_dns(
     """Every expected record of the mail server and the given domains, judged."""
     rows = _host_rows(config, lookup)
     for domain in domains:
-        records = domain_records(config, domain, keys)
-        for record in records:
-            rows.append(_judge(config, domain, record, lookup))
-        rows += _mta_sts_policy_rows(config, domain, lookup, fetch, own_ca=own_ca)
+        rows += domain_rows(config, domain, keys, lookup, fetch, own_ca=own_ca)
     return DnsCheckReport(lookup.nameserver, tuple(rows))
+
+
+def domain_rows(
+    config: Config,
+    domain: str,
+    keys: Sequence[DkimKey],
+    lookup: Lookup,
+    fetch: PolicyFetch,
+    *,
+    own_ca: bool,
+) -> list[CheckRow]:
+    """One mail domain's expected records judged, then its MTA-STS policy fetched."""
+    rows = [
+        _judge(config, domain, record, lookup) for record in domain_records(config, domain, keys)
+    ]
+    return rows + _mta_sts_policy_rows(config, domain, lookup, fetch, own_ca=own_ca)
 
 
 # --- the mail server's own name -------------------------------------------------------------------
@@ -533,7 +546,7 @@ def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> Dn
     config = stack.config
     if resolver is None:
         resolver = stack_resolver_address(config)
-        _flush_cache(stack, [config.hostname, *domains])
+        flush_cache(stack, [config.hostname, *domains])
     own_ca = config.tls.mode == "selfsigned"
     cafile = stack.dir.root / "tls" / "ca.pem" if own_ca else None
     return check_dns(
@@ -546,7 +559,7 @@ def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> Dn
     )
 
 
-def _flush_cache(stack: Stack, names: Sequence[str]) -> None:
+def flush_cache(stack: Stack, names: Sequence[str]) -> None:
     """Forget what the stack's Unbound cached for these names: the check sees DNS as it is now."""
     for name in names:
         stack.compose.run(

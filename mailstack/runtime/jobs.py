@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mailstack import services
 from mailstack.accounts import directory, mailstore, names
 from mailstack.errors import MailstackError, UsageError
-from mailstack.mailauth import dkim
+from mailstack.mailauth import dkim, dkim_rotation
 from mailstack.runtime import bans, hostreports, jobqueue, mailqueue, reports
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
@@ -151,6 +151,30 @@ def _clear_ban(stack: Stack, target: str) -> str:
     return str(bans.clear(stack.compose, stack.config, [address]))
 
 
+def _rotate_dkim(stack: Stack, target: str) -> str:
+    """`mailstack dkim rotate DOMAIN` (without --now): a new key published beside the
+    active one, signing switched only once the stack's resolver serves its record; run
+    again while it waits, it checks again."""
+    domain = names.require("DOMAIN", names.domain, target)
+    if domain not in {found.name for found in directory.list_domains(stack.compose)}:
+        raise UsageError(f"{domain} is not a mail domain of this stack; no key rotated")
+    rotation = dkim_rotation.rotate(stack, domain, now=False)
+    selector = rotation.key.selector
+    if rotation.switched:
+        kept = (
+            f"; the old key {rotation.previous} stays published until "
+            f"`mailstack dkim retire {domain}`"
+            if rotation.previous
+            else ""
+        )
+        return f"DKIM key {selector} of {domain} published and signing now{kept}"
+    return (
+        f"DKIM key {selector} of {domain} published; still signing with {rotation.previous}: "
+        f"{rotation.key.record_name} is not visible through the stack's resolver yet "
+        "(rotate again once it is published)"
+    )
+
+
 def _refresh_report(stack: Stack, target: str) -> str:
     if target not in hostreports.TOPICS:
         raise UsageError(
@@ -177,6 +201,7 @@ _RUNNERS: dict[str, Callable[[Stack, str], str]] = {
     jobqueue.RETRY_QUEUED: mailqueue.retry_job,
     jobqueue.DELETE_QUEUED: mailqueue.delete_job,
     jobqueue.CLEAR_BAN: _clear_ban,
+    jobqueue.ROTATE_DKIM: _rotate_dkim,
 }
 
 # The report a done job changes, made again in the same run.

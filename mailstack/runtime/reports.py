@@ -13,7 +13,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from mailstack.backup import report as backup_report
 from mailstack.errors import MailstackError
+from mailstack.mailauth import dnsreport
 from mailstack.runtime import bans, hostreports, lifecycle, mailqueue
 from mailstack.stack.stackdir import Stack
 
@@ -69,6 +71,8 @@ PRODUCERS: dict[str, Producer] = {
         Producer(hostreports.HEALTH, 60, health_report),
         Producer(hostreports.QUEUE, 60, mailqueue.queue_report),
         Producer(hostreports.BANS, 60, bans.bans_report),
+        Producer(hostreports.BACKUPS, backup_report.EVERY_SECONDS, backup_report.backups_report),
+        Producer(hostreports.DNS, dnsreport.EVERY_SECONDS, dnsreport.dns_report),
     )
 }
 

@@ -186,6 +186,90 @@ PAGES: dict[str, dict[str, Any]] = {
             ],
         },
     },
+    # the host reports' pages (webdnsbackups.py): the DNS page as an administrator sees it
+    "dns.html": {
+        "session": SIGNED_IN,
+        "only": None,
+        "is_admin": True,
+        "dns": {
+            "report": {"as_of": "as of 19:00:00 UTC, 5 s ago", "error": "", "taken": "x"},
+            "hostname": "mail.example.test",
+            "resolver": "172.30.10.53",
+            "left_out": ["late.example"],
+            "server": {
+                "records": [
+                    {
+                        "kind": "PTR",
+                        "zone_line": "x. 3600 IN PTR mail.example.test.",
+                        "note": "reverse DNS",
+                        "placeholder": False,
+                        "at_provider": True,
+                    },
+                ],
+                "checks": None,
+                "unchecked": "not checked: the resolver does not answer",
+            },
+            "domains": [
+                {
+                    "domain": "example.test",
+                    "verdict": "FAIL",
+                    "keys": [
+                        {
+                            "selector": "ms20261206",
+                            "state": "active",
+                            "key_type": "rsa",
+                            "bits": 2048,
+                        }
+                    ],
+                    "records": [
+                        {
+                            "kind": "MX",
+                            "zone_line": "example.test. 3600 IN MX 10 mail.",
+                            "note": "mail",
+                            "placeholder": False,
+                            "at_provider": False,
+                        },
+                    ],
+                    "checks": [
+                        {
+                            "verdict": "FAIL",
+                            "kind": "MX",
+                            "name": "example.test",
+                            "found": "<none>",
+                            "fix": "publish: x",
+                        },
+                    ],
+                    "unchecked": "",
+                },
+            ],
+        },
+    },
+    "backups.html": {
+        "session": SIGNED_IN,
+        "backups": {
+            "report": {"as_of": "as of 19:00:00 UTC, 5 s ago", "error": "", "taken": "x"},
+            "target": "/var/backups/mailstack",
+            "repository": "present",
+            "count": 51,
+            "left_out": 1,
+            "snapshots": [
+                {
+                    "short_id": "0123abcd",
+                    "time": "2026-12-06T19:00:00.1+00:00",
+                    "hostname": "mail",
+                    "tags": ["mailstack", "first"],
+                },
+            ],
+            "last_verify": {
+                "time": "2026-12-06T19:05:00Z",
+                "ok": False,
+                "snapshot": "0123abcd",
+                "seconds": 12.5,
+                "error": "",
+                "checks": [{"name": "mail", "ok": False, "detail": "differ"}],
+            },
+        },
+    },
 }
 # The host-report pages (webstatus.py): what api.hoststatus.ReportView gives them.
 HOST_REPORT = {"topic": "bans", "taken": "2026-12-06T19:00:07Z", "error": None, "stale": True}

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mailstack.cli.main import app
-from mailstack.runtime import jobqueue, jobs, schedule
+from mailstack.runtime import jobqueue, jobs, reports, schedule
 from mailstack.stack import stackfiles
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack, StackDir
@@ -21,6 +21,13 @@ from tests.unit.fakes import Call, FakeContainers
 CLAIM = "FOR UPDATE SKIP LOCKED"
 FINISH = "SET state = :'state'"
 DOMAINS = "FROM domains d"
+
+
+@pytest.fixture(autouse=True)
+def only_the_health_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reports a run makes after its jobs: the health one only here (the backups and dns
+    producers would run restic and ask DNS; test_dns_and_backups_reports has them)."""
+    monkeypatch.setattr(reports, "PRODUCERS", {"health": reports.PRODUCERS["health"]})
 
 
 def _stack(tmp_path: Path, fake: FakeContainers, **extra: object) -> Stack:

@@ -121,7 +121,8 @@ def test_the_bans_report_is_every_ban_and_delayed_address_with_the_policy(tmp_pa
 
 def test_the_bans_report_is_made_every_minute() -> None:
     assert reports.PRODUCERS[hostreports.BANS].every_seconds == 60
-    assert reports.due_topics({"health": 5, "bans": 55, "queue": 5}, ()) == ["bans"]
+    due = reports.due_topics({"health": 5, "bans": 55, "queue": 5}, ())
+    assert "bans" in due and "health" not in due and "queue" not in due
 
 
 def test_a_full_ban_table_of_the_longest_logins_fits_one_report_and_says_what_it_left_out(
@@ -158,7 +159,7 @@ def test_a_ban_clear_job_lifts_the_ban_through_bansd_and_remakes_the_report(
         by_marker=[
             (CLAIM, _claims((12, "ban.clear", "192.0.2.10"))),
             (CLEAR, b'{"cleared": true, "address": "192.0.2.10"}'),
-            (AGES, b"bans,5\nhealth,5\nqueue,5\n"),
+            (AGES, b"bans,5\nhealth,5\nqueue,5\nbackups,5\ndns,5\n"),
             (LIST, _listing([])),
         ]
     )

@@ -1,0 +1,151 @@
+"""The web admin's DNS page (/admin/dns: records to publish, DKIM keys and their rotation,
+`check dns` results) and backups page (/admin/backups: snapshots, the last verify).
+
+A thin shell like webdirectory.py: each page reads a host report through mailstack.api.
+hostviews as the session's principal (the DNS page cut to its domains, backups for
+administrators only) and shows how old it is; its buttons queue host jobs (a refresh, a
+DKIM rotation) with the session's CSRF token, acting as admin:NAME. Rotating a key is
+sensitive: it needs the password typed within five minutes, as creating a token does.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the annotations at run time.
+from collections.abc import Callable
+from typing import Any
+
+import webcommon as web
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+from webdirectory import Refused
+
+from mailstack.api import hostviews, operations, signin
+from mailstack.api.operations import ApiError
+from mailstack.errors import MailstackError
+from mailstack.identity import principal
+from mailstack.identity.sessions import Session
+from mailstack.runtime import hostreports
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+async def _run(
+    request: Request, session: Session, function: Callable[..., Any], *args: Any
+) -> tuple[Any, principal.Principal]:
+    """An operation as the session's principal, acting as admin:NAME; its answer and that
+    principal, or Refused with the CLI's line (webdirectory's runner, which keeps its own
+    private)."""
+    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
+    try:
+        return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor), who
+    except ApiError as refused:
+        raise Refused(refused.status, refused.message) from None
+    except MailstackError as failed:
+        answer = operations.refusal(failed)
+        raise Refused(answer.status, answer.message) from None
+
+
+def _field(form: FormData, name: str) -> str:
+    return str(form.get(name) or "").strip()
+
+
+def _refused(session: Session, refused: Refused) -> Response:
+    return web.page(
+        "message.html", refused.status, title="Not found" if refused.status == 404 else "Refused",
+        error=refused.message, session=session, csrf=session.csrf_token,
+    )  # fmt: skip
+
+
+# --- DNS ---------------------------------------------------------------------------------------
+
+
+@router.get("/dns")
+async def dns_page(request: Request) -> Response:
+    session = await web.full_session(request)
+    if isinstance(session, Response):
+        return session
+    notice = (
+        "Password confirmed: you may rotate a DKIM key for the next five minutes."
+        if request.query_params.get("confirmed") == "1" and session.reauthenticated
+        else None
+    )
+    return await _dns(request, session, request.query_params.get("domain") or None, notice=notice)
+
+
+async def _dns(
+    request: Request, session: Session, domain: str | None, status: int = 200, **values: Any
+) -> Response:
+    try:
+        found, who = await _run(request, session, hostviews.dns, domain)
+    except Refused as refused:
+        return _refused(session, refused)
+    return web.page(
+        "dns.html", status, session=session, csrf=session.csrf_token, dns=found,
+        only=domain, is_admin=who.role == principal.ADMIN, **values,
+    )  # fmt: skip
+
+
+@router.post("/dns/rotate")
+async def rotate_dkim(request: Request) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    domain = _field(form, "domain")
+    try:
+        signin.require_recent_password(session)
+    except signin.ReauthNeeded:
+        return web.redirect("/admin/confirm?next=/admin/dns")
+    try:
+        queued, _ = await _run(request, session, hostviews.rotate_dkim, domain)
+    except Refused as refused:
+        return await _dns(request, session, None, refused.status, error=refused.message)
+    notice = f"Rotating the DKIM key of {queued['domain']}: {queued['note']}."
+    return await _dns(request, session, queued["domain"], 202, notice=notice)
+
+
+@router.post("/dns/refresh")
+async def refresh_dns(request: Request) -> Response:
+    return await _refresh(request, hostreports.DNS)
+
+
+# --- backups -----------------------------------------------------------------------------------
+
+
+@router.get("/backups")
+async def backups_page(request: Request) -> Response:
+    session = await web.full_session(request)
+    if isinstance(session, Response):
+        return session
+    return await _backups(request, session)
+
+
+async def _backups(
+    request: Request, session: Session, status: int = 200, **values: Any
+) -> Response:
+    try:
+        found, _ = await _run(request, session, hostviews.backups)
+    except Refused as refused:
+        return _refused(session, refused)
+    return web.page(
+        "backups.html", status, session=session, csrf=session.csrf_token, backups=found, **values
+    )
+
+
+@router.post("/backups/refresh")
+async def refresh_backups(request: Request) -> Response:
+    return await _refresh(request, hostreports.BACKUPS)
+
+
+async def _refresh(request: Request, topic: str) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    try:
+        queued, _ = await _run(request, session, hostviews.refresh, topic)
+    except Refused as refused:
+        return _refused(session, refused)
+    notice = f"Refresh {queued['note']}."
+    if topic == hostreports.DNS:
+        return await _dns(request, session, _field(form, "domain") or None, 202, notice=notice)
+    return await _backups(request, session, 202, notice=notice)

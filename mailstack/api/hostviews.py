@@ -1,0 +1,131 @@
+"""The backups and DNS pages' and routes' operations (issue 16), free of any web framework:
+they read the host reports (runtime.hostreports: the host writes them, `mailstack jobs
+run`) and queue the host jobs those pages ask for (runtime.jobqueue).
+
+- Backups (GET /api/v1/backups, /admin/backups): server-wide, administrators only.
+- DNS (GET /api/v1/domains/{domain}/dns, /admin/dns[?domain=D]): the records to publish,
+  the DKIM keys and what `check dns` found, per domain; a domain administrator gets its
+  domains only (the server's own records, which serve every domain, are administrators'),
+  and naming another domain is refused with the same line whether it exists or not.
+- A DKIM key rotation (POST /api/v1/domains/{domain}/dkim/rotate, the DNS page's button):
+  a dkim.rotate host job for a domain the caller manages; the host does it as `mailstack
+  dkim rotate DOMAIN` does, then remakes the dns report.
+- "Refresh now": a report.refresh job (the DNS report for anyone who may see a domain's,
+  the server-wide ones for administrators).
+
+Loaded by the admin service on Debian's own Python: no pydantic, typer or rich.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from mailstack.accounts import directory, names
+from mailstack.adapters.psql import Executor
+from mailstack.api.operations import checked, refusals
+from mailstack.errors import NotFound
+from mailstack.identity.principal import ADMIN, Principal
+from mailstack.runtime import hostreports, jobqueue
+
+QUEUED = "queued as host job #{job}; the host does it within a minute"
+NOT_YET = "the host has not made this report yet; it does within a minute (mailstack jobs run)"
+
+
+def report_state(report: hostreports.HostReport | None) -> dict[str, Any]:
+    """When a report was made and how old it is ("as of HH:MM:SS UTC, N s ago"), and the
+    error the host published instead of it, if any."""
+    if report is None:
+        return {"taken": None, "age_seconds": None, "as_of": NOT_YET, "error": ""}
+    error = report.body.get("error", "") if isinstance(report.body, dict) else ""
+    return {
+        "taken": report.taken,
+        "age_seconds": report.age_seconds,
+        "as_of": f"as of {_clock(report.taken)} UTC, {report.age_seconds} s ago",
+        "error": str(error),
+    }
+
+
+def backups(executor: Executor, who: Principal) -> dict[str, Any]:
+    """The backups report (administrators only): snapshots, their count, the last verify."""
+    with refusals():
+        who.require_admin()
+        report = hostreports.read(executor, hostreports.BACKUPS)
+    body = report.body if report is not None and isinstance(report.body, dict) else {}
+    return {
+        "report": report_state(report),
+        "target": body.get("target"),
+        "repository": body.get("repository"),
+        "count": body.get("count", 0),
+        "left_out": body.get("left_out", 0),
+        "snapshots": body.get("snapshots", []),
+        "last_verify": body.get("last_verify"),
+    }
+
+
+def dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[str, Any]:
+    """The DNS report cut to what the caller manages (and to one domain, when named)."""
+    only = checked("DOMAIN", names.domain, domain) if domain else None
+    with refusals():
+        if only is not None:
+            who.require_domain(only)
+        report = hostreports.read(executor, hostreports.DNS)
+    body = report.body if report is not None and isinstance(report.body, dict) else {}
+    reported = [entry for entry in body.get("domains", []) if isinstance(entry, dict)]
+    visible = set(who.visible(entry.get("domain", "") for entry in reported))
+    shown = [
+        entry
+        for entry in reported
+        if entry.get("domain") in visible and (only is None or entry.get("domain") == only)
+    ]
+    left_out = [name for name in who.visible(body.get("left_out", [])) if only in (None, name)]
+    return {
+        "report": report_state(report),
+        "hostname": body.get("hostname"),
+        "resolver": body.get("resolver"),
+        "server": body.get("server") if who.role == ADMIN and only is None else None,
+        "domains": shown,
+        "left_out": left_out,
+    }
+
+
+def domain_dns(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
+    """GET /api/v1/domains/{domain}/dns: one domain's entry of the DNS report; 404 when the
+    report has none (not a mail domain, added after the report, or not made yet)."""
+    found = dns(executor, who, domain)
+    if not found["domains"]:
+        state = found["report"]
+        why = state["error"] or state["as_of"]
+        with refusals():
+            raise NotFound(f"the DNS report has no domain {domain.strip().lower()} ({why})")
+    return {"report": found["report"], **found["domains"][0]}
+
+
+def rotate_dkim(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
+    """Queue a dkim.rotate host job for a hosted domain the caller manages."""
+    target = checked("DOMAIN", names.domain, domain)
+    with refusals():
+        who.require_domain(target)
+        if target not in {found.name for found in directory.list_domains(executor)}:
+            raise NotFound(f"domain {target} does not exist")
+        job = jobqueue.queue(executor, jobqueue.ROTATE_DKIM, target)
+    return {"domain": target, "job": job, "note": QUEUED.format(job=job)}
+
+
+def refresh(executor: Executor, who: Principal, topic: str) -> dict[str, Any]:
+    """Ask the host to make a report now (report.refresh)."""
+    with refusals():
+        if topic not in hostreports.TOPICS:
+            raise NotFound(f"no host report {topic[:40]!r}")
+        if topic != hostreports.DNS:  # the DNS report is cut to each reader's domains
+            who.require_admin()
+        job = jobqueue.queue(executor, jobqueue.REFRESH_REPORT, topic)
+    return {"topic": topic, "job": job, "note": QUEUED.format(job=job)}
+
+
+def _clock(taken: str) -> str:
+    try:
+        moment = datetime.datetime.strptime(taken, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return taken
+    return f"{moment:%H:%M:%S}"
