@@ -135,15 +135,26 @@ async def run_as(
 ) -> Any:
     """An API operation (mailstack.api) as the session's principal, its first argument after
     the executor, acting as admin:NAME from the client's address; its refusal as Refused
-    with the CLI's line. (webdirectory.py has its own copy, _run, from before.)"""
+    with the CLI's line."""
     who, actor = await blocking(signin.acting, EXECUTOR, session, client(request))
     try:
         return await blocking(function, EXECUTOR, who, *args, actor=actor)
+    except signin.ReauthNeeded:
+        raise  # the page sends the browser to confirm the password
     except ApiError as refused:
         raise Refused(refused.status, refused.message) from None
     except MailstackError as failed:
         answer = operations.refusal(failed)
         raise Refused(answer.status, answer.message) from None
+
+
+def refused_page(session: Session, refused: Refused) -> HTMLResponse:
+    """The page of a refusal that leaves no form to show it on (a domain administrator's
+    403 on a page for administrators only)."""
+    return page(
+        "message.html", refused.status, title="Refused", error=refused.message,
+        session=session, csrf=session.csrf_token,
+    )  # fmt: skip
 
 
 def field(form: FormData, name: str) -> str:

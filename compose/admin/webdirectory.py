@@ -11,14 +11,12 @@ client's address; what those pages need beyond the API is in mailstack.api.webdi
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
 import datetime
 import os
-from collections.abc import Callable
 from typing import Any
 
 import adminweb
 import webcommon as web
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import FormData
 
 from mailstack.api import apitokens, domains, operations, signin
 from mailstack.api import webdirectory as core
@@ -31,34 +29,8 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 OWN_DOMAIN = os.environ["MAILSTACK_DOMAIN"]  # never removed (the API's rule)
 
 
-class Refused(Exception):
-    """A page's refusal: its status and the one line shown on the form."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 async def _as(request: Request, session: Session) -> tuple[principal.Principal, Any]:
     return await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
-
-
-async def _run(request: Request, session: Session, function: Callable[..., Any], *args: Any) -> Any:
-    """An operation as the session's principal (its first argument after the executor),
-    acting as admin:NAME; its refusal as Refused with the CLI's line."""
-    who, actor = await _as(request, session)
-    try:
-        return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor)
-    except ApiError as refused:
-        raise Refused(refused.status, refused.message) from None
-    except MailstackError as failed:
-        answer = operations.refusal(failed)
-        raise Refused(answer.status, answer.message) from None
-
-
-def _field(form: FormData, name: str) -> str:
-    return str(form.get(name) or "").strip()
 
 
 def _now() -> datetime.datetime:
@@ -80,7 +52,7 @@ async def _domains(
     request: Request, session: Session, status: int = 200, **values: Any
 ) -> Response:
     who, _ = await _as(request, session)
-    listed = await _run(request, session, domains.list_domains)
+    listed = await web.run_as(request, session, domains.list_domains)
     values.setdefault("name", "")
     return web.page(
         "domains.html", status, session=session, csrf=session.csrf_token, who=who,
@@ -94,10 +66,10 @@ async def add_domain(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    name = _field(form, "name")
+    name = web.field(form, "name")
     try:
-        created = await _run(request, session, domains.create_domain, name)
-    except Refused as refused:
+        created = await web.run_as(request, session, domains.create_domain, name)
+    except web.Refused as refused:
         return await _domains(request, session, refused.status, error=refused.message, name=name)
     notice = f"Added domain {created['name']}; its DKIM key is queued for the host."
     return await _domains(request, session, 201, notice=notice)
@@ -110,10 +82,10 @@ async def remove_domain(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     try:
-        removed = await _run(
-            request, session, domains.remove_domain, _field(form, "name"), OWN_DOMAIN
+        removed = await web.run_as(
+            request, session, domains.remove_domain, web.field(form, "name"), OWN_DOMAIN
         )
-    except Refused as refused:
+    except web.Refused as refused:
         return await _domains(request, session, refused.status, error=refused.message)
     notice = f"Removed domain {removed['name']}; its stored mail is {removed['stored_mail']}."
     return await _domains(request, session, notice=notice)
@@ -133,7 +105,7 @@ async def aliases_page(request: Request) -> Response:
 async def _aliases(
     request: Request, session: Session, status: int = 200, **values: Any
 ) -> Response:
-    listed = await _run(request, session, domains.list_aliases, None)
+    listed = await web.run_as(request, session, domains.list_aliases, None)
     values.setdefault("source", "")
     values.setdefault("destinations", "")
     return web.page(
@@ -153,10 +125,12 @@ async def add_alias(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    source, typed = _field(form, "source"), _field(form, "destinations")
+    source, typed = web.field(form, "source"), web.field(form, "destinations")
     try:
-        change = await _run(request, session, domains.create_alias, source, _destinations(typed))
-    except Refused as refused:
+        change = await web.run_as(
+            request, session, domains.create_alias, source, _destinations(typed)
+        )
+    except web.Refused as refused:
         return await _aliases(
             request, session, refused.status, error=refused.message, source=source,
             destinations=typed,
@@ -172,8 +146,10 @@ async def remove_alias(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     try:
-        change = await _run(request, session, domains.remove_alias, _field(form, "source"), [])
-    except Refused as refused:
+        change = await web.run_as(
+            request, session, domains.remove_alias, web.field(form, "source"), []
+        )
+    except web.Refused as refused:
         return await _aliases(request, session, refused.status, error=refused.message)
     return await _aliases(request, session, notice=f"Removed alias {change['source']}.")
 
@@ -194,13 +170,13 @@ async def _mailbox(
 ) -> Response:
     """The page of one mailbox the session manages; a 404 page otherwise (or the refusal's
     page, when a change of one it does not manage was refused)."""
-    listed = await _run(request, session, operations.list_mailboxes, None)
+    listed = await web.run_as(request, session, operations.list_mailboxes, None)
     found = [m for m in listed["mailboxes"] if m["address"] == address.strip().lower()]
     if not found:
         message = f"mailbox {address.strip()[:254]} does not exist or is not one you manage"
         refused = 404 if status == 200 else status
         return web.page(
-            "message.html", refused, title="Not found" if refused == 404 else "Refused",
+            "message.html", refused, title="Not found" if refused == 404 else "web.Refused",
             error=values.get("error") or message, session=session, csrf=session.csrf_token,
         )  # fmt: skip
     return web.page(
@@ -215,13 +191,13 @@ async def change_mailbox(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    address, quota = _field(form, "address"), _field(form, "quota")
+    address, quota = web.field(form, "address"), web.field(form, "quota")
     typed = str(form.get("password") or "")
     try:
-        changed = await _run(
+        changed = await web.run_as(
             request, session, operations.change_mailbox, address, typed or None, quota or None
         )
-    except Refused as refused:
+    except web.Refused as refused:
         return await _mailbox(request, session, address, refused.status, error=refused.message)
     done = [
         *(["password changed"] if changed["password_changed"] else []),
@@ -238,10 +214,10 @@ async def remove_mailbox(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    address = _field(form, "address")
+    address = web.field(form, "address")
     try:
-        removed = await _run(request, session, operations.remove_mailbox, address)
-    except Refused as refused:
+        removed = await web.run_as(request, session, operations.remove_mailbox, address)
+    except web.Refused as refused:
         return await _mailbox(request, session, address, refused.status, error=refused.message)
     aliases = ", ".join(removed["removed_aliases"])
     notice = f"Removed mailbox {removed['address']}" + (
@@ -285,7 +261,7 @@ async def create_token(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    name, expires = _field(form, "name"), _field(form, "expires")
+    name, expires = web.field(form, "name"), web.field(form, "expires")
     scopes = [str(scope) for scope in form.getlist("scope")]
     who, actor = await _as(request, session)
     try:
@@ -315,7 +291,7 @@ async def revoke_token(request: Request) -> Response:
     caller = core.session_caller(who, session.admin or "")
     try:
         revoked = await web.blocking(
-            apitokens.revoke_token, web.EXECUTOR, caller, _field(form, "name"), _now(),
+            apitokens.revoke_token, web.EXECUTOR, caller, web.field(form, "name"), _now(),
             actor=actor,
         )  # fmt: skip
     except ApiError as refused:
@@ -341,7 +317,7 @@ async def confirm_submit(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    back = core.return_path(_field(form, "next"))
+    back = core.return_path(web.field(form, "next"))
     typed = str(form.get("password") or "")
     attempt = await web.admitted(request, session.admin or "")
     try:
@@ -360,13 +336,13 @@ async def confirm_submit(request: Request) -> Response:
 
 
 async def _audit(request: Request, session: Session) -> tuple[Any, str | None, int]:
-    """The entries the query asks for, newest first; Refused with the line otherwise."""
+    """The entries the query asks for, newest first; web.Refused with the line otherwise."""
     actor_text = request.query_params.get("actor")
     try:
         actor, limit = core.audit_filters(actor_text, request.query_params.get("limit"))
     except MailstackError as wrong:
-        raise Refused(400, wrong.message) from None
-    entries = await _run(request, session, core.audit_entries, actor, limit)
+        raise web.Refused(400, wrong.message) from None
+    entries = await web.run_as(request, session, core.audit_entries, actor, limit)
     return entries, actor, limit
 
 
@@ -381,7 +357,7 @@ async def audit_page(request: Request) -> Response:
     status = 200
     try:
         values["entries"], _, limit = await _audit(request, session)
-    except Refused as refused:
+    except web.Refused as refused:
         status, values["error"] = refused.status, refused.message
     query = {"actor": actor, "limit": str(limit)}
     return web.page(
@@ -399,9 +375,9 @@ async def audit_export(request: Request, kind: str) -> Response:
         return web.page("message.html", 404, title="Not found", error=f"no export as {kind[:8]}")
     try:
         entries, _, _ = await _audit(request, session)
-    except Refused as refused:
+    except web.Refused as refused:
         return web.page(
-            "message.html", refused.status, title="Refused", error=refused.message,
+            "message.html", refused.status, title="web.Refused", error=refused.message,
             session=session, csrf=session.csrf_token,
         )  # fmt: skip
     body = core.audit_csv(entries) if kind == "csv" else core.audit_json(entries)

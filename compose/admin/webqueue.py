@@ -16,35 +16,18 @@ import webcommon as web
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mailstack.api import mailqueue, operations, signin
-from mailstack.api.operations import ApiError
-from mailstack.errors import MailstackError
+from mailstack.api import mailqueue, signin
 from mailstack.identity.sessions import Session
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 CONFIRMED = "Password confirmed: you may delete queued mail for the next five minutes."
 
 
-async def _run(request: Request, session: Session, function: Callable[..., Any], *args: Any) -> Any:
-    """An operation as the session's principal (its argument after the executor), acting as
-    admin:NAME; a refusal as an ApiError with the CLI's line (ReauthNeeded left as it is)."""
-    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
-    try:
-        return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor)
-    except signin.ReauthNeeded:
-        raise
-    except MailstackError as failed:
-        raise operations.refusal(failed) from None
-
-
 async def _page(request: Request, session: Session, status: int = 200, **values: Any) -> Response:
     try:
-        report = await _run(request, session, mailqueue.queue_report)
-    except ApiError as refused:
-        return web.page(
-            "message.html", refused.status, title="Refused", error=refused.message,
-            session=session, csrf=session.csrf_token,
-        )  # fmt: skip
+        report = await web.run_as(request, session, mailqueue.queue_report)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     return web.page(
         "queue.html", status, session=session, csrf=session.csrf_token, report=report, **values
     )
@@ -71,10 +54,10 @@ async def _action(
     target = str(form.get("id") or "").strip()
     given = [target if arg is FORM_ID else session if arg is SESSION else arg for arg in args]
     try:
-        queued = await _run(request, session, function, *given)
+        queued = await web.run_as(request, session, function, *given)
     except signin.ReauthNeeded:
         return web.redirect("/admin/confirm?next=/admin/queue")
-    except ApiError as refused:
+    except web.Refused as refused:
         return await _page(request, session, refused.status, error=refused.message)
     notice = (
         f"{done.format(target=queued['target'])}: queued as host job #{queued['job']}; "

@@ -14,15 +14,13 @@ code within its idle timeout; the pages ask again only before making lasting cre
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-from collections.abc import Callable
 from typing import Any
 
 import webcommon as web
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mailstack.api import hoststatus, signin
-from mailstack.api.operations import ApiError
+from mailstack.api import hoststatus
 from mailstack.identity.sessions import Session
 from mailstack.runtime import hostreports
 
@@ -30,27 +28,14 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 QUEUED = "the host does it within a minute"
 
 
-async def _run(request: Request, session: Session, function: Callable[..., Any], *args: Any) -> Any:
-    """An operation of api.hoststatus as the session's principal, acting as admin:NAME."""
-    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
-    return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor)
-
-
-def _refused(session: Session, refused: ApiError) -> Response:
-    return web.page(
-        "message.html", refused.status, title="Refused", error=refused.message,
-        session=session, csrf=session.csrf_token,
-    )  # fmt: skip
-
-
 async def _show(
     request: Request, session: Session, topic: str, status: int = 200, **values: Any
 ) -> Response:
     reader = hoststatus.health if topic == hostreports.HEALTH else hoststatus.list_bans
     try:
-        report = await _run(request, session, reader)
-    except ApiError as refused:
-        return _refused(session, refused)
+        report = await web.run_as(request, session, reader)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     return web.page(
         f"{topic}.html", status, session=session, csrf=session.csrf_token, report=report,
         body=report.body, healthy=hoststatus.service_healthy, **values,
@@ -63,9 +48,9 @@ async def _refresh(request: Request, topic: str) -> Response:
     if isinstance(session, Response):
         return session
     try:
-        job = await _run(request, session, hoststatus.refresh, topic)
-    except ApiError as refused:
-        return _refused(session, refused)
+        job = await web.run_as(request, session, hoststatus.refresh, topic)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     notice = f"A fresh {topic} report is queued as host job #{job}; {QUEUED}."
     return await _show(request, session, topic, 202, notice=notice)
 
@@ -104,8 +89,8 @@ async def clear_ban(request: Request) -> Response:
         return session
     address = str(form.get("address") or "").strip()
     try:
-        cleared = await _run(request, session, hoststatus.clear_ban, address)
-    except ApiError as refused:  # a domain administrator's page is the 403 page (_show)
+        cleared = await web.run_as(request, session, hoststatus.clear_ban, address)
+    except web.Refused as refused:  # a domain administrator's page is the 403 page (_show)
         return await _show(
             request, session, hostreports.BANS, refused.status, error=refused.message
         )
