@@ -16,7 +16,7 @@ import webcommon as web
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
-from webdirectory import Refused
+from webcommon import Refused
 
 from mailstack.api import hostviews, operations, signin
 from mailstack.api.operations import ApiError
