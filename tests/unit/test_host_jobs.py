@@ -86,7 +86,7 @@ def test_domains_queued_together_are_published_by_one_restart_of_rspamd(tmp_path
                     _queue(b"1,domain.publish_key,one.test\n", b"2,domain.publish_key,two.test\n")
                 ),
             ),
-            (DOMAINS, b"one.test,t,0,x\ntwo.test,t,0,x\n"),
+            (DOMAINS, b"one.test,t,0,x,0,0\ntwo.test,t,0,x,0,0\n"),
         ]
     )
     stack = _stack(tmp_path, fake)
