@@ -119,6 +119,22 @@ async def remove_domain(request: Request) -> Response:
     return await _domains(request, session, notice=notice)
 
 
+@router.post("/domains/quota")
+async def set_domain_quota(request: Request) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    try:
+        changed = await _run(
+            request, session, domains.set_domain_quota, _field(form, "name"), _field(form, "quota")
+        )
+    except Refused as refused:
+        return await _domains(request, session, refused.status, error=refused.message)
+    quota = web.PAGES.filters["size"](changed["quota_bytes"])
+    return await _domains(request, session, notice=f"Quota of {changed['name']}: {quota}.")
+
+
 # --- aliases -----------------------------------------------------------------------------------
 
 
