@@ -4,6 +4,8 @@ one transaction), for the domain quota itself and for the mailbox writes it boun
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mailstack.accounts import directory, domain_quota
@@ -11,6 +13,7 @@ from mailstack.accounts.domain_quota import OverDomainQuota, mailbox_refusal
 from mailstack.api import domains, operations
 from mailstack.errors import InUse, NotFound, UsageError
 from mailstack.identity.principal import DOMAIN_ADMIN, ROOT, Principal
+from mailstack.resources import migrations_dir
 from tests.unit.fakes import FakeContainers
 
 HASH = "{ARGON2ID}$argon2id$v=19$m=32768,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA"
@@ -238,3 +241,11 @@ def test_an_api_add_over_the_domain_quota_is_409_and_none_under_it_is_400() -> N
         operations.create_mailbox(none, DANA, "bob@a.test", "Correct-horse-42-battery", "0", "2G")
     assert refused.value.status == 400
     assert refused.value.message.startswith("quota: none, but a mailbox of a.test needs a quota")
+
+
+def test_the_admin_role_gets_only_the_right_to_set_a_domains_quota() -> None:
+    """0015 grants the admin service's role UPDATE of quota_bytes on domains (PATCH
+    /domains/{name}) and nothing else; FOR UPDATE needs no more than that."""
+    sql = re.sub(r"--[^\n]*", "", (migrations_dir() / "0015_domain_quota.sql").read_text())
+    grants = [" ".join(s.split()) for s in sql.split(";") if s.strip().startswith("GRANT")]
+    assert grants == ["GRANT UPDATE (quota_bytes) ON domains TO mailstack_admin"]
