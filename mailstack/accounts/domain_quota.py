@@ -18,6 +18,7 @@ mailbox_refusal (pure) words them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailstack.adapters import psql
@@ -195,6 +196,44 @@ def set_quota(compose: Executor, domain: str, quota_bytes: int) -> DomainQuotaCh
         f"hold; give at least {human_size(allocated)}, or lower their quotas first; "
         "nothing was changed"
     )
+
+
+# The last statement but one of `accounts import` (accounts.sync, under its table locks):
+# whatever the file says, the transaction fails rather than leave a domain over its quota.
+# import_refusal says why first, in one line; this holds against a change meanwhile.
+IMPORT_GUARD = """
+DO $guard$ BEGIN
+    IF EXISTS (SELECT 1 FROM domains d WHERE d.quota_bytes > 0 AND (
+        (SELECT coalesce(sum(m.quota_bytes), 0) FROM mailboxes m WHERE m.domain = d.name)
+            > d.quota_bytes
+        OR EXISTS (SELECT 1 FROM mailboxes m WHERE m.domain = d.name AND m.quota_bytes = 0)))
+    THEN
+        RAISE EXCEPTION 'a domain quota would be exceeded (mailstack domain quota)';
+    END IF;
+END $guard$;
+"""
+
+
+def import_refusal(
+    source: str, domain_quotas: Mapping[str, int], mailbox_quotas: Mapping[str, int]
+) -> UsageError | None:
+    """Why an import's mailboxes (address -> quota) break a domain's quota, or None."""
+    for domain, total in sorted(domain_quotas.items()):
+        quotas = [q for a, q in mailbox_quotas.items() if a.rpartition("@")[2] == domain]
+        unlimited = quotas.count(0)
+        if sum(quotas) <= total and not unlimited:
+            continue
+        what = (
+            f"{unlimited} of its mailboxes have no quota"
+            if unlimited
+            else f"its mailboxes' quotas come to {human_size(sum(quotas))}"
+        )
+        return OverDomainQuota(
+            f"{source}: mailboxes: {what}, over {domain}'s domain quota of "
+            f"{human_size(total)}; nothing was changed",
+            hint=RAISE_HINT.format(domain=domain),
+        )
+    return None
 
 
 def result_figures(rows: list[list[str]], width: int) -> list[int]:

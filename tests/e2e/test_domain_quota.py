@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.e2e.adminweb import (
     ADMIN_URL,
@@ -291,6 +292,29 @@ def test_an_administrator_sets_the_domain_quota_on_the_domains_page_and_a_post_w
     _, one = api(stack, "GET", f"/api/v1/domains/{world.domain}", world.root_token)
     assert one["quota_bytes"] == 20 * MIB
     stack.cli("admin", "remove", admin.name)
+
+
+def test_an_accounts_import_over_the_domain_quota_is_refused_and_changes_nothing(
+    stack: RunningStack, world: World, tmp_path: Path
+) -> None:
+    assert set_quota(stack, world, "10M")[0] == 200
+    kept = f"import-{uuid.uuid4().hex[:6]}@{world.domain}"
+    assert add_on_host(stack, kept, "--quota", "4M").returncode == 0
+    exported = tmp_path / "accounts.yaml"
+    stack.cli("accounts", "export", str(exported))
+    document = yaml.safe_load(exported.read_text())
+    for mailbox in document["mailboxes"]:
+        if mailbox["address"] == kept:
+            mailbox["quota"] = "20M"
+    exported.write_text(yaml.safe_dump(document))
+    refused = stack.cli("accounts", "import", str(exported), check=False)
+    assert refused.returncode == 2, refused.stdout
+    assert (
+        f"mailboxes: its mailboxes' quotas come to 20M, over {world.domain}'s domain quota "
+        "of 10M; nothing was changed"
+    ) in refused.stderr
+    assert mailboxes_of(stack, world.domain) == {kept: 4 * MIB}
+    stack.cli("mailbox", "remove", kept)
 
 
 # --- helpers ---------------------------------------------------------------------------------

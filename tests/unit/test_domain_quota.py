@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from mailstack.accounts import directory, domain_quota
+from mailstack.accounts import directory, domain_quota, sync
 from mailstack.accounts.domain_quota import OverDomainQuota, mailbox_refusal
+from mailstack.accounts.syncplan import Snapshot
 from mailstack.api import domains, operations
 from mailstack.errors import InUse, NotFound, UsageError
 from mailstack.identity.principal import DOMAIN_ADMIN, ROOT, Principal
@@ -249,3 +250,30 @@ def test_the_admin_role_gets_only_the_right_to_set_a_domains_quota() -> None:
     sql = re.sub(r"--[^\n]*", "", (migrations_dir() / "0015_domain_quota.sql").read_text())
     grants = [" ".join(s.split()) for s in sql.split(";") if s.strip().startswith("GRANT")]
     assert grants == ["GRANT UPDATE (quota_bytes) ON domains TO mailstack_admin"]
+
+
+# --- accounts import: held to the domain quotas too --------------------------------------------
+
+
+def test_an_import_over_a_domain_quota_is_refused_in_one_line_before_anything_is_sent() -> None:
+    quotas = {"a.test": 10 * M}
+    assert domain_quota.import_refusal("f.yaml", quotas, {"x@a.test": 4 * M, "y@b.test": 0}) is None
+    over = domain_quota.import_refusal("f.yaml", quotas, {"x@a.test": 6 * M, "y@a.test": 6 * M})
+    assert over is not None and over.message == (
+        "f.yaml: mailboxes: its mailboxes' quotas come to 12M, over a.test's domain quota of "
+        "10M; nothing was changed"
+    )
+    unlimited = domain_quota.import_refusal("f.yaml", quotas, {"x@a.test": 0})
+    assert unlimited is not None and "1 of its mailboxes have no quota" in unlimited.message
+
+
+def test_the_import_transaction_fails_in_the_database_too_when_a_domain_ends_over() -> None:
+    # The guard runs after every write of the import and before its answer: a change made
+    # meanwhile cannot leave a domain over its quota either.
+    db = FakeContainers(answers=[b"applied,0\n"])
+    sync.apply(db, Snapshot())
+    applied = db.calls[0].stdin
+    assert "--single-transaction" in db.calls[0].argv
+    guard = applied.index(domain_quota.IMPORT_GUARD)
+    assert applied.rindex("INSERT INTO mailboxes") < guard < applied.index("'applied'")
+    assert "RAISE EXCEPTION" in domain_quota.IMPORT_GUARD
