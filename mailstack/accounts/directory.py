@@ -48,8 +48,10 @@ class Domain:
     active: bool
     mailboxes: int
     created: str
-    quota_bytes: int = 0  # the domain quota (accounts.domain_quota); 0: none
-    allocated_bytes: int = 0  # the sum of its mailboxes' quotas
+    # From domain_quota.with_quotas: the domain quota (0: none) and the sum of its
+    # mailboxes' quotas.
+    quota_bytes: int = 0
+    allocated_bytes: int = 0
 
     def __str__(self) -> str:
         state = "" if self.active else " (inactive)"
@@ -171,16 +173,15 @@ def add_domain(compose: Executor, name: str) -> None:
 
 
 def list_domains(compose: Executor) -> list[Domain]:
+    """The domains (their quotas left at 0: domain_quota.with_quotas reads them)."""
     rows = psql.query(
         compose,
         "SELECT d.name, d.active, count(m.address), to_char(d.created AT TIME ZONE 'UTC', "
-        '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'), d.quota_bytes, coalesce(sum(m.quota_bytes), 0) '
-        "FROM domains d LEFT JOIN mailboxes m ON m.domain = d.name "
+        '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\') FROM domains d '
+        "LEFT JOIN mailboxes m ON m.domain = d.name "
         "GROUP BY d.name ORDER BY d.name;",
     )
-    return [
-        Domain(row[0], row[1] == "t", int(row[2]), row[3], int(row[4]), int(row[5])) for row in rows
-    ]
+    return [Domain(row[0], row[1] == "t", int(row[2]), row[3]) for row in rows]
 
 
 _DOMAIN_STATE = """

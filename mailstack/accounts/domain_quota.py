@@ -18,13 +18,18 @@ mailbox_refusal (pure) words them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailstack.adapters import psql
 from mailstack.adapters.psql import Executor
 from mailstack.errors import InUse, MailstackError, NotFound, UsageError
 from mailstack.units import MAX_QUOTA_BYTES, human_size, parse_size
+
+if TYPE_CHECKING:  # accounts.directory imports this module
+    from mailstack.accounts.directory import Domain
 
 # The first statement of every write that the rule bounds (single_transaction): the
 # domain's row stays locked until the transaction ends.
@@ -127,6 +132,33 @@ def mailbox_refusal(
         f"{limit}; nothing was changed",
         hint=hint,
     )
+
+
+# Apart from directory.list_domains's statement, so that one keeps its shape for its callers.
+_QUOTAS = """
+SELECT 'quota', name, quota_bytes,
+    (SELECT coalesce(sum(m.quota_bytes), 0) FROM mailboxes m WHERE m.domain = domains.name)
+FROM domains ORDER BY name;
+"""
+
+
+def with_quotas(compose: Executor, domains: list[Domain]) -> list[Domain]:
+    """The domains of directory.list_domains with their quota and what is allocated."""
+    if not domains:
+        return domains
+    figures = {
+        row[1]: (int(row[2]), int(row[3]))
+        for row in psql.query(compose, _QUOTAS)
+        if row[0] == "quota" and len(row) == 4
+    }
+    return [
+        dataclasses.replace(
+            domain,
+            quota_bytes=figures.get(domain.name, (0, 0))[0],
+            allocated_bytes=figures.get(domain.name, (0, 0))[1],
+        )
+        for domain in domains
+    ]
 
 
 _SHOW = """

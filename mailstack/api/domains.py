@@ -42,6 +42,7 @@ def list_domains(executor: Executor, caller: Principal) -> dict[str, Any]:
     state (published, queued, failed and why)."""
     with refusals():
         found = [d for d in directory.list_domains(executor) if caller.may_manage(d.name)]
+        found = domain_quota.with_quotas(executor, found)
         states = jobqueue.key_states(executor) if found else {}
     return {"domains": [_domain(domain, states.get(domain.name)) for domain in found]}
 
@@ -52,6 +53,7 @@ def get_domain(executor: Executor, caller: Principal, name: str) -> dict[str, An
     with refusals():
         caller.require_domain(domain)
         found = [d for d in directory.list_domains(executor) if d.name == domain]
+        found = domain_quota.with_quotas(executor, found)
         if not found:
             raise NotFound(f"domain {domain} does not exist")
         states = jobqueue.key_states(executor)

@@ -102,7 +102,8 @@ def domain_add(
 def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mail domains."""
     stack = Stack.load(directory_)
-    output.listing(directory.list_domains(stack.compose), as_json)
+    found = directory.list_domains(stack.compose)
+    output.listing(domain_quota.with_quotas(stack.compose, found), as_json)
 
 
 @domain_app.command("quota")

@@ -173,7 +173,7 @@ def test_a_mailbox_change_sets_the_hash_on_stdin_and_the_quota() -> None:
 # --- domains -------------------------------------------------------------------------------------
 
 
-DOMAIN_ROWS = b"a.test,t,1,2026-12-06T12:00:00Z,0,0\nb.test,t,0,2026-12-06T12:00:00Z,0,0\n"
+DOMAIN_ROWS = b"a.test,t,1,2026-12-06T12:00:00Z\nb.test,t,0,2026-12-06T12:00:00Z\n"
 
 
 def test_domains_are_listed_to_whom_manages_them_with_their_keys_state() -> None:

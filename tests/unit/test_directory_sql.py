@@ -120,17 +120,15 @@ def test_negative_quota_is_refused() -> None:
 def test_lists_are_parsed_from_csv() -> None:
     db = FakeContainers(
         answers=[
-            b"example.org,t,2,2026-01-02T03:04:05Z,10737418240,3221225472\n"
-            b"old.example,f,0,2025-01-01T00:00:00Z,0,0\n",
+            b"example.org,t,2,2026-01-02T03:04:05Z\nold.example,f,0,2025-01-01T00:00:00Z\n",
             b"bob@example.org,example.org,1024,t,2026-01-02T03:04:05Z\n",
         ]
     )
     domains = directory.list_domains(db)
     assert domains == [
-        directory.Domain("example.org", True, 2, "2026-01-02T03:04:05Z", 10 << 30, 3 << 30),
+        directory.Domain("example.org", True, 2, "2026-01-02T03:04:05Z"),
         directory.Domain("old.example", False, 0, "2025-01-01T00:00:00Z"),
     ]
-    assert str(domains[0]) == "example.org  2 mailbox(es), quota 10G, 3G allocated"
     assert str(domains[1]) == "old.example (inactive)  0 mailbox(es), quota none, 0B allocated"
     mailboxes = directory.list_mailboxes(db)
     assert mailboxes == [

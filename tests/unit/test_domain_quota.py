@@ -277,3 +277,12 @@ def test_the_import_transaction_fails_in_the_database_too_when_a_domain_ends_ove
     guard = applied.index(domain_quota.IMPORT_GUARD)
     assert applied.rindex("INSERT INTO mailboxes") < guard < applied.index("'applied'")
     assert "RAISE EXCEPTION" in domain_quota.IMPORT_GUARD
+
+
+def test_a_domain_listing_gets_each_domains_quota_and_allocation_from_a_query_of_its_own() -> None:
+    db = FakeContainers(answers=[b"quota,a.test,10737418240,3221225472\nquota,b.test,0,0\n"])
+    listed = [directory.Domain("a.test", True, 2, "2026-01-02T03:04:05Z")]
+    (shown,) = domain_quota.with_quotas(db, listed)
+    assert (shown.quota_bytes, shown.allocated_bytes) == (10 * G, 3 * G)
+    assert str(shown) == "a.test  2 mailbox(es), quota 10G, 3G allocated"
+    assert domain_quota.with_quotas(FakeContainers(), []) == []  # nothing to ask

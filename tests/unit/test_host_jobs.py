@@ -63,7 +63,7 @@ def test_a_queued_domain_gets_its_key_made_and_rendered_and_the_job_is_done(
             ),  # type: ignore[list-item]
             (
                 DOMAINS,
-                b"example.test,t,0,2026-12-06T12:00:00Z,0,0\nnew.test,t,0,2026-12-06T12:00:00Z,0,0\n",
+                b"example.test,t,0,2026-12-06T12:00:00Z\nnew.test,t,0,2026-12-06T12:00:00Z\n",
             ),
         ]
     )
@@ -86,7 +86,7 @@ def test_domains_queued_together_are_published_by_one_restart_of_rspamd(tmp_path
                     _queue(b"1,domain.publish_key,one.test\n", b"2,domain.publish_key,two.test\n")
                 ),
             ),
-            (DOMAINS, b"one.test,t,0,x,0,0\ntwo.test,t,0,x,0,0\n"),
+            (DOMAINS, b"one.test,t,0,x\ntwo.test,t,0,x\n"),
         ]
     )
     stack = _stack(tmp_path, fake)
@@ -111,7 +111,7 @@ def test_a_hostile_or_removed_domain_fails_its_job_with_one_line_and_makes_no_fi
     fake = FakeContainers(
         by_marker=[
             (CLAIM, _claims(_queue(f"9,domain.publish_key,{target}\n".encode()))),  # type: ignore[list-item]
-            (DOMAINS, b"example.test,t,0,2026-12-06T12:00:00Z,0,0\n"),
+            (DOMAINS, b"example.test,t,0,2026-12-06T12:00:00Z\n"),
         ]
     )
     stack = _stack(tmp_path, fake)
