@@ -131,6 +131,8 @@ class Domain(BaseModel):
     name: str
     active: bool
     mailboxes: int
+    quota_bytes: int  # the domain quota; 0: none
+    allocated_bytes: int  # the sum of its mailboxes' quotas
     created: str
     dkim_key: str  # published | queued | failed
     dkim_key_detail: str
@@ -145,6 +147,20 @@ class CreatedDomain(BaseModel):
     dkim_key: str
     job: int
     note: str
+
+
+class DomainChange(BaseModel):
+    quota: str  # e.g. "10G", or "none"
+
+    class Config:
+        extra = Extra.forbid
+
+
+class ChangedDomain(BaseModel):
+    name: str
+    quota_bytes: int
+    previous_quota_bytes: int
+    allocated_bytes: int
 
 
 class RemovedDomain(BaseModel):
@@ -416,6 +432,24 @@ def create_domain(request: Request, domain: NewDomain, caller: Caller = DOMAINS)
     the host."""
     with acting_as(operations.actor(caller.identity, _client(request))):
         return domains.create_domain(EXECUTOR, caller.principal, domain.name)
+
+
+@app.get("/api/v1/domains/{name}", response_model=Domain, responses=ERRORS)
+def get_domain(request: Request, name: str = DOMAIN_NAME, caller: Caller = READ) -> dict:
+    """One domain the caller manages, with its quota and what its mailboxes hold (scope
+    read)."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.get_domain(EXECUTOR, caller.principal, name)
+
+
+@app.patch("/api/v1/domains/{name}", response_model=ChangedDomain, responses=ERRORS)
+def change_domain(
+    request: Request, change: DomainChange, name: str = DOMAIN_NAME, caller: Caller = DOMAINS
+) -> dict:
+    """Set the domain quota (scope domains, administrators only); refused below what its
+    mailboxes already hold."""
+    with acting_as(operations.actor(caller.identity, _client(request))):
+        return domains.set_domain_quota(EXECUTOR, caller.principal, name, change.quota)
 
 
 @app.delete("/api/v1/domains/{name}", response_model=RemovedDomain, responses=ERRORS)

@@ -91,6 +91,24 @@ async def remove_domain(request: Request) -> Response:
     return await _domains(request, session, notice=notice)
 
 
+@router.post("/domains/quota")
+async def set_domain_quota(request: Request) -> Response:
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    name, quota = (str(form.get(key) or "").strip() for key in ("name", "quota"))
+    who, actor = await _as(request, session)
+    try:  # administrators only: the operation refuses anyone else (403, the API's line)
+        changed = await web.blocking(
+            domains.set_domain_quota, web.EXECUTOR, who, name, quota, actor=actor
+        )
+    except ApiError as refused:
+        return await _domains(request, session, refused.status, error=refused.message)
+    quota = web.PAGES.filters["size"](changed["quota_bytes"])
+    return await _domains(request, session, notice=f"Quota of {changed['name']}: {quota}.")
+
+
 # --- aliases -----------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstack.accounts import names, passwords
+from mailstack.accounts import domain_quota, names, passwords
 from mailstack.accounts.addresses import domain_display, split_address
 from mailstack.accounts.mailstore import (
     MAIL_ROOT,
@@ -48,11 +48,17 @@ class Domain:
     active: bool
     mailboxes: int
     created: str
+    # From domain_quota.with_quotas: the domain quota (0: none) and the sum of its
+    # mailboxes' quotas.
+    quota_bytes: int = 0
+    allocated_bytes: int = 0
 
     def __str__(self) -> str:
         state = "" if self.active else " (inactive)"
         shown = domain_display(self.name)
-        return f"{shown}{state}  {self.mailboxes} mailbox(es)"
+        quota = domain_quota.shown(self.quota_bytes)
+        allocated = human_size(self.allocated_bytes)
+        return f"{shown}{state}  {self.mailboxes} mailbox(es), quota {quota}, {allocated} allocated"
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ def add_domain(compose: Executor, name: str) -> None:
 
 
 def list_domains(compose: Executor) -> list[Domain]:
+    """The domains (their quotas left at 0: domain_quota.with_quotas reads them)."""
     rows = psql.query(
         compose,
         "SELECT d.name, d.active, count(m.address), to_char(d.created AT TIME ZONE 'UTC', "
@@ -311,18 +318,46 @@ def _state(rows: list[list[str]]) -> tuple[bool, int, int]:
 # --- mailboxes -------------------------------------------------------------------------------
 
 
-def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes: int) -> None:
-    """Add a mailbox (address checked by mailstack.accounts.names; the hash from passwords)."""
+# After the domain's lock (domain_quota.LOCK_DOMAIN): the row goes in only within the
+# domain quota, if the domain has one; the answer gives the figures for the refusal.
+_ADD_MAILBOX = (
+    domain_quota.LOCK_DOMAIN  # noqa: S608  # constant text only (values are :variables)
+    + """
+WITH dom AS (SELECT name, quota_bytes FROM domains WHERE name = :'domain'),
+used AS (SELECT coalesce(sum(quota_bytes), 0) AS allocated FROM mailboxes
+    WHERE domain = :'domain'),
+added AS (
+    INSERT INTO mailboxes (address, local_part, domain, password, quota_bytes)
+    SELECT :'address', :'local_part', dom.name, :'password_hash',
+        CAST(:'quota_bytes' AS bigint)
+    FROM dom, used
+    WHERE dom.quota_bytes = 0 OR (CAST(:'quota_bytes' AS bigint) > 0
+        AND used.allocated + CAST(:'quota_bytes' AS bigint) <= dom.quota_bytes)
+    ON CONFLICT (address) DO NOTHING RETURNING address
+)
+SELECT 'result', (SELECT count(*) FROM added), EXISTS (SELECT 1 FROM dom),
+    EXISTS (SELECT 1 FROM mailboxes WHERE address = :'address'),
+    coalesce((SELECT quota_bytes FROM dom), 0), (SELECT allocated FROM used);
+"""
+)
+
+
+def add_mailbox(
+    compose: Executor,
+    address: str,
+    password_hash: str,
+    quota_bytes: int,
+    *,
+    default_quota: bool = False,
+) -> None:
+    """Add a mailbox (address checked by mailstack.accounts.names; the hash from passwords),
+    within its domain's quota (default_quota: quota_bytes is the stack's default, which the
+    refusal says)."""
     address = names.require("ADDRESS", names.mailbox, address)
     local_part, domain = split_address(address)
     rows = psql.query(
         compose,
-        "WITH added AS (INSERT INTO mailboxes (address, local_part, domain, password, "
-        "quota_bytes) SELECT :'address', :'local_part', d.name, :'password_hash', "
-        "CAST(:'quota_bytes' AS bigint) FROM domains d WHERE d.name = :'domain' "
-        "ON CONFLICT (address) DO NOTHING RETURNING address) "
-        "SELECT (SELECT count(*) FROM added), "
-        "EXISTS (SELECT 1 FROM domains WHERE name = :'domain');",
+        _ADD_MAILBOX,
         {
             "address": address.lower(),
             "local_part": local_part,
@@ -330,8 +365,9 @@ def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes
             "quota_bytes": _quota(quota_bytes),
         },
         prelude=_password_hash_line(password_hash),
+        single_transaction=True,
     )
-    added, domain_exists = _counts(rows)
+    added, domain_exists, exists, total, allocated = domain_quota.result_figures(rows, 6)
     if added:
         return
     if not domain_exists:
@@ -339,7 +375,12 @@ def add_mailbox(compose: Executor, address: str, password_hash: str, quota_bytes
             f"{domain} is not a mail domain of this stack",
             hint=f"add it first: mailstack domain add {domain}",
         )
-    raise AlreadyExists(f"mailbox {address.lower()} already exists")
+    if exists:
+        raise AlreadyExists(f"mailbox {address.lower()} already exists")
+    refusal = domain_quota.mailbox_refusal(
+        domain, quota_bytes, total, allocated, default=default_quota
+    )
+    raise refusal or MailstackError("unexpected answer from the database")
 
 
 def list_mailboxes(compose: Executor, domain: str | None = None) -> list[Mailbox]:
@@ -409,19 +450,52 @@ def set_mailbox_password(compose: Executor, address: str, password_hash: str) ->
         raise NotFound(f"mailbox {address.lower()} does not exist")
 
 
+# After the domain's lock: the mailbox's row too, then the change only within the domain
+# quota (a lower quota always, but never none under one).
+_SET_MAILBOX_QUOTA = (
+    domain_quota.LOCK_DOMAIN  # noqa: S608  # constant text only (values are :variables)
+    + """
+WITH old AS (SELECT address, quota_bytes FROM mailboxes WHERE address = :'address' FOR UPDATE),
+dom AS (SELECT coalesce(max(quota_bytes), 0) AS quota FROM domains WHERE name = :'domain'),
+used AS (SELECT coalesce(sum(quota_bytes), 0) AS allocated FROM mailboxes
+    WHERE domain = :'domain'),
+changed AS (
+    UPDATE mailboxes m SET quota_bytes = CAST(:'quota_bytes' AS bigint) FROM old, dom, used
+    WHERE m.address = old.address AND (dom.quota = 0 OR (CAST(:'quota_bytes' AS bigint) > 0
+        AND (CAST(:'quota_bytes' AS bigint) <= old.quota_bytes
+            OR used.allocated - old.quota_bytes + CAST(:'quota_bytes' AS bigint) <= dom.quota)))
+    RETURNING m.quota_bytes
+)
+SELECT 'result', EXISTS (SELECT 1 FROM old), (SELECT count(*) FROM changed),
+    coalesce((SELECT quota_bytes FROM old), 0), dom.quota, used.allocated
+FROM dom, used;
+"""
+)
+
+
 def set_mailbox_quota(compose: Executor, address: str, quota_bytes: int) -> QuotaChange:
-    """Change a mailbox's quota (0: none); Dovecot reads it at the next login or delivery."""
+    """Change a mailbox's quota (0: none) within its domain's quota; Dovecot reads it at the
+    next login or delivery."""
+    address = address.lower()
     rows = psql.query(
         compose,
-        "UPDATE mailboxes m SET quota_bytes = CAST(:'quota_bytes' AS bigint) "
-        "FROM (SELECT address, quota_bytes FROM mailboxes WHERE address = :'address' "
-        "FOR UPDATE) old WHERE m.address = old.address "
-        "RETURNING old.quota_bytes, m.quota_bytes;",
-        {"address": address.lower(), "quota_bytes": _quota(quota_bytes)},
+        _SET_MAILBOX_QUOTA,
+        {
+            "address": address,
+            "domain": address.rpartition("@")[2],
+            "quota_bytes": _quota(quota_bytes),
+        },
+        single_transaction=True,
     )
-    if not rows:
-        raise NotFound(f"mailbox {address.lower()} does not exist")
-    return QuotaChange(address.lower(), int(rows[0][0]), int(rows[0][1]))
+    found, changed, old, total, allocated = domain_quota.result_figures(rows, 6)
+    if not found:
+        raise NotFound(f"mailbox {address} does not exist")
+    if changed:
+        return QuotaChange(address, old, quota_bytes)
+    refusal = domain_quota.mailbox_refusal(
+        address.rpartition("@")[2], quota_bytes, total, allocated, old
+    )
+    raise refusal or MailstackError("unexpected answer from the database")
 
 
 # The mailbox, its own forwardings (aliases with it as source: they would keep accepting
@@ -495,10 +569,3 @@ def _quota(quota_bytes: int) -> str:
     if quota_bytes > MAX_QUOTA_BYTES:
         raise UsageError("the quota is too large")
     return str(quota_bytes)
-
-
-def _counts(rows: list[list[str]]) -> tuple[int, bool]:
-    """Rows of `SELECT <count>, <exists>` as (count, exists)."""
-    if not rows or len(rows[0]) != 2:
-        raise MailstackError("unexpected answer from the database")
-    return int(rows[0][0]), rows[0][1] == "t"

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailstack.accounts import domain_quota
 from mailstack.accounts.mailstore import kick_sessions
 from mailstack.accounts.syncfile import dump_document, write_private
 from mailstack.accounts.syncplan import (
@@ -49,7 +50,9 @@ SELECT json_build_object(
         ORDER BY login, sender), '[]') FROM sender_permissions),
     'app_passwords', (SELECT coalesce(json_agg(json_build_object('address', address,
         'name', name, 'lookup_key', lookup_key, 'password', password)
-        ORDER BY address, name), '[]') FROM app_passwords)
+        ORDER BY address, name), '[]') FROM app_passwords),
+    'domain_quotas', (SELECT coalesce(json_agg(json_build_object('name', name,
+        'quota_bytes', quota_bytes) ORDER BY name), '[]') FROM domains WHERE quota_bytes > 0)
 );
 """
 
@@ -57,7 +60,7 @@ SELECT json_build_object(
 # concurrent CLI changes, the document (:'accounts_document', base64 JSON) is unpacked into
 # temporary tables, then everything not in it is deleted and everything in it inserted or
 # updated. Deleting a mailbox leaves its stored mail alone (that is the dovecot container's).
-_APPLY = """
+_APPLY_STEPS = """
 LOCK TABLE domains, alias_domains, mailboxes, aliases, sender_permissions, app_passwords
     IN SHARE ROW EXCLUSIVE MODE;
 CREATE TEMP TABLE import_document ON COMMIT DROP AS
@@ -110,8 +113,10 @@ INSERT INTO sender_permissions (sender, login) SELECT sender, login FROM want_se
 INSERT INTO app_passwords (address, name, lookup_key, password)
     SELECT address, name, lookup_key, password FROM want_app_passwords
     ON CONFLICT (address, name) DO NOTHING;
-SELECT 'applied', count(*) FROM want_mailboxes;
 """
+# ... then no domain over its quota (the guard fails the transaction), and the answer.
+_APPLIED = "SELECT 'applied', count(*) FROM want_mailboxes;\n"
+_APPLY = _APPLY_STEPS + domain_quota.IMPORT_GUARD + _APPLIED
 
 
 def read_directory(compose: Executor) -> Snapshot:
@@ -135,6 +140,9 @@ def read_directory(compose: Executor) -> Snapshot:
         app_passwords={
             (row["address"], row["name"]): AppPasswordState(row["lookup_key"], row["password"])
             for row in data["app_passwords"]
+        },
+        domain_quotas={
+            row["name"]: int(row["quota_bytes"]) for row in data.get("domain_quotas", [])
         },
     )
 
@@ -258,6 +266,10 @@ def import_accounts(
     current = read_directory(compose)
     changes = diff(current, wanted)
     check_own_domain(changes, own_domain, source)
+    quotas = {address: box.quota_bytes for address, box in wanted.mailboxes.items()}
+    refusal = domain_quota.import_refusal(source, current.domain_quotas, quotas)
+    if refusal is not None:
+        raise refusal
     kept = tuple(
         change.details[0].removeprefix("stored mail (if any) is kept in ")
         for change in changes

@@ -40,6 +40,9 @@ class Snapshot:
     aliases: Mapping[str, frozenset[str]] = field(default_factory=dict)  # source -> dests
     senders: frozenset[tuple[str, str]] = frozenset()  # (login, sender)
     app_passwords: Mapping[tuple[str, str], AppPasswordState] = field(default_factory=dict)
+    # name -> its domain quota, where it has one (accounts.domain_quota): read from the
+    # directory to hold an import to it, never exported or imported (an administrator's)
+    domain_quotas: Mapping[str, int] = field(default_factory=dict)
 
 
 # --- the diff --------------------------------------------------------------------------------

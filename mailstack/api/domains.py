@@ -7,6 +7,9 @@ one. A new domain's DKIM key needs the host (render, rspamd restart), which the 
 service cannot reach: POST queues a domain.publish_key host job (runtime.jobqueue) and GET
 tells each domain's key state from its latest job.
 
+Domain quotas: every caller reads the quota of the domains it manages (with what its
+mailboxes hold); only an administrator sets one (accounts.domain_quota has the rule).
+
 Aliases: scoped by the source's domain. The destinations may be anywhere, as the CLI
 allows (a domain administrator may forward its mail outside), but the source must be in a
 domain the caller manages.
@@ -17,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mailstack.accounts import aliases, directory, names
+from mailstack.accounts import aliases, directory, domain_quota, names
 from mailstack.adapters.psql import Executor
 from mailstack.api.operations import checked, refusals
-from mailstack.errors import UsageError
+from mailstack.errors import NotFound, UsageError
 from mailstack.identity.principal import Principal
 from mailstack.runtime import jobqueue
 
@@ -39,8 +42,40 @@ def list_domains(executor: Executor, caller: Principal) -> dict[str, Any]:
     state (published, queued, failed and why)."""
     with refusals():
         found = [d for d in directory.list_domains(executor) if caller.may_manage(d.name)]
+        found = domain_quota.with_quotas(executor, found)
         states = jobqueue.key_states(executor) if found else {}
     return {"domains": [_domain(domain, states.get(domain.name)) for domain in found]}
+
+
+def get_domain(executor: Executor, caller: Principal, name: str) -> dict[str, Any]:
+    """GET /api/v1/domains/{name} (scope read): one domain the caller manages."""
+    domain = checked("DOMAIN", names.domain, name)
+    with refusals():
+        caller.require_domain(domain)
+        found = [d for d in directory.list_domains(executor) if d.name == domain]
+        found = domain_quota.with_quotas(executor, found)
+        if not found:
+            raise NotFound(f"domain {domain} does not exist")
+        states = jobqueue.key_states(executor)
+    return _domain(found[0], states.get(domain))
+
+
+def set_domain_quota(
+    executor: Executor, caller: Principal, name: str, quota: str
+) -> dict[str, Any]:
+    """PATCH /api/v1/domains/{name} {"quota": "10G" | "none"} (scope domains,
+    administrators only: a domain administrator sets its mailboxes' quotas within it)."""
+    domain = checked("DOMAIN", names.domain, name)
+    with refusals():
+        caller.require_admin()
+        quota_bytes = domain_quota.parse_quota("quota", quota)
+        change = domain_quota.set_quota(executor, domain, quota_bytes)
+    return {
+        "name": change.domain,
+        "quota_bytes": change.new_bytes,
+        "previous_quota_bytes": change.old_bytes,
+        "allocated_bytes": change.allocated_bytes,
+    }
 
 
 def create_domain(executor: Executor, caller: Principal, name: str) -> dict[str, Any]:
@@ -128,6 +163,8 @@ def _domain(domain: directory.Domain, key: jobqueue.KeyState | None) -> dict[str
         "name": domain.name,
         "active": domain.active,
         "mailboxes": domain.mailboxes,
+        "quota_bytes": domain.quota_bytes,
+        "allocated_bytes": domain.allocated_bytes,
         "created": domain.created,
         "dkim_key": state,
         "dkim_key_detail": detail,

@@ -176,13 +176,16 @@ def create_mailbox(
     default_quota: str,
 ) -> dict[str, Any]:
     """POST /api/v1/mailboxes (scope accounts): the CLI's checks, in the CLI's order
-    (address, quota, password), then the core's add_mailbox; the hash is made here."""
+    (address, quota, password), then the core's add_mailbox (within the domain's quota,
+    which an explicit quota or the stack's default must fit); the hash is made here."""
     with refusals():
         mailbox = names.require("ADDRESS", names.mailbox, address)
         caller.require_address(mailbox)
         quota_bytes = _size("quota", quota if quota is not None else default_quota)
         password_hash = _hash(password)
-        directory.add_mailbox(executor, mailbox, password_hash, quota_bytes)
+        directory.add_mailbox(
+            executor, mailbox, password_hash, quota_bytes, default_quota=quota is None
+        )
     return {"address": mailbox, "domain": mailbox.rpartition("@")[2], "quota_bytes": quota_bytes}
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import aliases, directory, mailstore, names, passwords
+from mailstack.accounts import aliases, directory, domain_quota, mailstore, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
@@ -102,7 +102,33 @@ def domain_add(
 def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mail domains."""
     stack = Stack.load(directory_)
-    output.listing(directory.list_domains(stack.compose), as_json)
+    found = directory.list_domains(stack.compose)
+    output.listing(domain_quota.with_quotas(stack.compose, found), as_json)
+
+
+@domain_app.command("quota")
+@output.guarded
+def domain_quota_command(
+    name: Annotated[str, typer.Argument(metavar="DOMAIN", help="e.g. example.org")],
+    size: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[SIZE|none]",
+            help="The domain's total for its mailboxes' quotas, e.g. 10G; none: no total. "
+            "Without it: show the quota and what its mailboxes hold.",
+            show_default=False,
+        ),
+    ] = None,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """Show or set a domain's quota: its mailboxes' quotas must fit within it."""
+    domain = _valid("DOMAIN", name)
+    quota_bytes = domain_quota.parse_quota("SIZE", size) if size is not None else None
+    stack = Stack.load(directory_)
+    if quota_bytes is None:
+        output.info(str(domain_quota.show_quota(stack.compose, domain)))
+        return
+    output.info(str(domain_quota.set_quota(stack.compose, domain, quota_bytes)))
 
 
 @domain_app.command("remove")
@@ -171,9 +197,18 @@ def mailbox_add(
     quota_bytes = _size("--quota", quota) if quota is not None else None
     password = _new_password(password_stdin, generate_password)
     stack = Stack.load(directory_)
+    default = quota_bytes is None
     if quota_bytes is None:
         quota_bytes = parse_size(stack.config.mailboxes.default_quota)
-    directory.add_mailbox(stack.compose, mailbox, passwords.hash_password(password), quota_bytes)
+    # Root obeys the domain quota too: the operator set it (`domain quota` raises it), and a
+    # total that the host could exceed would not bound anything.
+    directory.add_mailbox(
+        stack.compose,
+        mailbox,
+        passwords.hash_password(password),
+        quota_bytes,
+        default_quota=default,
+    )
     output.info(f"added mailbox {mailbox}")
     if generate_password:
         output.info(f"password (shown once, only its hash is stored): {password}")
@@ -244,10 +279,11 @@ def mailbox_quota(
     size: Annotated[str, typer.Argument(metavar="SIZE", help="e.g. 2G, 500M; 0 for none.")],
     directory_: StackDirOption = Path(),
 ) -> None:
-    """Change a mailbox's storage quota."""
+    """Change a mailbox's storage quota (within its domain's quota, if it has one)."""
     mailbox = _valid("ADDRESS", address)
     quota_bytes = _size("SIZE", size)
     stack = Stack.load(directory_)
+    # Within the domain quota for root too (see mailbox_add).
     output.info(str(directory.set_mailbox_quota(stack.compose, mailbox, quota_bytes)))
 
 

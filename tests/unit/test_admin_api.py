@@ -133,19 +133,19 @@ def test_a_bad_quota_is_400_naming_the_field() -> None:
 
 
 def test_a_mailbox_of_an_unknown_domain_is_404() -> None:
-    containers = FakeContainers(by_marker=[(ADD, b"0,f\n")])
+    containers = FakeContainers(by_marker=[(ADD, b"result,0,f,f,0,0\n")])
     error = _refusal(lambda: _create(containers, "bob@nowhere.test"))
     assert (error.status, error.message) == (404, "nowhere.test is not a mail domain of this stack")
 
 
 def test_an_existing_mailbox_is_409() -> None:
-    containers = FakeContainers(by_marker=[(ADD, b"0,t\n")])
+    containers = FakeContainers(by_marker=[(ADD, b"result,0,t,t,0,0\n")])
     error = _refusal(lambda: _create(containers, "Bob@Example.test"))
     assert (error.status, error.message) == (409, "mailbox bob@example.test already exists")
 
 
 def test_a_created_mailbox_gets_an_argon2id_hash_on_stdin_and_the_default_quota() -> None:
-    containers = FakeContainers(by_marker=[(ADD, b"1,t\n")])
+    containers = FakeContainers(by_marker=[(ADD, b"result,1,t,f,0,0\n")])
     created = _create(containers, "Bob@Example.test")
     assert created == {
         "address": "bob@example.test",
@@ -182,7 +182,7 @@ def test_concurrent_creations_hash_one_password_at_a_time(monkeypatch: pytest.Mo
         return real(plain)
 
     monkeypatch.setattr(passwords, "hash_password", counting)
-    containers = FakeContainers(by_marker=[(ADD, b"1,t\n")])
+    containers = FakeContainers(by_marker=[(ADD, b"result,1,t,f,0,0\n")])
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda n: _create(containers, f"u{n}@example.test"), range(4)))
     assert counts["peak"] == 1

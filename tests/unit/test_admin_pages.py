@@ -91,6 +91,8 @@ PAGES: dict[str, dict[str, Any]] = {
             {
                 "name": "example.test",
                 "mailboxes": 2,
+                "quota_bytes": 10 << 30,
+                "allocated_bytes": 4 << 30,
                 "created": "2026-12-06T10:00:00Z",
                 "dkim_key": "failed",
                 "dkim_key_detail": "render conflict",

@@ -157,7 +157,7 @@ def test_a_mailbox_change_sets_the_hash_on_stdin_and_the_quota() -> None:
     fake = FakeContainers(
         by_marker=[
             ("SET password", b"bob@a.test\n"),
-            ("SET quota_bytes", f"{2 << 30},{1 << 30}\n".encode()),
+            ("SET quota_bytes", f"result,t,1,{2 << 30},0,{2 << 30}\n".encode()),
             ("INSERT INTO host_jobs", b"7\n"),
         ]
     )

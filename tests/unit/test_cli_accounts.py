@@ -413,7 +413,7 @@ def test_mailbox_list_without_dovecot_still_lists_and_says_why(
 
 
 def test_quota_change_reports_old_and_new(containers: FakeContainers) -> None:
-    containers.by_marker = [("UPDATE mailboxes", b"2147483648,4096\n")]
+    containers.by_marker = [("UPDATE mailboxes", b"result,t,1,2147483648,0,2147483648\n")]
     code, text = invoke("mailbox", "quota", "alice@example.test", "4K")
     assert code == 0
     assert text.strip() == "quota of alice@example.test: 2G -> 4K"

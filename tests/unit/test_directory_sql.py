@@ -64,7 +64,7 @@ def test_control_characters_never_reach_psql() -> None:
 
 
 def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
-    db = FakeContainers(answers=[b"1,t\n"])
+    db = FakeContainers(answers=[b"result,1,t,f,0,0\n"])
     directory.add_mailbox(db, "Alice@example.org", HASH, 1024)
     call = db.calls[0]
     assert all(HASH not in argument for argument in call.argv)
@@ -77,7 +77,7 @@ def test_password_hash_is_set_on_stdin_and_never_on_the_command_line() -> None:
 
 
 def test_a_real_hash_from_passwords_is_accepted() -> None:
-    db = FakeContainers(answers=[b"1,t\n"])
+    db = FakeContainers(answers=[b"result,1,t,f,0,0\n"])
     directory.add_mailbox(db, "bob@example.org", hash_password("Correct horse 9 battery"), 0)
     assert db.calls[0].stdin.startswith("\\set password_hash '{ARGON2ID}")
 
@@ -99,7 +99,7 @@ def test_a_hash_of_unexpected_shape_never_reaches_psql(bad_hash: str) -> None:
 
 
 def test_mailbox_in_unknown_domain_says_to_add_the_domain() -> None:
-    db = FakeContainers(answers=[b"0,f\n"])
+    db = FakeContainers(answers=[b"result,0,f,f,0,0\n"])
     with pytest.raises(UsageError) as caught:
         directory.add_mailbox(db, "bob@nowhere.example", HASH, 0)
     assert "nowhere.example is not a mail domain" in caught.value.message
@@ -107,7 +107,7 @@ def test_mailbox_in_unknown_domain_says_to_add_the_domain() -> None:
 
 
 def test_existing_mailbox_is_refused() -> None:
-    db = FakeContainers(answers=[b"0,t\n"])
+    db = FakeContainers(answers=[b"result,0,t,t,0,0\n"])
     with pytest.raises(UsageError, match="already exists"):
         directory.add_mailbox(db, "bob@example.org", HASH, 0)
 
@@ -129,7 +129,7 @@ def test_lists_are_parsed_from_csv() -> None:
         directory.Domain("example.org", True, 2, "2026-01-02T03:04:05Z"),
         directory.Domain("old.example", False, 0, "2025-01-01T00:00:00Z"),
     ]
-    assert str(domains[1]) == "old.example (inactive)  0 mailbox(es)"
+    assert str(domains[1]) == "old.example (inactive)  0 mailbox(es), quota none, 0B allocated"
     mailboxes = directory.list_mailboxes(db)
     assert mailboxes == [
         directory.Mailbox("bob@example.org", "example.org", 1024, True, "2026-01-02T03:04:05Z")

@@ -372,11 +372,13 @@ def test_mailbox_add_takes_the_default_quota_from_mailstack_yaml(
 ) -> None:
     config = validate_config({**REFERENCE, "mailboxes": {"default_quota": "300M"}})
     monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=None, config=config))
-    added: list[tuple[str, int]] = []
+    added: list[tuple[str, int, bool]] = []
     monkeypatch.setattr(
         directory,
         "add_mailbox",
-        lambda compose, address, password_hash, quota: added.append((address, quota)),
+        lambda compose, address, password_hash, quota, default_quota: added.append(
+            (address, quota, default_quota)
+        ),
     )
     password = "Correct-horse-42-battery\n"
     assert invoke("mailbox", "add", "a@example.test", "--password-stdin", input=password)[0] == 0
@@ -386,4 +388,5 @@ def test_mailbox_add_takes_the_default_quota_from_mailstack_yaml(
         )[0]
         == 0
     )
-    assert added == [("a@example.test", 300 * 1024**2), ("b@example.test", 0)]
+    # The default is said to be the default (a domain quota's refusal names it).
+    assert added == [("a@example.test", 300 * 1024**2, True), ("b@example.test", 0, False)]
