@@ -264,6 +264,7 @@ class QueuedJob(BaseModel):
     job: int
     kind: str
     target: str
+    note: str
 
 
 # The host reports' routes (mailstack.api.hostviews): each report's body is the host's
@@ -594,6 +595,8 @@ class Bans(HostReportFields):
 
 class QueuedClear(BaseModel):
     address: str
+    job: int
+    note: str
 
 
 # --- alias domains and sender grants (mailstack.api.aliasdomains) --------------------------------

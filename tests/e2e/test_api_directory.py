@@ -255,7 +255,7 @@ def test_the_openapi_document_lists_every_route(stack: RunningStack) -> None:
         "/api/v1/mailboxes": {"get", "post"},
         "/api/v1/mailboxes/{address}": {"patch", "delete"},
         "/api/v1/domains": {"get", "post"},
-        "/api/v1/domains/{name}": {"delete"},
+        "/api/v1/domains/{name}": {"get", "patch", "delete"},
         "/api/v1/aliases": {"get", "post"},
         "/api/v1/aliases/{source}": {"delete"},
         "/api/v1/tokens": {"get", "post"},
@@ -267,6 +267,12 @@ def test_the_openapi_document_lists_every_route(stack: RunningStack) -> None:
         "/api/v1/alias-domains/{name}": {"delete"},
         "/api/v1/senders": {"get", "post"},
         "/api/v1/senders/{sender}": {"delete"},
+        "/api/v1/health": {"get"},
+        "/api/v1/bans": {"get"},
+        "/api/v1/bans/{address}": {"delete"},
+        "/api/v1/backups": {"get"},
+        "/api/v1/domains/{name}/dns": {"get"},
+        "/api/v1/domains/{name}/dkim/rotate": {"post"},
     }
     assert {"Domain", "NewAlias", "CreatedToken", "Error"} <= set(document["components"]["schemas"])
 
