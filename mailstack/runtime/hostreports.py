@@ -1,6 +1,7 @@
 """Host reports (table host_reports, migration 0011): what the host knows that the admin
 service cannot ask for itself, because it has no Docker socket (by design): the services'
-health, the bans, the mail queue, the backups, the DNS records and their check.
+health, the bans, the mail queue, the backups, the DNS records and their check (one report
+per mail domain, topic "dns:<domain>", migration 0016; the dns topic is their index).
 
 `mailstack jobs run` (the host's per-minute timer; mailstack.runtime.reports makes each
 report) writes a topic's latest report as JSON when it is due; the admin service's pages and
