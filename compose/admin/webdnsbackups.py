@@ -2,10 +2,11 @@
 `check dns` results) and backups page (/admin/backups: snapshots, the last verify).
 
 A thin shell like webdirectory.py: each page reads a host report through mailstack.api.
-hostviews as the session's principal (the DNS page cut to its domains, backups for
-administrators only) and shows how old it is; its buttons queue host jobs (a refresh, a
-DKIM rotation) with the session's CSRF token, acting as admin:NAME. Rotating a key is
-sensitive: it needs the password typed within five minutes, as creating a token does.
+hostviews as the session's principal (the DNS overview cut to its domains, a domain's page
+its own report; backups for administrators only) and shows how old it is; its buttons
+queue host jobs (a refresh, a DKIM rotation) with the session's CSRF token, acting as
+admin:NAME. Rotating a key is sensitive: it needs the password typed within five
+minutes, as creating a token does.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
@@ -105,7 +106,17 @@ async def rotate_dkim(request: Request) -> Response:
 
 @router.post("/dns/refresh")
 async def refresh_dns(request: Request) -> Response:
-    return await _refresh(request, hostreports.DNS)
+    """The overview's button remakes every domain's report; a domain's page, its own."""
+    form = await request.form()
+    session = await web.full_session(request, form)
+    if isinstance(session, Response):
+        return session
+    domain = _field(form, "domain") or None
+    try:
+        queued, _ = await _run(request, session, hostviews.refresh_dns, domain)
+    except Refused as refused:
+        return _refused(session, refused)
+    return await _dns(request, session, domain, 202, notice=f"Refresh {queued['note']}.")
 
 
 # --- backups -----------------------------------------------------------------------------------
@@ -145,7 +156,4 @@ async def _refresh(request: Request, topic: str) -> Response:
         queued, _ = await _run(request, session, hostviews.refresh, topic)
     except Refused as refused:
         return _refused(session, refused)
-    notice = f"Refresh {queued['note']}."
-    if topic == hostreports.DNS:
-        return await _dns(request, session, _field(form, "domain") or None, 202, notice=notice)
-    return await _backups(request, session, 202, notice=notice)
+    return await _backups(request, session, 202, notice=f"Refresh {queued['note']}.")

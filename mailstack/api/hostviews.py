@@ -3,15 +3,17 @@ they read the host reports (runtime.hostreports: the host writes them, `mailstac
 run`) and queue the host jobs those pages ask for (runtime.jobqueue).
 
 - Backups (GET /api/v1/backups, /admin/backups): server-wide, administrators only.
-- DNS (GET /api/v1/domains/{domain}/dns, /admin/dns[?domain=D]): the records to publish,
-  the DKIM keys and what `check dns` found, per domain; a domain administrator gets its
-  domains only (the server's own records, which serve every domain, are administrators'),
-  and naming another domain is refused with the same line whether it exists or not.
+- DNS (GET /api/v1/domains/{domain}/dns, /admin/dns?domain=D): a domain's own report
+  (topic dns:<domain>): the records to publish, the DKIM keys and what `check dns` found;
+  /admin/dns: the overview (the dns report, their index), each domain's verdict and counts
+  and the server's own records. A domain administrator gets its domains only (the
+  server's records, which serve every domain, are administrators'), and naming another
+  domain is refused with the same line whether it exists or not.
 - A DKIM key rotation (POST /api/v1/domains/{domain}/dkim/rotate, the DNS page's button):
   a dkim.rotate host job for a domain the caller manages; the host does it as `mailstack
-  dkim rotate DOMAIN` does, then remakes the dns report.
-- "Refresh now": a report.refresh job (the DNS report for anyone who may see a domain's,
-  the server-wide ones for administrators).
+  dkim rotate DOMAIN` does, then remakes that domain's report.
+- "Refresh now": a report.refresh job (a domain's DNS report for whoever manages it, the
+  DNS overview for anyone, the server-wide ones for administrators).
 
 Loaded by the admin service on Debian's own Python: no pydantic, typer or rich.
 """
@@ -64,41 +66,58 @@ def backups(executor: Executor, who: Principal) -> dict[str, Any]:
 
 
 def dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[str, Any]:
-    """The DNS report cut to what the caller manages (and to one domain, when named)."""
+    """The DNS overview (the dns report, the index: each domain's verdict and counts) cut to
+    what the caller manages; or, with a domain named, that domain's own report whole."""
     only = checked("DOMAIN", names.domain, domain) if domain else None
+    if only is not None:
+        return _one_domain(executor, who, only)
     with refusals():
-        if only is not None:
-            who.require_domain(only)
         report = hostreports.read(executor, hostreports.DNS)
     body = report.body if report is not None and isinstance(report.body, dict) else {}
-    reported = [entry for entry in body.get("domains", []) if isinstance(entry, dict)]
-    visible = set(who.visible(entry.get("domain", "") for entry in reported))
-    shown = [
-        entry
-        for entry in reported
-        if entry.get("domain") in visible and (only is None or entry.get("domain") == only)
-    ]
-    left_out = [name for name in who.visible(body.get("left_out", [])) if only in (None, name)]
+    lines = [line for line in body.get("domains", []) if isinstance(line, dict)]
+    visible = set(who.visible(line.get("domain", "") for line in lines))
     return {
         "report": report_state(report),
         "hostname": body.get("hostname"),
         "resolver": body.get("resolver"),
-        "server": body.get("server") if who.role == ADMIN and only is None else None,
-        "domains": shown,
-        "left_out": left_out,
+        "server": body.get("server") if who.role == ADMIN else None,
+        "index": [line for line in lines if line.get("domain") in visible],
+        "domains": [],
+        "left_out": list(who.visible(body.get("left_out", []))),
+    }
+
+
+def _one_domain(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
+    with refusals():
+        who.require_domain(domain)
+        report = hostreports.read(executor, hostreports.domain_dns_topic(domain))
+    body = report.body if report is not None and isinstance(report.body, dict) else {}
+    return {
+        "report": report_state(report),
+        "hostname": body.get("hostname"),
+        "resolver": body.get("resolver"),
+        "server": None,
+        "index": [],
+        "domains": [body] if body.get("domain") == domain else [],
+        "left_out": [],
     }
 
 
 def domain_dns(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
-    """GET /api/v1/domains/{domain}/dns: one domain's entry of the DNS report; 404 when the
-    report has none (not a mail domain, added after the report, or not made yet)."""
+    """GET /api/v1/domains/{domain}/dns: the domain's own DNS report (topic dns:<domain>);
+    404 when there is none (not a mail domain, added since the last run, or not made yet)."""
     found = dns(executor, who, domain)
     if not found["domains"]:
         state = found["report"]
         why = state["error"] or state["as_of"]
         with refusals():
             raise NotFound(f"the DNS report has no domain {domain.strip().lower()} ({why})")
-    return {"report": found["report"], **found["domains"][0]}
+    entry = {key: value for key, value in found["domains"][0].items() if key in _DOMAIN_KEYS}
+    return {"report": found["report"], **entry}
+
+
+# What a domain's report holds beside the server's name and resolver (the API's DomainDns).
+_DOMAIN_KEYS = ("domain", "records", "keys", "checks", "unchecked", "verdict")
 
 
 def rotate_dkim(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
@@ -113,14 +132,29 @@ def rotate_dkim(executor: Executor, who: Principal, domain: str) -> dict[str, An
 
 
 def refresh(executor: Executor, who: Principal, topic: str) -> dict[str, Any]:
-    """Ask the host to make a report now (report.refresh)."""
+    """Ask the host to make a report now (report.refresh): a server-wide one (an
+    administrator), the DNS overview (anyone: it is cut to each reader's domains), or one
+    domain's DNS report ("dns:<domain>": whoever manages the domain)."""
+    domain = hostreports.topic_domain(topic)
     with refusals():
-        if topic not in hostreports.TOPICS:
+        if not hostreports.is_topic(topic):
             raise NotFound(f"no host report {topic[:40]!r}")
-        if topic != hostreports.DNS:  # the DNS report is cut to each reader's domains
+        if domain is not None:
+            who.require_domain(domain)
+        elif topic != hostreports.DNS:
             who.require_admin()
         job = jobqueue.queue(executor, jobqueue.REFRESH_REPORT, topic)
     return {"topic": topic, "job": job, "note": QUEUED.format(job=job)}
+
+
+def refresh_dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[str, Any]:
+    """ "Refresh now" of the DNS page: the overview, or the named domain's report only."""
+    if not domain:
+        return refresh(executor, who, hostreports.DNS)
+    target = checked("DOMAIN", names.domain, domain)
+    with refusals():
+        topic = hostreports.domain_dns_topic(target)
+    return refresh(executor, who, topic)
 
 
 def _clock(taken: str) -> str:

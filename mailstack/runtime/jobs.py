@@ -82,7 +82,7 @@ def run_jobs(stack: Stack, *, retry_failed: bool = False) -> JobsRun:
         )
     # A page that asked for a change (or a fresh report) sees the result in this run.
     forced = {
-        _REFRESHES.get(outcome.kind) or outcome.target
+        _remade(outcome.kind, outcome.target)
         for outcome in outcomes
         if outcome.state == jobqueue.DONE and outcome.kind in (*_REFRESHES, jobqueue.REFRESH_REPORT)
     }
@@ -156,7 +156,7 @@ def _rotate_dkim(stack: Stack, target: str) -> str:
     active one, signing switched only once the stack's resolver serves its record; run
     again while it waits, it checks again."""
     domain = names.require("DOMAIN", names.domain, target)
-    if domain not in {found.name for found in directory.list_domains(stack.compose)}:
+    if domain not in _hosted(stack):
         raise UsageError(f"{domain} is not a mail domain of this stack; no key rotated")
     rotation = dkim_rotation.rotate(stack, domain, now=False)
     selector = rotation.key.selector
@@ -176,11 +176,29 @@ def _rotate_dkim(stack: Stack, target: str) -> str:
 
 
 def _refresh_report(stack: Stack, target: str) -> str:
-    if target not in hostreports.TOPICS:
+    if not hostreports.is_topic(target):
         raise UsageError(
-            f"TOPIC: {target[:80]!r} is not a host report (one of {', '.join(hostreports.TOPICS)})"
+            f"TOPIC: {target[:80]!r} is not a host report "
+            f"(one of {', '.join(hostreports.TOPICS)}, or dns:DOMAIN)"
         )
+    domain = hostreports.topic_domain(target)
+    if domain is not None and domain not in _hosted(stack):
+        raise UsageError(f"TOPIC: {domain} is not a mail domain of this stack; no report made")
     return f"the {target} report is made in this run"
+
+
+def _hosted(stack: Stack) -> set[str]:
+    return {found.name for found in directory.list_domains(stack.compose)}
+
+
+def _remade(kind: str, target: str) -> str:
+    """The report a done job changed: a rotated key, only its domain's DNS report."""
+    if kind == jobqueue.ROTATE_DKIM:
+        try:
+            return hostreports.domain_dns_topic(names.domain(target))
+        except (ValueError, MailstackError):
+            return hostreports.DNS  # the runner refused such a target: not reached
+    return _REFRESHES.get(kind) or target
 
 
 def _run_one(stack: Stack, piece: Work) -> tuple[str, str]:
@@ -209,5 +227,5 @@ _REFRESHES: dict[str, str] = {
     jobqueue.CLEAR_BAN: hostreports.BANS,
     jobqueue.RETRY_QUEUED: hostreports.QUEUE,
     jobqueue.DELETE_QUEUED: hostreports.QUEUE,
-    jobqueue.ROTATE_DKIM: hostreports.DNS,
+    jobqueue.ROTATE_DKIM: hostreports.DNS,  # that domain's part only: _remade
 }

@@ -191,7 +191,7 @@ def test_a_key_rotated_from_the_page_after_the_password_again_is_done_by_the_nex
     after = active_selector(stack, ours)
     assert after != before
     assert f"#{job}, #{queued['job']} dkim.rotate {ours}: done: DKIM key {after} of {ours} " in ran
-    assert "dns report published" in ran, ran  # made again in the same run
+    assert f"dns:{ours} report published" in ran, ran  # made again in the same run
     page.goto(ADMIN_URL + f"dns?domain={ours}", wait_until="domcontentloaded")
     rows = [text.split("\t") for text in page.locator("table tbody tr").filter(
         has=page.locator("td.selector")).all_inner_texts()]  # fmt: skip
@@ -254,3 +254,28 @@ def test_a_domain_administrator_sees_only_its_domains_records_and_cannot_rotate_
     status, own = api(stack, "GET", f"/api/v1/domains/{ours}/dns", token)
     assert status == 200 and own["domain"] == ours
     assert active_selector(stack, DOMAIN) == before
+
+
+def test_each_domain_gets_its_own_report_and_the_report_of_a_domain_no_longer_hosted_goes(
+    stack: RunningStack, ours: str
+) -> None:
+    gone = f"dns:gone-{uuid.uuid4().hex[:6]}.example.test"
+    db(stack, "INSERT INTO host_reports (topic, body) VALUES (:'topic', '{}');", topic=gone)
+    db(stack, "UPDATE host_reports SET taken = now() - interval '2 hours' WHERE topic = 'dns';")
+    ran = stack.cli("jobs", "run").stdout
+    assert "dns report published, and its " in ran, ran
+    reported = db(stack, "SELECT topic FROM host_reports WHERE topic LIKE 'dns:%' ORDER BY 1;")
+    hosted = db(stack, "SELECT 'dns:' || name FROM domains WHERE active ORDER BY 1;")
+    assert reported.split() == hosted.split() and f"dns:{ours}" in reported.split()
+    index = json.loads(db(stack, "SELECT body FROM host_reports WHERE topic = 'dns';"))
+    listed = [line["domain"] for line in index["domains"]]  # the stack's own domain first
+    assert sorted(listed) == sorted(topic[4:] for topic in hosted.split()) and listed[0] == DOMAIN
+    # Migration 0016's CHECK: the database itself takes no other text for a topic.
+    for hostile in ("dns:../../x", f"dns:{ours.upper()}", "dns:a.test'--", "dns:" + "a" * 300):
+        refused = stack.compose(
+            "exec", "-T", "--user", "postgres", "db", "psql", "--host=/run/postgresql",
+            "--username=postgres", "--dbname=mail", "--no-psqlrc", "--set=ON_ERROR_STOP=1",
+            f"--set=topic={hostile}", check=False,
+            stdin=b"INSERT INTO host_reports (topic, body) VALUES (:'topic', '{}');",
+        )  # fmt: skip
+        assert refused.returncode != 0 and b"host_reports_topic_check" in refused.stderr

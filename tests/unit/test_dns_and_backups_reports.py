@@ -36,6 +36,7 @@ CLAIM = "FOR UPDATE SKIP LOCKED"
 FINISH = "SET state = :'state'"
 QUEUE = "INSERT INTO host_jobs"
 READ = "FROM host_reports WHERE"
+PUBLISH = "INSERT INTO host_reports"
 BACKUP_IMAGE = "mailstack/backup:test"
 HOSTED = b"example.test,t,1,2026-12-06T12:00:00Z\nshop.test,t,0,2026-12-06T12:00:00Z\n"
 DOMAIN_ADMIN = Principal("admin:shopkeeper", "domain_admin", frozenset({"shop.test"}))
@@ -90,34 +91,131 @@ def _dns_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Stack, 
     return stack, fake
 
 
-def test_the_dns_report_has_each_domains_records_keys_and_check_verdicts(
+def test_the_dns_reports_are_each_domains_own_and_an_index_of_their_verdicts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: list[str]
 ) -> None:
     stack, fake = _dns_stack(tmp_path, monkeypatch)
-    body = dnsreport.dns_report(stack)
-    assert [entry["domain"] for entry in body["domains"]] == ["example.test", "shop.test"]
-    assert (body["count"], body["left_out"]) == (2, [])
-    first, shop = body["domains"]
+    made = dnsreport.dns_reports(stack)
+    assert list(made) == ["dns", "dns:example.test", "dns:shop.test"]
+    index, first, shop = made["dns"], made["dns:example.test"], made["dns:shop.test"]
+    assert [line["domain"] for line in index["domains"]] == ["example.test", "shop.test"]
+    assert (index["count"], index["left_out"]) == (2, [])
     # The records are `dns records`' own, zone lines included.
     keys = dkim.load_keys(stack.dir.root)
     expected = [record.zone_line for record in domain_records(stack.config, "shop.test", keys)]
     assert [record["zone_line"] for record in shop["records"]] == expected
     (key,) = shop["keys"]
     assert key["state"] == "active" and key["record_name"].endswith("._domainkey.shop.test")
+    assert (shop["domain"], shop["hostname"]) == ("shop.test", "mail.example.test")
     # The sandbox zone serves the first domain whole, and only the DKIM key of the others.
     assert first["verdict"] == "pass" and first["unchecked"] == ""
     verdicts = {check["kind"]: check["verdict"] for check in shop["checks"]}
     assert (verdicts["DKIM"], verdicts["MX"], shop["verdict"]) == ("pass", "FAIL", "FAIL")
     mx = next(check for check in shop["checks"] if check["kind"] == "MX")
     assert mx["fix"] == "publish: shop.test. 3600 IN MX 10 mail.example.test."
-    assert body["server"]["checks"] and body["server"]["records"][0]["kind"] == "A"
+    # The index: each domain's verdict and how many checks gave each; the server's records.
+    shop_line = index["domains"][1]
+    found = [check["verdict"] for check in shop["checks"]]
+    counted = {verdict: found.count(verdict) for verdict in ("pass", "warn", "FAIL")}
+    assert shop_line == {"domain": "shop.test", "verdict": "FAIL", "counts": counted,
+                         "unchecked": ""}  # fmt: skip
+    assert index["server"]["checks"] and index["server"]["records"][0]["kind"] == "A"
     # As `check dns` does: the resolver's cache is flushed for the names before asking.
     flushed = [command[-1] for command in fake.commands if "flush_zone" in command]
     assert flushed == ["mail.example.test", "example.test", "shop.test"]
-    assert len(json.dumps(body)) < hostreports.MAX_REPORT_BYTES
-    per_domain = len(json.dumps(shop, separators=(",", ":")))
-    passing = len(json.dumps(first, separators=(",", ":")))
-    print(f"\none domain in the dns report: {per_domain} bytes failing, {passing} passing")
+    sizes = {topic: len(json.dumps(body, separators=(",", ":"))) for topic, body in made.items()}
+    assert max(sizes.values()) < hostreports.MAX_REPORT_BYTES
+    print(f"\ndns reports: {sizes} bytes")
+
+
+def test_sixty_domains_each_get_their_report_and_the_index_lists_all_sixty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: list[str]
+) -> None:
+    hosted = ["example.test"] + [f"d{number:02}.example.test" for number in range(59)]
+    rows = "".join(f"{name},t,0,2026-12-06T12:00:00Z\n" for name in hosted)
+    fake = FakeContainers(by_marker=[(DOMAINS, rows.encode())])
+    stack = _stack(tmp_path, fake)
+    for name in hosted:  # each its own key (the costly 6 KB of a report)
+        dkim.ensure_key(stack.dir.root, name)
+    monkeypatch.stack = stack  # type: ignore[attr-defined]
+    published = reports.publish_one(stack, reports.PRODUCERS[hostreports.DNS])
+    assert str(published) == "dns report published, and its 60 dns:… parts"
+    sent = {c.variables()["topic"]: json.loads(c.variables()["body"]) for c in fake.sent(PUBLISH)}
+    assert [topic for topic in sent if topic.startswith("dns:")] == [f"dns:{n}" for n in hosted]
+    assert all(sent[f"dns:{name}"]["domain"] == name for name in hosted)
+    assert all(sent[f"dns:{name}"]["records"] for name in hosted)
+    index = sent["dns"]
+    assert [line["domain"] for line in index["domains"]] == hosted
+    assert (index["count"], index["left_out"]) == (60, [])
+    sizes = [len(fake_call.variables()["body"]) for fake_call in fake.sent(PUBLISH)]
+    assert max(sizes) < hostreports.MAX_REPORT_BYTES
+    # The reports of domains no longer hosted go: every dns:<domain> but these sixty.
+    (pruned,) = fake.sent("DELETE FROM host_reports")
+    assert pruned.variables()["prefix"] == "dns:"
+    assert json.loads(pruned.variables()["keep"]) == [f"dns:{name}" for name in hosted]
+    print(f"\n60 domains: index {len(json.dumps(index))} bytes, largest report {max(sizes)}")
+
+
+HOSTILE_TOPICS = [
+    "dns:../../etc/passwd",
+    "dns:shop.test'; DELETE FROM host_reports; --",
+    "dns:Shop.test",
+    "dns:shop.test\nqueue",
+    "dns:shop.test ",
+    "dns:localhost",
+    "dns:-shop.test",
+    "dns:shop_1.test",
+    "dns:" + "a" * 64 + ".test",
+    "dns:" + ".".join(["a" * 63] * 4) + ".test",
+    "dns:",
+    "queue:shop.test",
+    "dnsx",
+]
+
+
+@pytest.mark.parametrize("topic", HOSTILE_TOPICS)
+def test_a_hostile_domain_name_cannot_become_a_topic(topic: str) -> None:
+    assert not hostreports.is_topic(topic) and hostreports.topic_domain(topic) is None
+    fake = FakeContainers()
+    with pytest.raises(ValueError, match="not a host report topic"):
+        hostreports.publish(fake, topic, {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a host report topic"):
+        hostreports.read(fake, topic)  # type: ignore[arg-type]
+    if topic.startswith("dns:"):
+        with pytest.raises(MailstackError, match=r"^DOMAIN: "):
+            hostreports.domain_dns_topic(topic.removeprefix("dns:"))
+    assert not fake.calls
+
+
+def test_a_domain_name_the_database_hands_over_becomes_no_topic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: list[str]
+) -> None:
+    hostile = b'"shop.test\'; DROP TABLE host_reports; --",t,0,2026-12-06T12:00:00Z\n'
+    stack, _ = _dns_stack(tmp_path, monkeypatch)
+    stack.compose.by_marker[0] = (DOMAINS, HOSTED + hostile)  # type: ignore[attr-defined]
+    made = dnsreport.dns_reports(stack)
+    assert list(made) == ["dns", "dns:example.test", "dns:shop.test"]
+    line = made["dns"]["domains"][-1]
+    assert line["verdict"] is None and line["unchecked"].startswith("DOMAIN: ")
+
+
+def test_the_migration_allows_the_same_topics(tmp_path: Path) -> None:
+    """0016's CHECK and hostreports' rule agree (the database's regular expression, in
+    Python's words: the same characters, labels and length)."""
+    sql = Path(dnsreport.__file__).parents[1] / "migrations" / "0016_dns_reports_per_domain.sql"
+    text = sql.read_text()
+    pattern = text.split("topic ~ '", 1)[1].split("'", 1)[0]
+    bound = int(text.split("char_length(topic) <= 4 + ", 1)[1].split()[0].rstrip(")"))
+    import re
+
+    def database(topic: str) -> bool:
+        fixed = topic in hostreports.TOPICS
+        return fixed or (len(topic) <= 4 + bound and re.search(pattern, topic) is not None)
+
+    for topic in [*HOSTILE_TOPICS, "dns", "health", "dns:shop.test", "dns:xn--bcher-kva.test"]:
+        if "\n" in topic:  # Python's $ also matches before a final newline; PostgreSQL's not
+            continue
+        assert database(topic) == hostreports.is_topic(topic), topic
 
 
 def test_a_rotation_under_way_shows_the_new_key_as_pending_and_published(
@@ -125,11 +223,33 @@ def test_a_rotation_under_way_shows_the_new_key_as_pending_and_published(
 ) -> None:
     stack, _ = _dns_stack(tmp_path, monkeypatch)
     new = dkim.create_rotation_key(stack.dir.root, "shop.test")
-    shop = dnsreport.dns_report(stack)["domains"][1]
+    shop = dnsreport.dns_reports(stack)["dns:shop.test"]
     states = {key["selector"]: key["state"] for key in shop["keys"]}
     assert states[new.selector] == "pending" and sorted(states.values()) == ["active", "pending"]
     published = [r["name"] for r in shop["records"] if r["kind"] == "DKIM"]
     assert new.record_name in published and len(published) == 2
+
+
+def test_one_domains_report_is_remade_with_its_line_of_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: list[str]
+) -> None:
+    stack, fake = _dns_stack(tmp_path, monkeypatch)
+    whole = dnsreport.dns_reports(stack)
+    stale = {**whole["dns"], "domains": [
+        {**line, "verdict": "pass"} for line in whole["dns"]["domains"]]}  # fmt: skip
+    out = io.StringIO()
+    csv.writer(out).writerow(["dns", json.dumps(stale), "2026-12-06T19:00:00Z", 60])
+    fake.by_marker.append((READ, out.getvalue().encode()))
+    served.clear()
+    made = dnsreport.domain_reports(stack, "dns:shop.test")
+    assert (
+        list(made) == ["dns:shop.test", "dns"] and made["dns:shop.test"] == whole["dns:shop.test"]
+    )
+    assert [line["verdict"] for line in made["dns"]["domains"]] == ["pass", "FAIL"]
+    assert "example.test" not in served  # only the one domain asked about
+    for other in ("dns:elsewhere.test", "dns:../x", "dns"):
+        with pytest.raises(MailstackError, match=r"^TOPIC: "):
+            dnsreport.domain_reports(stack, other)
 
 
 def test_the_dns_checks_stop_when_their_time_is_up_and_the_records_stay(
@@ -137,23 +257,25 @@ def test_the_dns_checks_stop_when_their_time_is_up_and_the_records_stay(
 ) -> None:
     stack, _ = _dns_stack(tmp_path, monkeypatch)
     ticks = iter([0.0, 1.0, dnsreport.CHECK_SECONDS + 1])  # start, first domain, second
-    body = dnsreport.dns_report(stack, clock=lambda: next(ticks))
-    first, shop = body["domains"]
+    made = dnsreport.dns_reports(stack, clock=lambda: next(ticks))
+    first, shop = made["dns:example.test"], made["dns:shop.test"]
     assert first["checks"] and shop["checks"] is None and shop["verdict"] is None
     assert shop["unchecked"].startswith("not checked in this run: its 120 s")
     assert shop["records"] and "shop.test" not in served
+    assert made["dns"]["domains"][1]["unchecked"] == shop["unchecked"]
 
 
-def test_a_report_too_large_names_the_domains_it_leaves_out(
+def test_an_index_too_large_names_the_domains_it_leaves_out_and_their_reports_stay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: list[str]
 ) -> None:
     stack, _ = _dns_stack(tmp_path, monkeypatch)
-    whole = dnsreport.dns_report(stack)
-    first = len(json.dumps(whole["domains"][0], separators=(",", ":")))
-    monkeypatch.setattr(dnsreport, "_DOMAINS_BUDGET", first + 10)
-    body = dnsreport.dns_report(stack)
-    assert [entry["domain"] for entry in body["domains"]] == ["example.test"]
-    assert (body["count"], body["left_out"]) == (2, ["shop.test"])
+    whole = dnsreport.dns_reports(stack)
+    first = len(json.dumps(whole["dns"]["domains"][0], separators=(",", ":")))
+    monkeypatch.setattr(dnsreport, "_INDEX_BUDGET", first + 10)
+    made = dnsreport.dns_reports(stack)
+    assert [line["domain"] for line in made["dns"]["domains"]] == ["example.test"]
+    assert (made["dns"]["count"], made["dns"]["left_out"]) == (2, ["shop.test"])
+    assert made["dns:shop.test"]["records"]
 
 
 def test_a_resolver_that_does_not_answer_leaves_the_records_and_says_why(
@@ -165,10 +287,12 @@ def test_a_resolver_that_does_not_answer_leaves_the_records_and_says_why(
         raise dnscheck.DnsLookupFailed(f"the resolver 172.1.2.53 does not answer ({name} {rtype})")
 
     monkeypatch.setattr(dnscheck.Lookup, "records", silent)
-    body = dnsreport.dns_report(stack)
-    assert body["server"]["checks"] is None
-    assert body["server"]["unchecked"].startswith("not checked: the resolver 172.1.2.53")
-    assert all(entry["checks"] is None and entry["records"] for entry in body["domains"])
+    made = dnsreport.dns_reports(stack)
+    server = made["dns"]["server"]
+    assert server["checks"] is None
+    assert server["unchecked"].startswith("not checked: the resolver 172.1.2.53")
+    parts = [made["dns:example.test"], made["dns:shop.test"]]
+    assert all(entry["checks"] is None and entry["records"] for entry in parts)
 
 
 # --- the backups report ---------------------------------------------------------------------
@@ -281,7 +405,12 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         reports,
         "PRODUCERS",
         {
-            topic: reports.Producer(topic, 3600, lambda stack, t=topic: topics.append(t) or {})
+            topic: reports.Producer(
+                topic,
+                3600,
+                lambda stack, t=topic: topics.append(t) or {},
+                make_part=lambda stack, part: topics.append(part) or {},
+            )
             for topic in hostreports.TOPICS
         },
     )
@@ -318,7 +447,8 @@ def test_a_rotation_job_publishes_the_new_key_then_signs_with_it_and_remakes_the
         ["restart", "resolver"],
         ["restart", "rspamd"],
     ]
-    assert hostreports.DNS in made  # made again in the same run, though an hour is not up
+    # That domain's report made again in the same run, though an hour is not up; not all.
+    assert "dns:shop.test" in made and hostreports.DNS not in made
 
 
 def test_a_rotation_whose_record_is_not_visible_yet_keeps_signing_with_the_old_key(
@@ -360,6 +490,28 @@ def test_a_rotation_target_the_database_hands_over_is_checked_again(
     assert not [c for c in fake.commands if c[0] == "restart"]
 
 
+@pytest.mark.parametrize(
+    ("target", "state", "reason"),
+    [
+        ("dns:shop.test", "done", "the dns:shop.test report is made in this run"),
+        ("dns:elsewhere.test", "failed", "TOPIC: elsewhere.test is not a mail domain"),
+        ("dns:../../etc", "failed", "TOPIC: 'dns:../../etc' is not a host report"),
+        ("dns:Shop.test", "failed", "TOPIC: 'dns:Shop.test' is not a host report"),
+    ],
+)
+def test_a_refresh_of_one_domains_report_is_checked_again_and_remakes_only_it(
+    tmp_path: Path, made: list[str], target: str, state: str, reason: str
+) -> None:
+    claim = ",".join(["9", "report.refresh", json.dumps(target)]).encode() + b"\n"
+    fake = FakeContainers(by_marker=[(CLAIM, _claims(claim)), (DOMAINS, HOSTED)])
+    fake.by_marker.append(("FROM host_reports;", _ages([(t, 5) for t in hostreports.TOPICS])))
+    stack = _stack(tmp_path, fake)
+    jobs.run_jobs(stack)
+    ((finished, why),) = _finished(fake)
+    assert finished == state and why.startswith(reason), why
+    assert made == ([target] if state == "done" else [])
+
+
 def _ages(rows: list[tuple[str, int]]) -> bytes:
     return "".join(f"{topic},{age}\n" for topic, age in rows).encode()
 
@@ -373,26 +525,38 @@ def _reported(topic: str, body: object, age: int = 42) -> FakeContainers:
     return FakeContainers(by_marker=[(READ, out.getvalue().encode()), (DOMAINS, HOSTED)])
 
 
-DNS_BODY = {
+DNS_INDEX = {
     "hostname": "mail.example.test",
     "resolver": "172.30.10.53",
     "server": {"records": [{"kind": "A"}], "checks": [], "unchecked": ""},
     "domains": [
-        {"domain": "example.test", "records": [{"kind": "MX"}], "keys": [], "checks": []},
-        {"domain": "shop.test", "records": [{"kind": "MX"}], "keys": [], "checks": []},
+        {"domain": "example.test", "verdict": "pass", "counts": {"pass": 9}, "unchecked": ""},
+        {"domain": "shop.test", "verdict": "FAIL", "counts": {"FAIL": 2}, "unchecked": ""},
     ],
     "count": 3,
     "left_out": ["zz.test"],
 }
+SHOP_DNS = {
+    "hostname": "mail.example.test",
+    "resolver": "172.30.10.53",
+    "domain": "shop.test",
+    "records": [{"kind": "MX"}],
+    "keys": [],
+    "checks": [],
+    "unchecked": "",
+    "verdict": "pass",
+}
 
 
 def test_a_domain_administrator_sees_only_its_domains_and_not_the_servers_records() -> None:
-    shown = hostviews.dns(_reported("dns", DNS_BODY), DOMAIN_ADMIN)  # type: ignore[arg-type]
-    assert [entry["domain"] for entry in shown["domains"]] == ["shop.test"]
-    assert shown["server"] is None and shown["left_out"] == []
+    fake = _reported("dns", DNS_INDEX)
+    shown = hostviews.dns(fake, DOMAIN_ADMIN)  # type: ignore[arg-type]
+    assert [line["domain"] for line in shown["index"]] == ["shop.test"]
+    assert shown["server"] is None and shown["left_out"] == [] and shown["domains"] == []
     assert shown["report"]["as_of"] == "as of 19:00:00 UTC, 42 s ago"
-    everything = hostviews.dns(_reported("dns", DNS_BODY), ROOT)  # type: ignore[arg-type]
-    assert [entry["domain"] for entry in everything["domains"]] == ["example.test", "shop.test"]
+    assert fake.sent(READ)[0].variables()["topic"] == "dns"  # the index
+    everything = hostviews.dns(_reported("dns", DNS_INDEX), ROOT)  # type: ignore[arg-type]
+    assert [line["domain"] for line in everything["index"]] == ["example.test", "shop.test"]
     assert everything["server"] is not None and everything["left_out"] == ["zz.test"]
 
 
@@ -400,8 +564,8 @@ def test_a_domain_administrator_sees_only_its_domains_and_not_the_servers_record
 def test_naming_another_domain_is_refused_with_one_line_whether_it_exists_or_not(
     other: str,
 ) -> None:
-    fake = _reported("dns", DNS_BODY)
-    for ask in (hostviews.dns, hostviews.domain_dns, hostviews.rotate_dkim):
+    fake = _reported("dns", DNS_INDEX)
+    for ask in (hostviews.dns, hostviews.domain_dns, hostviews.rotate_dkim, hostviews.refresh_dns):
         with pytest.raises(ApiError) as refused:
             ask(fake, DOMAIN_ADMIN, other)  # type: ignore[arg-type]
         assert (refused.value.status, refused.value.message) == (
@@ -411,20 +575,25 @@ def test_naming_another_domain_is_refused_with_one_line_whether_it_exists_or_not
     assert not fake.sent(QUEUE) and not fake.sent(READ)
 
 
-def test_one_domains_dns_and_a_domain_missing_from_the_report() -> None:
-    found = hostviews.domain_dns(_reported("dns", DNS_BODY), DOMAIN_ADMIN, "SHOP.test")  # type: ignore[arg-type]
+def test_one_domains_dns_is_its_own_report_and_a_domain_without_one_is_not_found() -> None:
+    fake = _reported("dns:shop.test", SHOP_DNS)
+    found = hostviews.domain_dns(fake, DOMAIN_ADMIN, "SHOP.test")  # type: ignore[arg-type]
     assert found["domain"] == "shop.test" and found["report"]["age_seconds"] == 42
+    assert "hostname" not in found and found["records"] == [{"kind": "MX"}]
+    assert fake.sent(READ)[0].variables()["topic"] == "dns:shop.test"
+    page = hostviews.dns(fake, DOMAIN_ADMIN, "shop.test")  # type: ignore[arg-type]
+    assert page["domains"] == [SHOP_DNS] and page["index"] == [] and page["server"] is None
     with pytest.raises(ApiError) as missing:
-        hostviews.domain_dns(_reported("dns", DNS_BODY), ROOT, "zz.test")  # type: ignore[arg-type]
+        hostviews.domain_dns(FakeContainers(), ROOT, "zz.test")  # type: ignore[arg-type]
     assert missing.value.status == 404
-    assert missing.value.message.startswith("the DNS report has no domain zz.test (as of 19:00")
+    assert missing.value.message.startswith("the DNS report has no domain zz.test (the host has")
     with pytest.raises(ApiError) as hostile:
-        hostviews.domain_dns(_reported("dns", DNS_BODY), ROOT, "x'; DROP TABLE domains; --")  # type: ignore[arg-type]
+        hostviews.domain_dns(fake, ROOT, "x'; DROP TABLE domains; --")  # type: ignore[arg-type]
     assert hostile.value.status == 400 and hostile.value.message.startswith("DOMAIN: ")
 
 
 def test_a_rotation_is_queued_for_a_hosted_domain_the_caller_manages() -> None:
-    fake = _reported("dns", DNS_BODY)
+    fake = _reported("dns", DNS_INDEX)
     fake.by_marker.insert(0, (QUEUE, b"17\n"))
     queued = hostviews.rotate_dkim(fake, DOMAIN_ADMIN, "shop.test")  # type: ignore[arg-type]
     assert queued == {
@@ -476,6 +645,17 @@ def test_a_refresh_of_a_server_wide_report_is_for_administrators_the_dns_one_for
         fake.sent(QUEUE)[0].variables().items()
         >= {"kind": "report.refresh", "target": "dns"}.items()
     )
+    # A domain's own report: whoever manages the domain (its page's "Refresh now").
+    assert hostviews.refresh_dns(fake, DOMAIN_ADMIN, "Shop.Test")["topic"] == "dns:shop.test"  # type: ignore[arg-type]
+    assert fake.sent(QUEUE)[1].variables()["target"] == "dns:shop.test"
+    for topic, status in (("dns:example.test", 403), ("dns:../x", 404), ("dns:Shop.test", 404)):
+        with pytest.raises(ApiError) as refused:
+            hostviews.refresh(fake, DOMAIN_ADMIN, topic)  # type: ignore[arg-type]
+        assert refused.value.status == status, topic
+    with pytest.raises(ApiError) as hostile:
+        hostviews.refresh_dns(fake, ROOT, "../../x")  # type: ignore[arg-type]
+    assert hostile.value.status == 400 and hostile.value.message.startswith("DOMAIN: ")
+    assert len(fake.sent(QUEUE)) == 2
 
 
 def test_the_password_confirmation_returns_to_the_dns_page_and_no_url_it_names() -> None:
