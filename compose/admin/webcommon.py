@@ -151,8 +151,9 @@ async def run_as(
 def refused_page(session: Session, refused: Refused) -> HTMLResponse:
     """The page of a refusal that leaves no form to show it on (a domain administrator's
     403 on a page for administrators only)."""
+    title = "Not found" if refused.status == 404 else "Refused"
     return page(
-        "message.html", refused.status, title="Refused", error=refused.message,
+        "message.html", refused.status, title=title, error=refused.message,
         session=session, csrf=session.csrf_token,
     )  # fmt: skip
 

@@ -192,11 +192,8 @@ async def _mailbox(
     found = [m for m in listed["mailboxes"] if m["address"] == address.strip().lower()]
     if not found:
         message = f"mailbox {address.strip()[:254]} does not exist or is not one you manage"
-        refused = 404 if status == 200 else status
-        return web.page(
-            "message.html", refused, title="Not found" if refused == 404 else "web.Refused",
-            error=values.get("error") or message, session=session, csrf=session.csrf_token,
-        )  # fmt: skip
+        refused = web.Refused(404 if status == 200 else status, values.get("error") or message)
+        return web.refused_page(session, refused)
     return web.page(
         "mailbox.html", status, session=session, csrf=session.csrf_token, mailbox=found[0],
         **values,
@@ -354,7 +351,7 @@ async def confirm_submit(request: Request) -> Response:
 
 
 async def _audit(request: Request, session: Session) -> tuple[Any, str | None, int]:
-    """The entries the query asks for, newest first; web.Refused with the line otherwise."""
+    """The entries the query asks for, newest first; Refused with the line otherwise."""
     actor_text = request.query_params.get("actor")
     try:
         actor, limit = core.audit_filters(actor_text, request.query_params.get("limit"))
@@ -394,10 +391,7 @@ async def audit_export(request: Request, kind: str) -> Response:
     try:
         entries, _, _ = await _audit(request, session)
     except web.Refused as refused:
-        return web.page(
-            "message.html", refused.status, title="web.Refused", error=refused.message,
-            session=session, csrf=session.csrf_token,
-        )  # fmt: skip
+        return web.refused_page(session, refused)
     body = core.audit_csv(entries) if kind == "csv" else core.audit_json(entries)
     media = "text/csv; charset=utf-8" if kind == "csv" else "application/json"
     disposition = f'attachment; filename="{core.export_name(kind, _now())}"'

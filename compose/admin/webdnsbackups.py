@@ -10,50 +10,18 @@ minutes, as creating a token does.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
-from collections.abc import Callable
 from typing import Any
 
 import webcommon as web
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import FormData
-from webcommon import Refused
 
-from mailstack.api import hostviews, operations, signin
-from mailstack.api.operations import ApiError
-from mailstack.errors import MailstackError
+from mailstack.api import hostviews, signin
 from mailstack.identity import principal
 from mailstack.identity.sessions import Session
 from mailstack.runtime import hostreports
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-
-
-async def _run(
-    request: Request, session: Session, function: Callable[..., Any], *args: Any
-) -> tuple[Any, principal.Principal]:
-    """An operation as the session's principal, acting as admin:NAME; its answer and that
-    principal, or Refused with the CLI's line (webdirectory's runner, which keeps its own
-    private)."""
-    who, actor = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
-    try:
-        return await web.blocking(function, web.EXECUTOR, who, *args, actor=actor), who
-    except ApiError as refused:
-        raise Refused(refused.status, refused.message) from None
-    except MailstackError as failed:
-        answer = operations.refusal(failed)
-        raise Refused(answer.status, answer.message) from None
-
-
-def _field(form: FormData, name: str) -> str:
-    return str(form.get(name) or "").strip()
-
-
-def _refused(session: Session, refused: Refused) -> Response:
-    return web.page(
-        "message.html", refused.status, title="Not found" if refused.status == 404 else "Refused",
-        error=refused.message, session=session, csrf=session.csrf_token,
-    )  # fmt: skip
 
 
 # --- DNS ---------------------------------------------------------------------------------------
@@ -76,9 +44,10 @@ async def _dns(
     request: Request, session: Session, domain: str | None, status: int = 200, **values: Any
 ) -> Response:
     try:
-        found, who = await _run(request, session, hostviews.dns, domain)
-    except Refused as refused:
-        return _refused(session, refused)
+        found = await web.run_as(request, session, hostviews.dns, domain)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
+    who, _ = await web.blocking(signin.acting, web.EXECUTOR, session, web.client(request))
     return web.page(
         "dns.html", status, session=session, csrf=session.csrf_token, dns=found,
         only=domain, is_admin=who.role == principal.ADMIN, **values,
@@ -91,14 +60,14 @@ async def rotate_dkim(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    domain = _field(form, "domain")
+    domain = web.field(form, "domain")
     try:
         signin.require_recent_password(session)
     except signin.ReauthNeeded:
         return web.redirect("/admin/confirm?next=/admin/dns")
     try:
-        queued, _ = await _run(request, session, hostviews.rotate_dkim, domain)
-    except Refused as refused:
+        queued = await web.run_as(request, session, hostviews.rotate_dkim, domain)
+    except web.Refused as refused:
         return await _dns(request, session, None, refused.status, error=refused.message)
     notice = f"Rotating the DKIM key of {queued['domain']}: {queued['note']}."
     return await _dns(request, session, queued["domain"], 202, notice=notice)
@@ -111,11 +80,11 @@ async def refresh_dns(request: Request) -> Response:
     session = await web.full_session(request, form)
     if isinstance(session, Response):
         return session
-    domain = _field(form, "domain") or None
+    domain = web.field(form, "domain") or None
     try:
-        queued, _ = await _run(request, session, hostviews.refresh_dns, domain)
-    except Refused as refused:
-        return _refused(session, refused)
+        queued = await web.run_as(request, session, hostviews.refresh_dns, domain)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     return await _dns(request, session, domain, 202, notice=f"Refresh {queued['note']}.")
 
 
@@ -134,9 +103,9 @@ async def _backups(
     request: Request, session: Session, status: int = 200, **values: Any
 ) -> Response:
     try:
-        found, _ = await _run(request, session, hostviews.backups)
-    except Refused as refused:
-        return _refused(session, refused)
+        found = await web.run_as(request, session, hostviews.backups)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     return web.page(
         "backups.html", status, session=session, csrf=session.csrf_token, backups=found, **values
     )
@@ -153,7 +122,7 @@ async def _refresh(request: Request, topic: str) -> Response:
     if isinstance(session, Response):
         return session
     try:
-        queued, _ = await _run(request, session, hostviews.refresh, topic)
-    except Refused as refused:
-        return _refused(session, refused)
+        queued = await web.run_as(request, session, hostviews.refresh, topic)
+    except web.Refused as refused:
+        return web.refused_page(session, refused)
     return await _backups(request, session, 202, notice=f"Refresh {queued['note']}.")
