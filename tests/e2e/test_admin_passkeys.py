@@ -77,7 +77,7 @@ def test_a_passkey_registered_with_chromiums_virtual_authenticator_signs_an_admi
     page.wait_for_load_state("domcontentloaded")
     ceremony(page, "Make the passkey", ADMIN_URL + "passkeys/finish")
     assert status_line(page) == "Added the passkey laptop."
-    assert page.get_by_role("cell", name="laptop").is_visible()
+    assert page.get_by_role("cell", name="laptop", exact=True).is_visible()
     made = devtools.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
     assert len(made["credentials"]) == 1
 
