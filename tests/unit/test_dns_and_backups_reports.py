@@ -21,7 +21,7 @@ from mailstack.backup import report as backup_report
 from mailstack.backup import restic, verification
 from mailstack.errors import MailstackError
 from mailstack.identity.principal import ROOT, Principal
-from mailstack.images import imagerefs
+from mailstack.images import builder, imagerefs
 from mailstack.mailauth import dkim, dnscheck, dnsreport
 from mailstack.mailauth.dnsrecords import domain_records, mta_sts_policy, sandbox_zone
 from mailstack.runtime import hostreports, jobs, reports
@@ -301,8 +301,10 @@ def test_a_resolver_that_does_not_answer_leaves_the_records_and_says_why(
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     fake = FakeEngine(images={BACKUP_IMAGE: "sha256:backup"})
-    monkeypatch.setattr(restic, "DOCKER", fake)
-    monkeypatch.setattr(verification, "DOCKER", fake)
+    # The image builder too: it would otherwise ask the real engine for the backup image and
+    # build it (debootstrap) when that engine has none.
+    for module in (restic, verification, builder):
+        monkeypatch.setattr(module, "DOCKER", fake)
     return fake
 
 
