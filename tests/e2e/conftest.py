@@ -7,6 +7,8 @@ Compose bridge sends off its bridge. The rule is removed when the session ends, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -24,9 +26,19 @@ import yaml
 
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
-# MAILSTACK_E2E_SLOT=1..7 runs a second test session beside the first (own project name,
-# ports and subnets), e.g. while developing one area; CI uses slot 0.
-SLOT = int(os.environ.get("MAILSTACK_E2E_SLOT", "0"))
+
+
+def _slot() -> int:
+    """MAILSTACK_E2E_SLOT=1..7 runs a second test session beside the first (own project name,
+    ports and subnets), e.g. while developing one area; CI uses slot 0. Under pytest-xdist
+    (scripts/test.sh runs two workers) worker gw0 keeps that slot and worker gwN takes the
+    slot 7 + N above it, past the ones developers use."""
+    base = int(os.environ.get("MAILSTACK_E2E_SLOT", "0"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    return base + 7 + worker if worker else base
+
+
+SLOT = _slot()
 PROJECT = "mailstack-e2e" + (str(SLOT) if SLOT else "")
 _PORT_BASE = 2000 if SLOT == 0 else 30000 + 100 * SLOT
 PORTS = {
@@ -46,6 +58,7 @@ SUBNETS = (
 )
 # Where every test client on the host arrives from: the frontend network's gateway.
 GATEWAY = str(ipaddress.ip_network(SUBNETS[0]).network_address + 1)
+BUILD_LOCK = Path("/tmp/mailstack-e2e-build.lock")
 GUARD_RULE = [
     "DOCKER-USER",
     "-i",
@@ -155,6 +168,16 @@ def _docker_usable() -> bool:
     )
 
 
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    with BUILD_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def egress_guard() -> Iterator[None]:
     subprocess.run(["iptables", "-N", "DOCKER-USER"], capture_output=True, check=False)
@@ -200,7 +223,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     mailstack("render", "--dir", str(root))
     # Build (layer cache: quick when nothing changed) so the images match compose/ as checked out.
-    mailstack("build", "--dir", str(root))
+    # One session builds at a time: a second (another xdist worker or slot) then finds every
+    # image built instead of debootstrapping and building the same ones beside it.
+    with _build_lock():
+        mailstack("build", "--dir", str(root))
     running = RunningStack(root, root / "tls" / "ca.pem")
     running.compose("down", "--volumes", "--remove-orphans", check=False)
     try:
