@@ -40,17 +40,33 @@ def _slot() -> int:
 
 SLOT = _slot()
 PROJECT = "mailstack-e2e" + (str(SLOT) if SLOT else "")
-_PORT_BASE = 2000 if SLOT == 0 else 30000 + 100 * SLOT
-PORTS = {
-    "smtp": _PORT_BASE + 525 if SLOT == 0 else _PORT_BASE + 25,
-    "submission": _PORT_BASE + 587 if SLOT == 0 else _PORT_BASE + 87,
-    "submissions": _PORT_BASE + 465 if SLOT == 0 else _PORT_BASE + 65,
-    "imap": _PORT_BASE + 143 if SLOT == 0 else _PORT_BASE + 43,
-    "imaps": _PORT_BASE + 993 if SLOT == 0 else _PORT_BASE + 93,
-    "http": _PORT_BASE + 80,
-    "https": _PORT_BASE + 443 if SLOT == 0 else _PORT_BASE + 44,
-    "managesieve": _PORT_BASE + 4190 if SLOT == 0 else _PORT_BASE + 90,
-}
+
+
+def slot_ports(slot: int) -> dict[str, int]:
+    """The published ports of a slot's stack, on the host's loopback."""
+    base = 2000 if slot == 0 else 30000 + 100 * slot
+    if slot == 0:
+        offsets = {"smtp": 525, "submission": 587, "submissions": 465, "imap": 143,
+                   "imaps": 993, "http": 80, "https": 443, "managesieve": 4190}  # fmt: skip
+    else:
+        offsets = {"smtp": 25, "submission": 87, "submissions": 65, "imap": 43,
+                   "imaps": 93, "http": 80, "https": 44, "managesieve": 90}  # fmt: skip
+    return {name: base + offset for name, offset in offsets.items()}
+
+
+PORTS = slot_ports(SLOT)
+
+
+def side_stack_ports(shift: int, side: int) -> dict[str, int]:
+    """The ports of a side stack (test_update: side 1, test_security_update: side 2): in
+    slot 0 each session port shifted by `shift`, which no port of slot 0 uses; in another
+    slot the layout of a slot of its own, 20 x side above (a shift there would land on
+    another port of the slot: 80 + 7 is the submission port)."""
+    if SLOT == 0:
+        return {name: port + shift for name, port in PORTS.items()}
+    return slot_ports(SLOT + 20 * side)
+
+
 SUBNETS = (
     ("172.29.90.0/24", "172.29.91.0/24")
     if SLOT == 0

@@ -25,13 +25,12 @@ import yaml
 from mailstack.images import aptsources
 from mailstack.images.imagetags import DEBIAN_IMAGE
 from tests.e2e.aptrepo import LocalAptRepository, changelog_entry, download, repack
-from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
+from tests.e2e.conftest import DOMAIN, HOSTNAME, SLOT, mailstack, side_stack_ports
 from tests.e2e.sidestack import PASSWORD, SideStack
 from tests.e2e.steady import SteadySender
 
 PROJECT = f"mailstack-e2e-security{SLOT or ''}"
-# Beside the session stack's ports: each shifted by 7, which no port of a slot uses.
-SECURITY_PORTS = {name: port + 7 for name, port in PORTS.items()}
+SECURITY_PORTS = side_stack_ports(shift=7, side=2)  # beside the session stack's
 SUBNETS = (
     ("172.29.94.0/24", "172.29.95.0/24")
     if SLOT == 0

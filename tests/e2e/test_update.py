@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, SLOT, mailstack
+from tests.e2e.conftest import DOMAIN, HOSTNAME, SLOT, mailstack, side_stack_ports
 from tests.e2e.sidestack import PASSWORD, SideStack, copy_checkout
 from tests.e2e.steady import SteadySender
 
@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 OLD_VERSION = "0.1.0"
 NEW_VERSION = "0.1.1"
 PROJECT = f"mailstack-e2e-update{SLOT or ''}"
-# Beside the session stack's ports: each shifted by 5, which no port of a slot uses.
-UPDATE_PORTS = {name: port + 5 for name, port in PORTS.items()}
+UPDATE_PORTS = side_stack_ports(shift=5, side=1)  # beside the session stack's
 SUBNETS = (
     ("172.29.92.0/24", "172.29.93.0/24")
     if SLOT == 0
