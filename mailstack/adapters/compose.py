@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -92,6 +93,15 @@ class Compose:
             check=check,
             what=f"docker compose {args[0]}",
             capture=capture,
+        )
+
+    def stream(
+        self, args: list[str], on_line: Callable[[str], None], *, timeout: float = 10**7
+    ) -> tuple[int, str]:
+        """Run `docker compose ARGS`, handing each stdout line to on_line as it comes;
+        (exit code, stderr)."""
+        return process.stream(
+            [*self._base(), *args], on_line, timeout=timeout, what=f"docker compose {args[0]}"
         )
 
     def exec(

@@ -1,4 +1,4 @@
-"""Build, up, down, restart, status, logs: the stack's lifecycle over `docker compose`."""
+"""Build, up, down, restart, status: the stack's lifecycle over `docker compose`."""
 
 from __future__ import annotations
 
@@ -214,16 +214,6 @@ def status(stack: Stack) -> StackStatus:
         security_pending=bool(report and report.security_fixes),
         security_last_run=security.last_run.get("outcome", ""),
     )
-
-
-def logs(stack: Stack, service: str | None, follow: bool, tail: int) -> None:
-    """Stream logs to the terminal (the one command that hands the terminal to Compose)."""
-    args = ["logs", "--tail", str(tail)]
-    if follow:
-        args.append("--follow")
-    if service:
-        args.append(service)
-    stack.compose.run(args, capture=False, check=False, timeout=10**7)
 
 
 # --- network overlap ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from mailstack.stack.config_sections import (
     Backup,
     Features,
     Images,
+    Logs,
     Mailboxes,
     Network,
     Ports,
@@ -58,6 +59,7 @@ class Config(Section):
     backup: Backup = Field(default_factory=Backup)
     update: Update = Field(default_factory=Update)
     images: Images = Field(default_factory=Images)
+    logs: Logs = Field(default_factory=Logs)
     policy: Policy = Field(default_factory=Policy)
     mailboxes: Mailboxes = Field(default_factory=Mailboxes)
     dns: Dns = Field(default_factory=Dns)

@@ -269,6 +269,21 @@ class Update(Section):
     )
 
 
+class Logs(Section):
+    driver: Literal["json-file", "journald"] = Field(
+        default="json-file",
+        description="where Docker keeps the services' logs: json-file (rotated files beside "
+        "the containers) or journald (the host's journal, which can forward to syslog; "
+        "docs/logs.md); `mailstack logs` reads either",
+    )
+    max_size_mb: int = Field(
+        default=10, ge=1, le=1024, description="json-file: size of one log file, in MB"
+    )
+    max_files: int = Field(
+        default=3, ge=1, le=100, description="json-file: files kept per container, rotated"
+    )
+
+
 class Images(Section):
     registry: Registry | None = Field(
         default=None,

@@ -103,6 +103,34 @@ def test_open_relay_is_refused_through_the_published_port(stack: RunningStack) -
         assert 500 <= code < 600, (code, reply)
 
 
+def test_logs_finds_a_rejection_by_since_and_grep_and_says_when_nothing_matches(
+    stack: RunningStack,
+) -> None:
+    victim = f"victim-{uuid.uuid4().hex[:10]}@foreign.example"
+    with smtplib.SMTP("127.0.0.1", PORTS["smtp"], timeout=30) as smtp:
+        smtp.ehlo("relay-tester.example")
+        smtp.mail("spammer@elsewhere.example")
+        assert smtp.rcpt(victim)[0] == 554  # relay access denied, logged by Postfix
+    deadline = time.monotonic() + 30
+    while True:
+        found = stack.cli("logs", "postfix", "--since", "5m", "--grep", victim, check=False)
+        if found.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert found.returncode == 0, found.stderr
+    (line,) = found.stdout.splitlines()
+    assert "NOQUEUE: reject: RCPT from" in line and f"to=<{victim}>" in line, line
+    # Case ignored with -i; every service when none is named.
+    assert victim in stack.cli("logs", "--grep", victim.upper(), "-i").stdout
+    # A string no line holds: exit 1 with one line, as grep does.
+    nothing = stack.cli("logs", "postfix", "--since", "2020-01-01T00:00Z", "--grep", "no-such-"
+                        + uuid.uuid4().hex, check=False)  # fmt: skip
+    assert nothing.returncode == 1 and nothing.stdout == ""
+    assert nothing.stderr.startswith("error: no log line matches 'no-such-"), nothing.stderr
+    bad = stack.cli("logs", "--since", "last tuesday", check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
 def test_no_auth_offered_on_587_before_starttls(stack: RunningStack) -> None:
     with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=30) as smtp:
         smtp.ehlo("client.example.test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from mailstack.stack.config import Config, validate_config
+from mailstack.stack.config_sections import Logs
 from mailstack.stack.render import RenderInputs, comment_prefix, render_stack, with_header
 from tests.conftest import REFERENCE
 from tests.unit.compose_check import assert_compose_accepts
@@ -104,3 +106,23 @@ def test_dovecot_doors_for_postfix_are_sockets_only_postfix_shares(
         "dovecot": [f"dovecot-postfix-sockets:{directory}"],
         "postfix": [f"dovecot-postfix-sockets:{directory}:ro"],
     }
+
+
+def test_every_service_logs_where_logs_driver_says_and_json_file_rotates(
+    reference_config: Config, tmp_path: Path
+) -> None:
+    def logging_of(config: Config) -> set[str]:
+        compose = yaml.safe_load(render_stack(RenderInputs(config, "1"))["compose.yaml"])
+        return {
+            json.dumps(each["logging"], sort_keys=True) for each in compose["services"].values()
+        }
+
+    rotated = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+    assert logging_of(reference_config) == {json.dumps(rotated, sort_keys=True)}
+    bigger = reference_config.model_copy(
+        update={"logs": Logs(max_size_mb=50, max_files=5)}, deep=True
+    )
+    assert json.loads(logging_of(bigger).pop())["options"] == {"max-size": "50m", "max-file": "5"}
+    journal = reference_config.model_copy(update={"logs": Logs(driver="journald")}, deep=True)
+    assert logging_of(journal) == {json.dumps({"driver": "journald"})}
+    assert_compose_accepts(render_stack(RenderInputs(journal, "1")), tmp_path)
