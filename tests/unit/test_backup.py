@@ -238,7 +238,8 @@ def test_the_timer_runs_daily_in_the_stack_time_zone_and_catches_up(tmp_path: Pa
     assert commands[1][3:5] == ["backup", "prune"]
     assert not result.activated  # a unit directory of our own: systemd is not told
     removed = schedule.remove(timer, tmp_path)
-    assert len(removed.units) == 2 and not list(tmp_path.glob("*.timer"))
+    # The stack's last timer: its alert template goes with it.
+    assert len(removed.units) == 3 and not list(tmp_path.glob("*.service"))
 
 
 def test_systemd_quoting_keeps_specifiers_and_quotes_literal() -> None:
