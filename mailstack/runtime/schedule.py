@@ -20,7 +20,7 @@ from mailstack.stack.config import Config
 from mailstack.stack.stackdir import atomic_write
 
 SYSTEMD_DIR = Path("/etc/systemd/system")
-TIMER_KINDS = ("backup", "tls", "security", "jobs")  # mailstack-<kind>-<project>.timer
+TIMER_KINDS = ("backup", "verify", "tls", "security", "jobs")  # mailstack-<kind>-<project>.timer
 _RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID 1
 
 
@@ -76,6 +76,48 @@ def backup_timer(stack_root: Path, config: Config) -> Timer:
         stack_root=stack_root,
         project=config.project,
     )
+
+
+_VERIFY_DAYS = {"daily": "*-*-*", "weekly": "Sun *-*-*", "monthly": "*-*-01"}
+VERIFY_AFTER_HOURS = 3  # after the backup it checks, which prune follows
+
+
+def verify_calendar(config: Config) -> str:
+    """OnCalendar= of the trial restore: backup.verify_schedule's days, three hours after
+    backup.schedule_time, in the stack's time zone."""
+    hour, minute = (int(part) for part in config.backup.schedule_time.split(":"))
+    days = _VERIFY_DAYS[config.backup.verify_schedule]
+    return f"{days} {(hour + VERIFY_AFTER_HOURS) % 24:02d}:{minute:02d}:00 {config.timezone}"
+
+
+def verify_timer(stack_root: Path, config: Config) -> Timer:
+    """`backup verify` (a trial restore into scratch space) on backup.verify_schedule."""
+    return Timer(
+        name=f"mailstack-verify-{config.project}",
+        what="backup verify (trial restore)",
+        owner="mailstack backup schedule",
+        calendar=verify_calendar(config)
+        if config.backup.verify_schedule != "off"
+        else "never (backup.verify_schedule: off)",
+        random_delay="30min",
+        commands=(mailstack_command(stack_root, "backup", "verify"),),
+        nice=True,
+        stack_root=stack_root,
+        project=config.project,
+    )
+
+
+def switch_backup(state: str, stack_root: Path, config: Config, unit_dir: Path = SYSTEMD_DIR
+                  ) -> list[ScheduleResult]:  # fmt: skip
+    """`backup schedule on|off`: the daily backup and, as backup.verify_schedule says, the
+    trial restore (off removes both)."""
+    results = [switch(state, backup_timer(stack_root, config), unit_dir)]
+    verify = verify_timer(stack_root, config)
+    if state == "on" and config.backup.verify_schedule != "off":
+        results.append(install(verify, unit_dir))
+    elif installed(verify, unit_dir):
+        results.append(remove(verify, unit_dir))
+    return results
 
 
 def renewal_timer(stack_root: Path, config: Config) -> Timer:

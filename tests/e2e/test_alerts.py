@@ -6,7 +6,6 @@ within the hour is recorded but not mailed again; `alert test` proves the path o
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -14,16 +13,9 @@ import pytest
 
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PROJECT, RunningStack
 from tests.e2e.mail import fetch_by_subject, postmaster_mailbox
+from tests.e2e.test_backup import unit_commands
 
 pytestmark = pytest.mark.e2e
-
-
-def exec_lines(unit: Path) -> list[list[str]]:
-    return [
-        shlex.split(line.removeprefix("ExecStart="))
-        for line in unit.read_text().splitlines()
-        if line.startswith("ExecStart=")
-    ]
 
 
 def test_a_failed_backup_timer_mails_the_postmaster_and_status_shows_it(
@@ -36,7 +28,7 @@ def test_a_failed_backup_timer_mails_the_postmaster_and_status_shows_it(
     assert f"OnFailure=mailstack-alert-{PROJECT}@%n.service" in (units / backup_unit).read_text()
     template = units / f"mailstack-alert-{PROJECT}@.service"
     # systemd starts mailstack-alert-<project>@<failed unit>.service: %i is the failed unit.
-    (command,) = exec_lines(template)
+    (command,) = unit_commands(template)
     assert command[-1] == "%i"
     argv = [*command[:-1], backup_unit]
     ran = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
