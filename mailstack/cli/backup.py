@@ -186,8 +186,15 @@ def schedule_command(
     directory: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
-    """A daily backup (and prune) by a systemd timer at backup.schedule_time."""
-    output.timer_switch(state, schedule.backup_timer, unit_dir, Stack.load(directory), as_json)
+    """A daily backup (and prune) by a systemd timer at backup.schedule_time, and the trial
+    restore (`backup verify`) as backup.verify_schedule says; a failure mails the postmaster."""
+    stack = Stack.load(directory)
+    results = schedule.switch_backup(state, stack.dir.root, stack.config, unit_dir)
+    if as_json:
+        output.as_json(results)
+        return
+    for result in results:
+        output.info(str(result))
 
 
 def recover(

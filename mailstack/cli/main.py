@@ -18,6 +18,7 @@ from mailstack.cli import (
     accounts,
     accounts_sync,
     admin,
+    alert,
     api,
     audit,
     backup,
@@ -107,6 +108,7 @@ api.register(app)
 audit.register(app)
 jobs.register(app)
 queue.register(app)
+alert.register(app)
 
 
 def run() -> None:

@@ -194,11 +194,18 @@ def status_table(status: StackStatus) -> None:
         info(f"note: {path} was deleted by you; mailstack does not re-create it")
     for path in status.kept_dropped:
         info(f"note: {path} is no longer generated but kept because you edited it")
+    _host_runs(status)
+
+
+def _host_runs(status: StackStatus) -> None:
+    """What the host's timers did lately: security runs, alerts, certificate renewal."""
     (warn if status.security_pending else info)(status.security)
     if status.security_last_run.startswith("failed"):
         warn(f"the last unattended security update {status.security_last_run}")
     elif status.security_last_run:
         info(f"last daily security run: {status.security_last_run}")
+    if status.last_alert:
+        warn(f"alert: {status.last_alert}")
     renewal = status.certificate_renewal
     if renewal and not renewal.ok:
         warn(

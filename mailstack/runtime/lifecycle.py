@@ -15,7 +15,7 @@ from mailstack.adapters.compose import ServiceState
 from mailstack.adapters.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, securitycheck
-from mailstack.runtime import schedule
+from mailstack.runtime import alerts, schedule
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme, certreload
@@ -36,6 +36,7 @@ class StackStatus:
     security: str = "security: not checked yet (`mailstack check updates`)"
     security_pending: bool = False
     security_last_run: str = ""  # the daily run's outcome (update.security)
+    last_alert: str = ""  # the newest timer failure of the last week (runtime/alerts.py)
 
     @property
     def healthy(self) -> bool:
@@ -213,6 +214,7 @@ def status(stack: Stack) -> StackStatus:
         security=securitycheck.summary_line(report) if report else StackStatus.security,
         security_pending=bool(report and report.security_fixes),
         security_last_run=security.last_run.get("outcome", ""),
+        last_alert=alert.line() if (alert := alerts.recent(stack.dir)) else "",
     )
 
 

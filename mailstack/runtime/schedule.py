@@ -20,6 +20,7 @@ from mailstack.stack.config import Config
 from mailstack.stack.stackdir import atomic_write
 
 SYSTEMD_DIR = Path("/etc/systemd/system")
+TIMER_KINDS = ("backup", "verify", "tls", "security", "jobs")  # mailstack-<kind>-<project>.timer
 _RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID 1
 
 
@@ -34,6 +35,8 @@ class Timer:
     random_delay: str  # RandomizedDelaySec=
     commands: tuple[tuple[str, ...], ...]
     nice: bool  # background work: lowest CPU and I/O priority
+    stack_root: Path  # whose alert unit a failure starts (OnFailure=, runtime/alerts.py)
+    project: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,51 @@ def backup_timer(stack_root: Path, config: Config) -> Timer:
             mailstack_command(stack_root, "backup", "prune"),
         ),
         nice=True,
+        stack_root=stack_root,
+        project=config.project,
     )
+
+
+_VERIFY_DAYS = {"daily": "*-*-*", "weekly": "Sun *-*-*", "monthly": "*-*-01"}
+VERIFY_AFTER_HOURS = 3  # after the backup it checks, which prune follows
+
+
+def verify_calendar(config: Config) -> str:
+    """OnCalendar= of the trial restore: backup.verify_schedule's days, three hours after
+    backup.schedule_time, in the stack's time zone."""
+    hour, minute = (int(part) for part in config.backup.schedule_time.split(":"))
+    days = _VERIFY_DAYS[config.backup.verify_schedule]
+    return f"{days} {(hour + VERIFY_AFTER_HOURS) % 24:02d}:{minute:02d}:00 {config.timezone}"
+
+
+def verify_timer(stack_root: Path, config: Config) -> Timer:
+    """`backup verify` (a trial restore into scratch space) on backup.verify_schedule."""
+    return Timer(
+        name=f"mailstack-verify-{config.project}",
+        what="backup verify (trial restore)",
+        owner="mailstack backup schedule",
+        calendar=verify_calendar(config)
+        if config.backup.verify_schedule != "off"
+        else "never (backup.verify_schedule: off)",
+        random_delay="30min",
+        commands=(mailstack_command(stack_root, "backup", "verify"),),
+        nice=True,
+        stack_root=stack_root,
+        project=config.project,
+    )
+
+
+def switch_backup(state: str, stack_root: Path, config: Config, unit_dir: Path = SYSTEMD_DIR
+                  ) -> list[ScheduleResult]:  # fmt: skip
+    """`backup schedule on|off`: the daily backup and, as backup.verify_schedule says, the
+    trial restore (off removes both)."""
+    results = [switch(state, backup_timer(stack_root, config), unit_dir)]
+    verify = verify_timer(stack_root, config)
+    if state == "on" and config.backup.verify_schedule != "off":
+        results.append(install(verify, unit_dir))
+    elif installed(verify, unit_dir):
+        results.append(remove(verify, unit_dir))
+    return results
 
 
 def renewal_timer(stack_root: Path, config: Config) -> Timer:
@@ -83,6 +130,8 @@ def renewal_timer(stack_root: Path, config: Config) -> Timer:
         random_delay="1h",  # spreads the load on the CA, as it asks
         commands=(mailstack_command(stack_root, "tls", "renew"),),
         nice=False,
+        stack_root=stack_root,
+        project=config.project,
     )
 
 
@@ -98,6 +147,8 @@ def security_timer(stack_root: Path, config: Config) -> Timer:
         random_delay="10min",  # stays inside the window; the run checks it again
         commands=(mailstack_command(stack_root, "update", "--security", "--unattended"),),
         nice=False,
+        stack_root=stack_root,
+        project=config.project,
     )
 
 
@@ -112,6 +163,8 @@ def jobs_timer(stack_root: Path, config: Config) -> Timer:
         random_delay="5s",
         commands=(mailstack_command(stack_root, "jobs", "run"),),
         nice=False,
+        stack_root=stack_root,
+        project=config.project,
     )
 
 
@@ -126,6 +179,43 @@ def mailstack_command(stack_root: Path, *args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "mailstack", *args, "--dir", str(stack_root))
 
 
+def alert_template(project: str) -> str:
+    """The name of a stack's alert unit template (without @.service)."""
+    return f"mailstack-alert-{project}"
+
+
+def alert_unit(timer: Timer) -> str:
+    """The template unit each of the stack's timers names in OnFailure=: `mailstack alert
+    unit-failed` with the failed unit's name (%i, as systemd hands it over)."""
+    command = mailstack_command(timer.stack_root, "alert", "unit-failed")
+    quoted = " ".join(systemd_quote(argument) for argument in command)
+    return "\n".join(
+        [
+            "# Written beside the stack's timers; removed with the last of them.",
+            "[Unit]",
+            f"Description=mailstack alert: %i failed ({timer.project})",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            f"ExecStart={quoted} %i",
+            "",
+        ]
+    )
+
+
+def timer_names(project: str) -> tuple[str, ...]:
+    """The unit names of every timer a stack may have (TIMER_KINDS)."""
+    return tuple(f"mailstack-{kind}-{project}" for kind in TIMER_KINDS)
+
+
+def stack_timers(stack_root: Path, config: Config) -> tuple[Timer, ...]:
+    """Every timer mailstack may install for a stack (installed or not)."""
+    return tuple(
+        make(stack_root, config)
+        for make in (backup_timer, renewal_timer, security_timer, jobs_timer)
+    )
+
+
 def service_unit(timer: Timer) -> str:
     lines = [
         f"# Written by `{timer.owner} on`; `... off` removes it.",
@@ -133,6 +223,8 @@ def service_unit(timer: Timer) -> str:
         f"Description=mailstack {timer.what}",
         "Wants=network-online.target",
         "After=network-online.target docker.service",
+        # A failure mails the postmaster (runtime/alerts.py).
+        f"OnFailure={alert_template(timer.project)}@%n.service",
         "",
         "[Service]",
         "Type=oneshot",
@@ -166,6 +258,8 @@ def timer_unit(timer: Timer) -> str:
 def install(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
     service = unit_dir / f"{timer.name}.service"
     timer_file = unit_dir / f"{timer.name}.timer"
+    alert = unit_dir / f"{alert_template(timer.project)}@.service"
+    atomic_write(alert, alert_unit(timer).encode(), 0o644)
     atomic_write(service, service_unit(timer).encode(), 0o644)
     atomic_write(timer_file, timer_unit(timer).encode(), 0o644)
     activated = systemd_running() and unit_dir == SYSTEMD_DIR
@@ -182,7 +276,13 @@ def remove(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> ScheduleResult:
     if systemd_running() and unit_dir == SYSTEMD_DIR and timer_file.exists():
         process.run(["systemctl", "disable", "--now", timer_file.name], timeout=60, check=False)
     removed: list[str] = []
-    for path in (unit_dir / f"{timer.name}.service", timer_file):
+    alert = unit_dir / f"{alert_template(timer.project)}@.service"
+    others = [
+        name
+        for name in timer_names(timer.project)
+        if name != timer.name and (unit_dir / f"{name}.timer").exists()
+    ]
+    for path in (unit_dir / f"{timer.name}.service", timer_file, *([] if others else [alert])):
         if path.exists():
             path.unlink()
             removed.append(str(path))

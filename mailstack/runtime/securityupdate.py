@@ -23,7 +23,7 @@ from mailstack import __version__
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, packageplan, securitycheck
 from mailstack.images.securitycheck import UpdatesReport
-from mailstack.runtime import probe
+from mailstack.runtime import notify
 from mailstack.runtime.update import (
     HEALTH_TIMEOUT,
     Progress,
@@ -189,7 +189,7 @@ def unattended(
     if not result.images:
         return _record(root, UnattendedResult(mode, str(result).splitlines()[-1]))
     subject, body = securitycheck.notice(result.report, config.hostname, applied=True)
-    mailed = _mail(stack, subject, body + "\n" + str(result) + "\n")
+    mailed = notify.mail_postmaster(stack, subject, body + "\n" + str(result) + "\n")
     return _record(root, UnattendedResult(mode, str(result).splitlines()[0], mailed))
 
 
@@ -206,7 +206,7 @@ def _notify(stack: Stack, progress: Progress | None) -> UnattendedResult:
             f"\nThe stack runs mailstack {stack.dir.manifest().version}; this host has "
             f"{__version__}: run `mailstack update` instead (it takes every fix).\n"
         )
-    mailed = _mail(stack, subject, body)
+    mailed = notify.mail_postmaster(stack, subject, body)
     if mailed:
         state = securitycheck.load(stack.dir.root)
         state.notified_digest = report.digest()
@@ -223,30 +223,7 @@ def _mail_failure(stack: Stack, failure: MailstackError) -> bool:
         "images it ran before. See `mailstack status` and `mailstack logs SERVICE`, then run "
         "`mailstack update --security` once the cause is fixed.\n"
     )
-    return _mail(stack, subject, body)
-
-
-def _mail(stack: Stack, subject: str, body: str) -> bool:
-    """Mail the postmaster of the first domain through the stack itself (as the probe
-    mailbox, over submission); False, and no exception, when the stack cannot take it."""
-    try:
-        address, password = probe.ensure_probe_account(stack.dir.root, stack.config, stack.compose)
-        probe.send(
-            stack.config,
-            stack.dir.root / "tls" / "ca.pem" if stack.config.tls.mode == "selfsigned" else None,
-            address,
-            password,
-            to=postmaster(stack),
-            subject=subject,
-            body=body,
-        )
-    except MailstackError:
-        return False
-    return True
-
-
-def postmaster(stack: Stack) -> str:
-    return f"postmaster@{stack.config.domain}"
+    return notify.mail_postmaster(stack, subject, body)
 
 
 def _record(root: Path, result: UnattendedResult) -> UnattendedResult:

@@ -235,6 +235,12 @@ class Backup(Section):
         description="local time (HH:MM) of the daily backup once `mailstack backup schedule "
         "on` has installed the timer",
     )
+    verify_schedule: Literal["off", "daily", "weekly", "monthly"] = Field(
+        default="weekly",
+        description="how often `backup verify` (a trial restore of a sample into scratch "
+        "space) runs, three hours after the backup (weekly: Sundays; monthly: the 1st), once "
+        "`backup schedule on` has installed the timers; a failure mails the postmaster",
+    )
 
     @model_validator(mode="after")
     def _target_credentials(self) -> Backup:

@@ -122,3 +122,18 @@ def wait_for_sink(stack: RunningStack, text: str, timeout: float = 60) -> None:
             return
         time.sleep(1)
     raise AssertionError(f"no message with {text!r} reached the sink after {timeout}s")
+
+
+POSTMASTER_PASSWORD = "Postmaster-reads-42-alerts"  # a test account
+
+
+def postmaster_mailbox(stack: RunningStack) -> tuple[str, str]:
+    """postmaster@ the first domain as a mailbox with a known password, whichever module
+    (alerts, aggregate reports) asks first: made if missing, its password set if not."""
+    address = f"postmaster@{DOMAIN}"
+    made = stack.cli("mailbox", "add", address, "--password-stdin",
+                     stdin=POSTMASTER_PASSWORD + "\n", check=False)  # fmt: skip
+    if made.returncode != 0:
+        stack.cli("mailbox", "passwd", address, "--password-stdin",
+                  stdin=POSTMASTER_PASSWORD + "\n")  # fmt: skip
+    return address, POSTMASTER_PASSWORD

@@ -32,8 +32,14 @@ import dkim
 import pytest
 import yaml
 
-from tests.e2e.conftest import PROJECT, RunningStack, mailstack
-from tests.e2e.mail import OUTSIDE_SENDER, imaps, unique_subject
+from tests.e2e.conftest import HOSTNAME, PROJECT, RunningStack, mailstack
+from tests.e2e.mail import (
+    OUTSIDE_SENDER,
+    fetch_by_subject,
+    imaps,
+    postmaster_mailbox,
+    unique_subject,
+)
 from tests.e2e.test_policy import (
     deliver_inbound,
     from_mailbox,
@@ -238,12 +244,29 @@ def test_verify_fails_on_a_corrupted_pack_file(
     with pack.open("r+b") as handle:
         handle.seek(pack.stat().st_size // 2)
         handle.write(b"\x00mailstack-damage\x00" * 8)
-    with backup_settings(stack, target=str(damaged)):
-        result = stack.cli("backup", "verify", "--read-data", "100", check=False, timeout=900)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "is damaged" in result.stderr
-    assert pack.name[:8] in result.stderr or "pack" in result.stderr.lower()
-    assert "Traceback" not in result.stderr
+    # The scheduled trial restore's own command (from the unit `backup schedule on` writes),
+    # reading all the data; then what its OnFailure= starts, as systemd would.
+    units = tmp_path / "units"
+    postmaster, password = postmaster_mailbox(stack)
+    with backup_settings(stack, target=str(damaged), verify_read_percent=100):
+        stack.cli("backup", "schedule", "on", "--unit-dir", str(units))
+        try:
+            (verify_command,) = unit_commands(units / f"mailstack-verify-{PROJECT}.service")
+            result = subprocess.run(verify_command, capture_output=True, text=True,
+                                    check=False, timeout=900)  # fmt: skip
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "is damaged" in result.stderr
+            assert pack.name[:8] in result.stderr or "pack" in result.stderr.lower()
+            assert "Traceback" not in result.stderr
+            (alert_command,) = unit_commands(units / f"mailstack-alert-{PROJECT}@.service")
+            verify_unit = f"mailstack-verify-{PROJECT}.service"
+            alerted = subprocess.run([*alert_command[:-1], verify_unit], capture_output=True,
+                                     text=True, check=False, timeout=300)  # fmt: skip
+        finally:
+            stack.cli("backup", "schedule", "off", "--unit-dir", str(units))
+    assert alerted.returncode == 0 and "the postmaster was mailed" in alerted.stdout, alerted
+    fetch_by_subject(stack, postmaster, password,
+                     f"[mailstack] {HOSTNAME}: the backup verify (trial restore) failed")  # fmt: skip
 
 
 def test_verify_fails_on_a_wrong_password(
@@ -297,14 +320,9 @@ def test_an_interrupted_backup_keeps_the_snapshots_and_the_scheduled_run_succeed
     units = tmp_path / "units"
     units.mkdir()
     stack.cli("backup", "schedule", "on", "--unit-dir", str(units))
-    service = (units / f"mailstack-backup-{PROJECT}.service").read_text()
     timer = (units / f"mailstack-backup-{PROJECT}.timer").read_text()
     assert "OnCalendar=*-*-* 03:30:00 UTC" in timer and "Persistent=true" in timer
-    commands = [
-        shlex.split(line.removeprefix("ExecStart="))
-        for line in service.splitlines()
-        if line.startswith("ExecStart=")
-    ]
+    commands = unit_commands(units / f"mailstack-backup-{PROJECT}.service")
     assert [command[3:5] for command in commands] == [["backup", "create"], ["backup", "prune"]]
     run = subprocess.run(commands[0], capture_output=True, text=True, check=False, timeout=900)
     assert run.returncode == 0, run.stderr
@@ -313,6 +331,15 @@ def test_an_interrupted_backup_keeps_the_snapshots_and_the_scheduled_run_succeed
     assert "daily" in listed[-1]["tags"]
     stack.cli("backup", "schedule", "off", "--unit-dir", str(units))
     assert not list(units.iterdir())
+
+
+def unit_commands(unit: Path) -> list[list[str]]:
+    """A systemd unit's ExecStart= commands, as systemd splits them."""
+    return [
+        shlex.split(line.removeprefix("ExecStart="))
+        for line in unit.read_text().splitlines()
+        if line.startswith("ExecStart=")
+    ]
 
 
 def _ps(stack: RunningStack) -> list[dict[str, Any]]:

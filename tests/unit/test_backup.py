@@ -21,7 +21,7 @@ from mailstack.backup.verification import inventory_of
 from mailstack.cli.main import app
 from mailstack.errors import ConfigError, MailstackError, UsageError
 from mailstack.runtime import schedule
-from mailstack.stack.config import validate_config
+from mailstack.stack.config import Config, validate_config
 
 runner = CliRunner()
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0ZXN0a2V5bWFpbHN0YWNrYmFja3VwdGVzdA"
@@ -238,7 +238,8 @@ def test_the_timer_runs_daily_in_the_stack_time_zone_and_catches_up(tmp_path: Pa
     assert commands[1][3:5] == ["backup", "prune"]
     assert not result.activated  # a unit directory of our own: systemd is not told
     removed = schedule.remove(timer, tmp_path)
-    assert len(removed.units) == 2 and not list(tmp_path.glob("*.timer"))
+    # The stack's last timer: its alert template goes with it.
+    assert len(removed.units) == 3 and not list(tmp_path.glob("*.service"))
 
 
 def test_systemd_quoting_keeps_specifiers_and_quotes_literal() -> None:
@@ -321,3 +322,51 @@ def test_after_the_pause_only_a_probe_started_later_counts() -> None:
     assert probed_healthy_since(after, since)
     assert not probed_healthy_since(stale, since)
     assert probed_healthy_since(None, since)  # no healthcheck: nothing to wait for
+
+
+@pytest.mark.parametrize(
+    ("settings", "calendar"),
+    [
+        ({}, "Sun *-*-* 06:30:00 UTC"),
+        ({"schedule_time": "22:15", "verify_schedule": "daily"}, "*-*-* 01:15:00 UTC"),
+        ({"verify_schedule": "monthly"}, "*-*-01 06:30:00 UTC"),
+    ],
+)
+def test_the_trial_restore_runs_three_hours_after_the_backup_on_its_days(
+    settings: dict[str, str], calendar: str
+) -> None:
+    config = validate_config(
+        {"hostname": "mail.example.org", "domain": "example.org", "backup": settings}
+    )
+    assert schedule.verify_calendar(config) == calendar
+
+
+def test_backup_schedule_installs_the_verify_timer_unless_it_is_off(tmp_path: Path) -> None:
+    def config(verify: str) -> Config:
+        return validate_config({"hostname": "mail.example.org", "domain": "example.org",
+                                "backup": {"verify_schedule": verify}})  # fmt: skip
+
+    units = tmp_path / "units"
+    results = schedule.switch_backup("on", tmp_path / "s", config("weekly"), units)
+    assert [result.what for result in results] == ["daily backup", "backup verify (trial restore)"]
+    service = (units / "mailstack-verify-mailstack.service").read_text()
+    assert '"backup" "verify" "--dir"' in service and "Nice=10" in service
+    assert "OnFailure=mailstack-alert-mailstack@%n.service" in service
+    assert (
+        "OnCalendar=Sun *-*-* 06:30:00 UTC"
+        in (units / "mailstack-verify-mailstack.timer").read_text()
+    )
+    # Turned off in mailstack.yaml: the next `schedule on` removes the verify timer.
+    schedule.switch_backup("on", tmp_path / "s", config("off"), units)
+    assert not (units / "mailstack-verify-mailstack.timer").exists()
+    assert (units / "mailstack-backup-mailstack.timer").exists()
+    schedule.switch_backup("on", tmp_path / "s", config("weekly"), units)
+    schedule.switch_backup("off", tmp_path / "s", config("weekly"), units)
+    assert list(units.iterdir()) == []
+
+
+def test_a_verify_schedule_that_is_no_choice_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        validate_config({"hostname": "mail.example.org", "domain": "example.org",
+                         "backup": {"verify_schedule": "hourly"}})  # fmt: skip
+    assert "backup.verify_schedule" in str(refused.value) and "weekly" in str(refused.value)
