@@ -11,6 +11,6 @@ venv=${MAILSTACK_VENV:-$repo/.venv}
 cd "$repo"
 # Two workers, each module whole on one of them (its module fixtures intact) and each worker
 # with a stack of its own (tests/e2e/conftest.py): the end-to-end tests wait on mail, timers and
-# daemons much of the time, so two stacks on two cores take about half as long again as one.
+# daemons much of the time, so two stacks on two cores take about half the time of one.
 # MAILSTACK_TEST_WORKERS=0 runs everything in this one process.
 exec "$venv/bin/python" -m pytest -n "${MAILSTACK_TEST_WORKERS:-2}" --dist loadfile "$@"
