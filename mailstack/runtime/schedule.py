@@ -212,7 +212,7 @@ def stack_timers(stack_root: Path, config: Config) -> tuple[Timer, ...]:
     """Every timer mailstack may install for a stack (installed or not)."""
     return tuple(
         make(stack_root, config)
-        for make in (backup_timer, renewal_timer, security_timer, jobs_timer)
+        for make in (backup_timer, verify_timer, renewal_timer, security_timer, jobs_timer)
     )
 
 

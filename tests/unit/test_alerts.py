@@ -60,6 +60,14 @@ def test_every_timer_names_its_stacks_alert_unit_on_failure(tmp_path: Path) -> N
     assert exec_line.endswith('" %i')
 
 
+def test_every_timer_of_a_stack_is_known_to_the_alerts_by_its_kind(tmp_path: Path) -> None:
+    config = validate_config({"hostname": "mail.example.org", "domain": "example.org"})
+    timers = schedule.stack_timers(tmp_path, config)
+    assert [timer.name for timer in timers] == list(schedule.timer_names("mailstack"))
+    assert alerts.describe("mailstack-verify-mailstack.service",
+                           {t.name: t.what for t in timers}) == "the backup verify (trial restore)"  # fmt: skip
+
+
 def test_the_alert_unit_stays_while_a_timer_of_its_stack_does(tmp_path: Path) -> None:
     config = validate_config({"hostname": "mail.example.org", "domain": "example.org"})
     backup, renewal = (make(tmp_path / "s", config) for make in (schedule.backup_timer,
