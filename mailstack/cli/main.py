@@ -29,6 +29,7 @@ from mailstack.cli import (
     mailbox_mfa,
     output,
     queue,
+    report,
     security,
     setup,
     sieve,
@@ -107,6 +108,7 @@ api.register(app)
 audit.register(app)
 jobs.register(app)
 queue.register(app)
+report.register(app)
 
 
 def run() -> None:
