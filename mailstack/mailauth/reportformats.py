@@ -23,6 +23,11 @@ from mailstack.errors import MailstackError
 MAX_TEXT = 200
 MAX_COUNT = 10**12  # more sessions or messages than any reporter ever saw in one report
 MAX_RECORDS = 100_000
+# What a document may hold beyond its byte size (reportarchive bounds that): a tree of tiny
+# elements or JSON values costs far more memory than its bytes.
+MAX_ELEMENTS = 500_000
+MAX_DEPTH = 32
+MAX_JSON_BYTES = 4 * 1024 * 1024  # TLS reports are a few KiB; a big one tens of KiB
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
@@ -33,7 +38,7 @@ class ReportInvalid(MailstackError):
 # --- a small XML tree, built by expat with declarations refused ------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Element:
     tag: str  # without a namespace prefix
     text: str = ""
@@ -73,7 +78,14 @@ def parse_xml(content: bytes) -> Element:
     def refuse_external(*_: object) -> int:
         raise ReportInvalid("XML refers to an external entity: refused")
 
+    counted = [0]
+
     def start(tag: str, _attributes: dict[str, str]) -> None:
+        counted[0] += 1
+        if counted[0] > MAX_ELEMENTS or len(open_elements) >= MAX_DEPTH:
+            raise ReportInvalid(
+                f"XML has more than {MAX_ELEMENTS} elements or is nested deeper than {MAX_DEPTH}"
+            )
         element = Element(tag.rpartition(":")[2])
         if open_elements:
             open_elements[-1].children.append(element)
@@ -113,8 +125,9 @@ def clean(value: object, limit: int = MAX_TEXT) -> str:
 
 
 def _count(value: object, what: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip()[:15])
+    digits = value.strip() if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 13:
+        value = int(digits)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     raise ReportInvalid(f"{what}: {clean(str(value), 40)!r} is not a count")
@@ -227,6 +240,8 @@ class TlsReport:
 
 
 def parse_tls(content: bytes) -> TlsReport:
+    if len(content) > MAX_JSON_BYTES:
+        raise ReportInvalid(f"TLS report of {len(content)} bytes is over {MAX_JSON_BYTES}")
     try:
         document = json.loads(content.decode("utf-8-sig"))
     except UnicodeDecodeError:

@@ -72,7 +72,7 @@ class TlsSummary:
 def report_days(text: str) -> int:
     """--days: a whole number of days from 1 to MAX_DAYS; UsageError naming it otherwise."""
     value = text.strip()
-    if value.isdigit() and 1 <= int(value[:6]) <= MAX_DAYS:
+    if value.isascii() and value.isdigit() and len(value) <= 3 and 1 <= int(value) <= MAX_DAYS:
         return int(value)
     raise UsageError(f"--days: {text[:40]!r} is not a whole number of days from 1 to {MAX_DAYS}")
 

@@ -243,12 +243,30 @@ def test_xml_not_well_formed_refused_with_its_line() -> None:
         parse_xml(b"<feedback>\n<record></feedback>")
 
 
+def test_xml_of_countless_tiny_elements_refused() -> None:
+    """32 MiB of '<a/>' would be millions of objects: the element count is bounded."""
+    with pytest.raises(ReportInvalid, match="more than 500000 elements"):
+        parse_xml(b"<feedback>" + b"<a/>" * 500_001 + b"</feedback>")
+
+
+def test_deeply_nested_xml_refused() -> None:
+    with pytest.raises(ReportInvalid, match="nested deeper than 32"):
+        parse_xml(b"<a>" * 40 + b"</a>" * 40)
+
+
+def test_oversized_tls_json_refused() -> None:
+    with pytest.raises(ReportInvalid, match="over 4194304"):
+        parse_tls(b"[" + b"[]," * 1_500_000 + b"[]]")
+
+
 def test_deeply_nested_json_refused_without_a_traceback() -> None:
     with pytest.raises(ReportInvalid, match="not JSON"):
         parse_tls(b"[" * 100_000 + b"]" * 100_000)
 
 
-@pytest.mark.parametrize("count", ["-1", '"many"', "1e400", "true"])
+@pytest.mark.parametrize(
+    "count", ["-1", '"many"', "1e400", "true", '"\u00b2"', '"00000000000000001"']
+)
 def test_tls_count_that_is_not_a_count_refused(count: str) -> None:
     text = tls_json(DOMAIN, "o.example", 1, {}).replace(
         b'"total-successful-session-count": 1',
@@ -354,7 +372,9 @@ def test_rua_alias_followed_to_its_mailboxes() -> None:
     assert reportmailbox.delivered_to("x@elsewhere.example", mailboxes, aliases) == []
 
 
-@pytest.mark.parametrize("text", ["0", "-3", "x", "1.5", "367", "", "99999999999999999999"])
+@pytest.mark.parametrize(
+    "text", ["0", "-3", "x", "1.5", "367", "", "99999999999999999999", "\u00b2", "\u0663"]
+)
 def test_days_refused_with_one_line(text: str) -> None:
     with pytest.raises(
         UsageError, match=r"^--days: .* is not a whole number of days from 1 to 366$"
