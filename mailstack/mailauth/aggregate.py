@@ -96,7 +96,8 @@ def message_label(message: email.message.Message) -> str:
 
 
 def _subject(message: email.message.Message) -> str:
-    raw = str(message.get("Subject", ""))
+    # Unfolded as RFC 5322 says (the line break goes, the space after it stays).
+    raw = str(message.get("Subject", "")).replace("\r\n", "").replace("\n", "")
     try:
         decoded = str(email.header.make_header(email.header.decode_header(raw)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):

@@ -311,6 +311,14 @@ def test_hostile_attachments_each_rejected_with_one_line_naming_the_message() ->
         assert str(rejected).count(":") >= 2
 
 
+def test_long_subject_named_unfolded() -> None:
+    subject = "Report Domain: example.test Submitter: reporter.example Report-ID: " + "7" * 40
+    raw = _mail(b"<feedback><oops>", "broken.xml", "text/xml", subject)
+    assert b"\n " in raw.split(b"\n\n")[0]  # folded on the wire
+    (rejected,) = aggregate.read_message(raw).rejected
+    assert f"({subject})" in rejected.message
+
+
 def test_rejected_tls_report_is_listed_as_tls() -> None:
     raw = _mail(b"{not json", "x.json", "application/tlsrpt+json", "TLS broken")
     (rejected,) = aggregate.read_message(raw).rejected
