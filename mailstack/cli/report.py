@@ -70,16 +70,20 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _show_dmarc(summary: DmarcSummary) -> None:
+    """One table per domain: a row per source address (narrow enough for 80 columns)."""
     totals = summary.totals
-    table = Table(title=f"DMARC reports, last {summary.days} day(s)")
-    for column in ("domain", "source", "messages", "DKIM pass/fail", "SPF pass/fail"):
-        table.add_column(column, overflow="fold")
-    table.add_column("disposition", overflow="fold")
-    table.add_column("reported by", overflow="fold")
     for domain in totals.domains:
+        table = Table(
+            title=f"{domain.domain}: DMARC, last {summary.days} day(s)",
+            caption="DKIM, SPF: aligned pass/fail as the receivers evaluated them",
+        )
+        table.add_column("source", no_wrap=True)
+        for column in ("messages", "DKIM", "SPF"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("disposition", overflow="fold")
+        table.add_column("reported by", overflow="fold")
         for source in domain.sources:
             table.add_row(
-                Text(domain.domain),
                 Text(source.source_ip),
                 str(source.messages),
                 f"{source.dkim_pass}/{source.dkim_fail}",
@@ -87,7 +91,6 @@ def _show_dmarc(summary: DmarcSummary) -> None:
                 Text(_counts(source.dispositions)),
                 Text(", ".join(source.reporters)),
             )
-    if totals.domains:
         output.console.print(table)
     output.info(
         f"{totals.reports} report(s), {totals.messages} message(s): DKIM {totals.dkim_pass} "
@@ -98,11 +101,13 @@ def _show_dmarc(summary: DmarcSummary) -> None:
 
 
 def _show_tls(summary: TlsSummary) -> None:
+    """A row per policy domain; its failures by type on a line of their own below."""
     totals = summary.totals
-    table = Table(title=f"TLS-RPT reports, last {summary.days} day(s)")
-    for column in ("policy domain", "policy", "successful", "failed", "failure types"):
-        table.add_column(column, overflow="fold")
-    table.add_column("receiving MX", overflow="fold")
+    table = Table(title=f"TLS-RPT, last {summary.days} day(s)")
+    table.add_column("policy domain", no_wrap=True)
+    table.add_column("policy", overflow="fold")
+    for column in ("successful", "failed"):
+        table.add_column(column, justify="right", no_wrap=True)
     table.add_column("reported by", overflow="fold")
     for domain in totals.domains:
         table.add_row(
@@ -110,12 +115,17 @@ def _show_tls(summary: TlsSummary) -> None:
             Text(", ".join(domain.policy_types)),
             str(domain.successful),
             str(domain.failed),
-            Text(_counts(domain.failure_types)),
-            Text(", ".join(domain.receiving_mx) or "-"),
             Text(", ".join(domain.reporters)),
         )
     if totals.domains:
         output.console.print(table)
+    for domain in totals.domains:
+        if domain.failure_types:
+            output.info(
+                f"{domain.policy_domain}: failed sessions by type: "
+                f"{_counts(domain.failure_types)}; receiving MX "
+                f"{', '.join(domain.receiving_mx) or 'not named'}"
+            )
     output.info(
         f"{totals.reports} report(s): {totals.successful} successful and {totals.failed} "
         f"failed session(s); failures {_counts(totals.failure_types)}"
