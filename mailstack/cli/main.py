@@ -30,6 +30,7 @@ from mailstack.cli import (
     mailbox_mfa,
     output,
     queue,
+    report,
     security,
     setup,
     sieve,
@@ -109,6 +110,7 @@ audit.register(app)
 jobs.register(app)
 queue.register(app)
 alert.register(app)
+report.register(app)
 
 
 def run() -> None:
