@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import ipaddress
+import json
 import re
 import time
 import urllib.error
@@ -115,31 +116,41 @@ def test_a_delivery_moves_the_delivery_and_scan_series(stack: RunningStack, toke
     assert value(after, "rspamd_scanned_total") > value(before, "rspamd_scanned_total")
 
 
+DEFERRED = "postfix_showq_message_age_seconds_count"
+
+
+def sink_healthy(stack: RunningStack) -> None:
+    deadline = time.monotonic() + 90
+    while b"healthy" not in stack.compose("ps", "--format", "{{.Health}}", "sink").stdout:
+        assert time.monotonic() < deadline, "the sink is not healthy again after 90 s"
+        time.sleep(2)
+
+
 @pytest.fixture
-def deferred(stack: RunningStack) -> Iterator[str]:
+def deferred(stack: RunningStack, token: str) -> Iterator[float]:
     """A message from a mailbox to the outside that waits in the deferred queue (the sink is
-    stopped meanwhile); afterwards the sink runs again and the message is gone."""
+    stopped meanwhile): yields how many were deferred before it; afterwards the sink runs
+    again and the message is gone."""
+    before = labelled(metrics(token), DEFERRED, 'queue="deferred"')
     sender, password = stack.new_mailbox()
     recipient = f"metrics-{uuid.uuid4().hex[:8]}@{FAR}"
     stack.compose("stop", "sink")
     try:
         submit(stack, sender, password, message(sender, recipient, f"e2e queue {recipient}"))
-        yield recipient
+        yield before
     finally:
         stack.compose("start", "sink")
-        for line in stack.compose("exec", "-T", "postfix", "mailq").stdout.decode().split("\n\n"):
-            if recipient in line:
-                queue_id = line.split()[0].rstrip("*!")
-                stack.compose("exec", "-T", "postfix", "postsuper", "-d", queue_id, check=False)
+        sink_healthy(stack)
+        for item in json.loads(stack.cli("queue", "list", "--json").stdout)["messages"]:
+            if recipient in {r["address"] for r in item["recipients"]}:
+                stack.cli("queue", "delete", item["queue_id"], check=False)
 
 
-def test_a_waiting_message_shows_in_the_queue_series(token: str, deferred: str) -> None:
+def test_a_waiting_message_shows_in_the_queue_series(token: str, deferred: float) -> None:
     text = wait_for(
         token,
         "a deferred message",
-        lambda text: (
-            labelled(text, "postfix_showq_message_age_seconds_count", 'queue="deferred"') >= 1
-        ),
+        lambda text: labelled(text, DEFERRED, 'queue="deferred"') > deferred,
     )
     assert 'postfix_up{path="/var/spool/postfix/public/showq"} 1' in text
     assert labelled(text, "postfix_showq_message_size_bytes_count", 'queue="deferred"') >= 1
