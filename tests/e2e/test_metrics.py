@@ -180,10 +180,10 @@ def test_a_container_on_the_stacks_networks_does_not_reach_the_endpoint(
         "        socket.create_connection((host, port), timeout=3).close()\n"
         "        print('reached', host, port)\n"
         "    except OSError as error:\n"
-        "        print('refused', host, port, error)\n"
+        "        print('blocked', host, port, error)\n"
     )
     result = stack.compose("exec", "-T", "admin", "python3", "-c", code, check=False)
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output
     assert "reached" not in output, output
-    assert output.count("refused") == len(targets), output
+    assert output.count("blocked") == len(targets), output
