@@ -187,3 +187,31 @@ def test_a_container_on_the_stacks_networks_does_not_reach_the_endpoint(
     assert result.returncode == 0, output
     assert "reached" not in output, output
     assert output.count("blocked") == len(targets), output
+
+
+# Asks rspamd's controller from the metrics container, with the password it holds: prints
+# the status of a read (/metrics) and of a privileged command (learning a message as spam).
+_CONTROLLER = """
+import urllib.error, urllib.request
+password = open("/run/secrets/rspamd_metrics_password").read().strip()
+def status(path, data=None):
+    request = urllib.request.Request("http://rspamd:11334" + path, data=data,
+                                     headers={"Password": password})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+print(status("/metrics"), status("/learnspam", b"Subject: x\\r\\n\\r\\nspam\\r\\n"))
+"""
+
+
+def test_the_metrics_services_rspamd_password_reads_but_cannot_learn(stack: RunningStack) -> None:
+    # A foothold in the metrics service holds rspamd's read-only password: it may read the
+    # counters, never teach the Bayes filter nor change a setting.
+    result = stack.compose("exec", "-T", "metrics", "python3", "-c", _CONTROLLER, check=False)
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    read, learn = output.split()
+    assert read == "200", output
+    assert learn in ("401", "403"), output  # refused: the password is not the enable one
