@@ -144,11 +144,24 @@ ADMIN = Service(
     capabilities=_DROP_TO_USER,
 )
 
+# monitoring.metrics: collects the daemons' own metrics on the back-end network and serves
+# them, behind a bearer token, on a port of its own network published on the host's loopback.
+METRICS = Service(
+    "metrics",
+    "metrics",
+    runs_when=lambda config: config.monitoring.metrics,
+    # On its own network (monitoring.metrics_subnet), where its port is published.
+    fixed_host=83,
+    checker=None,  # no config of its own: its command line is all it reads
+    # Reads the token and rspamd's read-only password as root, then runs as its own user.
+    capabilities=_DROP_TO_USER,
+)
+
 # In the order an update recreates them: the back end first; the MTA last, so that senders'
 # retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (
-    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, FRONT, MTA_STS, SINK,
-    POSTFIX,
+    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, METRICS, FRONT, MTA_STS,
+    SINK, POSTFIX,
 )  # fmt: skip
 # Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
 JOB_IMAGES = ("backup", "acme")

@@ -9,6 +9,7 @@ of one value), config_sections.py (the stack's sections), config_policy.py (mail
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from mailstack.stack.config_sections import (
     Images,
     Logs,
     Mailboxes,
+    Monitoring,
     Network,
     Ports,
     Section,
@@ -63,6 +65,7 @@ class Config(Section):
     policy: Policy = Field(default_factory=Policy)
     mailboxes: Mailboxes = Field(default_factory=Mailboxes)
     dns: Dns = Field(default_factory=Dns)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     @model_validator(mode="after")
     def _mfa_required_has_its_enforcer(self) -> Config:
@@ -71,6 +74,30 @@ class Config(Section):
             raise ValueError(
                 "policy.mfa: required needs features.admin: true (the webmail checks the "
                 "code through the admin service)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_is_its_own(self) -> Config:
+        # The metrics port shares the host with the published mail and web ports: on the
+        # same address (or with those on every address) one port number cannot serve both.
+        monitoring, network = self.monitoring, self.network
+        if not monitoring.metrics:
+            return self
+        shared = network.bind_ipv4 in ("0.0.0.0", monitoring.metrics_address)  # noqa: S104  # compared, not bound
+        clash = [
+            name
+            for name, port in network.ports.model_dump().items()
+            if port == monitoring.metrics_port
+        ]
+        subnet = ipaddress.ip_network(monitoring.metrics_subnet)
+        for key in ("frontend_subnet", "backend_subnet"):
+            if subnet.overlaps(ipaddress.ip_network(getattr(network, key))):
+                raise ValueError(f"monitoring.metrics_subnet overlaps network.{key}")
+        if shared and clash:
+            raise ValueError(
+                f"monitoring.metrics_port {monitoring.metrics_port} is network.ports."
+                f"{clash[0]} on the same address; allowed: a port no published service uses"
             )
         return self
 

@@ -343,3 +343,34 @@ class Mailboxes(Section):
         if len(set(value)) != len(value):
             raise ValueError("lists a percentage twice")
         return value
+
+
+class Monitoring(Section):
+    metrics: bool = Field(
+        default=False,
+        description="the metrics service: Prometheus metrics of Postfix, Dovecot and rspamd "
+        "at http://<metrics_address>:<metrics_port>/metrics, with the bearer token in "
+        "secrets/metrics_token (docs/metrics.md)",
+    )
+    metrics_address: IPv4 = Field(
+        default="127.0.0.1",
+        description="address the metrics port is published on: the host's loopback, or a "
+        "private address your Prometheus reaches; never the public bind address by default",
+    )
+    metrics_port: Port = Field(default=9154, description="port the metrics are published on")
+    metrics_subnet: Subnet = Field(
+        default="172.29.82.0/24",
+        description="the metrics service's own network, the only one its port is published "
+        "from; private IPv4, /24 or larger (fixed address .83)",
+    )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        # Every address would publish the metrics wherever the mail ports are: the public one.
+        if ipaddress.ip_address(value).is_unspecified:
+            raise ValueError(
+                "is every address of the host, the public one too; allowed: 127.0.0.1 or one "
+                "address your Prometheus reaches (a private or VPN address)"
+            )
+        return value

@@ -151,6 +151,13 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "frontend_ip": services.fixed_address(services.ADMIN, frontend),
             "backend_ip": services.fixed_address(services.ADMIN, backend),
         },
+        # monitoring.metrics: the metrics service's own network (the one its port is
+        # published from), its fixed address there, and where it collects.
+        "metrics": {
+            "ip": services.fixed_address(services.METRICS, config.monitoring.metrics_subnet),
+            "gateway": str(ipaddress.ip_network(config.monitoring.metrics_subnet)[1]),
+            "dynamic_range": dynamic_range(ipaddress.ip_network(config.monitoring.metrics_subnet)),
+        },
         # policy.mfa_protocols (docs/mfa.md): whether Dovecot refuses the account password of
         # a mailbox with a second factor, and the webmail's addresses, from which it is still
         # accepted because the webmail asks for the code (its plugin, through the admin

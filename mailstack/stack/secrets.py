@@ -36,6 +36,10 @@ TOKEN_SECRETS: dict[str, str] = {
     # Sent by the webmail's plugin with every question to the admin service's internal
     # endpoints (the webmail's second factor), which admit nothing else.
     "webmail_mfa_key": "the webmail's key to the admin service's second-factor checks",
+    # monitoring.metrics: what a scraper shows as "Authorization: Bearer <token>".
+    "metrics_token": "the metrics endpoint's bearer token (Prometheus, docs/metrics.md)",
+    # Opens rspamd's read-only controller commands (its /metrics) to the metrics service.
+    "rspamd_metrics_password": "rspamd controller, read-only (the metrics service)",
 }
 
 

@@ -72,6 +72,10 @@ SUBNETS = (
     if SLOT == 0
     else (f"172.30.{2 * SLOT}.0/24", f"172.30.{2 * SLOT + 1}.0/24")
 )
+# monitoring.metrics is on in the session stack (tests/e2e/test_metrics.py scrapes it): its
+# port on the host's loopback and its network, each the slot's own.
+METRICS_PORT = _PORT_BASE + 9154 if SLOT == 0 else _PORT_BASE + 54
+METRICS_SUBNET = f"172.29.{96 + SLOT}.0/24"
 # Where every test client on the host arrives from: the frontend network's gateway.
 GATEWAY = str(ipaddress.ip_network(SUBNETS[0]).network_address + 1)
 BUILD_LOCK = Path("/tmp/mailstack-e2e-build.lock")
@@ -229,6 +233,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     config["features"]["antivirus"] = False
     config["network"]["frontend_subnet"], config["network"]["backend_subnet"] = SUBNETS
     config["network"]["ports"] = dict(PORTS)
+    config["monitoring"] = {
+        "metrics": True,
+        "metrics_port": METRICS_PORT,
+        "metrics_subnet": METRICS_SUBNET,
+    }
     # Every test client reaches the stack from one address (the bridge gateway, through the
     # loopback proxy), and testssl alone opens hundreds of connections a minute.
     config.setdefault("policy", {}).setdefault("rate_limits", {})

@@ -18,7 +18,7 @@ import pytest
 from mailstack import services
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
-from tests.e2e.conftest import HOSTNAME, PORTS, PROJECT, RunningStack
+from tests.e2e.conftest import HOSTNAME, METRICS_PORT, PORTS, PROJECT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
@@ -390,6 +390,8 @@ def test_only_the_mail_and_web_ports_are_published_and_only_on_loopback(
         service: {port: [("127.0.0.1", str(PORTS[name]))] for port, name in ports.items()}
         for service, ports in PUBLISHED.items()
     }
+    # monitoring.metrics (on in the session stack): its one port, on loopback too.
+    expected["metrics"] = {"9154/tcp": [("127.0.0.1", str(METRICS_PORT))]}
     assert published == expected
 
 

@@ -22,6 +22,7 @@ EVERYTHING_ON: dict[str, Any] = {
     **REFERENCE,
     "mode": "sandbox",
     "features": {"antivirus": True, "webmail": True},
+    "monitoring": {"metrics": True},
 }
 EVERYTHING_OFF: dict[str, Any] = {
     **REFERENCE,
@@ -53,6 +54,7 @@ def test_each_fixed_address_in_compose_yaml_is_the_records() -> None:
     subnets = {
         "frontend": ipaddress.ip_network(config.network.frontend_subnet),
         "backend": ipaddress.ip_network(config.network.backend_subnet),
+        "metrics": ipaddress.ip_network(config.monitoring.metrics_subnet),
     }
     seen = set()
     for name, service in _compose(EVERYTHING_ON).items():

@@ -1,0 +1,331 @@
+#!/usr/bin/python3
+"""metricsd: the stack's Prometheus endpoint (monitoring.metrics in mailstack.yaml).
+
+On each scrape it collects the daemons' own metrics over the back-end network and serves
+their union at /metrics in Prometheus's text format (0.0.4), to a client that shows the
+bearer token (Authorization: Bearer <secrets/metrics_token>); anything else gets 401. The
+sources, each asked with a short timeout (a source that does not answer is
+mailstack_metrics_source_up 0, the others are still served):
+
+    dovecot   Dovecot's stats service (OpenMetrics: sign-ins, failures, deliveries, IMAP)
+    rspamd    rspamd's controller /metrics (OpenMetrics; a read-only password of its own)
+    postfix   Debian's prometheus-postfix-exporter, run by this daemon as its child on the
+              container's loopback: the mail queue through Postfix's showq socket
+
+Python standard library only (Debian's python3). Commands:
+    metricsd serve ...   run (the container's entrypoint; starts as root, reads the secrets,
+                         drops to the metrics user with the postdrop group for showq)
+    metricsd health      exit 0 when /metrics answers with the token (the healthcheck)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import http
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKEN_FILE = Path("/run/secrets/metrics_token")
+RSPAMD_PASSWORD_FILE = Path("/run/secrets/rspamd_metrics_password")
+SERVICE_UID = 978
+SERVICE_GID = 978
+POSTDROP_GID = 201  # the postfix image's postdrop: showq admits it (public/ is 2710)
+EXPORTER = "/usr/bin/prometheus-postfix-exporter"
+EXPORTER_ADDRESS = "127.0.0.1:9155"
+SOURCE_TIMEOUT = 5.0  # seconds per source: a scrape answers within Prometheus's default 10 s
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
+OPENMETRICS_ONLY_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram"}
+PROMETHEUS_TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+# What each source contributes: its own families only (not the exporters' go_*/process_*,
+# which would collide), and of Postfix's exporter only the queue: its log-based counters
+# stay zero here, as no log is handed to it (docs/metrics.md says why).
+KEEP: dict[str, Callable[[str], bool]] = {
+    "dovecot": lambda name: name.startswith("dovecot_"),
+    "rspamd": lambda name: name.startswith("rspamd_"),
+    "postfix": lambda name: name.startswith(("postfix_showq_", "postfix_up")),
+}
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One metric family as read: its name, type, help text and sample lines."""
+
+    name: str
+    type: str
+    help: str | None
+    samples: tuple[str, ...]
+
+
+def parse_families(text: str) -> list[Family]:
+    """Families of a Prometheus or OpenMetrics text exposition, in order."""
+    families: list[Family] = []
+    name, type_, help_ = "", "untyped", None
+    samples: list[str] = []
+
+    def close() -> None:
+        if name or samples:
+            families.append(Family(name, type_, help_, tuple(samples)))
+
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                if parts[2] != name:
+                    close()
+                    name, type_, help_, samples = parts[2], "untyped", None, []
+                if parts[1] == "TYPE":
+                    type_ = parts[3].strip() if len(parts) > 3 else "untyped"
+                else:
+                    help_ = parts[3] if len(parts) > 3 else ""
+            continue  # EOF, UNIT and comments
+        match = SAMPLE.match(line)
+        if not match:
+            continue
+        if not name or not match.group(1).startswith(name):
+            close()
+            name, type_, help_, samples = match.group(1), "untyped", None, []
+        samples.append(line.split(" # ", 1)[0])  # an OpenMetrics exemplar is dropped
+    close()
+    return families
+
+
+def as_prometheus(family: Family) -> Family:
+    """The family as Prometheus's text format 0.0.4 says it: OpenMetrics names a counter
+    without _total (its samples have it) and has types 0.0.4 lacks."""
+    type_ = OPENMETRICS_ONLY_TYPES.get(family.type, family.type)
+    if type_ not in PROMETHEUS_TYPES:
+        type_ = "untyped"
+    samples = family.samples
+    name = family.name
+    if family.type == "counter":
+        samples = tuple(s for s in samples if not sample_name(s).endswith("_created"))
+    if family.type in ("counter", "info") and samples:
+        first = sample_name(samples[0])
+        if first in (f"{name}_total", f"{name}_info"):
+            name = first
+    return Family(name, type_, family.help, samples)
+
+
+def sample_name(line: str) -> str:
+    match = SAMPLE.match(line)
+    return match.group(1) if match else ""
+
+
+def render(families: Iterable[Family]) -> str:
+    lines: list[str] = []
+    for family in families:
+        if family.help is not None:
+            lines.append(f"# HELP {family.name} {family.help}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        lines.extend(family.samples)
+    return "\n".join(lines) + "\n"
+
+
+def union(sources: dict[str, str | None]) -> str:
+    """The text served: each source's own families, then whether each source answered."""
+    families: list[Family] = []
+    seen: set[str] = set()
+    for source, text in sources.items():
+        for family in parse_families(text or ""):
+            converted = as_prometheus(family)
+            if KEEP[source](converted.name) and converted.name not in seen:
+                seen.add(converted.name)
+                families.append(converted)
+    up = Family(
+        "mailstack_metrics_source_up",
+        "gauge",
+        "Whether the source answered this scrape (1) or not (0).",
+        tuple(
+            f'mailstack_metrics_source_up{{source="{source}"}} {0 if text is None else 1}'
+            for source, text in sources.items()
+        ),
+    )
+    return render([*families, up])
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the token (compared in constant time)."""
+    if not header or not token:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+# --- collecting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def fetch(source: Source) -> str | None:
+    request = urllib.request.Request(source.url, headers=dict(source.headers))  # noqa: S310  # http URLs from the command line
+    try:
+        with urllib.request.urlopen(request, timeout=SOURCE_TIMEOUT) as response:  # noqa: S310  # as above
+            body: bytes = response.read(MAX_SOURCE_BYTES + 1)
+    except (OSError, urllib.error.URLError) as error:
+        print(f"metricsd: {source.name}: {error}", file=sys.stderr, flush=True)
+        return None
+    if len(body) > MAX_SOURCE_BYTES:
+        print(f"metricsd: {source.name}: answer over {MAX_SOURCE_BYTES} bytes", file=sys.stderr)
+        return None
+    return body.decode("utf-8", "replace")
+
+
+def collect(sources: list[Source]) -> str:
+    results: dict[str, str | None] = {source.name: None for source in sources}
+
+    def one(source: Source) -> None:
+        results[source.name] = fetch(source)
+
+    threads = [threading.Thread(target=one, args=(source,)) for source in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(SOURCE_TIMEOUT + 1)
+    return union(results)
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+def handler(token: str, sources: list[Source]) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "metricsd"
+        sys_version = ""
+        timeout = 10
+
+        def do_GET(self) -> None:  # the stdlib's name
+            if not bearer_matches(self.headers.get("Authorization"), token):
+                self.answer(http.HTTPStatus.UNAUTHORIZED, "unauthorized: a bearer token\n")
+                return
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.answer(http.HTTPStatus.NOT_FOUND, "not found: /metrics\n")
+                return
+            self.answer(http.HTTPStatus.OK, collect(sources), "text/plain; version=0.0.4")
+
+        def answer(self, status: http.HTTPStatus, body: str, kind: str = "text/plain") -> None:
+            data = body.encode()
+            self.send_response(status)
+            if status == http.HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", 'Bearer realm="metrics"')
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:  # the stdlib's name
+            if not str(args[1] if len(args) > 1 else "").startswith("2"):
+                sys.stderr.write(f"metricsd: {self.client_address[0]} {format % args}\n")
+
+    return Handler
+
+
+def read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise SystemExit(f"metricsd: secret {path.name} is empty")
+    return value
+
+
+def drop_privileges() -> None:
+    os.setgroups([POSTDROP_GID])
+    os.setgid(SERVICE_GID)
+    os.setuid(SERVICE_UID)
+
+
+def start_exporter() -> subprocess.Popen[bytes]:
+    # No log file: the queue (showq) is what it reads here; /dev/null keeps it from waiting.
+    return subprocess.Popen(  # a fixed program and arguments
+        [
+            EXPORTER,
+            f"--web.listen-address={EXPORTER_ADDRESS}",
+            "--postfix.showq_path=/var/spool/postfix/public/showq",
+            "--postfix.logfile_path=/dev/null",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def serve(arguments: argparse.Namespace) -> None:
+    token = read_secret(TOKEN_FILE)
+    rspamd_password = read_secret(RSPAMD_PASSWORD_FILE)
+    drop_privileges()
+    exporter = start_exporter()
+    sources = [
+        Source("postfix", f"http://{EXPORTER_ADDRESS}/metrics"),
+        Source("dovecot", arguments.dovecot),
+        Source("rspamd", arguments.rspamd, (("Password", rspamd_password),)),
+    ]
+    server = http.server.ThreadingHTTPServer(
+        (arguments.address, arguments.port), handler(token, sources)
+    )
+    server.daemon_threads = True
+
+    def stop(*_: object) -> None:
+        exporter.terminate()
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def watch() -> None:  # the exporter is part of the service: without it, restart
+        code = exporter.wait()
+        print(f"metricsd: the postfix exporter exited ({code})", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    print(f"metricsd: serving on {arguments.address}:{arguments.port}", flush=True)
+    server.serve_forever()
+
+
+def health(arguments: argparse.Namespace) -> int:
+    request = urllib.request.Request(  # the container's own address
+        f"http://{arguments.address}:{arguments.port}/metrics",
+        headers={"Authorization": f"Bearer {read_secret(TOKEN_FILE)}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=8) as response:  # noqa: S310  # as above
+            body = response.read().decode()
+    except OSError as error:
+        print(f"metricsd: /metrics: {error}")
+        return 1
+    down = re.findall(r'mailstack_metrics_source_up\{source="(\w+)"\} 0', body)
+    if down:  # healthy when the endpoint answers; a source down shows in its own series
+        print(f"metricsd: answering; down: {', '.join(down)}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="metricsd")
+    parser.add_argument("command", choices=("serve", "health"))
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9154)
+    parser.add_argument("--dovecot", default="http://dovecot:9900/metrics")
+    parser.add_argument("--rspamd", default="http://rspamd:11334/metrics")
+    arguments = parser.parse_args(argv)
+    if arguments.command == "health":
+        return health(arguments)
+    serve(arguments)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
