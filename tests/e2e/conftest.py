@@ -42,9 +42,14 @@ SLOT = _slot()
 PROJECT = "mailstack-e2e" + (str(SLOT) if SLOT else "")
 
 
+def slot_base(slot: int) -> int:
+    """Where a slot's published ports start (each port is this plus a fixed offset)."""
+    return 2000 if slot == 0 else 30000 + 100 * slot
+
+
 def slot_ports(slot: int) -> dict[str, int]:
     """The published ports of a slot's stack, on the host's loopback."""
-    base = 2000 if slot == 0 else 30000 + 100 * slot
+    base = slot_base(slot)
     if slot == 0:
         offsets = {"smtp": 525, "submission": 587, "submissions": 465, "imap": 143,
                    "imaps": 993, "http": 80, "https": 443, "managesieve": 4190}  # fmt: skip
@@ -74,7 +79,7 @@ SUBNETS = (
 )
 # monitoring.metrics is on in the session stack (tests/e2e/test_metrics.py scrapes it): its
 # port on the host's loopback and its network, each the slot's own.
-METRICS_PORT = _PORT_BASE + 9154 if SLOT == 0 else _PORT_BASE + 54
+METRICS_PORT = slot_base(SLOT) + (9154 if SLOT == 0 else 54)
 METRICS_SUBNET = f"172.29.{96 + SLOT}.0/24"
 # Where every test client on the host arrives from: the frontend network's gateway.
 GATEWAY = str(ipaddress.ip_network(SUBNETS[0]).network_address + 1)
