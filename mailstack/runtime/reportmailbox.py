@@ -15,6 +15,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from mailstack.mailauth.reportarchive import DEFAULT_LIMITS, Limits
 from mailstack.mailauth.reportformats import DmarcReport, TlsReport, clean
 
 if TYPE_CHECKING:
+    from mailstack.stack.config import Config
     from mailstack.stack.stackdir import Stack
 
 MAIL_SERVICE = services.DOVECOT.name
@@ -77,37 +79,54 @@ def report_days(text: str) -> int:
     raise UsageError(f"--days: {text[:40]!r} is not a whole number of days from 1 to {MAX_DAYS}")
 
 
+@dataclass(frozen=True)
+class _Gathered:
+    """What both summaries read: the mailboxes, their messages and the reports of one kind."""
+
+    mailboxes: tuple[str, ...]
+    messages_read: int
+    reports: list[DmarcReport | TlsReport]
+    rejected: tuple[Rejected, ...]
+    notes: tuple[str, ...]
+
+
+def _gather(
+    stack: Stack, days: int, limits: Limits, address_of: Callable[[Config, str], str], kind: str
+) -> _Gathered:
+    """Every domain's report address (as address_of says) to its mailboxes, read."""
+    addresses = [address_of(stack.config, d.name) for d in list_domains(stack.compose)]
+    mailboxes, notes = report_mailboxes(stack.compose, addresses)
+    found = [read_mailbox(stack.compose, mailbox, days, limits) for mailbox in mailboxes]
+    reports, rejected = _reports(found, limits, kind)
+    read = sum(len(box.messages) for box in found)
+    return _Gathered(mailboxes, read, reports, rejected, notes)
+
+
 def dmarc_summary(
     stack: Stack, days: int = DEFAULT_DAYS, limits: Limits = DEFAULT_LIMITS
 ) -> DmarcSummary:
-    addresses = [dmarc_report_address(stack.config, d.name) for d in list_domains(stack.compose)]
-    mailboxes, notes = report_mailboxes(stack.compose, addresses)
-    found = [read_mailbox(stack.compose, mailbox, days, limits) for mailbox in mailboxes]
-    reports, rejected = _reports(found, limits, aggregate.DMARC)
+    got = _gather(stack, days, limits, dmarc_report_address, aggregate.DMARC)
     return DmarcSummary(
         days=days,
-        mailboxes=mailboxes,
-        messages_read=sum(len(box.messages) for box in found),
-        totals=aggregate.dmarc_totals(r for r in reports if isinstance(r, DmarcReport)),
-        rejected=rejected,
-        notes=notes,
+        mailboxes=got.mailboxes,
+        messages_read=got.messages_read,
+        totals=aggregate.dmarc_totals(r for r in got.reports if isinstance(r, DmarcReport)),
+        rejected=got.rejected,
+        notes=got.notes,
     )
 
 
 def tls_summary(
     stack: Stack, days: int = DEFAULT_DAYS, limits: Limits = DEFAULT_LIMITS
 ) -> TlsSummary:
-    addresses = [tls_report_address(stack.config, d.name) for d in list_domains(stack.compose)]
-    mailboxes, notes = report_mailboxes(stack.compose, addresses)
-    found = [read_mailbox(stack.compose, mailbox, days, limits) for mailbox in mailboxes]
-    reports, rejected = _reports(found, limits, aggregate.TLS)
+    got = _gather(stack, days, limits, tls_report_address, aggregate.TLS)
     return TlsSummary(
         days=days,
-        mailboxes=mailboxes,
-        messages_read=sum(len(box.messages) for box in found),
-        totals=aggregate.tls_totals(r for r in reports if isinstance(r, TlsReport)),
-        rejected=rejected,
-        notes=notes,
+        mailboxes=got.mailboxes,
+        messages_read=got.messages_read,
+        totals=aggregate.tls_totals(r for r in got.reports if isinstance(r, TlsReport)),
+        rejected=got.rejected,
+        notes=got.notes,
     )
 
 
