@@ -271,7 +271,14 @@ def _scan_message(domain: str) -> bytes:
 
 def _spam_scan(stack: Stack, executor: Executor) -> HealthItem:
     fix = "rspamd scans every message (its milter): `mailstack logs rspamd`"
-    argv = ["rspamc", "--timeout", str(INNER_SECONDS - 1), "symbols"]
+    argv = [
+        "rspamc",
+        "--connect",
+        "127.0.0.1:11333",
+        "--timeout",
+        str(INNER_SECONDS - 1),
+        "symbols",
+    ]
     try:
         found = run_with_status(executor, "rspamd", argv, input=_scan_message(stack.config.domain))
     except MailstackError as error:
