@@ -438,3 +438,9 @@ def test_check_health_help_documents_the_exit_codes() -> None:
     assert (
         "Exit codes: 0 every item passes (or is exempt, and says why); 1 an item fails; 6" in text
     )
+
+
+def test_check_health_of_a_directory_without_a_stack_is_one_line_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["check", "health", "--dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a mailstack directory" in result.output and "Traceback" not in result.output
