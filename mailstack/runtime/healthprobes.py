@@ -72,6 +72,7 @@ PROBE_ADDRESS = "mailstack-healthcheck@mailstack.invalid"
 # A mailbox's address reaches argv only in this shape (never an option, never a space).
 _SAFE_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+=-]{0,63}@[a-z0-9][a-z0-9.-]{0,252}")
 _EXIT_LINE = "mailstack-exit="
+_TIMED_OUT = 124  # timeout(1)'s status when it had to stop the command
 # Runs argv (given after the seconds) under `timeout`, its stdout and stderr together, and
 # says its exit status on a last line of its own: a probe needs the status (postmap's 1 is
 # "not found", doveadm's 67 "unknown user"), and exec's own failure means the container.
@@ -123,6 +124,8 @@ def run_with_status(
         raise MailstackError(
             f"{argv[0]} in {service}: no exit status: {first_line(output)}"
         ) from None
+    if code == _TIMED_OUT:
+        body = f"{argv[0]}: no answer within {INNER_SECONDS} s\n{body}"
     return Status(code, body)
 
 

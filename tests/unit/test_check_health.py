@@ -208,6 +208,13 @@ def test_an_unhealthy_answer_is_named_with_the_daemons_words(tmp_path: Path) -> 
     assert items["dns resolution"].detail == "example.test MX: SERVFAIL"
 
 
+def test_a_command_stopped_by_its_timeout_says_so(tmp_path: Path) -> None:
+    fake = FakeContainers(by_marker=_answers({"drill": _status("", 124)}))
+    items = _check(_stack(tmp_path, fake), tmp_path)
+    assert items["dns resolution"].verdict == FAIL
+    assert items["dns resolution"].detail == "drill: no answer within 3 s"
+
+
 def test_a_failing_healthcheck_fails_the_service_though_docker_says_healthy(
     tmp_path: Path,
 ) -> None:
