@@ -56,10 +56,15 @@ def _answers(changes: dict[str, object] | None = None) -> list[tuple[str, object
 
 
 def _stack(
-    tmp_path: Path, fake: FakeContainers, mode: str = "sandbox", antivirus: bool = False
+    tmp_path: Path,
+    fake: FakeContainers,
+    mode: str = "sandbox",
+    antivirus: bool = False,
+    backup: dict[str, str] | None = None,
 ) -> Stack:
     features = {"antivirus": antivirus, "webmail": True, "admin": True}
-    settings = {"mode": mode, "features": features, "backup": {"target": str(tmp_path / "repo")}}
+    backup = backup or {"target": str(tmp_path / "repo")}
+    settings = {"mode": mode, "features": features, "backup": backup}
     config = stackfiles.initial_config("mail.example.test", "example.test", settings)
     stackfiles.init_stack(tmp_path / "stack", config, check_ports=False)
     stack_dir = StackDir(tmp_path / "stack")
@@ -451,3 +456,21 @@ def test_check_health_of_a_directory_without_a_stack_is_one_line_exit_2(tmp_path
     result = CliRunner().invoke(app, ["check", "health", "--dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "is not a mailstack directory" in result.output and "Traceback" not in result.output
+
+
+def test_a_remote_target_s_last_backup_comes_from_the_backups_report(tmp_path: Path) -> None:
+    body = {
+        "snapshots": [{"time": "2026-12-06T09:00:00.123456789Z"}, {"time": "2026-12-05T09:00:00Z"}]
+    }
+    row = f'backups,"{json.dumps(body).replace(chr(34), chr(34) * 2)}",2026-12-06T11:50:00Z,600\n'
+
+    def report(call: Call) -> bytes:
+        return row.encode() if call.variables()["topic"] == "backups" else b""
+
+    fake = FakeContainers(by_marker=_answers({"FROM host_reports": report}))
+    target = {"target": "s3://s3.example.test/bucket", "s3_access_key_id": "AKIAEXAMPLE"}
+    items = _check(_stack(tmp_path, fake, backup=target), tmp_path)
+    assert items["last backup"].verdict == PASS
+    assert items["last backup"].detail == "2 h ago (2026-12-06 09:00 UTC)"  # 2 h 59 min
+    assert items["free space: backups"].exempt
+    assert items["free space: backups"].detail == "exempt: a s3 target: its server's to watch"
