@@ -12,6 +12,7 @@ repository of its own, backup.target restored after), its verify, and the host r
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,13 +45,21 @@ def failing(report: dict[str, Any]) -> set[str]:
     return {item["name"] for item in report["items"] if item["verdict"] == "FAIL"}
 
 
-def wait_green(stack: RunningStack, timeout: float) -> tuple[float, dict[str, Any]]:
-    """Ask until exit 0; (seconds it took, the passing report)."""
+def not_passing(report: dict[str, Any]) -> set[str]:
+    return {item["name"] for item in report["items"] if item["verdict"] != "pass"}
+
+
+def wait_green(
+    stack: RunningStack, timeout: float, leftovers: set[str]
+) -> tuple[float, dict[str, Any]]:
+    """Ask until every item passes but the other modules' leftovers (then: exit 0 when there
+    are none); (seconds it took, that report)."""
     started = time.monotonic()
     while True:
         code, report, _ = check_health(stack)
         waited = time.monotonic() - started
-        if code == 0:
+        if not_passing(report) <= leftovers:
+            assert code == 0 or leftovers
             return waited, report
         assert waited < timeout, (
             f"check health not green {waited:.0f} s after the start: "
@@ -59,6 +68,23 @@ def wait_green(stack: RunningStack, timeout: float) -> tuple[float, dict[str, An
             )
         )
         time.sleep(1)
+
+
+def leftovers_of_other_modules(stack: RunningStack, found: dict[str, dict[str, Any]]) -> set[str]:
+    """Two items may carry what other modules left on the shared stack: a domain of theirs
+    outside the sandbox's zone (its DNS checks fail), mail of theirs still queued. Each must
+    then agree with the command that asks directly; the names of those not clean."""
+    rows = json.loads(stack.cli("check", "dns", "--json", check=False).stdout)["rows"]
+    verdicts = {row["verdict"] for row in rows}
+    dns = "FAIL" if "FAIL" in verdicts else "warn" if "warn" in verdicts else "pass"
+    assert found["dns records"]["detail"].startswith(f"{dns} for the server and ")
+    queued = len(json.loads(stack.cli("queue", "list", "--json").stdout)["messages"])
+    if queued:
+        assert found["mail queue"]["detail"].startswith(f"{queued} message")
+    else:
+        assert found["mail queue"]["detail"] == "empty"
+    return {name for name, clean in (("dns records", dns == "pass"), ("mail queue", not queued))
+            if not clean}  # fmt: skip
 
 
 def restore_healthy(stack: RunningStack, service: str) -> None:
@@ -88,7 +114,8 @@ def prepared(
         stack.new_mailbox()  # the lookups then find a real one (a fresh session has none)
         stack.cli("backup", "create", "--tag", "health", timeout=900)
         stack.cli("backup", "verify", timeout=900)
-        stack.cli("jobs", "run", timeout=600)  # the dns report among them
+        # The dns report among them (a job another module left failing: exit 1, reports made).
+        stack.cli("jobs", "run", check=False, timeout=600)
         yield stack
     finally:
         path.write_text(before)
@@ -99,16 +126,27 @@ def prepared(
         )
 
 
+@pytest.fixture(scope="module")
+def leftovers(prepared: RunningStack) -> set[str]:
+    """The items other modules' leftovers turn (none when this module runs alone)."""
+    _, report, _ = check_health(prepared)
+    return leftovers_of_other_modules(prepared, items(report))
+
+
 def test_every_item_passes_on_the_running_stack_and_json_has_every_one(
-    prepared: RunningStack,
+    prepared: RunningStack, leftovers: set[str]
 ) -> None:
     code, report, seconds = check_health(prepared)
     found = items(report)
-    not_passing = {
-        name: item["detail"] for name, item in found.items() if item["verdict"] != "pass"
+    assert leftovers_of_other_modules(prepared, found) == leftovers
+    unexpected = {
+        name: item["detail"]
+        for name, item in found.items()
+        if item["verdict"] != "pass" and name not in leftovers
     }
-    assert not_passing == {}
-    assert code == 0 and report["verdict"] == "pass" and report["exit_code"] == 0
+    assert unexpected == {}
+    if not leftovers:
+        assert code == 0 and report["verdict"] == "pass" and report["exit_code"] == 0
     services = {"db", "redis", "resolver", "rspamd", "dovecot", "postfix", "front", "webmail"}
     assert {f"service {name}" for name in services} <= set(found)
     assert {
@@ -128,10 +166,15 @@ def test_every_item_passes_on_the_running_stack_and_json_has_every_one(
     print(f"check health on the running stack: {seconds:.2f} s (the check {report['seconds']} s)")
 
 
-def test_text_output_ends_with_the_count_and_the_verdict(prepared: RunningStack) -> None:
+def test_text_output_ends_with_the_count_and_the_verdict(
+    prepared: RunningStack, leftovers: set[str]
+) -> None:
     result = prepared.cli("check", "health", check=False, timeout=120)
-    assert result.returncode == 0, result.stdout
-    assert result.stdout.splitlines()[-1].endswith(": pass")
+    if not leftovers:
+        assert result.returncode == 0, result.stdout
+        assert result.stdout.splitlines()[-1].endswith(": pass")
+    for name in leftovers:  # each not passing with its fix, on a line of its own
+        assert re.search(rf"^(warn|FAIL): {name}: .+: .+$", result.stdout, re.MULTILINE)
     assert "service postfix" in result.stdout
 
 
@@ -143,7 +186,7 @@ def test_text_output_ends_with_the_count_and_the_verdict(prepared: RunningStack)
     ],
 )
 def test_a_stopped_dependency_fails_naming_it_and_is_green_again_within_30_s(
-    prepared: RunningStack, service: str, named: set[str]
+    prepared: RunningStack, leftovers: set[str], service: str, named: set[str]
 ) -> None:
     try:
         prepared.compose("stop", service)
@@ -156,7 +199,7 @@ def test_a_stopped_dependency_fails_naming_it_and_is_green_again_within_30_s(
         for name in named - {f"service {service}"}:
             assert items(report)[name]["fix"], name  # each with its fix
         prepared.compose("start", service)
-        waited, _ = wait_green(prepared, GREEN_AGAIN)
+        waited, _ = wait_green(prepared, GREEN_AGAIN, leftovers)
         print(f"{service}: FAIL in {seconds:.1f} s; green {waited:.1f} s after its start")
     finally:
         restore_healthy(prepared, service)
