@@ -16,6 +16,8 @@ EXIT_OWN_CA = 3
 EXIT_SECURITY_PENDING = 4
 # `dkim rotate`: the new key's record is not visible in DNS yet; signing switches once it is.
 EXIT_DKIM_PENDING = 5
+# `check health`: nothing failed, but an item warns (a queue growing, a backup a day late).
+EXIT_HEALTH_WARN = 6
 
 
 class MailstackError(Exception):

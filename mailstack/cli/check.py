@@ -16,7 +16,8 @@ from mailstack.cli.dns import DomainArgument, domain_argument
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import EXIT_FAILED, UsageError
 from mailstack.mailauth import dnscheck
-from mailstack.runtime import checks, securityupdate
+from mailstack.runtime import checks, healthprobes, securityupdate
+from mailstack.runtime.health import HealthReport
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import chains, tlscheck
 from mailstack.verdict import Verdict
@@ -146,6 +147,58 @@ def check_tls(
         _show_tls_report(report)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+@check_app.command("health")
+@output.guarded
+def check_health(directory: StackDirOption = Path(), as_json: JsonOption = False) -> None:
+    """One verdict per item, each failing or warning one with its fix: every service running
+    and healthy, and functional (a mail and a webmail database query, a recipient lookup
+    through Postfix's maps, a Dovecot userdb lookup, an rspamd scan, a Redis PING, a DNS
+    query); the mail queue; the last backup and verify; the certificate; free space for the
+    volumes and the backups; ClamAV's signatures; the DNS check's summary (its hourly
+    report). Each probe is bounded: a hung daemon fails in seconds. Thresholds: docs/health.md.
+
+    Exit codes: 0 every item passes (or is exempt, and says why); 1 an item fails; 6 no
+    item fails, but one warns.
+    """
+    stack = Stack.load(directory)
+    report = healthprobes.check_health(stack)
+    if as_json:
+        output.as_json(
+            {
+                "verdict": report.verdict,
+                "exit_code": report.exit_code,
+                "seconds": round(report.seconds, 2),
+                "items": output.plain(report.items),
+            }
+        )
+    else:
+        _show_health_report(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _show_health_report(report: HealthReport) -> None:
+    """`check health`: a row per item, then one line per failing or warning item with its fix."""
+    table = Table(box=box.SIMPLE, show_header=True)
+    for column in ("item", "verdict", "found"):
+        table.add_column(column, overflow="fold")
+    for item in report.items:
+        table.add_row(
+            Text(item.name),
+            Text(item.verdict, style=output.VERDICT_STYLES[item.verdict]),
+            Text(item.detail, style="dim" if item.exempt else ""),
+        )
+    output.console.print(table)
+    for item in report.failing():
+        output.info(f"{item.verdict}: {item.name}: {item.detail}: {item.fix}")
+    failed = sum(1 for item in report.items if item.verdict == Verdict.FAIL)
+    warned = sum(1 for item in report.items if item.verdict == Verdict.WARN)
+    output.info(
+        f"{len(report.items)} items, {failed} failed, {warned} warned "
+        f"({report.seconds:.1f} s): {report.verdict}"
+    )
 
 
 _ANCHORS = {

@@ -40,10 +40,12 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return bool(self.services) and all(
-            s.state == "running" and s.health in ("healthy", "") and not s.failing_checks
-            for s in self.services
-        )
+        return bool(self.services) and all(service_healthy(s) for s in self.services)
+
+
+def service_healthy(state: ServiceState) -> bool:
+    """Running, healthy (or without a healthcheck), and its last healthcheck passed."""
+    return state.state == "running" and state.health in ("healthy", "") and not state.failing_checks
 
 
 @dataclass(frozen=True)
