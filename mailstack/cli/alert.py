@@ -9,7 +9,7 @@ import typer
 
 from mailstack.cli import output
 from mailstack.cli.options import StackDirOption
-from mailstack.errors import EXIT_FAILED
+from mailstack.errors import EXIT_FAILED, MailstackError
 from mailstack.runtime import alerts, notify, schedule
 from mailstack.stack.stackdir import Stack
 
@@ -51,7 +51,14 @@ def unit_failed(
 def test(directory: StackDirOption = Path()) -> None:
     """Send a test alert the way a failed timer's goes: proves the postmaster receives them."""
     stack = Stack.load(directory)
-    if not alerts.send_test(stack):
-        output.error(f"the test alert to {notify.postmaster(stack)} could not be sent")
-        raise typer.Exit(EXIT_FAILED)
-    output.info(f"a test alert was mailed to {notify.postmaster(stack)}")
+    to = notify.postmaster(stack)
+    try:
+        alerts.send_test(stack)
+    except MailstackError as failure:
+        raise MailstackError(
+            f"the test alert could not be sent: {failure.message}",
+            hint=f"{to} must be a mailbox or an alias somebody reads (`mailstack mailbox add "
+            f"{to}` or `mailstack alias add {to} YOU@DOMAIN`), and the stack up "
+            "(`mailstack status`)",
+        ) from None
+    output.info(f"a test alert was mailed to {to}")

@@ -109,14 +109,15 @@ def unit_failed(
     return alert
 
 
-def send_test(stack: Stack) -> bool:
-    """A test alert (`mailstack alert test`): proves the path to the postmaster; not recorded."""
+def send_test(stack: Stack) -> None:
+    """A test alert (`mailstack alert test`): proves the path to the postmaster; not recorded.
+    A MailstackError says why it could not be sent."""
     subject = f"[mailstack] {stack.config.hostname}: a test alert (nothing failed)"
     body = (
         "This is a test of the alerts mailstack sends when one of its host timers (the daily "
         "backup, certificate renewal, security updates, host jobs) fails. Nothing failed.\n"
     )
-    return notify.mail_postmaster(stack, subject, body)
+    notify.send_to_postmaster(stack, subject, body)
 
 
 def last_mailed(stack_dir: StackDir, unit: str) -> Alert | None:

@@ -13,20 +13,25 @@ def postmaster(stack: Stack) -> str:
     return f"postmaster@{stack.config.domain}"
 
 
+def send_to_postmaster(stack: Stack, subject: str, body: str) -> None:
+    """Mail the postmaster of the first domain; a MailstackError says why it could not."""
+    address, password = probe.ensure_probe_account(stack.dir.root, stack.config, stack.compose)
+    probe.send(
+        stack.config,
+        stack.dir.root / "tls" / "ca.pem" if stack.config.tls.mode == "selfsigned" else None,
+        address,
+        password,
+        to=postmaster(stack),
+        subject=subject,
+        body=body,
+    )
+
+
 def mail_postmaster(stack: Stack, subject: str, body: str) -> bool:
-    """Mail the postmaster of the first domain; False, and no exception, when the stack
-    cannot take it (down, or no such mailbox: the caller records that it was not mailed)."""
+    """Mail the postmaster; False, and no exception, when the stack cannot take it (down, or
+    no such mailbox: the caller records that it was not mailed)."""
     try:
-        address, password = probe.ensure_probe_account(stack.dir.root, stack.config, stack.compose)
-        probe.send(
-            stack.config,
-            stack.dir.root / "tls" / "ca.pem" if stack.config.tls.mode == "selfsigned" else None,
-            address,
-            password,
-            to=postmaster(stack),
-            subject=subject,
-            body=body,
-        )
+        send_to_postmaster(stack, subject, body)
     except MailstackError:
         return False
     return True

@@ -174,3 +174,22 @@ def test_the_cli_refuses_a_bad_unit_with_one_line(tmp_path: Path) -> None:
     code, output = invoke("alert", "unit-failed", "x;y", "--dir", str(stack.dir.root))
     assert code == 2
     assert one_error_line(output).startswith("unit: 'x;y' is not a systemd unit name")
+
+
+def test_a_test_alert_that_cannot_be_sent_says_why_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(stack: Stack, subject: str, body: str) -> None:
+        raise MailstackError(
+            "the notice to postmaster@example.test could not be submitted: (550, b'5.1.1 "
+            "<postmaster@example.test>: Recipient address rejected: User unknown')"
+        )
+
+    monkeypatch.setattr(notify, "send_to_postmaster", refused)
+    stack = _stack(tmp_path)
+    code, output = invoke("alert", "test", "--dir", str(stack.dir.root))
+    assert code == 1
+    (line, hint) = output.splitlines()[:2]
+    assert line.startswith("error: the test alert could not be sent: the notice to postmaster@")
+    assert "User unknown" in line
+    assert hint.startswith("hint: postmaster@example.test must be a mailbox or an alias")
