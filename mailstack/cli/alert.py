@@ -28,7 +28,7 @@ def _send(stack: Stack, unit: str) -> None:
         timer.name: timer.what for timer in schedule.stack_timers(stack.dir.root, stack.config)
     }
     alert = alerts.unit_failed(stack, unit, known)
-    if alert.outcome == alerts.MAILED or alert.outcome.startswith("not mailed again"):
+    if alert.told:
         output.info(alert.line())
         return
     output.error(alert.line())

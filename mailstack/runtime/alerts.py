@@ -28,6 +28,7 @@ SHOWN_FOR = datetime.timedelta(days=7)  # how long `status` shows the newest
 JOURNAL_LINES = 40
 QUIET_FOR = datetime.timedelta(hours=1)  # one mail per unit per hour at most
 MAILED = "the postmaster was mailed"
+NOT_AGAIN = "not mailed again"  # mailed within the hour already
 _UNIT_SUFFIXES = (".service", ".timer")
 
 
@@ -37,6 +38,11 @@ class Alert:
     unit: str
     what: str  # for people: "the daily backup"
     outcome: str  # MAILED, or why not
+
+    @property
+    def told(self) -> bool:
+        """The postmaster has this failure: mailed now, or within the hour."""
+        return self.outcome == MAILED or self.outcome.startswith(NOT_AGAIN)
 
     def line(self) -> str:
         return f"{self.what} failed at {self.time} ({self.unit}; {self.outcome})"
@@ -99,7 +105,7 @@ def unit_failed(
     what = describe(checked, known)
     last = last_mailed(stack.dir, checked)
     if last is not None and moment - _parsed(last.time) < QUIET_FOR:
-        outcome = f"not mailed again: mailed at {last.time}, within the hour"
+        outcome = f"{NOT_AGAIN}: mailed at {last.time}, within the hour"
     else:
         subject, body = message(stack, Alert(when, checked, what, ""), journal(checked))
         mailed = notify.mail_postmaster(stack, subject, body)
