@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from mailstack.errors import ConfigError
 from mailstack.stack.config_policy import Dns, Policy
 from mailstack.stack.config_sections import (
+    Antivirus,
     Backup,
     Features,
     Images,
@@ -55,6 +56,7 @@ class Config(Section):
     )
     timezone: TimeZone = Field(default="UTC", description="time zone of logs and the daemons")
     features: Features = Field(default_factory=Features)
+    antivirus: Antivirus = Field(default_factory=Antivirus)
     webmail: Webmail = Field(default_factory=Webmail)
     network: Network = Field(default_factory=Network)
     tls: Tls = Field(default_factory=Tls)

@@ -26,9 +26,11 @@ from mailstack.stack.config_types import (
     Address,
     BackupTarget,
     DailyTime,
+    Domain,
     FeedUrl,
     IPv4,
     IPv6,
+    MirrorUrl,
     Port,
     Registry,
     S3KeyId,
@@ -62,6 +64,29 @@ class Features(Section):
         description="the admin service: the REST API at https://<hostname>/api/v1/ (API "
         "tokens from `mailstack api token create`); init turns it off when the host has "
         "less than 1 GiB of RAM",
+    )
+
+
+class Antivirus(Section):
+    """Where freshclam (production, features.antivirus) fetches ClamAV's signatures."""
+
+    mirror: Domain = Field(
+        default="database.clamav.net",
+        description="freshclam's DatabaseMirror: ClamAV's update service, or a mirror that "
+        "serves the same DNS-driven updates",
+    )
+    private_mirrors: list[MirrorUrl] = Field(
+        default_factory=list,
+        max_length=8,
+        description="http(s) URLs of your own signature mirrors (e.g. one cvdupdate fills), "
+        "tried in order; when set, freshclam fetches from them only (PrivateMirror)",
+    )
+    checks_per_day: int = Field(
+        default=12,
+        ge=1,
+        le=24,
+        description="how often freshclam looks for new signatures; ClamAV's service asks for "
+        "no more than once an hour",
     )
 
 

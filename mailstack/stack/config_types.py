@@ -14,6 +14,7 @@ from mailstack.stack.config_values import (
     check_daily_time,
     check_feed_url,
     check_ip,
+    check_mirror_url,
     check_project,
     check_registry,
     check_ssh_host_key,
@@ -37,6 +38,7 @@ ProjectName = Annotated[str, AfterValidator(check_project)]
 Registry = Annotated[str, AfterValidator(check_registry)]
 Extension = Annotated[str, AfterValidator(normalize_extension)]
 FeedUrl = Annotated[str, AfterValidator(check_feed_url)]
+MirrorUrl = Annotated[str, AfterValidator(check_mirror_url)]
 Score = Annotated[float, Field(ge=0, le=1000)]
 BackupTarget = Annotated[str, AfterValidator(check_backup_target)]
 SshHostKey = Annotated[str, AfterValidator(check_ssh_host_key)]

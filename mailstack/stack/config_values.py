@@ -170,6 +170,20 @@ def check_feed_url(value: str) -> str:
     return value
 
 
+def check_mirror_url(value: str) -> str:
+    """A ClamAV private mirror: http(s)://host[:port][/path]. Plain http is allowed (a mirror on
+    the local network commonly is): freshclam verifies each database's digital signature."""
+    reject_unsafe_text(value, limit=500)
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("is not an http:// or https:// URL with a host")
+    if " " in value or parsed.username or parsed.password or parsed.query or parsed.fragment:
+        raise ValueError(
+            "has spaces, credentials, a query or a fragment (allowed: scheme, host, port, path)"
+        )
+    return value
+
+
 def normalize_extension(value: str) -> str:
     """A file name extension, lower case, without the dot ("EXE" and ".exe" become "exe")."""
     reject_unsafe_text(value, limit=32)

@@ -20,6 +20,8 @@ from email.message import EmailMessage
 import pytest
 import yaml
 
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
 from tests.e2e.conftest import PORTS, RunningStack
 from tests.e2e.mail import (
     OUTSIDE_SENDER,
@@ -153,3 +155,25 @@ def test_clean_attachments_still_pass_on_587_and_25(stack: RunningStack, antivir
     received = fetch_by_subject(stack, recipient, recipient_password, str(inbound["Subject"]))
     attachments = [part.get_filename() for part in received.iter_attachments()]
     assert attachments == ["notes.zip"]
+
+
+def test_clamavs_own_freshclam_reads_the_rendered_mirror_settings(
+    stack: RunningStack, antivirus: None
+) -> None:
+    """antivirus.private_mirrors and checks_per_day as production renders them: the image's
+    freshclam parses the file (a directive it did not know would fail here, not in production).
+    Nothing is fetched: --version only parses."""
+    config = validate_config(
+        {
+            "hostname": "mail.example.org",
+            "domain": "example.org",
+            "features": {"antivirus": True},
+            "antivirus": {"private_mirrors": ["http://10.9.9.9:8000/clamav"], "checks_per_day": 6},
+        }
+    )
+    text = render_stack(RenderInputs(config, "1.0.0"))["config/clamav/freshclam.conf"]
+    assert b"PrivateMirror http://10.9.9.9:8000/clamav\n" in text
+    path = "/tmp/e2e-freshclam.conf"
+    script = f"cat > {path} && freshclam --config-file={path} --version; status=$?; rm -f {path}"
+    done = stack.compose("exec", "-T", "clamav", "sh", "-c", f"{script}; exit $status", stdin=text)
+    assert done.stdout.startswith(b"ClamAV "), done.stdout + done.stderr

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mailstack.errors import ConfigError
 from mailstack.resources import build_contexts_dir
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
@@ -108,3 +109,73 @@ def test_sandbox_signature_database_detects_eicar() -> None:
 @pytest.mark.parametrize("mode", ["sandbox", "production"])
 def test_compose_accepts_the_antivirus_stack(mode: str, tmp_path: Path) -> None:
     assert_compose_accepts(render(antivirus=True, mode=mode), tmp_path)
+
+
+def render_antivirus(antivirus: dict[str, Any]) -> dict[str, str]:
+    """freshclam.conf's directives (production) with the antivirus section given."""
+    config = validate_config(
+        {**REFERENCE, "mode": "production", "features": {"antivirus": True}, "antivirus": antivirus}
+    )
+    files = render_stack(RenderInputs(config, "1.0.0"))
+    return dict(directives(files["config/clamav/freshclam.conf"]))
+
+
+def test_freshclam_asks_clamavs_service_twelve_times_a_day_by_default() -> None:
+    freshclam = render_antivirus({})
+    assert freshclam["DatabaseMirror"] == "database.clamav.net"
+    assert freshclam["Checks"] == "12"
+    assert "PrivateMirror" not in freshclam
+
+
+def test_freshclam_fetches_only_from_the_private_mirrors_when_they_are_set() -> None:
+    config = validate_config(
+        {
+            **REFERENCE,
+            "mode": "production",
+            "features": {"antivirus": True},
+            "antivirus": {
+                "private_mirrors": ["http://10.0.0.5:8000", "https://av.example.net/clamav"],
+                "checks_per_day": 4,
+            },
+        }
+    )
+    text = render_stack(RenderInputs(config, "1.0.0"))["config/clamav/freshclam.conf"].decode()
+    lines = [line for line in text.splitlines() if line.startswith(("PrivateMirror", "Database"))]
+    assert lines == [
+        "DatabaseDirectory /var/lib/clamav",
+        "PrivateMirror http://10.0.0.5:8000",
+        "PrivateMirror https://av.example.net/clamav",
+    ]
+    assert "Checks 4" in text.splitlines()
+
+
+def test_another_database_mirror_is_a_key() -> None:
+    assert render_antivirus({"mirror": "clamav.mirror.example.net"})["DatabaseMirror"] == (
+        "clamav.mirror.example.net"
+    )
+
+
+@pytest.mark.parametrize(
+    ("antivirus", "expected"),
+    [
+        # A newline would add a directive of the attacker's to freshclam.conf.
+        (
+            {"private_mirrors": ["http://a.example\nDatabaseDirectory /etc"]},
+            "antivirus.private_mirrors.0",
+        ),
+        ({"private_mirrors": ["ftp://mirror.example"]}, "is not an http:// or https:// URL"),
+        ({"private_mirrors": ["http://user:pw@mirror.example"]}, "credentials"),
+        ({"private_mirrors": ["http://mirror.example/a b"]}, "spaces"),
+        ({"mirror": "mirror.example DatabaseDirectory"}, "antivirus.mirror"),
+        ({"checks_per_day": 48}, "antivirus.checks_per_day"),
+        ({"checks_per_day": 0}, "antivirus.checks_per_day"),
+    ],
+)
+def test_a_bad_mirror_or_check_count_is_one_line_naming_the_key(
+    antivirus: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config({**REFERENCE, "antivirus": antivirus})
+    message = caught.value.message
+    assert "\n" not in message
+    assert expected in message
