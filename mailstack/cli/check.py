@@ -118,11 +118,11 @@ def check_tls(
 ) -> None:
     """Connect to every TLS endpoint as a client would and judge what it serves.
 
-    For 25, 465, 587, 143, 993, 4190 and 443 (and with SNI every HTTPS name of the mail
-    domains: mta-sts., autoconfig., autodiscover.): the chain and its root, the names the
-    certificate covers, days to expiry (a warning under 21), key and signature, OCSP/CRL
-    URLs, and the TLS versions accepted (only 1.2 and 1.3 may be). A failed ACME renewal
-    (.mailstack/acme.json) is a failure too.
+    For 25, 465, 587, 143, 993, 4190, 443 and POP3's 995 and 110 when on (and with SNI every
+    HTTPS name of the mail domains: mta-sts., autoconfig., autodiscover.): the chain and its
+    root, the names the certificate covers, days to expiry (a warning under 21), key and
+    signature, OCSP/CRL URLs, and the TLS versions accepted (only 1.2 and 1.3 may be). A failed
+    ACME renewal (.mailstack/acme.json) is a failure too.
 
     Exit codes: 0 every endpoint good, with a publicly trusted chain; 1 a failure; 3 all
     good, but the chain ends at the stack's own CA (tls.mode selfsigned: fine offline,

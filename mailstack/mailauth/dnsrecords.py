@@ -186,7 +186,7 @@ def address_records(rtype: str, name: str, config: Config, note: str) -> tuple[R
 def domain_records(config: Config, domain: str, keys: Iterable[DkimKey]) -> tuple[Record, ...]:
     """Everything one mail domain publishes so mail to and from it works and authenticates."""
     hostname = config.hostname
-    ports = config.network.ports
+    ports, pop3 = config.network.ports, config.features.pop3
     dmarc_to = dmarc_report_address(config, domain)
     policy = mta_sts_policy(config)
     records = [
@@ -253,6 +253,7 @@ def domain_records(config: Config, domain: str, keys: Iterable[DkimKey]) -> tupl
         ("_submissions._tcp", ports.submissions, "mail submission, implicit TLS (RFC 8314)"),
         ("_submission._tcp", ports.submission, "mail submission, STARTTLS (RFC 6186)"),
         ("_imaps._tcp", ports.imaps, "IMAP, implicit TLS (RFC 6186)"),
+        *((("_pop3s._tcp", ports.pop3s, "POP3, implicit TLS (RFC 6186)"),) if pop3 else ()),
         ("_autodiscover._tcp", ports.https, "mail client autodiscovery"),
     )
     records += [

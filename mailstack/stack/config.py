@@ -88,9 +88,7 @@ class Config(Section):
             return self
         shared = network.bind_ipv4 in ("0.0.0.0", monitoring.metrics_address)  # noqa: S104  # compared, not bound
         clash = [
-            name
-            for name, port in network.ports.model_dump().items()
-            if port == monitoring.metrics_port
+            name for name, port in published_ports(self).items() if port == monitoring.metrics_port
         ]
         subnet = ipaddress.ip_network(monitoring.metrics_subnet)
         for key in ("frontend_subnet", "backend_subnet"):
@@ -102,6 +100,16 @@ class Config(Section):
                 f"{clash[0]} on the same address; allowed: a port no published service uses"
             )
         return self
+
+
+def published_ports(config: Config) -> dict[str, int]:
+    """The ports the stack publishes on the host, by network.ports key: POP3's only when on."""
+    ports = config.network.ports.model_dump()
+    if not config.features.pop3:
+        del ports["pop3s"]
+    if not config.features.pop3_starttls:
+        del ports["pop3"]
+    return ports
 
 
 # --- loading ---------------------------------------------------------------------------------

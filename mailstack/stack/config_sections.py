@@ -65,6 +65,22 @@ class Features(Section):
         "tokens from `mailstack api token create`); init turns it off when the host has "
         "less than 1 GiB of RAM",
     )
+    pop3: bool = Field(
+        default=False,
+        description="POP3 for clients that download and delete, on network.ports.pop3s "
+        "(implicit TLS only); the same passwords, app passwords, MFA rules and bans as IMAP",
+    )
+    pop3_starttls: bool = Field(
+        default=False,
+        description="also POP3 on network.ports.pop3 (STARTTLS required before login), for "
+        "old clients; needs pop3: true",
+    )
+
+    @model_validator(mode="after")
+    def _starttls_needs_pop3(self) -> Features:
+        if self.pop3_starttls and not self.pop3:
+            raise ValueError("pop3_starttls: true needs pop3: true (POP3 itself on)")
+        return self
 
 
 class Antivirus(Section):
@@ -124,6 +140,10 @@ class Ports(Section):
     https: Port = Field(default=443, description="HTTPS front")
     managesieve: Port = Field(
         default=4190, description="ManageSieve (users' own filters), STARTTLS required before login"
+    )
+    pop3s: Port = Field(default=995, description="POP3, implicit TLS (features.pop3)")
+    pop3: Port = Field(
+        default=110, description="POP3, STARTTLS required before login (features.pop3_starttls)"
     )
 
     @model_validator(mode="after")

@@ -181,6 +181,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Client autoconfiguration (Thunderbird, Outlook, Apple): what the front answers.
         "autoconfig": {
             "imaps": config.network.ports.imaps,
+            "pop3s": config.network.ports.pop3s if config.features.pop3 else 0,
             "submissions": config.network.ports.submissions,
             "submission": config.network.ports.submission,
         },

@@ -19,7 +19,7 @@ from mailstack.runtime.hostcheck import (
     memory_bytes,
     webmail_default,
 )
-from mailstack.stack.config import Config, validate_config
+from mailstack.stack.config import Config, published_ports, validate_config
 from mailstack.stack.configfile import commented_yaml
 from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
@@ -80,7 +80,7 @@ def init_stack(
     facts: list[HostFact] = []
     if check_ports:
         facts = check_host(
-            config.hostname, config.network.ports.model_dump().values(), config.network.bind_ipv4
+            config.hostname, published_ports(config).values(), config.network.bind_ipv4
         )
     atomic_write(stack.config_path, commented_yaml(config).encode(), 0o640)
     secrets = ensure_secrets(stack.root)

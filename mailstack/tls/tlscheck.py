@@ -29,7 +29,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from mailstack.errors import EXIT_FAILED, EXIT_OK, EXIT_OWN_CA, MailstackError
 from mailstack.mailauth.dnscheck import mail_domains
 from mailstack.mailauth.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
-from mailstack.stack.config import Config
+from mailstack.stack.config import Config, published_ports
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme
 from mailstack.tls.acme import AcmeState
@@ -78,6 +78,8 @@ _SERVICES: tuple[tuple[str, str | None], ...] = (
     ("imap", "imap"),
     ("imaps", None),
     ("managesieve", "sieve"),
+    ("pop3", "pop3"),
+    ("pop3s", None),
     ("https", None),
 )
 
@@ -91,13 +93,15 @@ def stack_endpoints(config: Config, domains: Sequence[str]) -> tuple[Endpoint, .
     """Every TLS endpoint the stack publishes, at its bind address (loopback for 0.0.0.0)."""
     bind = ipaddress.ip_address(config.network.bind_ipv4)
     address = "127.0.0.1" if bind.is_unspecified else str(bind)
-    ports = config.network.ports
     endpoints = []
+    published = published_ports(config)
     for key, starttls in _SERVICES:
+        if key not in published:
+            continue
         names: tuple[str, ...] = (config.hostname,)
         if key == "https":
             names += tuple(name for domain in domains for name in web_names(domain))
-        endpoints.append(Endpoint(key, address, getattr(ports, key), starttls, names))
+        endpoints.append(Endpoint(key, address, published[key], starttls, names))
     return tuple(endpoints)
 
 

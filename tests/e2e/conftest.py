@@ -52,10 +52,12 @@ def slot_ports(slot: int) -> dict[str, int]:
     base = slot_base(slot)
     if slot == 0:
         offsets = {"smtp": 525, "submission": 587, "submissions": 465, "imap": 143,
-                   "imaps": 993, "http": 80, "https": 443, "managesieve": 4190}  # fmt: skip
+                   "imaps": 993, "http": 80, "https": 443, "managesieve": 4190,
+                   "pop3": 110, "pop3s": 995}  # fmt: skip
     else:
         offsets = {"smtp": 25, "submission": 87, "submissions": 65, "imap": 43,
-                   "imaps": 93, "http": 80, "https": 44, "managesieve": 90}  # fmt: skip
+                   "imaps": 93, "http": 80, "https": 44, "managesieve": 90,
+                   "pop3": 10, "pop3s": 95}  # fmt: skip
     return {name: base + offset for name, offset in offsets.items()}
 
 
@@ -236,6 +238,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     config = yaml.safe_load(config_path.read_text())
     config["project"] = PROJECT
     config["features"]["antivirus"] = False
+    # POP3 on both doors (tests/e2e/test_pop3.py; `check tls` and testssl see them too).
+    config["features"]["pop3"] = config["features"]["pop3_starttls"] = True
     config["network"]["frontend_subnet"], config["network"]["backend_subnet"] = SUBNETS
     config["network"]["ports"] = dict(PORTS)
     config["monitoring"] = {

@@ -301,9 +301,10 @@ def test_a_domain_added_later_is_answered_by_name_and_others_still_get_421(
 
 # --- Dovecot's back-end doors: LMTP, SASL and the quota policy are Postfix's alone ------------
 
-# Dovecot's only ports: IMAP (143, 993) and ManageSieve (4190), published for every client.
-# LMTP, SASL and the quota policy are Unix sockets on a volume only Postfix shares.
-DOVECOT_PORTS = [143, 993, 4190]
+# Dovecot's only ports: IMAP (143, 993), POP3 (110, 995: features.pop3 and pop3_starttls are
+# on in the session stack) and ManageSieve (4190), published for every client. LMTP, SASL and
+# the quota policy are Unix sockets on a volume only Postfix shares.
+DOVECOT_PORTS = [110, 143, 993, 995, 4190]
 # With monitoring.metrics (on in the session stack) its stats listener too, on its back-end
 # address alone: read-only OpenMetrics counters for the metrics service (docs/metrics.md).
 DOVECOT_STATS_PORT = 9900
@@ -327,8 +328,8 @@ print(json.dumps(found))
 """
 
 
-def _assert_only_imap_and_managesieve(stack: RunningStack, scanned: dict[str, Any]) -> None:
-    """Every reachable Dovecot address has exactly IMAP and ManageSieve open (the back-end
+def _assert_only_the_client_ports(stack: RunningStack, scanned: dict[str, Any]) -> None:
+    """Every reachable Dovecot address has exactly IMAP, POP3 and ManageSieve open (the back-end
     one the stats listener too), and at least one was reachable (else the scan proved
     nothing)."""
     reached = {host: ports for host, ports in scanned.items() if ports != "unreachable"}
@@ -432,12 +433,12 @@ def test_lmtp_from_webmail_position_refused(stack: RunningStack, position: str) 
 
 
 @pytest.mark.parametrize("position", ["webmail", "back-end container"])
-def test_dovecot_answers_other_containers_on_imap_and_managesieve_only(
+def test_dovecot_answers_other_containers_on_imap_pop3_and_managesieve_only(
     stack: RunningStack, position: str
 ) -> None:
     """Every port, not only the old ones: no back-end door moved to another number."""
     hosts = json.dumps(_dovecot_hosts(stack))
-    _assert_only_imap_and_managesieve(
+    _assert_only_the_client_ports(
         stack, json.loads(_run_probe(stack, _positions(stack)[position], _SCAN, hosts))
     )
 
@@ -451,7 +452,7 @@ def test_host_cannot_reach_dovecot_back_end_doors(stack: RunningStack) -> None:
         capture_output=True, text=True, timeout=600, check=True, cwd="/",
     ).stdout  # fmt: skip
     found = json.loads(scanned)
-    _assert_only_imap_and_managesieve(stack, found)
+    _assert_only_the_client_ports(stack, found)
     assert "unreachable" not in found.values(), found  # the host is on both networks
 
 

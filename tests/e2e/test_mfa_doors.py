@@ -1,5 +1,5 @@
 """The second factor at every door (issue 16): a mailbox with a confirmed TOTP, on the
-shared stack. IMAP, SMTP AUTH (587) and ManageSieve refuse its account password and accept
+shared stack. IMAP, POP3, SMTP AUTH (587) and ManageSieve refuse its account password and accept
 an app password; the webmail (Debian's Chromium, driven by Playwright) refuses the password
 alone and opens only after a code (from pyotp, an independent TOTP), never the same code
 twice; failed codes reach the bans service; the admin service's internal endpoint answers
@@ -13,6 +13,7 @@ import base64
 import contextlib
 import imaplib
 import json
+import poplib
 import re
 import smtplib
 import socket
@@ -98,6 +99,19 @@ def imap_login(stack: RunningStack, address: str, password: str) -> bool:
         return True
 
 
+def pop3_login(stack: RunningStack, address: str, password: str) -> bool:
+    """POP3 on 995 (features.pop3 is on in the session stack)."""
+    pop = poplib.POP3_SSL("127.0.0.1", PORTS["pop3s"], context=stack.tls_context(), timeout=30)
+    try:
+        pop.user(address)
+        pop.pass_(password)
+    except poplib.error_proto:
+        return False
+    finally:
+        pop.close()
+    return True
+
+
 def smtp_login(stack: RunningStack, address: str, password: str) -> bool:
     with smtplib.SMTP("127.0.0.1", PORTS["submission"], timeout=30) as smtp:
         smtp.starttls(context=stack.tls_context())
@@ -165,6 +179,16 @@ def test_managesieve_refuses_the_account_password_of_a_user_with_a_second_factor
 
 def test_managesieve_accepts_an_app_password(stack: RunningStack, user: MfaUser) -> None:
     assert sieve_login(stack, user.address, user.app_password)
+
+
+def test_pop3_refuses_the_account_password_of_a_user_with_a_second_factor(
+    stack: RunningStack, user: MfaUser
+) -> None:
+    assert not pop3_login(stack, user.address, user.password)
+
+
+def test_pop3_accepts_an_app_password(stack: RunningStack, user: MfaUser) -> None:
+    assert pop3_login(stack, user.address, user.app_password)
 
 
 def test_a_user_without_a_second_factor_still_logs_in_to_imap_with_the_password(

@@ -46,6 +46,8 @@ ENDPOINTS = (
     Endpoint("submission", "smtp"),  # 587
     Endpoint("imaps", None),  # 993
     Endpoint("imap", "imap"),  # 143
+    Endpoint("pop3s", None),  # 995 (features.pop3, on in the session stack)
+    Endpoint("pop3", "pop3"),  # 110 (features.pop3_starttls)
     Endpoint("https", None, http=True),  # 443
 )
 
@@ -280,7 +282,14 @@ WRITABLE_ROOT: dict[str, str] = {}
 # Container port -> mailstack.yaml port name, per publishing service; nothing else is published.
 PUBLISHED: dict[str, dict[str, str]] = {
     "postfix": {"25/tcp": "smtp", "465/tcp": "submissions", "587/tcp": "submission"},
-    "dovecot": {"143/tcp": "imap", "993/tcp": "imaps", "4190/tcp": "managesieve"},
+    # POP3's two doors: features.pop3 and pop3_starttls are on in the session stack.
+    "dovecot": {
+        "143/tcp": "imap",
+        "993/tcp": "imaps",
+        "4190/tcp": "managesieve",
+        "110/tcp": "pop3",
+        "995/tcp": "pop3s",
+    },
     "front": {"80/tcp": "http", "443/tcp": "https"},
 }
 # The engine's own state: never bind-mounted into a container.

@@ -9,6 +9,8 @@
 const HOSTNAME = 'mail.example.test';
 const FIRST_DOMAIN = 'example.test';
 const IMAPS_PORT = 993;
+// features.pop3: offered after IMAP (clients take the first they support); 0 when off.
+const POP3S_PORT = 0;
 const SUBMISSIONS_PORT = 465;
 const SUBMISSION_PORT = 587;
 
@@ -70,12 +72,13 @@ function thunderbird(r) {
         `    <displayName>${xml(domain)} mail</displayName>`,
         `    <displayShortName>${xml(domain)}</displayShortName>`,
         server('incomingServer', 'imap', IMAPS_PORT, 'SSL'),
+        POP3S_PORT ? server('incomingServer', 'pop3', POP3S_PORT, 'SSL') : null,
         server('outgoingServer', 'smtp', SUBMISSIONS_PORT, 'SSL'),
         server('outgoingServer', 'smtp', SUBMISSION_PORT, 'STARTTLS'),
         '  </emailProvider>',
         '</clientConfig>',
         '',
-    ].join('\n');
+    ].filter((line) => line !== null).join('\n');
     reply(r, 200, 'application/xml; charset=utf-8', body);
 }
 
@@ -118,7 +121,7 @@ function outlook(r) {
     const schema = request.match(/<(?:\w+:)?AcceptableResponseSchema>\s*([^<\s]+)\s*</);
     const outlookSchema = 'http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a';
     if (schema && schema[1] !== outlookSchema) {
-        // Exchange ActiveSync (mobilesync) and other schemas: this server offers IMAP only.
+        // Exchange ActiveSync (mobilesync) and other schemas: this server offers IMAP (and POP3).
         outlookError(r, 600, 'Invalid Request');
         return;
     }
@@ -146,12 +149,13 @@ function outlook(r) {
         '      <AccountType>email</AccountType>',
         '      <Action>settings</Action>',
         protocol('IMAP', IMAPS_PORT, 'SSL'),
+        POP3S_PORT ? protocol('POP3', POP3S_PORT, 'SSL') : null,
         protocol('SMTP', SUBMISSIONS_PORT, 'SSL'),
         '    </Account>',
         '  </Response>',
         '</Autodiscover>',
         '',
-    ].join('\n');
+    ].filter((line) => line !== null).join('\n');
     reply(r, 200, 'application/xml; charset=utf-8', body);
 }
 
