@@ -83,7 +83,6 @@ REDIS_FAMILIES = frozenset(
 POSTGRES_FAMILIES = frozenset(
     {
         "pg_up",
-        "pg_postmaster_start_time_seconds",
         "pg_settings_max_connections",
         "pg_stat_activity_count",
         "pg_stat_activity_max_tx_duration",

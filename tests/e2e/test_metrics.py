@@ -301,10 +301,10 @@ def test_the_monitoring_login_reaches_statistics_only_from_the_metrics_service(
         output = _as_monitoring_login(stack, database)
         assert "pg_hba.conf rejects connection" in output, output
     # And even where it signs in, it reads statistics, not the mail directory's tables.
-    sql = "SET ROLE mailstack_metrics; SELECT count(*) FROM mailboxes"
+    sql = "SET ROLE mailstack_metrics; SELECT count(*) FROM public.mailboxes"
     result = stack.compose(
         "exec", "-T", "db", "psql", "-X", "-h", "/run/postgresql", "-U", "postgres", "-d", "mail",
         "-tAc", sql, check=False,
     )  # fmt: skip
     output = result.stdout.decode() + result.stderr.decode()
-    assert "permission denied for table mailboxes" in output, output
+    assert "permission denied for schema public" in output, output
