@@ -351,7 +351,8 @@ def exporters(
             "redis",
             "/usr/bin/prometheus-redis-exporter",
             REDIS_EXPORTER_ADDRESS,
-            # Its ACL user may run INFO and PING only: no CLIENT SETNAME, no CONFIG.
+            # Its ACL user may run INFO and PING only: no CLIENT SETNAME, no CONFIG (it also
+            # asks LATENCY LATEST, refused: it logs that once and serves the rest).
             (
                 f"--redis.addr=redis://{arguments.redis}",
                 f"--redis.user={REDIS_USER}",
@@ -380,7 +381,7 @@ def start(exporter: Exporter) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # a fixed program and arguments
         exporter.argv,
         stdout=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", **dict(exporter.environment)},
+        env={**os.environ, **dict(exporter.environment)},  # metricsd's own holds no secret
     )
 
 
