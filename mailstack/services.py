@@ -150,7 +150,8 @@ METRICS = Service(
     "metrics",
     "metrics",
     runs_when=lambda config: config.monitoring.metrics,
-    # On its own network (monitoring.metrics_subnet), where its port is published.
+    # On its own network (monitoring.metrics_subnet), where its port is published; on the
+    # back end PostgreSQL admits its monitoring login only from this address.
     fixed_host=83,
     checker=None,  # no config of its own: its command line is all it reads
     # Reads the token and rspamd's read-only password as root, then runs as its own user.

@@ -61,6 +61,22 @@ SELECT 'ALTER ROLE roundcube NOLOGIN' WHERE EXISTS (SELECT FROM pg_roles WHERE r
 \gexec
 \endif
 
+-- The metrics service (monitoring.metrics): pg_monitor's statistics, no table of any
+-- database; pg_hba.conf admits it to `postgres` only, from the metrics service's address.
+\set metrics `test -r /run/secrets/db_metrics_password && echo on || echo off`
+\if :metrics
+\set metrics_password `cat /run/secrets/db_metrics_password`
+SELECT 'CREATE ROLE mailstack_metrics' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailstack_metrics')
+\gexec
+ALTER ROLE mailstack_metrics WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+    NOBYPASSRLS CONNECTION LIMIT 3 PASSWORD :'metrics_password';
+\unset metrics_password
+GRANT pg_monitor TO mailstack_metrics;
+\else
+SELECT 'ALTER ROLE mailstack_metrics NOLOGIN' WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailstack_metrics')
+\gexec
+\endif
+
 \connect mail
 -- Lookup roles read the views the migrations grant them, and nothing else.
 REVOKE ALL ON SCHEMA public FROM PUBLIC;

@@ -11,10 +11,15 @@ mailstack_metrics_source_up 0, the others are still served):
     rspamd    rspamd's controller /metrics (OpenMetrics; a read-only password of its own)
     postfix   Debian's prometheus-postfix-exporter, run by this daemon as its child on the
               container's loopback: the mail queue through Postfix's showq socket
+    redis     Debian's prometheus-redis-exporter (a child, as above): INFO, as an ACL user
+              that may run INFO and PING only
+    postgres  Debian's prometheus-postgres-exporter (a child, as above): the server's
+              statistics, as a login with pg_monitor that reaches the `postgres` database only
 
 Python standard library only (Debian's python3). Commands:
     metricsd serve ...   run (the container's entrypoint; starts as root, reads the secrets,
-                         drops to the metrics user with the postdrop group for showq)
+                         drops to the metrics user with the postdrop group for showq, starts
+                         the exporters; the passwords reach them in their environment)
     metricsd health      exit 0 when /metrics answers with the token (the healthcheck)
 """
 
@@ -38,15 +43,65 @@ from pathlib import Path
 
 TOKEN_FILE = Path("/run/secrets/metrics_token")
 RSPAMD_PASSWORD_FILE = Path("/run/secrets/rspamd_metrics_password")
+REDIS_PASSWORD_FILE = Path("/run/secrets/redis_metrics_password")
+POSTGRES_PASSWORD_FILE = Path("/run/secrets/db_metrics_password")
+REDIS_USER = "metrics"  # the ACL user compose/redis/entrypoint makes (INFO and PING only)
+POSTGRES_USER = "mailstack_metrics"  # compose/db/db-roles.sql: pg_monitor, no table
 SERVICE_UID = 978
 SERVICE_GID = 978
 POSTDROP_GID = 201  # the postfix image's postdrop: showq admits it (public/ is 2710)
 EXPORTER = "/usr/bin/prometheus-postfix-exporter"
 EXPORTER_ADDRESS = "127.0.0.1:9155"
+REDIS_EXPORTER_ADDRESS = "127.0.0.1:9156"
+POSTGRES_EXPORTER_ADDRESS = "127.0.0.1:9157"
 SOURCE_TIMEOUT = 5.0  # seconds per source: a scrape answers within Prometheus's default 10 s
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 OPENMETRICS_ONLY_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram"}
 PROMETHEUS_TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
+# Of the Redis and PostgreSQL exporters, the basics an operator watches (each exporter serves
+# hundreds more: every setting, every command's latency); docs/metrics.md lists them.
+REDIS_FAMILIES = frozenset(
+    {
+        "redis_up",
+        "redis_uptime_in_seconds",
+        "redis_connected_clients",
+        "redis_blocked_clients",
+        "redis_rejected_connections_total",
+        "redis_memory_used_bytes",
+        "redis_memory_max_bytes",
+        "redis_commands_processed_total",
+        "redis_keyspace_hits_total",
+        "redis_keyspace_misses_total",
+        "redis_evicted_keys_total",
+        "redis_expired_keys_total",
+        "redis_db_keys",
+        "redis_rdb_last_bgsave_status",
+        "redis_rdb_changes_since_last_save",
+        "redis_aof_last_write_status",
+    }
+)
+POSTGRES_FAMILIES = frozenset(
+    {
+        "pg_up",
+        "pg_settings_max_connections",
+        "pg_stat_activity_count",
+        "pg_stat_activity_max_tx_duration",
+        "pg_database_size_bytes",
+        "pg_locks_count",
+        "pg_stat_database_numbackends",
+        "pg_stat_database_xact_commit",
+        "pg_stat_database_xact_rollback",
+        "pg_stat_database_deadlocks",
+        "pg_stat_database_conflicts",
+        "pg_stat_database_blks_hit",
+        "pg_stat_database_blks_read",
+        "pg_stat_database_temp_bytes",
+        "pg_stat_database_tup_inserted",
+        "pg_stat_database_tup_updated",
+        "pg_stat_database_tup_deleted",
+        "pg_stat_database_tup_fetched",
+    }
+)
 # What each source contributes: its own families only (not the exporters' go_*/process_*,
 # which would collide), and of Postfix's exporter only the queue: its log-based counters
 # stay zero here, as no log is handed to it (docs/metrics.md says why).
@@ -54,6 +109,8 @@ KEEP: dict[str, Callable[[str], bool]] = {
     "dovecot": lambda name: name.startswith("dovecot_"),
     "rspamd": lambda name: name.startswith("rspamd_"),
     "postfix": lambda name: name.startswith(("postfix_showq_", "postfix_up")),
+    "redis": lambda name: name in REDIS_FAMILIES,
+    "postgres": lambda name: name in POSTGRES_FAMILIES,
 }
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
 
@@ -252,26 +309,92 @@ def drop_privileges() -> None:
     os.setuid(SERVICE_UID)
 
 
-def start_exporter() -> subprocess.Popen[bytes]:
-    # No log file: the queue (showq) is what it reads here; /dev/null keeps it from waiting.
-    return subprocess.Popen(  # a fixed program and arguments
-        [
+@dataclass(frozen=True)
+class Exporter:
+    """A Debian exporter this daemon runs as its child, listening on the container's
+    loopback; its secrets reach it in its environment (never its command line)."""
+
+    source: str
+    program: str
+    address: str  # host:port on the loopback
+    options: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def argv(self) -> list[str]:
+        # Go's flag package and kingpin both take the double dash.
+        return [self.program, f"--web.listen-address={self.address}", *self.options]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}/metrics"
+
+
+def exporters(
+    arguments: argparse.Namespace, redis_password: str, db_password: str
+) -> list[Exporter]:
+    """The exporters to run: Postfix's queue, Redis and PostgreSQL."""
+    one_thread = (("GOMAXPROCS", "1"),)  # a scrape a minute or so: one thread each is plenty
+    return [
+        # No log file: the queue (showq) is what it reads here; /dev/null keeps it from waiting.
+        Exporter(
+            "postfix",
             EXPORTER,
-            f"--web.listen-address={EXPORTER_ADDRESS}",
-            "--postfix.showq_path=/var/spool/postfix/public/showq",
-            "--postfix.logfile_path=/dev/null",
-        ],
+            EXPORTER_ADDRESS,
+            (
+                "--postfix.showq_path=/var/spool/postfix/public/showq",
+                "--postfix.logfile_path=/dev/null",
+            ),
+            one_thread,
+        ),
+        Exporter(
+            "redis",
+            "/usr/bin/prometheus-redis-exporter",
+            REDIS_EXPORTER_ADDRESS,
+            # Its ACL user may run INFO and PING only: no CLIENT SETNAME, no CONFIG (it also
+            # asks LATENCY LATEST, refused: it logs that once and serves the rest).
+            (
+                f"--redis.addr=redis://{arguments.redis}",
+                f"--redis.user={REDIS_USER}",
+                "--redis-only-metrics",
+                "--set-client-name=false",
+                "--config-command=-",
+            ),
+            (*one_thread, ("REDIS_PASSWORD", redis_password)),
+        ),
+        Exporter(
+            "postgres",
+            "/usr/bin/prometheus-postgres-exporter",
+            POSTGRES_EXPORTER_ADDRESS,
+            ("--log.level=warn",),
+            (
+                *one_thread,
+                ("DATA_SOURCE_URI", f"{arguments.postgres}/postgres?sslmode=disable"),
+                ("DATA_SOURCE_USER", POSTGRES_USER),
+                ("DATA_SOURCE_PASS", db_password),
+            ),
+        ),
+    ]
+
+
+def start(exporter: Exporter) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # a fixed program and arguments
+        exporter.argv,
         stdout=subprocess.DEVNULL,
+        env={**os.environ, **dict(exporter.environment)},  # metricsd's own holds no secret
     )
 
 
 def serve(arguments: argparse.Namespace) -> None:
     token = read_secret(TOKEN_FILE)
     rspamd_password = read_secret(RSPAMD_PASSWORD_FILE)
+    children = exporters(
+        arguments, read_secret(REDIS_PASSWORD_FILE), read_secret(POSTGRES_PASSWORD_FILE)
+    )
     drop_privileges()
-    exporter = start_exporter()
+    running = [(exporter.source, start(exporter)) for exporter in children]
     sources = [
-        Source("postfix", f"http://{EXPORTER_ADDRESS}/metrics"),
+        *(Source(exporter.source, exporter.url) for exporter in children),
         Source("dovecot", arguments.dovecot),
         Source("rspamd", arguments.rspamd, (("Password", rspamd_password),)),
     ]
@@ -281,17 +404,21 @@ def serve(arguments: argparse.Namespace) -> None:
     server.daemon_threads = True
 
     def stop(*_: object) -> None:
-        exporter.terminate()
+        for _source, process in running:
+            if process.poll() is None:
+                process.terminate()
         threading.Thread(target=server.shutdown).start()
 
     signal.signal(signal.SIGTERM, stop)
 
-    def watch() -> None:  # the exporter is part of the service: without it, restart
-        code = exporter.wait()
-        print(f"metricsd: the postfix exporter exited ({code})", file=sys.stderr, flush=True)
+    def watch(source: str, process: subprocess.Popen[bytes]) -> None:
+        # The exporters are part of the service: without one, restart.
+        code = process.wait()
+        print(f"metricsd: the {source} exporter exited ({code})", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=watch, daemon=True).start()
+    for source, process in running:
+        threading.Thread(target=watch, args=(source, process), daemon=True).start()
     print(f"metricsd: serving on {arguments.address}:{arguments.port}", flush=True)
     server.serve_forever()
 
@@ -320,6 +447,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=9154)
     parser.add_argument("--dovecot", default="http://dovecot:9900/metrics")
     parser.add_argument("--rspamd", default="http://rspamd:11334/metrics")
+    parser.add_argument("--redis", default="redis:6379")
+    parser.add_argument("--postgres", default="db:5432")
     arguments = parser.parse_args(argv)
     if arguments.command == "health":
         return health(arguments)

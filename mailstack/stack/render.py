@@ -155,6 +155,8 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # published from), its fixed address there, and where it collects.
         "metrics": {
             "ip": services.fixed_address(services.METRICS, config.monitoring.metrics_subnet),
+            # PostgreSQL admits its monitoring login from this address only.
+            "backend_ip": services.fixed_address(services.METRICS, backend),
             "gateway": str(ipaddress.ip_network(config.monitoring.metrics_subnet)[1]),
             "dynamic_range": dynamic_range(ipaddress.ip_network(config.monitoring.metrics_subnet)),
         },

@@ -40,6 +40,10 @@ TOKEN_SECRETS: dict[str, str] = {
     "metrics_token": "the metrics endpoint's bearer token (Prometheus, docs/metrics.md)",
     # Opens rspamd's read-only controller commands (its /metrics) to the metrics service.
     "rspamd_metrics_password": "rspamd controller, read-only (the metrics service)",
+    # The metrics service's logins to Redis (an ACL user: INFO and PING only) and PostgreSQL
+    # (mailstack_metrics: pg_monitor, the `postgres` database only, from its address only).
+    "redis_metrics_password": "Redis ACL user metrics, INFO only (the metrics service)",
+    "db_metrics_password": "PostgreSQL role mailstack_metrics, pg_monitor (the metrics service)",
 }
 
 

@@ -73,10 +73,13 @@ def wait_for(token: str, check: str, condition: Callable[[str], bool]) -> str:
 
 def test_every_source_answers_a_scrape_with_the_token(token: str) -> None:
     text = metrics(token)
-    for source in ("postfix", "dovecot", "rspamd"):
+    for source in ("postfix", "dovecot", "rspamd", "redis", "postgres"):
         assert f'mailstack_metrics_source_up{{source="{source}"}} 1' in text, source
     assert "# TYPE dovecot_auth_success_total counter" in text
     assert "# EOF" not in text  # served as Prometheus text, not OpenMetrics
+    assert value(text, "redis_up") == 1
+    assert value(text, "pg_up") == 1  # its login works from the metrics service's address
+    assert "go_goroutines" not in text  # the exporters' own runtime is left out
 
 
 def test_sign_ins_and_failures_move_the_login_series(stack: RunningStack, token: str) -> None:
@@ -99,12 +102,19 @@ def test_sign_ins_and_failures_move_the_login_series(stack: RunningStack, token:
     assert value(after, "dovecot_auth_success_total") >= 1
 
 
-def test_a_delivery_moves_the_delivery_and_scan_series(stack: RunningStack, token: str) -> None:
+def scrape_before_a_delivery(stack: RunningStack, token: str) -> str:
+    """A scrape, then a new mailbox (a mail-database transaction) receives one message from
+    outside (scanned by rspamd, which asks Redis), read back over IMAP: the scrape before."""
     before = metrics(token)
     recipient, password = stack.new_mailbox()
     subject = f"e2e metrics {uuid.uuid4().hex}"
     send_inbound([recipient], subject)
     fetch_by_subject(stack, recipient, password, subject)
+    return before
+
+
+def test_a_delivery_moves_the_delivery_and_scan_series(stack: RunningStack, token: str) -> None:
+    before = scrape_before_a_delivery(stack, token)
     after = wait_for(
         token,
         "a delivery",
@@ -215,3 +225,88 @@ def test_the_metrics_services_rspamd_password_reads_but_cannot_learn(stack: Runn
     read, learn = output.split()
     assert read == "200", output
     assert learn in ("401", "403"), output  # refused: the password is not the enable one
+
+
+def test_a_delivery_moves_the_redis_and_postgres_series(stack: RunningStack, token: str) -> None:
+    # rspamd looks keys up in Redis (rate limits, greylisting, statistics) for each scan.
+    before = scrape_before_a_delivery(stack, token)
+    lookups = ("redis_keyspace_hits_total", "redis_keyspace_misses_total")
+    after = wait_for(
+        token,
+        "Redis lookups and a mail-database commit",
+        lambda text: (
+            sum(value(text, series) for series in lookups)
+            > sum(value(before, series) for series in lookups)
+            and labelled(text, "pg_stat_database_xact_commit", 'datname="mail"')
+            > labelled(before, "pg_stat_database_xact_commit", 'datname="mail"')
+        ),
+    )
+    assert labelled(after, "pg_database_size_bytes", 'datname="mail"') > 0
+    assert value(after, "redis_memory_used_bytes") > 0
+
+
+# Speaks RESP to Redis from the metrics container as its ACL user: prints each reply's first
+# line (INFO answers with a bulk string, a refused command with -NOPERM).
+_REDIS = """
+import socket
+password = open("/run/secrets/redis_metrics_password").read().strip()
+def command(*words):
+    data = b"*%d\\r\\n" % len(words)
+    for word in words:
+        data += b"$%d\\r\\n%s\\r\\n" % (len(word), word.encode())
+    return data
+with socket.create_connection(("redis", 6379), timeout=10) as redis:
+    reader = redis.makefile("rb")
+    for words in (("AUTH", "metrics", password), ("INFO", "server"), ("GET", "x"),
+                  ("KEYS", "*"), ("CONFIG", "GET", "*"), ("SET", "x", "1")):
+        redis.sendall(command(*words))
+        line = reader.readline().decode().strip()
+        if line.startswith("$"):
+            reader.read(int(line[1:]) + 2)
+        print(words[0], line.split()[0])
+"""
+
+
+def test_the_metrics_redis_user_may_read_info_but_no_key(stack: RunningStack) -> None:
+    # A foothold in the metrics service holds the Redis password of its ACL user: INFO and
+    # PING only, never a key (rspamd's statistics, rate limits) nor the config.
+    result = stack.compose("exec", "-T", "metrics", "python3", "-c", _REDIS, check=False)
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    replies = dict(line.split() for line in output.splitlines())
+    assert replies["AUTH"] == "+OK", output
+    assert replies["INFO"].startswith("$"), output
+    for refused in ("GET", "KEYS", "CONFIG", "SET"):
+        assert replies[refused] == "-NOPERM", output
+
+
+def _as_monitoring_login(stack: RunningStack, database: str) -> str:
+    # From the db container (its own back-end address, not the metrics service's), with the
+    # password on stdin, never in argv.
+    password = (stack.root / "secrets" / "db_metrics_password").read_text().strip()
+    script = (
+        "read -r PGPASSWORD; export PGPASSWORD; "
+        f"psql -X -h db -U mailstack_metrics -d {database} -tAc 'SELECT 1'"
+    )
+    result = stack.compose(
+        "exec", "-T", "db", "bash", "-c", script, stdin=f"{password}\n".encode(), check=False
+    )
+    return result.stdout.decode() + result.stderr.decode()
+
+
+def test_the_monitoring_login_reaches_statistics_only_from_the_metrics_service(
+    stack: RunningStack,
+) -> None:
+    # pg_hba.conf admits it from the metrics service's address to `postgres` only: the same
+    # password from another container, or to the mail directory, is refused.
+    for database in ("postgres", "mail"):
+        output = _as_monitoring_login(stack, database)
+        assert "pg_hba.conf rejects connection" in output, output
+    # And even where it signs in, it reads statistics, not the mail directory's tables.
+    sql = "SET ROLE mailstack_metrics; SELECT count(*) FROM public.mailboxes"
+    result = stack.compose(
+        "exec", "-T", "db", "psql", "-X", "-h", "/run/postgresql", "-U", "postgres", "-d", "mail",
+        "-tAc", sql, check=False,
+    )  # fmt: skip
+    output = result.stdout.decode() + result.stderr.decode()
+    assert "permission denied for schema public" in output, output

@@ -3,6 +3,7 @@ metricsd itself: the union it serves, its format, and the bearer token it demand
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import importlib.util
 import sys
@@ -96,7 +97,10 @@ def test_the_endpoint_is_published_on_loopback_only_from_a_network_of_its_own() 
     stack = compose(data)
     metrics = stack["services"]["metrics"]
     assert metrics["ports"] == ["127.0.0.1:9154:9154"]
-    assert metrics["networks"] == {"backend": {}, "metrics": {"ipv4_address": "172.29.82.83"}}
+    assert metrics["networks"] == {
+        "backend": {"ipv4_address": "172.29.81.83"},
+        "metrics": {"ipv4_address": "172.29.82.83"},
+    }
     assert "--address=172.29.82.83" in metrics["command"]
     # No other service joins its network, so no other container can reach the endpoint.
     on_it = [
@@ -118,7 +122,12 @@ def test_the_endpoint_binds_a_configured_address_and_port() -> None:
 def test_the_queue_is_mounted_read_only_and_only_the_metrics_secrets_are_handed_over() -> None:
     metrics = compose(with_monitoring(metrics=True))["services"]["metrics"]
     assert metrics["volumes"] == ["queue:/var/spool/postfix:ro"]
-    assert metrics["secrets"] == ["metrics_token", "rspamd_metrics_password"]
+    assert metrics["secrets"] == [
+        "metrics_token",
+        "rspamd_metrics_password",
+        "redis_metrics_password",
+        "db_metrics_password",
+    ]
 
 
 def test_dovecots_stats_listener_is_on_its_back_end_address_only() -> None:
@@ -133,6 +142,26 @@ def test_dovecots_stats_listener_is_on_its_back_end_address_only() -> None:
 def test_rspamd_gets_its_read_only_password_only_with_metrics_on() -> None:
     rspamd = compose(with_monitoring(metrics=True))["services"]["rspamd"]
     assert "rspamd_metrics_password" in rspamd["secrets"]
+
+
+@pytest.mark.parametrize(
+    ("service", "secret"), [("db", "db_metrics_password"), ("redis", "redis_metrics_password")]
+)
+def test_the_monitoring_logins_exist_only_with_metrics_on(service: str, secret: str) -> None:
+    assert secret in compose(with_monitoring(metrics=True))["services"][service]["secrets"]
+    assert secret not in compose(REFERENCE)["services"][service]["secrets"]
+
+
+def _hba_rules(data: dict[str, Any], user: str) -> list[list[str]]:
+    text = rendered(data)["config/db/pg_hba.conf"].decode()
+    return [line.split() for line in text.splitlines() if line.split()[2:3] == [user]]
+
+
+def test_postgres_admits_the_monitoring_login_from_the_metrics_address_to_postgres_only() -> None:
+    # Not the mail directory, not the webmail's database, from no other container.
+    rules = _hba_rules(with_monitoring(metrics=True), "mailstack_metrics")
+    assert rules == [["host", "postgres", "mailstack_metrics", "172.29.81.83/32", "scram-sha-256"]]
+    assert _hba_rules(REFERENCE, "mailstack_metrics") == []
 
 
 # --- metricsd: the union and its format ------------------------------------------------------
@@ -173,6 +202,50 @@ postfix_smtpd_connects_total 0
 # TYPE postfix_up gauge
 postfix_up{path="/var/spool/postfix/public/showq"} 1
 """
+
+
+REDIS = """# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 8
+# HELP redis_up Information about the Redis instance
+# TYPE redis_up gauge
+redis_up 1
+# HELP redis_commands_duration_seconds_total Total amount of time in seconds spent per command
+# TYPE redis_commands_duration_seconds_total counter
+redis_commands_duration_seconds_total{cmd="info"} 0.01
+"""
+POSTGRES = """# HELP pg_up Whether the last scrape of metrics from PostgreSQL was able to connect.
+# TYPE pg_up gauge
+pg_up 1
+# HELP pg_settings_shared_buffers_bytes Server Parameter: shared_buffers
+# TYPE pg_settings_shared_buffers_bytes gauge
+pg_settings_shared_buffers_bytes 1.34217728e+08
+# HELP pg_settings_max_connections Server Parameter: max_connections
+# TYPE pg_settings_max_connections gauge
+pg_settings_max_connections 100
+"""
+
+
+def test_of_redis_and_postgres_only_the_listed_basics_are_served() -> None:
+    text = metricsd.union({"redis": REDIS, "postgres": POSTGRES})
+    assert "redis_up 1" in text
+    assert "pg_up 1" in text
+    assert "pg_settings_max_connections 100" in text
+    for dropped in ("go_goroutines", "redis_commands_duration", "pg_settings_shared_buffers"):
+        assert dropped not in text, dropped
+
+
+def test_the_exporters_get_their_passwords_in_their_environment_never_in_argv() -> None:
+    arguments = argparse.Namespace(redis="redis:6379", postgres="db:5432")
+    children = metricsd.exporters(arguments, "redis-secret", "db-secret")
+    assert [child.source for child in children] == ["postfix", "redis", "postgres"]
+    for child in children:
+        assert not any("secret" in argument for argument in child.argv), child.argv
+        assert child.address.startswith("127.0.0.1:")  # the container's loopback only
+    environments = {child.source: dict(child.environment) for child in children}
+    assert environments["redis"]["REDIS_PASSWORD"] == "redis-secret"
+    assert environments["postgres"]["DATA_SOURCE_PASS"] == "db-secret"
+    assert environments["postgres"]["DATA_SOURCE_URI"] == "db:5432/postgres?sslmode=disable"
 
 
 def test_openmetrics_counters_and_info_are_named_as_prometheus_text_names_them() -> None:
