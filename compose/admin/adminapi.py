@@ -19,6 +19,7 @@ import webdirectory
 import webdnsbackups
 import webpasskeys
 import webqueue
+import webrefresh
 import webstatus
 from database import EXECUTOR
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
@@ -65,6 +66,7 @@ app.include_router(webqueue.router)  # the mail queue page (webqueue.py)
 app.include_router(webstatus.router)  # health and bans (webstatus.py)
 app.include_router(webaliasdomains.router)  # alias domains, sender grants (webaliasdomains.py)
 app.include_router(webdnsbackups.router)  # DNS and DKIM rotation, backups (webdnsbackups.py)
+app.include_router(webrefresh.router)  # every host-report page's "Refresh now" (webrefresh.py)
 
 
 class Error(BaseModel):
