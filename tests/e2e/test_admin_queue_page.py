@@ -169,7 +169,7 @@ def test_a_deferred_message_is_listed_shown_deleted_through_a_host_job_and_the_r
         assert time.monotonic() < deadline, queued(stack)
         time.sleep(1)
     assert click(page, "Refresh now") == 202
-    assert "A new queue report: queued as host job #" in alert_or_status(page)
+    assert "A fresh queue report is queued as host job #" in alert_or_status(page)
     stack.cli("jobs", "run")
     page.goto(ADMIN_URL + "queue", wait_until="domcontentloaded")
     assert page.locator(f"#message-{kept_id}").count() == 0
