@@ -4,9 +4,9 @@
 A thin shell like webdirectory.py: each page reads a host report through mailstack.api.
 hostviews as the session's principal (the DNS overview cut to its domains, a domain's page
 its own report; backups for administrators only) and shows how old it is; its buttons
-queue host jobs (a refresh, a DKIM rotation) with the session's CSRF token, acting as
-admin:NAME. Rotating a key is sensitive: it needs the password typed within five
-minutes, as creating a token does.
+queue host jobs (a DKIM rotation here, "Refresh now" in webrefresh.py) with the session's
+CSRF token, acting as admin:NAME. Rotating a key is sensitive: it needs the password typed
+within five minutes, as creating a token does.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the annotations at run time.
@@ -19,7 +19,6 @@ from fastapi.responses import Response
 from mailstack.api import hostviews, signin
 from mailstack.identity import principal
 from mailstack.identity.sessions import Session
-from mailstack.runtime import hostreports
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -37,10 +36,12 @@ async def dns_page(request: Request) -> Response:
         if request.query_params.get("confirmed") == "1" and session.reauthenticated
         else None
     )
-    return await _dns(request, session, request.query_params.get("domain") or None, notice=notice)
+    return await show_dns(
+        request, session, request.query_params.get("domain") or None, notice=notice
+    )
 
 
-async def _dns(
+async def show_dns(
     request: Request, session: Session, domain: str | None, status: int = 200, **values: Any
 ) -> Response:
     try:
@@ -68,24 +69,9 @@ async def rotate_dkim(request: Request) -> Response:
     try:
         queued = await web.run_as(request, session, hostviews.rotate_dkim, domain)
     except web.Refused as refused:
-        return await _dns(request, session, None, refused.status, error=refused.message)
+        return await show_dns(request, session, None, refused.status, error=refused.message)
     notice = f"Rotating the DKIM key of {queued['domain']}: {queued['note']}."
-    return await _dns(request, session, queued["domain"], 202, notice=notice)
-
-
-@router.post("/dns/refresh")
-async def refresh_dns(request: Request) -> Response:
-    """The overview's button remakes every domain's report; a domain's page, its own."""
-    form = await request.form()
-    session = await web.full_session(request, form)
-    if isinstance(session, Response):
-        return session
-    domain = web.field(form, "domain") or None
-    try:
-        queued = await web.run_as(request, session, hostviews.refresh_dns, domain)
-    except web.Refused as refused:
-        return web.refused_page(session, refused)
-    return await _dns(request, session, domain, 202, notice=f"Refresh {queued['note']}.")
+    return await show_dns(request, session, queued["domain"], 202, notice=notice)
 
 
 # --- backups -----------------------------------------------------------------------------------
@@ -96,10 +82,10 @@ async def backups_page(request: Request) -> Response:
     session = await web.full_session(request)
     if isinstance(session, Response):
         return session
-    return await _backups(request, session)
+    return await show_backups(request, session)
 
 
-async def _backups(
+async def show_backups(
     request: Request, session: Session, status: int = 200, **values: Any
 ) -> Response:
     try:
@@ -109,20 +95,3 @@ async def _backups(
     return web.page(
         "backups.html", status, session=session, csrf=session.csrf_token, backups=found, **values
     )
-
-
-@router.post("/backups/refresh")
-async def refresh_backups(request: Request) -> Response:
-    return await _refresh(request, hostreports.BACKUPS)
-
-
-async def _refresh(request: Request, topic: str) -> Response:
-    form = await request.form()
-    session = await web.full_session(request, form)
-    if isinstance(session, Response):
-        return session
-    try:
-        queued = await web.run_as(request, session, hostviews.refresh, topic)
-    except web.Refused as refused:
-        return web.refused_page(session, refused)
-    return await _backups(request, session, 202, notice=f"Refresh {queued['note']}.")

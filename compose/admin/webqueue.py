@@ -1,7 +1,7 @@
 """The web admin's mail queue page (/admin/queue), administrators only: the `queue` host
 report (count, oldest, each message and why it waits) with its age, and the actions the
 host does for it within a minute: Retry (one or all), Delete (the password asked again
-first, as for a token) and Refresh now.
+first, as for a token); its Refresh now is every report page's (webrefresh.py).
 
 A thin shell: it reads the form, checks the CSRF token (403, nothing changed, without it)
 and calls mailstack.api.mailqueue (unit-tested there) as the session's principal, acting as
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 CONFIRMED = "Password confirmed: you may delete queued mail for the next five minutes."
 
 
-async def _page(request: Request, session: Session, status: int = 200, **values: Any) -> Response:
+async def show(request: Request, session: Session, status: int = 200, **values: Any) -> Response:
     try:
         report = await web.run_as(request, session, mailqueue.queue_report)
     except web.Refused as refused:
@@ -39,7 +39,7 @@ async def queue_page(request: Request) -> Response:
     if isinstance(session, Response):
         return session
     confirmed = request.query_params.get("confirmed") == "1" and session.reauthenticated
-    return await _page(request, session, notice=CONFIRMED if confirmed else None)
+    return await show(request, session, notice=CONFIRMED if confirmed else None)
 
 
 async def _action(
@@ -58,12 +58,12 @@ async def _action(
     except signin.ReauthNeeded:
         return web.redirect("/admin/confirm?next=/admin/queue")
     except web.Refused as refused:
-        return await _page(request, session, refused.status, error=refused.message)
+        return await show(request, session, refused.status, error=refused.message)
     notice = (
         f"{done.format(target=queued['target'])}: queued as host job #{queued['job']}; "
         "the host does it within a minute."
     )
-    return await _page(request, session, 202, notice=notice)
+    return await show(request, session, 202, notice=notice)
 
 
 FORM_ID, SESSION = object(), object()  # _action's placeholders
@@ -79,8 +79,3 @@ async def delete(request: Request) -> Response:
     return await _action(
         request, "Deletion of {target}", mailqueue.delete_from_page, SESSION, FORM_ID
     )
-
-
-@router.post("/queue/refresh")
-async def refresh(request: Request) -> Response:
-    return await _action(request, "A new {target} report", mailqueue.refresh)

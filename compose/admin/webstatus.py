@@ -2,9 +2,10 @@
 bans (clear one), for administrators only (a domain administrator gets the 403 page).
 
 A thin shell like webdirectory.py: the pages read the `health` and `bans` host reports
-through mailstack.api.hoststatus (unit-tested there) and say how old they are; "Clear" and
-"Refresh now" queue host jobs that the host's next `mailstack jobs run` does (within a
-minute). Every post checks the session's CSRF token (403, nothing queued, without it).
+through mailstack.api.hoststatus (unit-tested there) and say how old they are; "Clear"
+queues a host job that the host's next `mailstack jobs run` does (within a minute), as
+"Refresh now" does (webrefresh.py). Every post checks the session's CSRF token (403,
+nothing queued, without it).
 
 Clearing a ban asks for no password again: it grants no access and reveals nothing (the
 address must still sign in with valid credentials, and is banned again after the same
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 QUEUED = "the host does it within a minute"
 
 
-async def _show(
+async def show(
     request: Request, session: Session, topic: str, status: int = 200, **values: Any
 ) -> Response:
     reader = hoststatus.health if topic == hostreports.HEALTH else hoststatus.list_bans
@@ -42,30 +43,12 @@ async def _show(
     )  # fmt: skip
 
 
-async def _refresh(request: Request, topic: str) -> Response:
-    form = await request.form()
-    session = await web.full_session(request, form)
-    if isinstance(session, Response):
-        return session
-    try:
-        job = await web.run_as(request, session, hoststatus.refresh, topic)
-    except web.Refused as refused:
-        return web.refused_page(session, refused)
-    notice = f"A fresh {topic} report is queued as host job #{job}; {QUEUED}."
-    return await _show(request, session, topic, 202, notice=notice)
-
-
 @router.get("/health")
 async def health_page(request: Request) -> Response:
     session = await web.full_session(request)
     if isinstance(session, Response):
         return session
-    return await _show(request, session, hostreports.HEALTH)
-
-
-@router.post("/health/refresh")
-async def refresh_health(request: Request) -> Response:
-    return await _refresh(request, hostreports.HEALTH)
+    return await show(request, session, hostreports.HEALTH)
 
 
 @router.get("/bans")
@@ -73,12 +56,7 @@ async def bans_page(request: Request) -> Response:
     session = await web.full_session(request)
     if isinstance(session, Response):
         return session
-    return await _show(request, session, hostreports.BANS)
-
-
-@router.post("/bans/refresh")
-async def refresh_bans(request: Request) -> Response:
-    return await _refresh(request, hostreports.BANS)
+    return await show(request, session, hostreports.BANS)
 
 
 @router.post("/bans/clear")
@@ -91,8 +69,6 @@ async def clear_ban(request: Request) -> Response:
     try:
         cleared = await web.run_as(request, session, hoststatus.clear_ban, address)
     except web.Refused as refused:  # a domain administrator's page is the 403 page (_show)
-        return await _show(
-            request, session, hostreports.BANS, refused.status, error=refused.message
-        )
+        return await show(request, session, hostreports.BANS, refused.status, error=refused.message)
     notice = f"Clearing {cleared['address']} is queued as host job #{cleared['job']}; {QUEUED}."
-    return await _show(request, session, hostreports.BANS, 202, notice=notice)
+    return await show(request, session, hostreports.BANS, 202, notice=notice)

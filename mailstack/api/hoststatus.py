@@ -4,8 +4,9 @@ DELETE /api/v1/bans/{address}) show them, free of any web framework.
 
 The admin service cannot ask Docker or the bans service itself (it has no Docker socket, by
 design): it reads the `health` and `bans` host reports that `mailstack jobs run` writes
-every minute (runtime.hostreports) and says how old they are; clearing a ban, or asking for
-a fresh report, queues a host job (runtime.jobqueue) that the host's next run does. Both
+every minute (runtime.hostreports) and says how old they are (api.reportview, as every
+page does); clearing a ban queues a host job (runtime.jobqueue) that the host's next run
+does, as "Refresh now" does (reportview.refresh). Both
 are server-wide: administrators only (a domain administrator's request is the 403 of
 identity.principal). An address to clear is checked by the CLI's own rule
 (runtime.bans.client_address) before anything is queued, and again by the job's runner.
@@ -20,62 +21,14 @@ from typing import Any
 
 from mailstack.adapters.psql import Executor
 from mailstack.api.operations import refusals
+from mailstack.api.reportview import ReportView, view
 from mailstack.identity.principal import Principal
 from mailstack.runtime import bans, hostreports, jobqueue
 
-# Reports are made every minute: one older than this means the host's timer is not running.
-STALE_AFTER_SECONDS = 180
-NOT_YET = (
-    "the host has not made this report yet: `mailstack jobs run` (every minute from its "
-    "timer) makes it"
-)
 CLEAR_NOTE = (
     "queued for the host: `mailstack jobs run` (every minute from its timer) lifts the ban "
     "and forgets the address's failed logins; GET /api/v1/bans shows it gone"
 )
-REFRESH_NOTE = "queued for the host: its next `mailstack jobs run` (within a minute) makes it"
-
-
-@dataclass(frozen=True)
-class ReportView:
-    """A host report as a page or the API shows it: its body, or why there is none."""
-
-    topic: str
-    body: dict[str, Any]  # the producer's fields; {} with an error
-    error: str | None  # the report could not be made, or was never made
-    taken: str | None  # ISO 8601, UTC
-    age_seconds: int | None
-
-    @property
-    def as_of(self) -> str:
-        """The age line: as of HH:MM:SS UTC, N s ago; empty before the first report."""
-        if self.taken is None or self.age_seconds is None:
-            return ""
-        return f"as of {self.taken[11:19]} UTC, {_ago(self.age_seconds)}"
-
-    @property
-    def stale(self) -> bool:
-        return self.age_seconds is not None and self.age_seconds > STALE_AFTER_SECONDS
-
-    def fields(self) -> dict[str, Any]:
-        """The API's answer: when, how old, stale or not, the error, then the body."""
-        return {
-            "taken": self.taken,
-            "age_seconds": self.age_seconds,
-            "stale": self.stale,
-            "error": self.error,
-            **self.body,
-        }
-
-
-def view(report: hostreports.HostReport | None, topic: str) -> ReportView:
-    if report is None:
-        return ReportView(topic, {}, NOT_YET, None, None)
-    body = report.body if isinstance(report.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), str) else None
-    if not body and error is None:
-        error = "the host's report is not readable"
-    return ReportView(topic, {} if error else body, error, report.taken, report.age_seconds)
 
 
 def health(executor: Executor, caller: Principal) -> ReportView:
@@ -101,15 +54,6 @@ def clear_ban(executor: Executor, caller: Principal, address: str) -> dict[str, 
         caller.require_admin()
         job = jobqueue.queue(executor, jobqueue.CLEAR_BAN, target)
     return {"address": target, "job": job, "note": CLEAR_NOTE}
-
-
-def refresh(executor: Executor, caller: Principal, topic: str) -> int:
-    """Ask the host for a fresh report of one of these pages' topics; the job's number."""
-    if topic not in (hostreports.HEALTH, hostreports.BANS):
-        raise ValueError(f"not a topic of these pages: {topic!r}")  # a caller's typo
-    with refusals():
-        caller.require_admin()
-        return jobqueue.queue(executor, jobqueue.REFRESH_REPORT, topic)
 
 
 @dataclass(frozen=True)
@@ -142,11 +86,3 @@ def service_healthy(service: dict[str, Any]) -> bool:
         and service.get("health") in ("healthy", "")
         and not service.get("failing_checks")
     )
-
-
-def _ago(seconds: int) -> str:
-    if seconds < 120:
-        return f"{seconds} s ago"
-    if seconds < 7200:
-        return f"{seconds // 60} min ago"
-    return f"{seconds // 3600} h ago"

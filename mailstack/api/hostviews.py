@@ -12,39 +12,35 @@ run`) and queue the host jobs those pages ask for (runtime.jobqueue).
 - A DKIM key rotation (POST /api/v1/domains/{domain}/dkim/rotate, the DNS page's button):
   a dkim.rotate host job for a domain the caller manages; the host does it as `mailstack
   dkim rotate DOMAIN` does, then remakes that domain's report.
-- "Refresh now": a report.refresh job (a domain's DNS report for whoever manages it, the
-  DNS overview for anyone, the server-wide ones for administrators).
+- "Refresh now": a report.refresh job (api.reportview.refresh, every page's); the DNS
+  page's names a domain (refresh_dns) for that domain's report.
+- A report's age and error: api.reportview, as on every page.
 
 Loaded by the admin service on Debian's own Python: no pydantic, typer or rich.
 """
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from mailstack.accounts import directory, names
 from mailstack.adapters.psql import Executor
+from mailstack.api import reportview
 from mailstack.api.operations import checked, refusals
 from mailstack.errors import NotFound
 from mailstack.identity.principal import ADMIN, Principal
 from mailstack.runtime import hostreports, jobqueue
 
-QUEUED = "queued as host job #{job}; the host does it within a minute"
-NOT_YET = "the host has not made this report yet; it does within a minute (mailstack jobs run)"
 
-
-def report_state(report: hostreports.HostReport | None) -> dict[str, Any]:
-    """When a report was made and how old it is ("as of HH:MM:SS UTC, N s ago"), and the
-    error the host published instead of it, if any."""
-    if report is None:
-        return {"taken": None, "age_seconds": None, "as_of": NOT_YET, "error": ""}
-    error = report.body.get("error", "") if isinstance(report.body, dict) else ""
+def report_state(report: hostreports.HostReport | None, topic: str) -> dict[str, Any]:
+    """When a report was made and how old it is ("as of HH:MM:SS UTC, N s ago", or that it
+    is not made yet), and the error the host published instead of it, if any."""
+    shown = reportview.view(report, topic)
     return {
-        "taken": report.taken,
-        "age_seconds": report.age_seconds,
-        "as_of": f"as of {_clock(report.taken)} UTC, {report.age_seconds} s ago",
-        "error": str(error),
+        "taken": shown.taken,
+        "age_seconds": shown.age_seconds,
+        "as_of": shown.as_of or reportview.NOT_YET,
+        "error": (shown.error or "") if report is not None else "",
     }
 
 
@@ -55,7 +51,7 @@ def backups(executor: Executor, who: Principal) -> dict[str, Any]:
         report = hostreports.read(executor, hostreports.BACKUPS)
     body = report.body if report is not None and isinstance(report.body, dict) else {}
     return {
-        "report": report_state(report),
+        "report": report_state(report, hostreports.BACKUPS),
         "target": body.get("target"),
         "repository": body.get("repository"),
         "count": body.get("count", 0),
@@ -77,7 +73,7 @@ def dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[s
     lines = [line for line in body.get("domains", []) if isinstance(line, dict)]
     visible = set(who.visible(line.get("domain", "") for line in lines))
     return {
-        "report": report_state(report),
+        "report": report_state(report, hostreports.DNS),
         "hostname": body.get("hostname"),
         "resolver": body.get("resolver"),
         "server": body.get("server") if who.role == ADMIN else None,
@@ -90,10 +86,11 @@ def dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[s
 def _one_domain(executor: Executor, who: Principal, domain: str) -> dict[str, Any]:
     with refusals():
         who.require_domain(domain)
-        report = hostreports.read(executor, hostreports.domain_dns_topic(domain))
+        topic = hostreports.domain_dns_topic(domain)
+        report = hostreports.read(executor, topic)
     body = report.body if report is not None and isinstance(report.body, dict) else {}
     return {
-        "report": report_state(report),
+        "report": report_state(report, topic),
         "hostname": body.get("hostname"),
         "resolver": body.get("resolver"),
         "server": None,
@@ -128,38 +125,14 @@ def rotate_dkim(executor: Executor, who: Principal, domain: str) -> dict[str, An
         if target not in {found.name for found in directory.list_domains(executor)}:
             raise NotFound(f"domain {target} does not exist")
         job = jobqueue.queue(executor, jobqueue.ROTATE_DKIM, target)
-    return {"domain": target, "job": job, "note": QUEUED.format(job=job)}
-
-
-def refresh(executor: Executor, who: Principal, topic: str) -> dict[str, Any]:
-    """Ask the host to make a report now (report.refresh): a server-wide one (an
-    administrator), the DNS overview (anyone: it is cut to each reader's domains), or one
-    domain's DNS report ("dns:<domain>": whoever manages the domain)."""
-    domain = hostreports.topic_domain(topic)
-    with refusals():
-        if not hostreports.is_topic(topic):
-            raise NotFound(f"no host report {topic[:40]!r}")
-        if domain is not None:
-            who.require_domain(domain)
-        elif topic != hostreports.DNS:
-            who.require_admin()
-        job = jobqueue.queue(executor, jobqueue.REFRESH_REPORT, topic)
-    return {"topic": topic, "job": job, "note": QUEUED.format(job=job)}
+    return {"domain": target, "job": job, "note": reportview.QUEUED.format(job=job)}
 
 
 def refresh_dns(executor: Executor, who: Principal, domain: str | None = None) -> dict[str, Any]:
     """ "Refresh now" of the DNS page: the overview, or the named domain's report only."""
     if not domain:
-        return refresh(executor, who, hostreports.DNS)
+        return reportview.refresh(executor, who, hostreports.DNS)
     target = checked("DOMAIN", names.domain, domain)
     with refusals():
         topic = hostreports.domain_dns_topic(target)
-    return refresh(executor, who, topic)
-
-
-def _clock(taken: str) -> str:
-    try:
-        moment = datetime.datetime.strptime(taken, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return taken
-    return f"{moment:%H:%M:%S}"
+    return reportview.refresh(executor, who, topic)

@@ -2,9 +2,10 @@
 mailstack.api.operations. Administrators only: the queue is the whole server's mail.
 
 The admin service cannot run postqueue (no Docker socket): it reads the `queue` host report
-that `mailstack jobs run` writes every minute (runtime.mailqueue.queue_report), and asks
-for a retry or a deletion by queueing a queue.retry / queue.delete host job, which the host
-runs within a minute and then writes the report again. A queue id is checked by the CLI's
+that `mailstack jobs run` writes every minute (runtime.mailqueue.queue_report; its age as
+every page shows one: api.reportview), and asks for a retry or a deletion by queueing a
+queue.retry / queue.delete host job, which the host runs within a minute and then writes
+the report again. A queue id is checked by the CLI's
 rule (runtime.mailqueue.queue_id) before it is queued; the host checks it again.
 
 Deleting mail is sensitive: from a web session it needs the password typed within the last
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailstack.adapters.psql import Executor
-from mailstack.api import signin
+from mailstack.api import reportview, signin
 from mailstack.api.operations import refusals
 from mailstack.identity.principal import Principal
 from mailstack.identity.sessions import Session
@@ -25,7 +26,6 @@ from mailstack.runtime import hostreports, jobqueue
 from mailstack.runtime import mailqueue as rules
 
 QUEUED_NOTE = "queued for the host: `mailstack jobs run` (every minute from its timer) does it"
-NOT_YET = "the host has not reported the mail queue yet: `mailstack jobs run` writes it"
 
 
 def queue_report(executor: Executor, who: Principal) -> dict[str, Any]:
@@ -34,12 +34,13 @@ def queue_report(executor: Executor, who: Principal) -> dict[str, Any]:
     with refusals():
         who.require_admin()
         found = hostreports.read(executor, hostreports.QUEUE)
-    body = found.body if found is not None and isinstance(found.body, dict) else {}
-    error = str(body.get("error") or "") if found is not None else NOT_YET
+    shown = reportview.view(found, hostreports.QUEUE)
+    body, error = shown.body, shown.error or ""
     messages = body.get("messages")
     return {
-        "taken": found.taken if found is not None else None,
-        "age_seconds": found.age_seconds if found is not None else None,
+        "taken": shown.taken,
+        "age_seconds": shown.age_seconds,
+        "as_of": shown.as_of,
         "error": error,
         "total": _count(body.get("total")),
         "oldest_seconds": body.get("oldest_seconds") if not error else None,
@@ -73,13 +74,6 @@ def delete_from_page(
     anything is checked or written), then as DELETE /api/v1/queue/{id}."""
     signin.require_recent_password(session)
     return delete(executor, who, target)
-
-
-def refresh(executor: Executor, who: Principal) -> dict[str, Any]:
-    """The page's Refresh now: a report.refresh job for the queue report."""
-    with refusals():
-        who.require_admin()
-        return _queued(executor, jobqueue.REFRESH_REPORT, hostreports.QUEUE)
 
 
 def _queued(executor: Executor, kind: str, target: str) -> dict[str, Any]:

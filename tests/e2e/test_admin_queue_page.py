@@ -114,7 +114,8 @@ def test_a_deferred_message_is_listed_shown_deleted_through_a_host_job_and_the_r
     assert "queue report published" in ran, ran
     page.goto(ADMIN_URL + "queue", wait_until="domcontentloaded")
     assert re.fullmatch(
-        r"As of \d\d:\d\d:\d\d UTC, \d+ s ago .*", page.locator("#report-age").inner_text()
+        r"Reported by the host as of \d\d:\d\d:\d\d UTC, \d+ s ago .*",
+        page.locator("#report-age").inner_text(),
     )
     for item in (doomed, kept):
         row = page.locator(f"#message-{item['queue_id']}").inner_text()
@@ -168,7 +169,7 @@ def test_a_deferred_message_is_listed_shown_deleted_through_a_host_job_and_the_r
         assert time.monotonic() < deadline, queued(stack)
         time.sleep(1)
     assert click(page, "Refresh now") == 202
-    assert "A new queue report: queued as host job #" in alert_or_status(page)
+    assert "A fresh queue report is queued as host job #" in alert_or_status(page)
     stack.cli("jobs", "run")
     page.goto(ADMIN_URL + "queue", wait_until="domcontentloaded")
     assert page.locator(f"#message-{kept_id}").count() == 0

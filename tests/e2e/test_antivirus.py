@@ -5,24 +5,34 @@ rspamd, and an infected message is refused during the SMTP dialogue, on 587 and 
 The module turns antivirus on in mailstack.yaml (render, build, up: clamav starts; rspamd
 restarted to load its antivirus config) and puts the file back afterwards (render, up
 --remove-orphans drops clamav, rspamd restarted), so later tests see the usual stack.
+
+`check health` judges the signatures' age only in production mode (the sandbox's never
+change): a production-mode stack directory of its own runs the same clamav image, alone
+(one container, the image this module built), and the real command is asked about it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import smtplib
+import subprocess
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
-from tests.e2e.conftest import PORTS, RunningStack
+from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SLOT, RunningStack, mailstack
 from tests.e2e.mail import (
     OUTSIDE_SENDER,
     fetch_by_subject,
@@ -177,3 +187,116 @@ def test_clamavs_own_freshclam_reads_the_rendered_mirror_settings(
     script = f"cat > {path} && freshclam --config-file={path} --version; status=$?; rm -f {path}"
     done = stack.compose("exec", "-T", "clamav", "sh", "-c", f"{script}; exit $status", stdin=text)
     assert done.stdout.startswith(b"ClamAV "), done.stdout + done.stderr
+
+
+# --- `check health` and the signatures' age, in production mode --------------------------------
+
+SIDE_PROJECT = f"{PROJECT}-clamav"
+SIDE_SUBNETS = (f"10.201.{2 * SLOT}.0/24", f"10.201.{2 * SLOT + 1}.0/24")
+# What freshclam leaves in /var/lib/clamav (the item judges the newest). ClamAV's own files
+# are signed by ClamAV and cannot be made here; clamd never reads these stand-ins (it loaded
+# its signatures at its start, the next reload is SelfCheck's, an hour on), only their names
+# and times matter to the check.
+DATABASES = ("main.cvd", "daily.cld", "bytecode.cvd")
+SIGNATURES = "antivirus signatures"
+# clamd's local signatures, and neither freshclam nor a resolver: nothing can be fetched,
+# also without the egress guard (the container's DNS server, the stack's resolver, is not
+# started).
+LOCAL_SIGNATURES = 'services:\n  clamav:\n    command: ["--signatures=local"]\n'
+
+
+@dataclass(frozen=True)
+class ProductionClamav:
+    root: Path
+    override: Path
+
+    def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "--project-name", SIDE_PROJECT, "--project-directory",
+             str(self.root), "--file", str(self.root / "compose.yaml"), "--file",
+             str(self.override), *args],
+            capture_output=True, text=True, timeout=300, check=True,
+        )  # fmt: skip
+
+    def in_database(self, script: str) -> str:
+        return self.compose(
+            "exec", "-T", "clamav", "sh", "-c", f"cd /var/lib/clamav && {script}"
+        ).stdout
+
+    def check_health(self) -> tuple[int, dict[str, Any], str]:
+        """(exit code, the signatures' item of --json, the text output with its whitespace
+        made single spaces: rich folds long lines)."""
+        as_json = mailstack("check", "health", "--json", "--dir", str(self.root), check=False)
+        text = mailstack("check", "health", "--dir", str(self.root), check=False)
+        assert as_json.returncode in (0, 1, 6), as_json.stderr
+        (item,) = [i for i in json.loads(as_json.stdout)["items"] if i["name"] == SIGNATURES]
+        return as_json.returncode, item, " ".join(text.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def production_clamav(
+    stack: RunningStack, antivirus: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProductionClamav]:
+    """A production-mode stack directory whose clamav alone runs: the image the antivirus
+    fixture built (the session stack's .env names it), clamd on local signatures."""
+    started = time.monotonic()
+    root = tmp_path_factory.mktemp("production-clamav") / "stack"
+    mailstack("init", "--non-interactive", "--bind", "127.0.0.1", "--hostname", HOSTNAME,
+              "--domain", DOMAIN, "--dir", str(root))  # fmt: skip
+    config = yaml.safe_load((root / "mailstack.yaml").read_text())
+    assert config["mode"] == "production"
+    config["project"] = SIDE_PROJECT
+    config["features"]["antivirus"] = True
+    config["network"]["frontend_subnet"], config["network"]["backend_subnet"] = SIDE_SUBNETS
+    (root / "mailstack.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    mailstack("render", "--dir", str(root))
+    assert "--signatures=freshclam" in (root / "compose.yaml").read_text()
+    shutil.copyfile(stack.root / ".env", root / ".env")
+    override = root.parent / "local-signatures.yaml"
+    override.write_text(LOCAL_SIGNATURES)
+    clamav = ProductionClamav(root, override)
+    try:
+        clamav.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "120", "clamav")
+        clamav.in_database("touch " + " ".join(DATABASES))
+        print(f"production-mode clamav up in {time.monotonic() - started:.1f} s")
+        yield clamav
+    finally:
+        subprocess.run(
+            ["docker", "compose", "--project-name", SIDE_PROJECT, "--project-directory",
+             str(root), "--file", str(root / "compose.yaml"), "down", "--volumes",
+             "--remove-orphans"],
+            capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+
+
+def test_production_clamav_runs_no_freshclam_and_has_no_resolver(
+    production_clamav: ProductionClamav,
+) -> None:
+    programs = production_clamav.in_database("cat /proc/[0-9]*/comm").split()
+    assert "clamd" in programs and "freshclam" not in programs, programs
+    running = production_clamav.compose("ps", "--services", "--status", "running").stdout.split()
+    assert running == ["clamav"]
+
+
+def test_fresh_signatures_pass_check_health_in_production_mode(
+    production_clamav: ProductionClamav,
+) -> None:
+    production_clamav.in_database("touch " + " ".join(DATABASES))
+    _, item, text = production_clamav.check_health()
+    assert (item["verdict"], item["exempt"], item["fix"]) == ("pass", False, ""), item
+    assert item["detail"].startswith("newest ") and item["detail"].endswith(" s old"), item
+    assert f"{SIGNATURES}: " not in text, text  # no line of a failing or warning item
+
+
+def test_signatures_three_days_old_fail_check_health_naming_them_and_the_fix(
+    production_clamav: ProductionClamav,
+) -> None:
+    production_clamav.in_database("touch -d '3 days ago' " + " ".join(DATABASES))
+    code, item, text = production_clamav.check_health()
+    assert code == 1
+    assert (item["verdict"], item["service"], item["exempt"]) == ("FAIL", "clamav", False)
+    assert item["detail"].endswith(", 3 days old"), item
+    assert item["detail"].removeprefix("newest ").split(",")[0] in DATABASES, item
+    assert "freshclam keeps them current" in item["fix"], item
+    assert "`mailstack logs clamav`" in item["fix"], item
+    assert f"FAIL: {SIGNATURES}: {item['detail']}: {item['fix']}" in text, text

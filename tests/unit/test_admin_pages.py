@@ -171,6 +171,7 @@ PAGES: dict[str, dict[str, Any]] = {
         "report": {
             "taken": "2026-12-06T12:00:00Z",
             "age_seconds": 42,
+            "as_of": "as of 12:00:00 UTC, 42 s ago",
             "error": "",
             "total": 1,
             "oldest_seconds": 60,
@@ -273,7 +274,7 @@ PAGES: dict[str, dict[str, Any]] = {
         },
     },
 }
-# The host-report pages (webstatus.py): what api.hoststatus.ReportView gives them.
+# The host-report pages (webstatus.py): what api.reportview.ReportView gives them.
 HOST_REPORT = {"topic": "bans", "taken": "2026-12-06T19:00:07Z", "error": None, "stale": True}
 PAGES["health.html"] = {
     "session": SIGNED_IN,

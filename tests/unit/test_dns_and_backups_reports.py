@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mailstack.api import hostviews, webdirectory
+from mailstack.api import hostviews, reportview, webdirectory
 from mailstack.api.operations import ApiError
 from mailstack.backup import report as backup_report
 from mailstack.backup import restic, verification
@@ -640,9 +640,9 @@ def test_a_report_not_made_yet_or_made_as_an_error_says_so() -> None:
 def test_a_refresh_of_a_server_wide_report_is_for_administrators_the_dns_one_for_any() -> None:
     fake = FakeContainers(by_marker=[(QUEUE, b"5\n")])
     with pytest.raises(ApiError) as refused:
-        hostviews.refresh(fake, DOMAIN_ADMIN, "backups")  # type: ignore[arg-type]
+        reportview.refresh(fake, DOMAIN_ADMIN, "backups")  # type: ignore[arg-type]
     assert refused.value.status == 403 and not fake.sent(QUEUE)
-    assert hostviews.refresh(fake, DOMAIN_ADMIN, "dns")["job"] == 5  # type: ignore[arg-type]
+    assert reportview.refresh(fake, DOMAIN_ADMIN, "dns")["job"] == 5  # type: ignore[arg-type]
     assert (
         fake.sent(QUEUE)[0].variables().items()
         >= {"kind": "report.refresh", "target": "dns"}.items()
@@ -652,7 +652,7 @@ def test_a_refresh_of_a_server_wide_report_is_for_administrators_the_dns_one_for
     assert fake.sent(QUEUE)[1].variables()["target"] == "dns:shop.test"
     for topic, status in (("dns:example.test", 403), ("dns:../x", 404), ("dns:Shop.test", 404)):
         with pytest.raises(ApiError) as refused:
-            hostviews.refresh(fake, DOMAIN_ADMIN, topic)  # type: ignore[arg-type]
+            reportview.refresh(fake, DOMAIN_ADMIN, topic)  # type: ignore[arg-type]
         assert refused.value.status == status, topic
     with pytest.raises(ApiError) as hostile:
         hostviews.refresh_dns(fake, ROOT, "../../x")  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailstack.api import hoststatus
+from mailstack.api import hoststatus, reportview
 from mailstack.api.operations import ApiError
 from mailstack.errors import UsageError
 from mailstack.identity.principal import ADMIN, DOMAIN_ADMIN, ROOT, Principal
@@ -235,7 +235,7 @@ def test_a_domain_administrator_may_neither_read_nor_clear_bans_nor_read_health(
         lambda: hoststatus.list_bans(executor, DANA),
         lambda: hoststatus.health(executor, DANA),
         lambda: hoststatus.clear_ban(executor, DANA, "192.0.2.10"),
-        lambda: hoststatus.refresh(executor, DANA, "bans"),
+        lambda: reportview.refresh(executor, DANA, "bans"),
     ):
         refused = _refusal(call)
         assert (refused.status, refused.message) == (403, "only an administrator may do this")
@@ -281,7 +281,7 @@ def test_a_report_shows_its_age_and_an_old_one_is_said_to_be_stale() -> None:
 
 def test_no_report_yet_or_one_the_host_could_not_make_is_its_line() -> None:
     never = hoststatus.health(FakeContainers(), ALICE)  # type: ignore[arg-type]
-    assert never.error == hoststatus.NOT_YET and never.as_of == "" and never.body == {}
+    assert never.error == reportview.NOT_YET and never.as_of == "" and never.body == {}
     failed = FakeContainers(by_marker=[(READ, _report_row("bans", {"error": "bans are off"}))])
     shown = hoststatus.list_bans(failed, ALICE)  # type: ignore[arg-type]
     assert (shown.error, shown.body, shown.age_seconds) == ("bans are off", {}, 42)
@@ -289,12 +289,12 @@ def test_no_report_yet_or_one_the_host_could_not_make_is_its_line() -> None:
 
 def test_refresh_queues_a_report_refresh_of_that_topic() -> None:
     fake = FakeContainers(by_marker=[(QUEUE, b"21\n")])
-    assert hoststatus.refresh(fake, ALICE, "health") == 21  # type: ignore[arg-type]
+    assert reportview.refresh(fake, ALICE, "health")["job"] == 21  # type: ignore[arg-type]
     assert (fake.variables()["kind"], fake.variables()["target"]) == ("report.refresh", "health")
 
 
-def _health(*services: dict[str, Any], healthy: bool = True) -> hoststatus.ReportView:
-    return hoststatus.ReportView("health", {"healthy": healthy, "services": list(services)},
+def _health(*services: dict[str, Any], healthy: bool = True) -> reportview.ReportView:
+    return reportview.ReportView("health", {"healthy": healthy, "services": list(services)},
                                  None, "2026-12-06T19:00:07Z", 12)  # fmt: skip
 
 
@@ -313,8 +313,8 @@ def test_the_dashboards_health_line_names_the_services_that_need_attention() -> 
     )  # fmt: skip
     assert summary.healthy is False
     assert summary.line.startswith("2 of 3 services need attention: postfix, rspamd (as of")
-    unknown = hoststatus.health_summary(hoststatus.view(None, "health"))
-    assert unknown.healthy is None and hoststatus.NOT_YET in unknown.line
+    unknown = hoststatus.health_summary(reportview.view(None, "health"))
+    assert unknown.healthy is None and reportview.NOT_YET in unknown.line
 
 
 def test_an_ipv6_zone_is_not_a_client_address() -> None:

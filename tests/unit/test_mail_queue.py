@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mailstack.api import mailqueue as api
-from mailstack.api import signin
+from mailstack.api import reportview, signin
 from mailstack.api.operations import ApiError
 from mailstack.errors import MailstackError, NotFound, UsageError
 from mailstack.identity.principal import ADMIN, DOMAIN_ADMIN, Principal
@@ -332,7 +332,7 @@ def test_an_administrator_reads_the_report_with_its_age() -> None:
 
 
 def test_no_report_yet_and_a_failed_report_are_said_not_hidden() -> None:
-    assert api.queue_report(FakeContainers(), ALICE)["error"] == api.NOT_YET
+    assert api.queue_report(FakeContainers(), ALICE)["error"] == reportview.NOT_YET
     fake = FakeContainers(by_marker=[("FROM host_reports WHERE", _report_row({"error": "down"}))])
     found = api.queue_report(fake, ALICE)
     assert (found["error"], found["messages"], found["total"]) == ("down", [], 0)
@@ -343,7 +343,7 @@ def test_a_domain_administrator_gets_403_before_the_database_is_asked() -> None:
         lambda fake: api.queue_report(fake, DANA),
         lambda fake: api.retry(fake, DANA, LONG_ID),
         lambda fake: api.delete(fake, DANA, LONG_ID),
-        lambda fake: api.refresh(fake, DANA),
+        lambda fake: reportview.refresh(fake, DANA, "queue"),
     ):
         fake = FakeContainers()
         with pytest.raises(ApiError) as refused:
