@@ -27,7 +27,7 @@ GAUGE = f'mailstack_health_item{{item="{ITEM}",service="{BROKEN}"}}'
 
 def not_passing(stack: RunningStack) -> set[str]:
     found = json.loads(stack.cli("check", "health", "--json", check=False).stdout)
-    return {item["name"] for item in found["items"] if item["verdict"] != "PASS"}
+    return {item["name"] for item in found["items"] if item["verdict"] != "pass"}
 
 
 def gauges(stack: RunningStack) -> str:
@@ -71,7 +71,7 @@ def test_a_health_change_is_mailed_once_and_its_resolution_too(
         body = alert.get_body(("plain",))
         assert body is not None
         text = body.get_content()
-        assert f"FAIL (was PASS): {ITEM}:" in text and "fix: `mailstack up` starts it" in text
+        assert f"FAIL (was pass): {ITEM}:" in text and "fix: `mailstack up` starts it" in text
         scraped = gauges(stack)
         assert f"{GAUGE} 2" in scraped and "mailstack_health_verdict 2" in scraped
         assert 'mailstack_metrics_source_up{source="health"} 1' in scraped
