@@ -107,10 +107,6 @@ def schedule_command(
     runs. Off removes both."""
     stack = Stack.load(directory)
     results = schedule.switch_monitoring(state, stack.dir.root, stack.config, unit_dir)
-    if as_json:
-        output.as_json(results)
-        return
-    for result in results:
-        output.info(str(result))
-    if not results:
+    output.listing(results, as_json)
+    if not results and not as_json:
         output.info("nothing to schedule: monitoring.schedule and monitoring.daily_summary are off")
