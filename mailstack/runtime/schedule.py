@@ -254,9 +254,18 @@ def keep_monitoring_timers(root: Path, config: Config) -> list[str]:
                 f"the {timer.what} is not scheduled (systemd is not running here): run "
                 f"`{command}` at {timer.calendar} from your scheduler"
             )
-        elif not installed(timer):
+        elif not up_to_date(timer):  # new, or monitoring.* changed since it was written
             notes.append(str(install(timer)))
     return notes
+
+
+def up_to_date(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> bool:
+    """The timer is installed as written now (its schedule and command unchanged)."""
+    try:
+        written = [(unit_dir / f"{timer.name}.{kind}").read_text() for kind in ("timer", "service")]
+    except OSError:
+        return False
+    return written == [timer_unit(timer), service_unit(timer)]
 
 
 def systemd_quote(argument: str) -> str:

@@ -286,3 +286,12 @@ def test_alert_schedule_writes_the_timers_monitoring_asks_for(tmp_path: Path) ->
 def test_up_in_sandbox_mode_schedules_no_health_check(tmp_path: Path) -> None:
     stack = _stack(tmp_path)
     assert schedule.keep_monitoring_timers(stack.dir.root, stack.config) == []
+
+
+def test_a_changed_schedule_is_a_timer_to_write_again(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    every_five = validate_config(with_monitoring())
+    schedule.switch_monitoring("on", ROOT, every_five, units)
+    assert schedule.up_to_date(schedule.health_timer(ROOT, every_five), units)
+    every_fifteen = validate_config(with_monitoring(schedule="15min"))
+    assert not schedule.up_to_date(schedule.health_timer(ROOT, every_fifteen), units)
