@@ -239,13 +239,14 @@ Send = Callable[[Stack, str, str], bool]
 
 def watch(
     stack: Stack,
-    check: Check = healthprobes.check_health,
-    send: Send = notify.mail_postmaster,
+    check: Check | None = None,
+    send: Send | None = None,
     now: datetime.datetime | None = None,
 ) -> WatchResult:
-    """One run of the health timer: check, write the gauges, mail a change, record it."""
+    """One run of the health timer: check, write the gauges, mail a change, record it
+    (check and send: healthprobes.check_health and notify.mail_postmaster unless given)."""
     moment = now or datetime.datetime.now(datetime.UTC)
-    report = check(stack)
+    report = (check or healthprobes.check_health)(stack)
     written = write_gauges(stack.dir, report, moment.timestamp())
     told = read_told(stack.dir)
     notice = decide(told, report, stack.config.hostname, stack.dir.root)
@@ -254,7 +255,7 @@ def watch(
         write_state(stack.dir, told or Told(), report, when)
         return WatchResult(report.verdict, (), UNCHANGED, str(written))
     lines = tuple(change.line() for change in notice.changes)
-    if not send(stack, notice.subject, notice.body):
+    if not (send or notify.mail_postmaster)(stack, notice.subject, notice.body):
         write_state(stack.dir, told or Told(), report, when)
         outcome = (
             "mailing the postmaster FAILED (the stack did not take it; the next run tries again)"
@@ -266,12 +267,13 @@ def watch(
 
 def mail_summary(
     stack: Stack,
-    check: Check = healthprobes.check_health,
-    send: Send = notify.mail_postmaster,
+    check: Check | None = None,
+    send: Send | None = None,
 ) -> WatchResult:
     """The daily summary: check (the gauges written too), mail every item's verdict."""
-    report = check(stack)
+    report = (check or healthprobes.check_health)(stack)
     written = write_gauges(stack.dir, report, time.time())
     subject, body = summary(report, stack.config.hostname, stack.dir.root)
-    outcome = MAILED if send(stack, subject, body) else "mailing the postmaster FAILED"
+    mailed = (send or notify.mail_postmaster)(stack, subject, body)
+    outcome = MAILED if mailed else "mailing the postmaster FAILED"
     return WatchResult(report.verdict, (), outcome, str(written))

@@ -16,7 +16,7 @@ import yaml
 
 from mailstack.errors import ConfigError
 from mailstack.resources import build_contexts_dir
-from mailstack.runtime import healthwatch, schedule
+from mailstack.runtime import healthprobes, healthwatch, notify, schedule
 from mailstack.runtime.health import HealthItem, HealthReport
 from mailstack.runtime.healthwatch import Told, decide
 from mailstack.stack import stackfiles
@@ -25,6 +25,7 @@ from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.stackdir import Stack, StackDir
 from mailstack.verdict import FAIL, WARN, Verdict
 from tests.conftest import REFERENCE
+from tests.unit.clirun import invoke
 from tests.unit.fakes import FakeContainers
 from tests.unit.test_metrics import metricsd
 
@@ -295,3 +296,23 @@ def test_a_changed_schedule_is_a_timer_to_write_again(tmp_path: Path) -> None:
     assert schedule.up_to_date(schedule.health_timer(ROOT, every_five), units)
     every_fifteen = validate_config(with_monitoring(schedule="15min"))
     assert not schedule.up_to_date(schedule.health_timer(ROOT, every_fifteen), units)
+
+
+def test_alert_health_exits_1_only_when_a_change_could_not_be_mailed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack, postmaster = _stack(tmp_path), Postmaster()
+    monkeypatch.setattr(healthprobes, "check_health", lambda _: report(WEBMAIL_DOWN))
+    monkeypatch.setattr(notify, "mail_postmaster", postmaster)
+    postmaster.reachable = False
+    code, output = invoke("alert", "health", "--dir", str(stack.dir.root))
+    assert code == 1 and "mailing the postmaster FAILED" in output
+    postmaster.reachable = True
+    code, output = invoke("alert", "health", "--dir", str(stack.dir.root))
+    assert code == 0 and "the postmaster was mailed (FAIL (was pass): service webmail" in output
+    code, output = invoke("alert", "health", "--dir", str(stack.dir.root))
+    assert code == 0 and "unchanged: not mailed" in output  # a FAIL verdict is no failed run
+    code, output = invoke("alert", "summary", "--dir", str(stack.dir.root))
+    assert code == 0 and postmaster.subjects[-1].startswith(
+        f"[mailstack] {HOST}: daily health summary: FAIL (1 item not passing)"
+    )
