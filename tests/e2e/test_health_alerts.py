@@ -75,9 +75,10 @@ def test_a_health_change_is_mailed_once_and_its_resolution_too(
         scraped = gauges(stack)
         assert f"{GAUGE} 2" in scraped and "mailstack_health_verdict 2" in scraped
         assert 'mailstack_metrics_source_up{source="health"} 1' in scraped
-        # The same state again: no second mail.
+        # The same state again: no second mail about it (on a loaded host another item
+        # may flap meanwhile, a healthcheck over its timeout: that one is a change).
         again = run()
-        assert "unchanged: not mailed" in again, again
+        assert "unchanged: not mailed" in again or ITEM not in again, again
     finally:
         stack.compose("start", BROKEN)
     deadline = time.monotonic() + 120
