@@ -15,6 +15,8 @@ mailstack_metrics_source_up 0, the others are still served):
               that may run INFO and PING only
     postgres  Debian's prometheus-postgres-exporter (a child, as above): the server's
               statistics, as a login with pg_monitor that reaches the `postgres` database only
+    health    `check health`'s items as gauges: a file the host's health timer writes
+              (monitoring.schedule, mounted read-only); missing or stale: source_up 0
 
 Python standard library only (Debian's python3). Commands:
     metricsd serve ...   run (the container's entrypoint; starts as root, reads the secrets,
@@ -35,6 +37,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -111,6 +114,7 @@ KEEP: dict[str, Callable[[str], bool]] = {
     "postfix": lambda name: name.startswith(("postfix_showq_", "postfix_up")),
     "redis": lambda name: name in REDIS_FAMILIES,
     "postgres": lambda name: name in POSTGRES_FAMILIES,
+    "health": lambda name: name.startswith("mailstack_health_"),
 }
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
 
@@ -228,11 +232,34 @@ def bearer_matches(header: str | None, token: str) -> bool:
 @dataclass(frozen=True)
 class Source:
     name: str
-    url: str
+    url: str  # or a file's absolute path (read_file_source)
     headers: tuple[tuple[str, str], ...] = ()
+    max_age: float = 0.0  # a file source: stale when its last write is older (seconds)
+
+
+def read_file_source(source: Source, now: float | None = None) -> str | None:
+    """A file of gauges written elsewhere (the health timer's): None when missing, unreadable
+    or older than its max_age (stale values would pass for current); else its text and its
+    age as mailstack_health_age_seconds."""
+    try:
+        with open(source.url, "rb") as handle:  # noqa: PTH123  # one descriptor: stat and read
+            age = (time.time() if now is None else now) - os.fstat(handle.fileno()).st_mtime
+            body = handle.read(MAX_SOURCE_BYTES + 1)
+    except OSError as error:
+        print(f"metricsd: {source.name}: {error}", file=sys.stderr, flush=True)
+        return None
+    if age > source.max_age or len(body) > MAX_SOURCE_BYTES:
+        print(f"metricsd: {source.name}: stale ({age:.0f} s) or too large", file=sys.stderr)
+        return None
+    return body.decode("utf-8", "replace") + (
+        "# HELP mailstack_health_age_seconds How old the health gauges are.\n"
+        f"# TYPE mailstack_health_age_seconds gauge\nmailstack_health_age_seconds {age:.0f}\n"
+    )
 
 
 def fetch(source: Source) -> str | None:
+    if source.url.startswith("/"):
+        return read_file_source(source)
     request = urllib.request.Request(source.url, headers=dict(source.headers))  # noqa: S310  # http URLs from the command line
     try:
         with urllib.request.urlopen(request, timeout=SOURCE_TIMEOUT) as response:  # noqa: S310  # as above
@@ -398,6 +425,8 @@ def serve(arguments: argparse.Namespace) -> None:
         Source("dovecot", arguments.dovecot),
         Source("rspamd", arguments.rspamd, (("Password", rspamd_password),)),
     ]
+    if arguments.health:
+        sources.append(Source("health", arguments.health, max_age=arguments.health_max_age))
     server = http.server.ThreadingHTTPServer(
         (arguments.address, arguments.port), handler(token, sources)
     )
@@ -449,6 +478,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rspamd", default="http://rspamd:11334/metrics")
     parser.add_argument("--redis", default="redis:6379")
     parser.add_argument("--postgres", default="db:5432")
+    parser.add_argument("--health", default="")  # check health's gauges (a file)
+    parser.add_argument("--health-max-age", type=float, default=960.0)
     arguments = parser.parse_args(argv)
     if arguments.command == "health":
         return health(arguments)

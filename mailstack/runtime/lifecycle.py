@@ -141,6 +141,7 @@ def up(
         notes += acme.after_up(stack)
     notes += schedule.keep_security_timer(stack.dir.root, stack.config)
     notes += schedule.keep_jobs_timer(stack.dir.root, stack.config)
+    notes += schedule.keep_monitoring_timers(stack.dir.root, stack.config)
     return UpResult(
         time.monotonic() - started,
         tuple(built),

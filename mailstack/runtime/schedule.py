@@ -20,7 +20,15 @@ from mailstack.stack.config import Config
 from mailstack.stack.stackdir import atomic_write
 
 SYSTEMD_DIR = Path("/etc/systemd/system")
-TIMER_KINDS = ("backup", "verify", "tls", "security", "jobs")  # mailstack-<kind>-<project>.timer
+TIMER_KINDS = (
+    "backup",
+    "verify",
+    "tls",
+    "security",
+    "jobs",
+    "health",
+    "summary",
+)  # mailstack-<kind>-<project>.timer
 _RUNNING_MARKER = Path("/run/systemd/system")  # exists only when systemd is PID 1
 
 
@@ -168,6 +176,98 @@ def jobs_timer(stack_root: Path, config: Config) -> Timer:
     )
 
 
+def health_calendar(minutes: int) -> str:
+    """OnCalendar= of every N minutes (N divides the hour, as monitoring.schedule allows)."""
+    if minutes >= 60:
+        return "*-*-* *:00:00"
+    return "*-*-* *:*:00" if minutes == 1 else f"*-*-* *:00/{minutes:02d}:00"
+
+
+def health_timer(stack_root: Path, config: Config) -> Timer:
+    """`alert health` on monitoring.schedule: `check health`, its gauges written, and a mail
+    to the postmaster only when the verdict changed (runtime/healthwatch.py)."""
+    minutes = config.monitoring.schedule_minutes
+    return Timer(
+        name=f"mailstack-health-{config.project}",
+        what="health check",
+        owner="mailstack alert schedule",
+        calendar=health_calendar(minutes) if minutes else "never (monitoring.schedule: off)",
+        random_delay="20s",
+        commands=(mailstack_command(stack_root, "alert", "health"),),
+        nice=False,
+        stack_root=stack_root,
+        project=config.project,
+    )
+
+
+def summary_timer(stack_root: Path, config: Config) -> Timer:
+    """`alert summary` daily at monitoring.daily_summary: every item's verdict by mail."""
+    when = config.monitoring.daily_summary
+    return Timer(
+        name=f"mailstack-summary-{config.project}",
+        what="daily health summary",
+        owner="mailstack alert schedule",
+        calendar=f"*-*-* {when}:00 {config.timezone}"
+        if when != "off"
+        else "never (monitoring.daily_summary: off)",
+        random_delay="5min",
+        commands=(mailstack_command(stack_root, "alert", "summary"),),
+        nice=False,
+        stack_root=stack_root,
+        project=config.project,
+    )
+
+
+def monitoring_timers(stack_root: Path, config: Config) -> tuple[tuple[Timer, bool], ...]:
+    """The health check's timers, each with whether mailstack.yaml wants it (monitoring.
+    schedule, monitoring.daily_summary)."""
+    return (
+        (health_timer(stack_root, config), config.monitoring.schedule != "off"),
+        (summary_timer(stack_root, config), config.monitoring.daily_summary != "off"),
+    )
+
+
+def switch_monitoring(state: str, stack_root: Path, config: Config,
+                      unit_dir: Path = SYSTEMD_DIR) -> list[ScheduleResult]:  # fmt: skip
+    """`alert schedule on|off`: the timers monitoring.* asks for (off removes both)."""
+    if state not in ("on", "off"):
+        raise UsageError(f"on|off: {state[:40]!r} is not on or off")
+    results: list[ScheduleResult] = []
+    for timer, wanted in monitoring_timers(stack_root, config):
+        if state == "on" and wanted:
+            results.append(install(timer, unit_dir))
+        elif installed(timer, unit_dir):
+            results.append(remove(timer, unit_dir))
+    return results
+
+
+def keep_monitoring_timers(root: Path, config: Config) -> list[str]:
+    """What `up` does with the health check's timers: installed as monitoring.* says, removed
+    when off; never in sandbox mode (tests run `alert health` themselves)."""
+    notes: list[str] = []
+    for timer, wanted in monitoring_timers(root, config):
+        if not wanted or config.mode == "sandbox":
+            notes += [str(remove(timer))] if installed(timer) else []
+        elif not systemd_running():
+            command = " ".join(timer.commands[0][2:-2])
+            notes.append(
+                f"the {timer.what} is not scheduled (systemd is not running here): run "
+                f"`{command}` at {timer.calendar} from your scheduler"
+            )
+        elif not up_to_date(timer):  # new, or monitoring.* changed since it was written
+            notes.append(str(install(timer)))
+    return notes
+
+
+def up_to_date(timer: Timer, unit_dir: Path = SYSTEMD_DIR) -> bool:
+    """The timer is installed as written now (its schedule and command unchanged)."""
+    try:
+        written = [(unit_dir / f"{timer.name}.{kind}").read_text() for kind in ("timer", "service")]
+    except OSError:
+        return False
+    return written == [timer_unit(timer), service_unit(timer)]
+
+
 def systemd_quote(argument: str) -> str:
     r"""One ExecStart= argument: double quotes, with \ " escaped and % $ doubled (specifiers)."""
     escaped = argument.replace("\\", "\\\\").replace('"', '\\"')
@@ -212,7 +312,15 @@ def stack_timers(stack_root: Path, config: Config) -> tuple[Timer, ...]:
     """Every timer mailstack may install for a stack (installed or not)."""
     return tuple(
         make(stack_root, config)
-        for make in (backup_timer, verify_timer, renewal_timer, security_timer, jobs_timer)
+        for make in (
+            backup_timer,
+            verify_timer,
+            renewal_timer,
+            security_timer,
+            jobs_timer,
+            health_timer,
+            summary_timer,
+        )
     )
 
 

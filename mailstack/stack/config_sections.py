@@ -26,6 +26,7 @@ from mailstack.stack.config_types import (
     Address,
     BackupTarget,
     DailyTime,
+    DailyTimeOrOff,
     Domain,
     FeedUrl,
     IPv4,
@@ -408,6 +409,24 @@ class Monitoring(Section):
         description="the metrics service's own network, the only one its port is published "
         "from; private IPv4, /24 or larger (fixed address .83)",
     )
+    schedule: Literal["off", "1min", "5min", "10min", "15min", "30min", "60min"] = Field(
+        default="5min",
+        description="how often a host timer runs `check health` (`mailstack alert health`) and "
+        "mails the postmaster when the verdict or the set of failing items changes, "
+        "resolved included, never twice for the same state; installed by `up` in production "
+        "mode where systemd runs (docs/alerts.md)",
+    )
+    daily_summary: DailyTimeOrOff = Field(
+        default="off",
+        description="local time (HH:MM) of a daily mail to the postmaster with every `check "
+        'health` item\'s verdict, or "off"; the change alerts of monitoring.schedule come '
+        "either way",
+    )
+
+    @property
+    def schedule_minutes(self) -> int | None:
+        """monitoring.schedule in minutes; None when off."""
+        return None if self.schedule == "off" else int(self.schedule.removesuffix("min"))
 
     @field_validator("metrics_address")
     @classmethod

@@ -12,6 +12,7 @@ from mailstack.stack.config_values import (
     check_absolute_path,
     check_backup_target,
     check_daily_time,
+    check_daily_time_or_off,
     check_feed_url,
     check_ip,
     check_mirror_url,
@@ -44,4 +45,5 @@ BackupTarget = Annotated[str, AfterValidator(check_backup_target)]
 SshHostKey = Annotated[str, AfterValidator(check_ssh_host_key)]
 S3KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/=-]{3,128}$")]
 DailyTime = Annotated[str, AfterValidator(check_daily_time)]
+DailyTimeOrOff = Annotated[str, AfterValidator(check_daily_time_or_off)]
 TimeWindow = Annotated[str, AfterValidator(check_window)]

@@ -254,6 +254,12 @@ def check_daily_time(value: str) -> str:
     return value
 
 
+def check_daily_time_or_off(value: str) -> str:
+    if value != "off" and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        raise ValueError('is neither "off" nor a time of day (HH:MM, 24-hour, e.g. 07:00)')
+    return value
+
+
 def check_window(value: str) -> str:
     start, dash, end = value.partition("-")
     if not dash:

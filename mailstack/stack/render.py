@@ -159,6 +159,10 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "backend_ip": services.fixed_address(services.METRICS, backend),
             "gateway": str(ipaddress.ip_network(config.monitoring.metrics_subnet)[1]),
             "dynamic_range": dynamic_range(ipaddress.ip_network(config.monitoring.metrics_subnet)),
+            # check health's gauges (monitoring.schedule): stale after three missed runs.
+            "health_max_age": 3 * 60 * minutes + 60
+            if (minutes := config.monitoring.schedule_minutes)
+            else None,
         },
         # policy.mfa_protocols (docs/mfa.md): whether Dovecot refuses the account password of
         # a mailbox with a second factor, and the webmail's addresses, from which it is still

@@ -121,7 +121,10 @@ def test_the_endpoint_binds_a_configured_address_and_port() -> None:
 
 def test_the_queue_is_mounted_read_only_and_only_the_metrics_secrets_are_handed_over() -> None:
     metrics = compose(with_monitoring(metrics=True))["services"]["metrics"]
-    assert metrics["volumes"] == ["queue:/var/spool/postfix:ro"]
+    assert metrics["volumes"] == [
+        "queue:/var/spool/postfix:ro",
+        "./.mailstack/metrics:/var/lib/mailstack/health:ro",  # check health's gauges
+    ]
     assert metrics["secrets"] == [
         "metrics_token",
         "rspamd_metrics_password",
