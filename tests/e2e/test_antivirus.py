@@ -50,7 +50,9 @@ PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
 
 
 def _services(stack: RunningStack) -> dict[str, dict[str, str]]:
-    listed = json.loads(stack.cli("status", "--json").stdout)["services"]
+    # Exit 1 means some service is not healthy (a slow healthcheck of another service on a
+    # loaded host, say): the listing is printed all the same, and these tests judge clamav's.
+    listed = json.loads(stack.cli("status", "--json", check=False).stdout)["services"]
     return {service["service"]: service for service in listed}
 
 
