@@ -51,17 +51,30 @@ def ca_file(root: Path, config: Config) -> Path | None:
     return root / "tls" / "ca.pem" if config.tls.mode == "selfsigned" else None
 
 
+class LoginRefused(MailstackError):
+    """The probe mailbox's password was refused (535): the mailbox is gone or re-keyed."""
+
+
 def stack_round_trip(
     stack: Stack, timeout: float = 90, executor: Executor | None = None
 ) -> ProbeResult:
-    """The probe mailbox made or re-keyed (through `executor`, default the stack's Compose),
-    then one round trip within `timeout` seconds."""
-    address, password = ensure_probe_account(
-        stack.dir.root, stack.config, executor or stack.compose
-    )
-    return round_trip(
-        stack.config, ca_file(stack.dir.root, stack.config), address, password, timeout=timeout
-    )
+    """One round trip within `timeout` seconds with the stored password; the probe mailbox is
+    made or re-keyed (through `executor`, default the stack's Compose) only when there is no
+    stored password or it is refused: two database calls and a hash saved on every check."""
+    root, config = stack.dir.root, stack.config
+    started = time.monotonic()
+    secret = root / "secrets" / PROBE_SECRET
+    if secret.is_file():
+        try:
+            password = secret.read_text().strip()
+            return round_trip(
+                config, ca_file(root, config), probe_address(config), password, timeout
+            )
+        except LoginRefused:
+            pass
+    address, password = ensure_probe_account(root, config, executor or stack.compose)
+    left = max(1.0, timeout - (time.monotonic() - started))
+    return round_trip(config, ca_file(root, config), address, password, timeout=left)
 
 
 def ensure_probe_account(root: Path, config: Config, compose: Executor) -> tuple[str, str]:
@@ -112,6 +125,8 @@ def round_trip(
                     f"the probe message to {address} did not arrive within {timeout:.0f} s"
                 )
             time.sleep(min(POLL_SECONDS, _left(deadline)))
+    except smtplib.SMTPAuthenticationError as e:
+        raise LoginRefused(f"the probe mailbox {address} could not log in: {e}") from None
     except (OSError, smtplib.SMTPException, imaplib.IMAP4.error) as e:
         raise MailstackError(f"the mail round trip as {address} failed: {e}") from None
 
