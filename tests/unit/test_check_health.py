@@ -633,3 +633,19 @@ def test_production_without_a_public_address_warns_with_the_key_to_set(tmp_path:
     assert items["dns blocklists"].verdict == WARN
     assert "dns.public_ipv4" in items["dns blocklists"].fix
     assert not fake.sent("for q; do drill")
+
+
+def test_the_checks_own_round_trip_message_is_not_counted_in_the_queue(tmp_path: Path) -> None:
+    def queued(sender: str, arrived: float, queue_id: str) -> str:
+        return json.dumps({"queue_name": "active", "queue_id": queue_id, "arrival_time": int(arrived),
+                           "message_size": 900, "sender": sender,
+                           "recipients": [{"address": "mailstack-probe@example.test"}]})  # fmt: skip
+
+    lines = [
+        queued("mailstack-probe@example.test", EPOCH, "4F3A2B1C0D"),  # this check's own, in passing
+        queued("mailstack-probe@example.test", EPOCH - HOUR - 60, "5E4D3C2B1A"),  # an earlier one, stuck
+        queued("alice@example.test", EPOCH - 60, "6A5B4C3D2E"),
+    ]
+    fake = FakeContainers(by_marker=_answers({"postqueue -j": "\n".join(lines).encode()}))
+    item = _check(_stack(tmp_path, fake), tmp_path)["mail queue"]
+    assert item.detail == "2 messages, the oldest 61 min old" and item.verdict == WARN
