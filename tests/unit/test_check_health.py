@@ -643,7 +643,9 @@ def test_the_checks_own_round_trip_message_is_not_counted_in_the_queue(tmp_path:
 
     lines = [
         queued("mailstack-probe@example.test", EPOCH, "4F3A2B1C0D"),  # this check's own, in passing
-        queued("mailstack-probe@example.test", EPOCH - HOUR - 60, "5E4D3C2B1A"),  # an earlier one, stuck
+        queued(
+            "mailstack-probe@example.test", EPOCH - HOUR - 60, "5E4D3C2B1A"
+        ),  # an earlier one, stuck
         queued("alice@example.test", EPOCH - 60, "6A5B4C3D2E"),
     ]
     fake = FakeContainers(by_marker=_answers({"postqueue -j": "\n".join(lines).encode()}))
