@@ -155,9 +155,11 @@ def check_health(directory: StackDirOption = Path(), as_json: JsonOption = False
     """One verdict per item, each failing or warning one with its fix: every service running
     and healthy, and functional (a mail and a webmail database query, a recipient lookup
     through Postfix's maps, a Dovecot userdb lookup, an rspamd scan, a Redis PING, a DNS
-    query); the mail queue; the last backup and verify; the certificate; free space for the
-    volumes and the backups; ClamAV's signatures; the DNS check's summary (its hourly
-    report). Each probe is bounded: a hung daemon fails in seconds. Thresholds: docs/health.md.
+    query); a mail round trip (587 -> 993); the mail queue; the last backup and verify; the
+    certificate; free space for the volumes and the backups; ClamAV's signatures; the DNS
+    check's summary (its hourly report); the images' pending security fixes (the stored
+    check); in production, the public addresses on the major DNS blocklists. Each probe is
+    bounded: a hung daemon fails in seconds. Thresholds: docs/health.md.
 
     Exit codes: 0 every item passes (or is exempt, and says why); 1 an item fails; 6 no
     item fails, but one warns.

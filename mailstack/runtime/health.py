@@ -16,7 +16,11 @@ Thresholds (docs/health.md has the table, and why):
 - ClamAV's signatures: WARN from SIGNATURES_WARN_AGE, FAIL from SIGNATURES_FAIL_AGE (the
   antivirus practice this project follows: definitions older than two days are a failure);
 - the DNS report: the worst verdict in it; WARN when it is older than DNS_REPORT_WARN_AGE or
-  missing.
+  missing;
+- the images' security fixes (the stored security check, never run here): WARN while one is
+  pending, when the daily run failed, or when the check is older than SECURITY_CHECK_WARN_AGE
+  where a daily run is expected (production, update.security not off).
+The DNS blocklists are judged in mailstack.runtime.blocklists.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 from mailstack.adapters.compose import ServiceState
 from mailstack.errors import EXIT_FAILED, EXIT_HEALTH_WARN, EXIT_OK
+from mailstack.images.securitycheck import UpdatesReport
 from mailstack.runtime.lifecycle import service_healthy
 from mailstack.tls.judgement import WARN_DAYS
 from mailstack.verdict import FAIL, PASS, WARN, Verdict, worst
@@ -48,6 +53,7 @@ FREE_FAIL_BYTES, FREE_FAIL_SHARE = 1 * GIB, 0.02
 SIGNATURES_WARN_AGE = DAY  # freshclam checks several times a day; daily.cld changes daily
 SIGNATURES_FAIL_AGE = 2 * DAY
 DNS_REPORT_WARN_AGE = 3 * HOUR  # made hourly: two runs missed
+SECURITY_CHECK_WARN_AGE = 50 * HOUR  # the daily security run: two runs missed
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,76 @@ def judge_dns_report(body: Any, age: int | None) -> HealthItem:
     if unchecked or age >= DNS_REPORT_WARN_AGE:
         return HealthItem(name, "", WARN, detail, make)
     return HealthItem(name, "", PASS, detail)
+
+
+# --- the images' pending security fixes (the stored security check) -----------------------------
+
+
+def judge_security(
+    report: UpdatesReport | None, last_run: str, expected_daily: bool, now: datetime.datetime
+) -> HealthItem:
+    """The last security check's report (`.mailstack/security.json`), the daily run's outcome
+    (`last_run`, "" when none) and whether a daily run is expected (production mode with
+    update.security not off): never re-checked here, it takes minutes."""
+    name = "security fixes"
+    run = "`mailstack check updates` checks now"
+    if report is None:
+        if not expected_daily:
+            return exempt(
+                name, "", f"no daily security check here (sandbox or update.security: off); {run}"
+            )
+        return HealthItem(
+            name,
+            "",
+            WARN,
+            "the images were never checked",
+            f"{run}; the daily run (`mailstack up` installs its timer) keeps it current",
+        )
+    checked = parse_time(report.checked)
+    age = (now - checked).total_seconds() if checked else None
+    when = f"checked {ago(age)} ago" if age is not None else f"checked {report.checked!r}"
+    if report.security_fixes:
+        cves = (
+            f" ({', '.join(report.cves[:3])}{', …' if len(report.cves) > 3 else ''})"
+            if report.cves
+            else ""
+        )
+        detail = (
+            f"{report.security_fixes} pending in {', '.join(report.security_images)}{cves}, {when}"
+        )
+        return HealthItem(
+            name,
+            "",
+            WARN,
+            detail,
+            "`mailstack update --security` applies them (health-gated, rolled back on failure)",
+        )
+    if last_run.startswith("failed"):
+        return HealthItem(
+            name,
+            "",
+            WARN,
+            f"the last daily security run {first_line(last_run)}",
+            "`journalctl -u` its timer, or `mailstack update --security`, says why",
+        )
+    if expected_daily and (age is None or age >= SECURITY_CHECK_WARN_AGE):
+        return HealthItem(
+            name,
+            "",
+            WARN,
+            f"none pending, but {when}",
+            f"{run}; the daily run (its timer) has not run: `mailstack up` installs it",
+        )
+    return HealthItem(name, "", PASS, f"none pending, {when}")
+
+
+def parse_time(text: str) -> datetime.datetime | None:
+    """An ISO time as the state files and reports write it (naive: UTC; "Z" accepted)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _verdict(text: object) -> Verdict:

@@ -19,7 +19,11 @@ The functional probes, and what each proves:
   user's password, and a wrong one would count towards a ban (bans) like an attacker's;
 - spam scan: rspamc scans a small message on the normal worker (the milter's own path);
 - redis ping: the redis image's healthcheck, an authenticated PING, run now;
-- dns resolution: the stack's resolver asked for the mail domain's MX (NOERROR/NXDOMAIN).
+- dns resolution: the stack's resolver asked for the mail domain's MX (NOERROR/NXDOMAIN);
+- mail round trip: submit on 587 and read back on 993 as the probe mailbox, as the update's
+  verify does (mailstack.runtime.probe), bounded by ROUND_TRIP_SECONDS;
+- dns blocklists (production): the resolver asked about the public addresses in each list.
+Besides: the images' pending security fixes, from the stored security check (never re-run).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from mailstack.backup import verification
 from mailstack.backup.dumps import WEBMAIL_DATABASE
 from mailstack.backup.target import parse_target
 from mailstack.errors import MailstackError
-from mailstack.runtime import hostreports, lifecycle, mailqueue
+from mailstack.images import securitycheck
+from mailstack.mailauth.dnsrecords import public_ipv4
+from mailstack.runtime import blocklists, hostreports, lifecycle, mailqueue, probe
 from mailstack.runtime.health import (
     HealthItem,
     HealthReport,
@@ -55,8 +61,10 @@ from mailstack.runtime.health import (
     judge_last_verify,
     judge_probe,
     judge_queue,
+    judge_security,
     judge_services,
     judge_signatures,
+    parse_time,
 )
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import certs
@@ -64,6 +72,10 @@ from mailstack.verdict import FAIL, WARN
 
 PROBE_SECONDS = 4.0  # one `docker compose exec` (or psql) at most
 INNER_SECONDS = 3  # the command inside the container, so it ends before the exec is cut
+# The mail round trip: submission, the milter's scan, LMTP delivery, an IMAP search; ~1-2 s on
+# a healthy stack. Bounded well above that (a loaded host), and so that a check with a
+# dependency down still ends in seconds.
+ROUND_TRIP_SECONDS = 6.0
 POSTFIX_SQL = "/run/mailstack/postfix-sql"
 CLAMAV_DATABASE = "/var/lib/clamav"
 # An address that never exists (as the Postfix and Dovecot healthchecks use): looked up
@@ -129,13 +141,22 @@ def run_with_status(
     return Status(code, body)
 
 
+RoundTrip = Callable[[Stack, Executor], probe.ProbeResult]
+
+
+def _stack_round_trip(stack: Stack, executor: Executor) -> probe.ProbeResult:
+    return probe.stack_round_trip(stack, ROUND_TRIP_SECONDS, executor)
+
+
 def check_health(
     stack: Stack,
     *,
     engine: Engine = DOCKER,
     clock: Callable[[], float] = time.time,
+    round_trip: RoundTrip = _stack_round_trip,
 ) -> HealthReport:
-    """Every item, found side by side, in a fixed order."""
+    """Every item, found side by side, in a fixed order (`round_trip`: the mail round trip,
+    replaced in unit tests)."""
     started = time.monotonic()
     bounded = _Bounded(stack.compose, PROBE_SECONDS)
     now = clock()
@@ -146,9 +167,12 @@ def check_health(
         lambda: (_spam_scan(stack, bounded),),
         lambda: (_redis_ping(bounded),),
         lambda: (_resolver(stack, bounded),),
-        lambda: (_mail_queue(bounded, now),),
+        lambda: (_mail_round_trip(stack, bounded, round_trip),),
+        lambda: (_blocklists(stack, bounded),),
+        lambda: (_mail_queue(bounded, now, probe.probe_address(stack.config)),),
         lambda: (_signatures(stack, bounded, now),),
         lambda: (_dns_report(bounded),),
+        lambda: (_security(stack, now),),
         lambda: _backups(stack, bounded, now),
         lambda: (_certificate(stack, now),),
         lambda: _free_space(stack, engine),
@@ -331,15 +355,82 @@ def _resolver(stack: Stack, executor: Executor) -> HealthItem:
     return judge_probe("dns resolution", "resolver", None, why, fix)
 
 
-# --- the queue, the signatures, the DNS report --------------------------------------------------
+def _mail_round_trip(stack: Stack, executor: Executor, round_trip: RoundTrip) -> HealthItem:
+    fix = (
+        "submission (postfix), the milter (rspamd), delivery and IMAP (dovecot): "
+        "the failing service above, or `mailstack logs postfix`"
+    )
+    try:
+        found = round_trip(stack, executor)
+    except MailstackError as error:
+        return judge_probe("mail round trip", "postfix", None, _error(error), fix)
+    except OSError as error:  # the stack's CA file (tls/ca.pem) unreadable
+        return judge_probe("mail round trip", "postfix", None, str(error), fix)
+    answer = f"587 -> 993 as {found.address}: {found.seconds:.1f} s"
+    return judge_probe("mail round trip", "postfix", answer, "", fix)
 
 
-def _mail_queue(executor: Executor, now: float) -> HealthItem:
+# Runs one drill per name (argv) side by side, each output line after the name it answers.
+_ASK_EACH = 'for q; do drill @127.0.0.1 "$q" A 2>&1 | sed "s/^/$q /" & done; wait'
+_SAFE_NAME = re.compile(r"[a-z0-9.-]{1,253}")
+
+
+def _blocklists(stack: Stack, executor: Executor) -> HealthItem:
+    if stack.config.mode == "sandbox":
+        return exempt(
+            blocklists.NAME, "", "sandbox mode: the stack resolves nothing on the Internet"
+        )
+    addresses = [a for a in (public_ipv4(stack.config), stack.config.dns.public_ipv6) if a]
+    names = [name for _, _, name in blocklists.queries(addresses)]
+    if not names:
+        return blocklists.judge(addresses, {})
+    argv = ["sh", "-c", _ASK_EACH, "blocklists", *(n for n in names if _SAFE_NAME.fullmatch(n))]
+    try:
+        found = run_with_status(executor, "resolver", argv)
+    except MailstackError as error:
+        fix = "the blocklists are asked through the resolver: `mailstack logs resolver`"
+        return judge_probe(blocklists.NAME, "resolver", None, _error(error), fix)
+    return blocklists.judge(addresses, parse_drill_answers(found.output, names))
+
+
+def parse_drill_answers(output: str, names: list[str]) -> dict[str, blocklists.Answer]:
+    """Lines "NAME <drill's line>" as {name: its rcode and A records}; a name without an
+    rcode line is left out (no answer)."""
+    rcodes: dict[str, str] = {}
+    records: dict[str, list[str]] = {}
+    wanted = set(names)
+    for line in output.splitlines():
+        name, _, rest = line.partition(" ")
+        if name not in wanted:
+            continue
+        rcode = re.search(r"rcode: (\w+)", rest)
+        if rcode:
+            rcodes[name] = rcode.group(1)
+        record = re.fullmatch(rf"{re.escape(name)}\.\s+\d+\s+IN\s+A\s+(\S+)\s*", rest)
+        if record:
+            records.setdefault(name, []).append(record.group(1))
+    return {
+        name: blocklists.Answer(rcode, tuple(records.get(name, ())))
+        for name, rcode in rcodes.items()
+    }
+
+
+# --- the queue, the signatures, the DNS report, the security fixes --------------------------------
+
+
+def _mail_queue(executor: Executor, now: float, prober: str) -> HealthItem:
+    """The queue but this check's own round trip message (from the probe mailbox, arrived
+    since the check began), which passes through it side by side with this look."""
     try:
         queue = mailqueue.list_queue(executor)
     except MailstackError as error:
         return judge_probe("mail queue", "postfix", None, _error(error), "`mailstack logs postfix`")
-    return judge_queue([message.arrival_time for message in queue.messages], now)
+    others = [
+        message
+        for message in queue.messages
+        if not (message.sender == prober and message.arrival_time >= int(now))
+    ]
+    return judge_queue([message.arrival_time for message in others], now)
 
 
 def _signatures(stack: Stack, executor: Executor, now: float) -> HealthItem:
@@ -381,6 +472,18 @@ def _dns_report(executor: Executor) -> HealthItem:
     return judge_dns_report(report.body, report.age_seconds)
 
 
+def _security(stack: Stack, now: float) -> HealthItem:
+    """The stored security check (`check updates` and the daily run write it; it takes
+    minutes, so it is never run here)."""
+    try:
+        state = securitycheck.load(stack.dir.root)
+    except MailstackError as error:
+        return HealthItem("security fixes", "", WARN, _error(error), error.hint or "")
+    daily = stack.config.mode == "production" and stack.config.update.security != "off"
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    return judge_security(state.report, state.last_run.get("outcome", ""), daily, moment)
+
+
 # --- backups, certificate, free space -----------------------------------------------------------
 
 
@@ -388,7 +491,7 @@ def _backups(stack: Stack, executor: Executor, now: float) -> tuple[HealthItem, 
     moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
     verified = verification.last_verify(stack.dir)
     verify = judge_last_verify(
-        _parse_time(verified.time) if verified else None,
+        parse_time(verified.time) if verified else None,
         bool(verified and verified.ok),
         verified.error if verified else "",
         moment,
@@ -422,17 +525,9 @@ def last_backup(stack: Stack, executor: Executor) -> datetime.datetime | None:
     if report is None or not isinstance(report.body, dict):
         raise MailstackError("no backups report yet: `mailstack jobs run` makes it")
     snapshots = report.body.get("snapshots") or []
-    times = [_parse_time(str(item.get("time", ""))) for item in snapshots if isinstance(item, dict)]
+    times = [parse_time(str(item.get("time", ""))) for item in snapshots if isinstance(item, dict)]
     known = [moment for moment in times if moment is not None]
     return max(known) if known else None
-
-
-def _parse_time(text: str) -> datetime.datetime | None:
-    try:
-        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _certificate(stack: Stack, now: float) -> HealthItem:

@@ -18,7 +18,7 @@ def send_to_postmaster(stack: Stack, subject: str, body: str) -> None:
     address, password = probe.ensure_probe_account(stack.dir.root, stack.config, stack.compose)
     probe.send(
         stack.config,
-        stack.dir.root / "tls" / "ca.pem" if stack.config.tls.mode == "selfsigned" else None,
+        probe.ca_file(stack.dir.root, stack.config),
         address,
         password,
         to=postmaster(stack),

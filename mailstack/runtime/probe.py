@@ -1,8 +1,9 @@
 """A real mail round trip through the running stack: submit on 587, read back on 993.
 
 Used by `mailstack update` to prove the stack still moves mail after services were
-recreated. The probe account is an ordinary mailbox (`mailstack-probe@<domain>`) whose
-password lives in `secrets/probe_password`; its mail is deleted after each probe.
+recreated, and by `mailstack check health` (bounded to a few seconds). The probe account is
+an ordinary mailbox (`mailstack-probe@<domain>`) whose password lives in
+`secrets/probe_password`; its mail is deleted after each probe.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from mailstack.accounts import directory, passwords
-from mailstack.adapters.compose import Compose
+from mailstack.adapters.psql import Executor
 from mailstack.errors import MailstackError
 from mailstack.stack.config import Config
-from mailstack.stack.stackdir import atomic_write
+from mailstack.stack.stackdir import Stack, atomic_write
 
 PROBE_LOCAL_PART = "mailstack-probe"
 PROBE_SECRET = "probe_password"  # noqa: S105  # the name of the secret file
 _PROBE_QUOTA = 10 * 1024 * 1024
 RETRY_SECONDS = 3
+POLL_SECONDS = 0.5  # between two looks into the probe mailbox
+SOCKET_SECONDS = 30  # one SMTP or IMAP connection at most (less when the deadline is nearer)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,39 @@ def probe_address(config: Config) -> str:
     return f"{PROBE_LOCAL_PART}@{config.domain}"
 
 
-def ensure_probe_account(root: Path, config: Config, compose: Compose) -> tuple[str, str]:
+def ca_file(root: Path, config: Config) -> Path | None:
+    """The CA the probe verifies the stack's certificate with: the stack's own (self-signed
+    mode), else the system's roots."""
+    return root / "tls" / "ca.pem" if config.tls.mode == "selfsigned" else None
+
+
+class LoginRefused(MailstackError):
+    """The probe mailbox's password was refused (535): the mailbox is gone or re-keyed."""
+
+
+def stack_round_trip(
+    stack: Stack, timeout: float = 90, executor: Executor | None = None
+) -> ProbeResult:
+    """One round trip within `timeout` seconds with the stored password; the probe mailbox is
+    made or re-keyed (through `executor`, default the stack's Compose) only when there is no
+    stored password or it is refused: two database calls and a hash saved on every check."""
+    root, config = stack.dir.root, stack.config
+    started = time.monotonic()
+    secret = root / "secrets" / PROBE_SECRET
+    if secret.is_file():
+        try:
+            password = secret.read_text().strip()
+            return round_trip(
+                config, ca_file(root, config), probe_address(config), password, timeout
+            )
+        except LoginRefused:
+            pass
+    address, password = ensure_probe_account(root, config, executor or stack.compose)
+    left = max(1.0, timeout - (time.monotonic() - started))
+    return round_trip(config, ca_file(root, config), address, password, timeout=left)
+
+
+def ensure_probe_account(root: Path, config: Config, compose: Executor) -> tuple[str, str]:
     """The probe mailbox and its password, made on first use (secret file 0600)."""
     address = probe_address(config)
     secret = root / "secrets" / PROBE_SECRET
@@ -63,7 +98,8 @@ def ensure_probe_account(root: Path, config: Config, compose: Compose) -> tuple[
 def round_trip(
     config: Config, ca_file: Path | None, address: str, password: str, timeout: float = 90
 ) -> ProbeResult:
-    """Send one message to the probe mailbox over submission and wait for it over IMAPS."""
+    """Send one message to the probe mailbox over submission and wait for it over IMAPS; a
+    MailstackError once `timeout` seconds have passed (every connection is bounded by it)."""
     host = _connect_address(config.network.bind_ipv4)
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     # We reach our own published port by address, not by name: the chain is still verified.
@@ -78,16 +114,19 @@ def round_trip(
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = email.utils.make_msgid(domain=config.domain)
     message.set_content("A round trip made by mailstack to check the stack; deleted at once.\n")
+    deadline = started + timeout
     try:
-        _submit(config, host, context, address, password, message, deadline=started + timeout)
+        _submit(config, host, context, address, password, message, deadline=deadline)
         while True:
-            if _fetch_and_delete(config, host, context, address, password, token):
+            if _fetch_and_delete(config, host, context, address, password, token, deadline):
                 return ProbeResult(address, time.monotonic() - started)
-            if time.monotonic() - started > timeout:
+            if time.monotonic() > deadline:
                 raise MailstackError(
                     f"the probe message to {address} did not arrive within {timeout:.0f} s"
                 )
-            time.sleep(1)
+            time.sleep(min(POLL_SECONDS, _left(deadline)))
+    except smtplib.SMTPAuthenticationError as e:
+        raise LoginRefused(f"the probe mailbox {address} could not log in: {e}") from None
     except (OSError, smtplib.SMTPException, imaplib.IMAP4.error) as e:
         raise MailstackError(f"the mail round trip as {address} failed: {e}") from None
 
@@ -107,16 +146,27 @@ def _submit(
     retry that. A permanent (5xx) refusal fails at once."""
     while True:
         try:
-            with smtplib.SMTP(host, config.network.ports.submission, timeout=30) as smtp:
+            with smtplib.SMTP(
+                host, config.network.ports.submission, timeout=_socket_seconds(deadline)
+            ) as smtp:
                 smtp.ehlo(config.hostname)
                 smtp.starttls(context=context)
                 smtp.login(address, password)
                 smtp.send_message(message)
             return
         except (OSError, smtplib.SMTPException) as e:
-            if not is_temporary(e) or time.monotonic() > deadline:
+            if not is_temporary(e) or time.monotonic() + 0.1 > deadline:
                 raise
-            time.sleep(RETRY_SECONDS)
+            time.sleep(min(RETRY_SECONDS, _left(deadline)))
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _socket_seconds(deadline: float) -> float:
+    """A connection's timeout: SOCKET_SECONDS, or what is left before the deadline."""
+    return min(SOCKET_SECONDS, max(0.5, _left(deadline)))
 
 
 def send(
@@ -165,9 +215,10 @@ def _fetch_and_delete(
     address: str,
     password: str,
     token: str,
+    deadline: float,
 ) -> bool:
     with imaplib.IMAP4_SSL(
-        host, config.network.ports.imaps, ssl_context=context, timeout=30
+        host, config.network.ports.imaps, ssl_context=context, timeout=_socket_seconds(deadline)
     ) as imap:
         imap.login(address, password)
         imap.select("INBOX")

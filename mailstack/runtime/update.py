@@ -237,7 +237,7 @@ class UpdateRun:
     def verify(self) -> str:
         new = self._begin("verify", "verifying: every service healthy, a real mail round trip")
         lifecycle.wait_healthy(new, None, self.health_timeout, self.progress)
-        return str(_probe(new))
+        return str(probe.stack_round_trip(new))
 
     def roll_back(self, failure: BaseException) -> BaseException:
         """Roll back after `failure`; return the error to raise."""
@@ -515,16 +515,6 @@ def _safety_backup(current: Stack, tag: str, progress: Progress | None) -> str:
             "`mailstack update --skip-backup` if you have a recent backup of your own",
         ) from None
     return f"{result.snapshot} (tag {tag})"
-
-
-def _probe(current: Stack) -> probe.ProbeResult:
-    address, password = probe.ensure_probe_account(
-        current.dir.root, current.config, current.compose
-    )
-    ca = current.dir.root / "tls" / "ca.pem"
-    return probe.round_trip(
-        current.config, ca if current.config.tls.mode == "selfsigned" else None, address, password
-    )
 
 
 def _running_image_ids(current: Stack) -> dict[str, str]:

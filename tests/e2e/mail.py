@@ -88,6 +88,13 @@ def inbox_subjects(
         return subjects
 
 
+def delivered(stack: RunningStack, address: str, password: str, tag: str) -> set[str]:
+    """Subjects with this tag in the mailbox, INBOX or Junk (filed, not lost)."""
+    found = inbox_subjects(stack, address, password)
+    found += inbox_subjects(stack, address, password, folder="Junk")
+    return {subject for subject in found if subject.startswith(tag)}
+
+
 def fetch_by_subject(
     stack: RunningStack, address: str, password: str, subject: str, timeout: float = 60
 ) -> EmailMessage:

@@ -1,8 +1,11 @@
 """`mailstack check health` (issue 18) on the session stack: on the running stack every item
-passes (or is exempt and says why), exit 0, and --json has every item; with a dependency
-stopped (db, redis) it fails naming the service and the functional checks that need it,
-within a bounded time, and is green again within 30 s of the service's start; with the
-database frozen (connections accepted, never answered) it fails in seconds, never hangs.
+passes (or is exempt and says why: the sandbox's blocklists and security check), exit 0, and
+--json has every item, a real mail round trip among them; with a dependency stopped (db,
+redis) it fails naming the service and the functional checks that need it, within a bounded
+time, and is green again within 30 s of the service's start; with dovecot, rspamd or the
+resolver stopped while a client keeps submitting mail, the same, and then mail resumes and
+every message submitted is read back over IMAP; with the database frozen (connections
+accepted, never answered) it fails in seconds, never hangs.
 
 The module makes what a fresh stack lacks for every item to pass: a backup of its own (in a
 repository of its own, backup.target restored after), its verify, and the host reports
@@ -15,6 +18,7 @@ import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +26,12 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import PROJECT, RunningStack
+from tests.e2e.mail import delivered, message, submit
+from tests.e2e.steady import SteadySender
 
 GREEN_AGAIN = 30  # seconds after the stopped service's start
 FAILS_WITHIN = 15  # seconds one `check health` may take with a dependency down
+DELIVERY = 120  # seconds for every submitted message to be in its mailbox (deferred: 30 s)
 DB_ITEMS = {"service db", "mail database", "webmail database", "recipient lookup", "mailbox lookup"}
 
 
@@ -151,9 +158,9 @@ def test_every_item_passes_on_the_running_stack_and_json_has_every_one(
     assert {f"service {name}" for name in services} <= set(found)
     assert {
         "mail database", "webmail database", "recipient lookup", "mailbox lookup", "spam scan",
-        "redis ping", "dns resolution", "mail queue", "antivirus signatures", "dns records",
-        "last backup", "last backup verify", "certificate", "free space: volumes",
-        "free space: backups",
+        "redis ping", "dns resolution", "mail round trip", "dns blocklists", "mail queue",
+        "antivirus signatures", "dns records", "security fixes", "last backup",
+        "last backup verify", "certificate", "free space: volumes", "free space: backups",
     } <= set(found)  # fmt: skip
     # Real answers, not only "no error": a mailbox found by Postfix's map and Dovecot's userdb.
     assert found["recipient lookup"]["detail"].startswith("virtual_mailbox_maps found ")
@@ -163,6 +170,11 @@ def test_every_item_passes_on_the_running_stack_and_json_has_every_one(
     assert found["antivirus signatures"]["detail"].startswith("exempt: ")
     assert found["last backup"]["detail"].endswith("UTC)")
     assert found["last backup verify"]["detail"].startswith("passed ")
+    # A real round trip: submitted on 587, read (and deleted) over 993.
+    assert found["mail round trip"]["detail"].startswith("587 -> 993 as mailstack-probe@")
+    # The sandbox resolves nothing on the Internet and runs no daily security check.
+    assert found["dns blocklists"]["detail"].startswith("exempt: sandbox mode: ")
+    assert found["security fixes"]["exempt"]
     print(f"check health on the running stack: {seconds:.2f} s (the check {report['seconds']} s)")
 
 
@@ -217,3 +229,62 @@ def test_a_hung_database_is_a_failure_in_seconds_not_a_hang(prepared: RunningSta
     finally:
         prepared.compose("unpause", "db", check=False)
         restore_healthy(prepared, "db")
+
+
+@pytest.mark.parametrize(
+    ("service", "named"),
+    [
+        ("dovecot", {"service dovecot", "mailbox lookup", "mail round trip"}),
+        ("rspamd", {"service rspamd", "spam scan", "mail round trip"}),
+        ("resolver", {"service resolver", "dns resolution"}),
+    ],
+)
+def test_a_dependency_stopped_under_a_sender_fails_then_mail_resumes_and_none_is_lost(
+    prepared: RunningStack, leftovers: set[str], service: str, named: set[str]
+) -> None:
+    """A client submits on 587 every second (retrying 4xx and lost connections as clients do)
+    while the service is stopped and started."""
+    address, password = prepared.new_mailbox()
+    tag = f"health {service} {uuid.uuid4().hex[:8]}"
+    sender = SteadySender(
+        lambda subject: submit(
+            prepared, address, password, message(address, address, f"{tag} {subject}")
+        ),
+        interval=1.0,
+    )
+    sender.start()
+    try:
+        sent_before = wait_sent(sender, 2)
+        prepared.compose("stop", service)
+        code, report, seconds = check_health(prepared)
+        assert code == 1 and named <= failing(report), report
+        assert seconds < FAILS_WITHIN
+        assert items(report)[f"service {service}"]["service"] == service
+        prepared.compose("start", service)
+        resumed_from = len(sender.sent)
+        waited, _ = wait_green(prepared, GREEN_AGAIN, leftovers)
+        wait_sent(sender, resumed_from + 2)  # mail is accepted again
+    finally:
+        sender.finish()
+        restore_healthy(prepared, service)
+    assert not sender.refused, sender.refused
+    expected = {f"{tag} {subject}" for subject in sender.sent}
+    deadline = time.monotonic() + DELIVERY
+    while missing := expected - delivered(prepared, address, password, tag):
+        assert time.monotonic() < deadline, f"{len(missing)} submitted message(s) lost: {missing}"
+        time.sleep(2)
+    print(
+        f"{service} stopped under a sender: FAIL in {seconds:.1f} s; green {waited:.1f} s "
+        f"after its start; {len(expected)} messages ({sent_before} before the stop, "
+        f"{sender.retries} retries), every one read back"
+    )
+
+
+def wait_sent(sender: SteadySender, count: int, timeout: float = 60) -> int:
+    """Wait until the sender has had `count` messages accepted; how many it has."""
+    deadline = time.monotonic() + timeout
+    while len(sender.sent) < count:
+        assert not sender.refused, sender.refused
+        assert time.monotonic() < deadline, f"{len(sender.sent)} sent, {sender.retries} retries"
+        time.sleep(0.2)
+    return len(sender.sent)

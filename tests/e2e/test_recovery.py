@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.e2e.conftest import RunningStack
-from tests.e2e.mail import fetch_by_subject, inbox_subjects, send_inbound
+from tests.e2e.mail import delivered, fetch_by_subject, send_inbound
 from tests.e2e.steady import SteadySender, permanent
 
 DOWN = 10  # seconds each dependency stays stopped
@@ -98,13 +98,6 @@ class Prober:
                 return subject, when
             time.sleep(0.2)
         raise AssertionError(f"no probe accepted within {timeout}s ({self.deferred} deferred)")
-
-
-def delivered(stack: RunningStack, address: str, password: str, tag: str) -> set[str]:
-    """Subjects with this tag in the mailbox, INBOX or Junk (filed, not lost)."""
-    found = inbox_subjects(stack, address, password)
-    found += inbox_subjects(stack, address, password, folder="Junk")
-    return {subject for subject in found if subject.startswith(tag)}
 
 
 def survives_restart(stack: RunningStack, service: str) -> None:

@@ -17,8 +17,16 @@ from mailstack.adapters.compose import ServiceState
 from mailstack.backup import verification
 from mailstack.backup.verification import Check, VerifyResult
 from mailstack.cli.main import app
-from mailstack.errors import EXIT_FAILED, EXIT_HEALTH_WARN, EXIT_OK, ExternalCommandFailed
-from mailstack.runtime import health, healthprobes
+from mailstack.errors import (
+    EXIT_FAILED,
+    EXIT_HEALTH_WARN,
+    EXIT_OK,
+    ExternalCommandFailed,
+    MailstackError,
+)
+from mailstack.images import securitycheck
+from mailstack.images.securitycheck import ImageUpdates, PendingFix, UpdatesReport
+from mailstack.runtime import health, healthprobes, probe
 from mailstack.runtime.health import HealthItem
 from mailstack.stack import stackfiles
 from mailstack.stack.stackdir import Stack, StackDir
@@ -61,10 +69,11 @@ def _stack(
     mode: str = "sandbox",
     antivirus: bool = False,
     backup: dict[str, str] | None = None,
+    dns: dict[str, str] | None = None,
 ) -> Stack:
     features = {"antivirus": antivirus, "webmail": True, "admin": True}
     backup = backup or {"target": str(tmp_path / "repo")}
-    settings = {"mode": mode, "features": features, "backup": backup}
+    settings = {"mode": mode, "features": features, "backup": backup, "dns": dns or {}}
     config = stackfiles.initial_config("mail.example.test", "example.test", settings)
     stackfiles.init_stack(tmp_path / "stack", config, check_ports=False)
     stack_dir = StackDir(tmp_path / "stack")
@@ -82,16 +91,25 @@ def _backed_up(tmp_path: Path, stack: Stack, age: float) -> None:
     verification.record_verify(stack.dir, result, now=NOW - datetime.timedelta(hours=1))
 
 
-def _check(stack: Stack, tmp_path: Path) -> dict[str, HealthItem]:
-    report = healthprobes.check_health(
-        stack, engine=FakeEngine(docker_root=str(tmp_path)), clock=lambda: EPOCH
-    )
-    return {item.name: item for item in report.items}
+def _delivered(stack: Stack, executor: object) -> probe.ProbeResult:
+    """The mail round trip of a healthy stack (the real one is proven end to end)."""
+    return probe.ProbeResult(probe.probe_address(stack.config), 1.4)
 
 
-def _report(stack: Stack, tmp_path: Path) -> health.HealthReport:
+def _check(
+    stack: Stack, tmp_path: Path, round_trip: healthprobes.RoundTrip = _delivered
+) -> dict[str, HealthItem]:
+    return {item.name: item for item in _report(stack, tmp_path, round_trip).items}
+
+
+def _report(
+    stack: Stack, tmp_path: Path, round_trip: healthprobes.RoundTrip = _delivered
+) -> health.HealthReport:
     return healthprobes.check_health(
-        stack, engine=FakeEngine(docker_root=str(tmp_path)), clock=lambda: EPOCH
+        stack,
+        engine=FakeEngine(docker_root=str(tmp_path)),
+        clock=lambda: EPOCH,
+        round_trip=round_trip,
     )
 
 
@@ -116,6 +134,11 @@ def test_a_healthy_stack_passes_every_item_and_exits_0(tmp_path: Path) -> None:
     assert items["webmail database"].detail == "answered: 3 webmail users"
     assert items["dns resolution"].detail == "example.test MX: NOERROR in 3 msec"
     assert items["antivirus signatures"].exempt  # the antivirus is off in this config
+    assert items["mail round trip"].detail == "587 -> 993 as mailstack-probe@example.test: 1.4 s"
+    # Sandbox: no daily security check, no blocklist (nothing is resolved on the Internet).
+    assert items["security fixes"].exempt and items["dns blocklists"].exempt
+    assert items["dns blocklists"].detail.startswith("exempt: sandbox mode: ")
+    assert not fake.sent("for q; do drill")
     assert report.exit_code == EXIT_HEALTH_WARN
 
 
@@ -423,9 +446,9 @@ def test_check_health_json_has_every_item_and_the_exit_code(
     assert names[: len(RUNNING)] == [f"service {name}" for name in RUNNING]
     assert names[len(RUNNING) :] == [
         "mail database", "recipient lookup", "mailbox lookup", "webmail database", "spam scan",
-        "redis ping", "dns resolution", "mail queue", "antivirus signatures", "dns records",
-        "last backup", "last backup verify", "certificate", "free space: volumes",
-        "free space: backups",
+        "redis ping", "dns resolution", "mail round trip", "dns blocklists", "mail queue",
+        "antivirus signatures", "dns records", "security fixes", "last backup",
+        "last backup verify", "certificate", "free space: volumes", "free space: backups",
     ]  # fmt: skip
     assert set(report["items"][0]) == {
         "name", "service", "verdict", "detail", "fix", "exempt", "seconds"
@@ -440,7 +463,7 @@ def test_check_health_text_gives_each_warning_its_fix_in_one_line(
     lines = result.stdout.splitlines()
     assert "warn: last backup: no backup yet: `mailstack backup create` now; `mailstack backup " \
         "schedule on` makes one daily" in " ".join(result.stdout.split())  # fmt: skip
-    assert lines[-1].startswith("27 items, 0 failed, 3 warned (")
+    assert lines[-1].startswith("30 items, 0 failed, 3 warned (")
 
 
 def test_check_health_help_documents_the_exit_codes() -> None:
@@ -474,3 +497,157 @@ def test_a_remote_target_s_last_backup_comes_from_the_backups_report(tmp_path: P
     assert items["last backup"].detail == "2 h ago (2026-12-06 09:00 UTC)"  # 2 h 59 min
     assert items["free space: backups"].exempt
     assert items["free space: backups"].detail == "exempt: a s3 target: its server's to watch"
+
+
+# --- the mail round trip, the security fixes, the blocklists in the whole check ----------------
+
+
+def test_a_failed_round_trip_fails_with_the_probes_words(tmp_path: Path) -> None:
+    def refused(stack: Stack, executor: object) -> probe.ProbeResult:
+        raise MailstackError(
+            "the probe message to mailstack-probe@example.test did not arrive within 8 s"
+        )
+
+    items = _check(_stack(tmp_path, FakeContainers(by_marker=_answers())), tmp_path, refused)
+    item = items["mail round trip"]
+    assert item.verdict == FAIL and item.detail.endswith("did not arrive within 8 s")
+    assert "dovecot" in item.fix and "rspamd" in item.fix
+
+
+def test_the_round_trip_is_given_the_bounded_executor(tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    def recording(stack: Stack, executor: object) -> probe.ProbeResult:
+        seen.append(executor)
+        return _delivered(stack, executor)
+
+    _check(_stack(tmp_path, FakeContainers(by_marker=_answers())), tmp_path, recording)
+    assert getattr(seen[0], "seconds", None) == healthprobes.PROBE_SECONDS
+
+
+PENDING = PendingFix("libssl3", "3.0.11-1~deb12u1", "3.0.15-1~deb12u1", ("bookworm-security",),
+                     True, ("CVE-2024-5535", "CVE-2024-9143"), "2024-11-01")  # fmt: skip
+OTHER = PendingFix("tzdata", "2024a-0+deb12u1", "2025b-0+deb12u1", ("bookworm-updates",), False)
+
+
+def _security_report(hours_ago: float, *fixes: PendingFix) -> UpdatesReport:
+    checked = (NOW - datetime.timedelta(hours=hours_ago)).isoformat(timespec="seconds")
+    return UpdatesReport(
+        checked, (ImageUpdates("postfix", "mailstack/postfix:aa", ("postfix",), fixes),)
+    )
+
+
+def test_pending_security_fixes_warn_with_the_count_and_the_command(tmp_path: Path) -> None:
+    fake = FakeContainers(by_marker=_answers())
+    stack = _stack(tmp_path, fake)
+    securitycheck.save(stack.dir.root, _security_report(3, PENDING, OTHER))
+    item = _check(stack, tmp_path)["security fixes"]
+    assert item.verdict == WARN
+    assert item.detail == "1 pending in postfix (CVE-2024-5535, CVE-2024-9143), checked 3 h ago"
+    assert "`mailstack update --security`" in item.fix
+
+
+@pytest.mark.parametrize(
+    ("mode", "hours", "verdict"),
+    [("production", 20, PASS), ("production", 49, PASS), ("production", 51, WARN),
+     ("sandbox", 500, PASS)],  # sandbox: no daily run is expected
+)  # fmt: skip
+def test_the_security_check_warns_when_the_daily_run_has_not_run(
+    mode: str, hours: float, verdict: str
+) -> None:
+    item = health.judge_security(_security_report(hours, OTHER), "", mode == "production", NOW)
+    assert item.verdict == verdict
+    assert item.detail.endswith("ago") and item.detail.startswith(
+        "none pending, " if verdict == PASS else "none pending, but checked "
+    )
+
+
+def test_a_failed_daily_security_run_warns() -> None:
+    item = health.judge_security(_security_report(2), "failed: the build failed", True, NOW)
+    assert (
+        item.verdict == WARN
+        and item.detail == "the last daily security run failed: the build failed"
+    )
+
+
+def test_no_security_check_yet_warns_in_production_and_is_exempt_in_sandbox(
+    tmp_path: Path,
+) -> None:
+    fake = FakeContainers(by_marker=_answers())
+    items = _check(_stack(tmp_path, fake, mode="production"), tmp_path)
+    assert items["security fixes"].verdict == WARN
+    assert items["security fixes"].detail == "the images were never checked"
+    assert "`mailstack check updates`" in items["security fixes"].fix
+    sandbox = health.judge_security(None, "", False, NOW)
+    assert sandbox.exempt and sandbox.verdict == PASS
+
+
+def test_a_damaged_security_state_warns_with_its_remedy(tmp_path: Path) -> None:
+    fake = FakeContainers(by_marker=_answers())
+    stack = _stack(tmp_path, fake)
+    (stack.dir.root / ".mailstack" / securitycheck.STATE_FILE).write_text("{not json")
+    item = _check(stack, tmp_path)["security fixes"]
+    assert item.verdict == WARN and "is damaged" in item.detail and "delete it" in item.fix
+
+
+def _drill(name: str, rcode: str, *records: str) -> str:
+    lines = [f";; ->>HEADER<<- opcode: QUERY, rcode: {rcode}, id: 4242",
+             ";; flags: qr rd ra ; QUERY: 1, ANSWER: 1, AUTHORITY: 0, ADDITIONAL: 0",
+             ";; QUESTION SECTION:", f";; {name}.\tIN\tA", "", ";; ANSWER SECTION:",
+             *(f"{name}.\t2100\tIN\tA\t{record}" for record in records),
+             "", ";; Query time: 41 msec"]  # fmt: skip
+    return "\n".join(f"{name} {line}" for line in lines)
+
+
+def _production(tmp_path: Path, fake: FakeContainers, public: dict[str, str]) -> Stack:
+    return _stack(tmp_path, fake, mode="production", dns=public)
+
+
+def test_production_asks_each_blocklist_about_the_public_address_through_the_resolver(
+    tmp_path: Path,
+) -> None:
+    spamhaus, spamcop = "2.0.0.127.zen.spamhaus.org", "2.0.0.127.bl.spamcop.net"
+    barracuda = "2.0.0.127.b.barracudacentral.org"
+    answer = "\n".join(
+        [
+            _drill(spamhaus, "NOERROR", "127.0.0.2", "127.0.0.10"),
+            _drill(spamcop, "NXDOMAIN"),
+            _drill(barracuda, "NOERROR", "127.255.255.254"),
+        ]
+    )
+    fake = FakeContainers(by_marker=[("for q; do drill", _status(answer)), *_answers()])
+    items = _check(_production(tmp_path, fake, {"public_ipv4": "127.0.0.2"}), tmp_path)
+    (asked,) = fake.sent("for q; do drill")
+    assert asked.service == "resolver" and asked.argv[-3:] == [spamhaus, spamcop, barracuda]
+    item = items["dns blocklists"]
+    assert item.verdict == FAIL
+    assert (
+        item.detail == "listed: 127.0.0.2 on Spamhaus ZEN (127.0.0.2: SBL, 127.0.0.10: PBL (ISP))"
+    )
+    assert "removal" in item.fix
+
+
+def test_production_without_a_public_address_warns_with_the_key_to_set(tmp_path: Path) -> None:
+    fake = FakeContainers(by_marker=_answers())
+    items = _check(_production(tmp_path, fake, {}), tmp_path)
+    assert items["dns blocklists"].verdict == WARN
+    assert "dns.public_ipv4" in items["dns blocklists"].fix
+    assert not fake.sent("for q; do drill")
+
+
+def test_the_checks_own_round_trip_message_is_not_counted_in_the_queue(tmp_path: Path) -> None:
+    def queued(sender: str, arrived: float, queue_id: str) -> str:
+        return json.dumps({"queue_name": "active", "queue_id": queue_id, "arrival_time": int(arrived),
+                           "message_size": 900, "sender": sender,
+                           "recipients": [{"address": "mailstack-probe@example.test"}]})  # fmt: skip
+
+    lines = [
+        queued("mailstack-probe@example.test", EPOCH, "4F3A2B1C0D"),  # this check's own, in passing
+        queued(
+            "mailstack-probe@example.test", EPOCH - HOUR - 60, "5E4D3C2B1A"
+        ),  # an earlier one, stuck
+        queued("alice@example.test", EPOCH - 60, "6A5B4C3D2E"),
+    ]
+    fake = FakeContainers(by_marker=_answers({"postqueue -j": "\n".join(lines).encode()}))
+    item = _check(_stack(tmp_path, fake), tmp_path)["mail queue"]
+    assert item.detail == "2 messages, the oldest 61 min old" and item.verdict == WARN
