@@ -66,6 +66,11 @@ class Features(Section):
         "tokens from `mailstack api token create`); init turns it off when the host has "
         "less than 1 GiB of RAM",
     )
+    spam_learning: bool = Field(
+        default=True,
+        description="users teach rspamd's Bayes filter: a message moved into Junk is learned "
+        "as spam, one moved out of Junk (not to Trash) as ham (Dovecot's IMAPSieve)",
+    )
     pop3: bool = Field(
         default=False,
         description="POP3 for clients that download and delete, on network.ports.pop3s "

@@ -24,9 +24,13 @@ from mailstack.units import parse_duration
 
 # Templates whose path starts with one of these are rendered only when the service runs.
 OPTIONAL_TREES: dict[str, Callable[[Config], bool]] = {
-    f"config/{service.name}/": service.runs_when
-    for service in services.SERVICES
-    if service.runs_when is not None
+    **{
+        f"config/{service.name}/": service.runs_when
+        for service in services.SERVICES
+        if service.runs_when is not None
+    },
+    # Spam learning's IMAPSieve scripts: they need Sieve extensions only that feature enables.
+    "config/dovecot/sieve/learn/": lambda config: config.features.spam_learning,
 }
 
 # Where each daemon's override point is: files there are the operator's, never written.
