@@ -16,7 +16,19 @@ from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-ENDPOINTS = ("smtp", "submissions", "submission", "imap", "imaps", "managesieve", "https")
+# In `check tls`'s order; POP3's two doors because features.pop3 and pop3_starttls are on in
+# the session stack.
+ENDPOINTS = (
+    "smtp",
+    "submissions",
+    "submission",
+    "imap",
+    "imaps",
+    "managesieve",
+    "pop3",
+    "pop3s",
+    "https",
+)
 WEB_NAMES = tuple(f"{host}.{DOMAIN}" for host in ("mta-sts", "autoconfig", "autodiscover"))
 
 

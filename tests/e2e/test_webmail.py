@@ -351,8 +351,13 @@ def test_outlook_autodiscover_answers_for_the_address_asked(stack: RunningStack)
             protocol.findtext(f"{RESPONSE}Type"): protocol
             for protocol in account.findall(f"{RESPONSE}Protocol")
         }
-        assert set(protocols) == {"IMAP", "SMTP"}
-        for kind, port in (("IMAP", PORTS["imaps"]), ("SMTP", PORTS["submissions"])):
+        # POP3 too: features.pop3 is on in the session stack.
+        assert set(protocols) == {"IMAP", "POP3", "SMTP"}
+        for kind, port in (
+            ("IMAP", PORTS["imaps"]),
+            ("POP3", PORTS["pop3s"]),
+            ("SMTP", PORTS["submissions"]),
+        ):
             protocol = protocols[kind]
             assert protocol.findtext(f"{RESPONSE}Server") == HOSTNAME
             assert protocol.findtext(f"{RESPONSE}Port") == str(port)
