@@ -189,12 +189,7 @@ def schedule_command(
     """A daily backup (and prune) by a systemd timer at backup.schedule_time, and the trial
     restore (`backup verify`) as backup.verify_schedule says; a failure mails the postmaster."""
     stack = Stack.load(directory)
-    results = schedule.switch_backup(state, stack.dir.root, stack.config, unit_dir)
-    if as_json:
-        output.as_json(results)
-        return
-    for result in results:
-        output.info(str(result))
+    output.listing(schedule.switch_backup(state, stack.dir.root, stack.config, unit_dir), as_json)
 
 
 def recover(

@@ -119,13 +119,19 @@ def switch_backup(state: str, stack_root: Path, config: Config, unit_dir: Path =
                   ) -> list[ScheduleResult]:  # fmt: skip
     """`backup schedule on|off`: the daily backup and, as backup.verify_schedule says, the
     trial restore (off removes both)."""
-    results = [switch(state, backup_timer(stack_root, config), unit_dir)]
-    verify = verify_timer(stack_root, config)
-    if state == "on" and config.backup.verify_schedule != "off":
-        results.append(install(verify, unit_dir))
-    elif installed(verify, unit_dir):
-        results.append(remove(verify, unit_dir))
-    return results
+    wanted = config.backup.verify_schedule != "off"
+    return [
+        switch(state, backup_timer(stack_root, config), unit_dir),
+        *switch_wanted(state, verify_timer(stack_root, config), wanted, unit_dir),
+    ]
+
+
+def switch_wanted(state: str, timer: Timer, wanted: bool, unit_dir: Path) -> list[ScheduleResult]:
+    """A timer mailstack.yaml may turn off: installed by `on` when wanted, else removed if
+    it is there (nothing to say when it is neither)."""
+    if state == "on" and wanted:
+        return [install(timer, unit_dir)]
+    return [remove(timer, unit_dir)] if installed(timer, unit_dir) else []
 
 
 def renewal_timer(stack_root: Path, config: Config) -> Timer:
@@ -232,13 +238,11 @@ def switch_monitoring(state: str, stack_root: Path, config: Config,
     """`alert schedule on|off`: the timers monitoring.* asks for (off removes both)."""
     if state not in ("on", "off"):
         raise UsageError(f"on|off: {state[:40]!r} is not on or off")
-    results: list[ScheduleResult] = []
-    for timer, wanted in monitoring_timers(stack_root, config):
-        if state == "on" and wanted:
-            results.append(install(timer, unit_dir))
-        elif installed(timer, unit_dir):
-            results.append(remove(timer, unit_dir))
-    return results
+    return [
+        result
+        for timer, wanted in monitoring_timers(stack_root, config)
+        for result in switch_wanted(state, timer, wanted, unit_dir)
+    ]
 
 
 def keep_monitoring_timers(root: Path, config: Config) -> list[str]:
