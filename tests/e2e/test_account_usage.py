@@ -34,17 +34,30 @@ pytestmark = pytest.mark.e2e
 __all__ = ["browser", "page"]  # the Chromium fixtures of test_webmail and test_admin_web
 
 BODY_BYTES = 300_000  # the known size of each test message's body
+WRITE_WITHIN = 90  # seconds for a usage or sign-in write to show in the database
 T = TypeVar("T")
 
 
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
-    """Poll until probe gives a value (Dovecot writes through its dict asynchronously)."""
-    deadline = time.monotonic() + timeout
+def eventually(stack: RunningStack, what: str, probe: Callable[[], T | None]) -> T:
+    """Poll until probe gives a value: Dovecot writes through its dict asynchronously, and
+    after another module restarted the database its connection may take a while to come
+    back (Dovecot retries with growing delays; a query in flight waits up to 60 s). On
+    timeout the message carries Dovecot's dict and SQL log lines, to tell which."""
+    started = time.monotonic()
     while True:
         found = probe()
         if found is not None:
+            if time.monotonic() - started > 5:
+                print(f"\n{what}: seen after {time.monotonic() - started:.1f} s")
             return found
-        assert time.monotonic() < deadline, f"{what}: not seen within {timeout:.0f} s"
+        if time.monotonic() - started > WRITE_WITHIN:
+            logs = stack.compose("logs", "--no-color", "--since", "10m", "dovecot", check=False)
+            lines = logs.stdout.decode(errors="replace").splitlines()
+            said = [line for line in lines if re.search(r"dict|sql", line)]
+            raise AssertionError(
+                f"{what}: not seen within {WRITE_WITHIN} s; Dovecot's dict and SQL lines:\n"
+                + "\n".join(said[-30:])
+            )
         time.sleep(0.3)
 
 
@@ -110,11 +123,12 @@ def test_received_mail_shows_as_rising_use_on_the_account_page_and_the_admin_pag
 
     sent = time.monotonic()
     receive(address)
-    first = eventually("the first use", lambda: recorded_bytes(stack, address))
+    first = eventually(stack, "the first use", lambda: recorded_bytes(stack, address))
     print(f"\nuse recorded {time.monotonic() - sent:.2f} s after the message was sent")
     assert first >= BODY_BYTES
     receive(address)
     second = eventually(
+        stack,
         "the use after a second message",
         lambda: used if (used := recorded_bytes(stack, address) or 0) > first else None,
     )
@@ -154,9 +168,11 @@ def test_imap_and_managesieve_sign_ins_show_to_their_user_alone(
     managesieve_login(stack, other, other_password)
     assert imap_login(stack, other, other_password)
 
-    eventually("the user's IMAP sign-in", lambda: sign_in_rows(stack, user) or None)
+    eventually(stack, "the user's IMAP sign-in", lambda: sign_in_rows(stack, user) or None)
     eventually(
-        "the other's two sign-ins", lambda: r if len(r := sign_in_rows(stack, other)) == 2 else None
+        stack,
+        "the other's two sign-ins",
+        lambda: r if len(r := sign_in_rows(stack, other)) == 2 else None,
     )
     assert sign_in_rows(stack, user) == [("imap", GATEWAY)]
     assert sign_in_rows(stack, other) == [("imap", GATEWAY), ("managesieve", GATEWAY)]
@@ -177,6 +193,7 @@ def test_imap_and_managesieve_sign_ins_show_to_their_user_alone(
     before = int(db(stack, "SELECT last_seen FROM sign_ins WHERE username = :'a';", a=user))
     assert imap_login(stack, user, password)
     eventually(
+        stack,
         "the later sign-in",
         lambda: (
             True
@@ -200,7 +217,7 @@ def test_a_webmail_sign_in_shows_the_browsers_address_not_the_webmails(
     page.fill("#rcmloginpwd", password)
     page.click("#rcmloginsubmit")
     page.locator("#messagelist").wait_for(state="attached")  # signed in (an empty list)
-    rows = eventually("the webmail's sign-in", lambda: sign_in_rows(stack, user) or None)
+    rows = eventually(stack, "the webmail's sign-in", lambda: sign_in_rows(stack, user) or None)
     webmail = set(stack.addresses("webmail").values())
     assert rows == [("imap", GATEWAY)], (rows, webmail)
     assert not webmail & {remote for _, remote in rows}
