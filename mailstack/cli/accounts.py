@@ -358,12 +358,12 @@ def _new_password(from_stdin: bool, generate: bool, label: str = "Password") -> 
         raise UsageError("--generate-password and --password-stdin: choose one")
     if generate:
         return passwords.generate_password()
-    password = _read_password(from_stdin, label)
+    password = read_password(from_stdin, label)
     passwords.check_password_strength(password)
     return password
 
 
-def _read_password(from_stdin: bool, label: str = "Password") -> str:
+def read_password(from_stdin: bool, label: str = "Password") -> str:
     if from_stdin:
         line = sys.stdin.readline()
         if not line:

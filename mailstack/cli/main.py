@@ -30,6 +30,7 @@ from mailstack.cli import (
     mailbox_mfa,
     output,
     queue,
+    relay,
     report,
     security,
     setup,
@@ -111,6 +112,7 @@ jobs.register(app)
 queue.register(app)
 alert.register(app)
 report.register(app)
+relay.register(app)
 
 
 def run() -> None:

@@ -188,6 +188,8 @@ def status_table(status: StackStatus) -> None:
     for service in status.services:
         if service.failing_checks:
             warn(f"{service.service}: healthcheck failed: {service.last_check or '(no output)'}")
+    if status.relay_refused:
+        warn(status.relay_refused)
     for path in status.conflicts:
         warn(f"unresolved render conflict: {path} (see {path}{CANDIDATE_SUFFIX})")
     for path in status.deleted_by_operator:

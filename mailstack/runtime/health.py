@@ -177,6 +177,23 @@ def judge_queue(arrivals: Sequence[int], now: float) -> HealthItem:
     return HealthItem(name, "postfix", PASS, detail)
 
 
+def judge_relay(host: str, refused: int) -> HealthItem:
+    """The relay host (relay.host): FAIL while it refuses mailstack's credentials (the
+    messages it refused wait in the queue, deferred, and are retried)."""
+    name = "relay host"
+    if refused:
+        return HealthItem(
+            name,
+            "postfix",
+            FAIL,
+            f"{host} refuses the credentials: {refused} message{'' if refused == 1 else 's'} "
+            "wait in the queue",
+            "`mailstack relay password` stores the right one; `mailstack queue retry --all` "
+            "sends them now",
+        )
+    return HealthItem(name, "postfix", PASS, f"{host}: no message waits on refused credentials")
+
+
 # --- backups ------------------------------------------------------------------------------------
 
 

@@ -48,7 +48,7 @@ from mailstack.backup.target import parse_target
 from mailstack.errors import MailstackError
 from mailstack.images import securitycheck
 from mailstack.mailauth.dnsrecords import public_ipv4
-from mailstack.runtime import blocklists, hostreports, lifecycle, mailqueue, probe
+from mailstack.runtime import blocklists, hostreports, lifecycle, mailqueue, probe, relay
 from mailstack.runtime.health import (
     HealthItem,
     HealthReport,
@@ -61,6 +61,7 @@ from mailstack.runtime.health import (
     judge_last_verify,
     judge_probe,
     judge_queue,
+    judge_relay,
     judge_security,
     judge_services,
     judge_signatures,
@@ -169,7 +170,7 @@ def check_health(
         lambda: (_resolver(stack, bounded),),
         lambda: (_mail_round_trip(stack, bounded, round_trip),),
         lambda: (_blocklists(stack, bounded),),
-        lambda: (_mail_queue(bounded, now, probe.probe_address(stack.config)),),
+        lambda: _mail_queue(stack, bounded, now),
         lambda: (_signatures(stack, bounded, now),),
         lambda: (_dns_report(bounded),),
         lambda: (_security(stack, now),),
@@ -418,19 +419,25 @@ def parse_drill_answers(output: str, names: list[str]) -> dict[str, blocklists.A
 # --- the queue, the signatures, the DNS report, the security fixes --------------------------------
 
 
-def _mail_queue(executor: Executor, now: float, prober: str) -> HealthItem:
+def _mail_queue(stack: Stack, executor: Executor, now: float) -> tuple[HealthItem, ...]:
     """The queue but this check's own round trip message (from the probe mailbox, arrived
-    since the check began), which passes through it side by side with this look."""
+    since the check began), which passes through it side by side with this look; with a
+    relay host, whether it refuses the credentials (read from the same listing)."""
+    prober = probe.probe_address(stack.config)
     try:
         queue = mailqueue.list_queue(executor)
     except MailstackError as error:
-        return judge_probe("mail queue", "postfix", None, _error(error), "`mailstack logs postfix`")
+        fix = "`mailstack logs postfix`"
+        return (judge_probe("mail queue", "postfix", None, _error(error), fix),)
     others = [
         message
         for message in queue.messages
         if not (message.sender == prober and message.arrival_time >= int(now))
     ]
-    return judge_queue([message.arrival_time for message in others], now)
+    items = [judge_queue([message.arrival_time for message in others], now)]
+    if stack.config.relay.host is not None:
+        items.append(judge_relay(stack.config.relay.host, relay.refused_credentials(others)))
+    return tuple(items)
 
 
 def _signatures(stack: Stack, executor: Executor, now: float) -> HealthItem:

@@ -15,7 +15,7 @@ from mailstack.adapters.compose import ServiceState
 from mailstack.adapters.docker import DOCKER
 from mailstack.errors import MailstackError, UsageError
 from mailstack.images import builder, imagerefs, securitycheck
-from mailstack.runtime import alerts, schedule
+from mailstack.runtime import alerts, relay, schedule
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme, certreload
@@ -37,6 +37,8 @@ class StackStatus:
     security_pending: bool = False
     security_last_run: str = ""  # the daily run's outcome (update.security)
     last_alert: str = ""  # the newest timer failure of the last week (runtime/alerts.py)
+    # relay.host: messages waiting because the relay refused the credentials (0: none).
+    relay_refused: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -102,6 +104,7 @@ def up(
     """Start the stack: images, network checks, db + schema first, then the rest, health."""
     started = time.monotonic()
     stack.dir.require_no_conflicts()
+    relay.require_ready(stack.config, stack.dir.root)
     docker.available()
     stack.compose.config_check()
     check_subnets(stack.config, host_networks(exclude_project=stack.config.project))
@@ -218,6 +221,7 @@ def status(stack: Stack) -> StackStatus:
         security_pending=bool(report and report.security_fixes),
         security_last_run=security.last_run.get("outcome", ""),
         last_alert=alert.line() if (alert := alerts.recent(stack.dir)) else "",
+        relay_refused=relay.refusal_line(stack),
     )
 
 

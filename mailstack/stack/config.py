@@ -28,6 +28,7 @@ from mailstack.stack.config_sections import (
     Monitoring,
     Network,
     Ports,
+    Relay,
     Section,
     Tls,
     Update,
@@ -68,6 +69,7 @@ class Config(Section):
     mailboxes: Mailboxes = Field(default_factory=Mailboxes)
     dns: Dns = Field(default_factory=Dns)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    relay: Relay = Field(default_factory=Relay)
 
     @model_validator(mode="after")
     def _mfa_required_has_its_enforcer(self) -> Config:

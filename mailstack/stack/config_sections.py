@@ -255,6 +255,45 @@ class Tls(Section):
         return self
 
 
+RelayUsername = Annotated[str, Field(pattern=r"^[A-Za-z0-9@._+=-]{1,256}$")]
+
+
+class Relay(Section):
+    """A relay host (smarthost): every outbound message goes through it instead of each
+    domain's MX, for providers that block outbound port 25."""
+
+    host: Domain | None = Field(
+        default=None,
+        description="the relay's host name; unset: mail goes straight to each domain's MX. "
+        "Its certificate must be valid for this name: TLS is required and verified",
+    )
+    port: Port = Field(
+        default=587,
+        description="587 (or 25): STARTTLS, required; 465: implicit TLS",
+    )
+    username: RelayUsername | None = Field(
+        default=None,
+        description="the SASL user name at the relay; its password is secrets/relay_password "
+        "(`mailstack relay password`); unset: no authentication (the relay knows this "
+        "server by its address)",
+    )
+    ca_file: AbsolutePath | None = Field(
+        default=None,
+        description="a PEM bundle of the CAs that verify the relay's certificate, in place "
+        "of the system's (a private relay); read at `mailstack up`",
+    )
+
+    @model_validator(mode="after")
+    def _needs_host(self) -> Relay:
+        if self.host is None and (self.username is not None or self.ca_file is not None):
+            raise ValueError("username and ca_file need host: the relay's name")
+        return self
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.port == 465
+
+
 class Backup(Section):
     target: BackupTarget = Field(
         default="/var/backups/mailstack",

@@ -19,7 +19,7 @@ from mailstack.mailauth import dnsrecords
 from mailstack.mailauth.dkim import DkimKey
 from mailstack.resources import templates_dir
 from mailstack.stack.config import Config
-from mailstack.stack.secrets import SECRET_NAMES
+from mailstack.stack.secrets import RELAY_PASSWORD, SECRET_NAMES
 from mailstack.units import parse_duration
 
 # Templates whose path starts with one of these are rendered only when the service runs.
@@ -111,7 +111,9 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             for service in services.SERVICES
             if service.capabilities
         },
-        "secrets": sorted(SECRET_NAMES),
+        "secrets": sorted(
+            [*SECRET_NAMES, *([RELAY_PASSWORD] if config.relay.username is not None else [])]
+        ),
         "resolver_ip": services.fixed_address(services.RESOLVER, backend),
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),

@@ -214,3 +214,43 @@ def ensure_backup_password(stack_dir: Path) -> bool:
     """Make the backup repository password if it is missing; True when it was made now."""
     report = ensure_secrets(stack_dir, tokens=BACKUP_SECRETS, key_pairs=())
     return BACKUP_PASSWORD in report.created
+
+
+# The relay host's password (relay.username): the operator's, never generated. Postfix's
+# SMTP client gets it as a Compose secret only when relay.username is set.
+RELAY_PASSWORD = "relay_password"  # noqa: S105  # a file name, not a password
+MAX_RELAY_PASSWORD = 512
+
+
+def check_relay_password(password: str) -> str:
+    """The password as Postfix's SASL table can hold it: printable, one line, bounded."""
+    if not password:
+        raise MailstackError("the relay password is empty")
+    if len(password) > MAX_RELAY_PASSWORD:
+        raise MailstackError(
+            f"the relay password is too long ({len(password)} characters; at most "
+            f"{MAX_RELAY_PASSWORD})"
+        )
+    if not password.isprintable():
+        raise MailstackError(
+            "the relay password holds a control character or line break; allowed: printable "
+            "characters, spaces included"
+        )
+    return password
+
+
+def write_relay_password(stack_dir: Path, password: str) -> Path:
+    """Store (or replace) secrets/relay_password, 0600, through a new file renamed over."""
+    directory = stack_dir / SECRETS_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / RELAY_PASSWORD
+    staged = directory / f".{RELAY_PASSWORD}.new"
+    staged.unlink(missing_ok=True)
+    _write_new_secret(staged, check_relay_password(password).encode("utf-8"))
+    staged.replace(path)
+    return path
+
+
+def relay_password_present(stack_dir: Path) -> bool:
+    path = stack_dir / SECRETS_DIR / RELAY_PASSWORD
+    return path.is_file() and path.stat().st_size > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstack.stack.secrets import SECRET_NAMES
+from mailstack.stack.secrets import RELAY_PASSWORD, SECRET_NAMES
 
 
 def require_compose_v2() -> None:
@@ -33,7 +33,7 @@ def assert_compose_accepts(rendered: dict[str, bytes], directory: Path) -> None:
         (directory / path).parent.mkdir(parents=True, exist_ok=True)
         (directory / path).write_bytes(content)
     (directory / "secrets").mkdir()
-    for name in SECRET_NAMES:
+    for name in [*SECRET_NAMES, RELAY_PASSWORD]:
         (directory / "secrets" / name).write_text("x\n")
     result = subprocess.run(
         ["docker", "compose", "--file", str(directory / "compose.yaml"), "config", "--quiet"],

@@ -1,0 +1,310 @@
+"""A relay host (smarthost, relay.* in mailstack.yaml) on the session stack: every outbound
+message goes through it over verified TLS with SASL, never to the sink; a wrong password
+leaves mail queued with a 4xx, `check health` and `status` name it, and mail flows once the
+right one is stored; the password is in no rendered file and no log.
+
+The relay is a real SMTP server (aiosmtpd) in this test process on the stack's frontend
+gateway, the address the sandbox zone names sandbox-client.<domain>: STARTTLS required
+before AUTH, a certificate for that name from a CA of this test's own (relay.ca_file).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.e2e.conftest import DOMAIN, GATEWAY, SLOT, RunningStack
+from tests.e2e.mail import message, submit, unique_subject
+
+pytestmark = pytest.mark.e2e
+
+RELAY_NAME = f"sandbox-client.{DOMAIN}"  # the sandbox zone's name for the frontend gateway
+RELAY_PORT = 10587 + SLOT
+RELAY_USER = "mailstack-relay@provider.test"
+RELAY_PASSWORD = "Relay secret 42 with spaces"  # the test relay's own
+OUTSIDE = "someone@elsewhere.test"  # no MX anywhere: only the relay can take it
+
+
+@dataclass
+class Relayed:
+    """What the relay accepted: each message with the session's TLS and SASL user."""
+
+    messages: list[tuple[str, bool, str, bytes]] = field(default_factory=list)
+    refused_logins: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subjects(self) -> set[str]:
+        with self.lock:
+            return {str(message_from_bytes(m[3])["Subject"]) for m in self.messages}
+
+    def wait_for(self, subject: str, timeout: float = 60) -> tuple[str, bool, str, bytes]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for found in self.messages:
+                    if str(message_from_bytes(found[3])["Subject"]) == subject:
+                        return found
+            time.sleep(0.5)
+        raise AssertionError(f"the relay did not receive {subject!r} within {timeout:.0f} s")
+
+
+class RelayHandler:
+    def __init__(self, relayed: Relayed) -> None:
+        self.relayed = relayed
+
+    async def handle_DATA(  # noqa: N802  # the name aiosmtpd calls
+        self, server: Any, session: Session, envelope: Envelope
+    ) -> str:
+        assert isinstance(envelope.content, bytes)
+        with self.relayed.lock:
+            self.relayed.messages.append(
+                (
+                    str(session.auth_data.login.decode() if session.auth_data else ""),
+                    session.ssl is not None,
+                    envelope.mail_from or "",
+                    envelope.content,
+                )
+            )
+        return "250 OK queued at the relay"
+
+
+def _authenticator(relayed: Relayed) -> Any:
+    def authenticate(
+        server: Any, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        good = (
+            isinstance(data, LoginPassword)
+            and data.login == RELAY_USER.encode()
+            and data.password == RELAY_PASSWORD.encode()
+        )
+        if not good:
+            relayed.refused_logins += 1
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=data)
+
+    return authenticate
+
+
+def _certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of this test's own and a certificate it signs for RELAY_NAME: (ca, cert, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RELAY_NAME)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RELAY_NAME)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@dataclass
+class RelayStack:
+    stack: RunningStack
+    relayed: Relayed
+    sender: str
+    password: str
+
+    def send(self, subject: str) -> None:
+        submit(self.stack, self.sender, self.password, message(self.sender, OUTSIDE, subject))
+
+    def store_password(self, password: str) -> subprocess.CompletedProcess[str]:
+        return self.stack.cli("relay", "password", "--password-stdin", stdin=password + "\n")
+
+
+@pytest.fixture(scope="module")
+def relay(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayStack]:
+    directory = tmp_path_factory.mktemp("relay")
+    ca, cert, key = _certificate(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    relayed = Relayed()
+    controller = Controller(
+        RelayHandler(relayed),
+        hostname=GATEWAY,
+        port=RELAY_PORT,
+        tls_context=context,
+        require_starttls=True,
+        auth_require_tls=True,
+        authenticator=_authenticator(relayed),
+        server_hostname=RELAY_NAME,
+    )
+    controller.start()
+    path = stack.root / "mailstack.yaml"
+    before = path.read_text()
+    config = yaml.safe_load(before)
+    config["relay"] = {
+        "host": RELAY_NAME,
+        "port": RELAY_PORT,
+        "username": RELAY_USER,
+        "ca_file": str(ca),
+    }
+    sender, password = stack.new_mailbox()
+    try:
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        yield RelayStack(stack, relayed, sender, password)
+    finally:
+        path.write_text(before)
+        (stack.root / "secrets" / "relay_password").unlink(missing_ok=True)
+        listed = json.loads(stack.cli("queue", "list", "--json").stdout)["messages"]
+        for queued in listed:
+            stack.cli("queue", "delete", queued["queue_id"], check=False)
+        stack.cli("render")
+        stack.cli("up", timeout=900)
+        controller.stop()
+
+
+def test_a_up_without_the_password_names_the_missing_secret(relay: RelayStack) -> None:
+    result = relay.stack.cli("up", check=False)
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "relay.username" in said and "secrets/relay_password" in said, said
+    assert "mailstack relay password" in said and "Traceback" not in said, said
+
+
+def test_b_mail_goes_through_the_relay_over_tls_with_sasl_not_to_the_sink(
+    relay: RelayStack,
+) -> None:
+    stored = relay.store_password(RELAY_PASSWORD)
+    assert "stored secrets/relay_password" in stored.stdout, stored.stdout
+    secret = relay.stack.root / "secrets" / "relay_password"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    relay.stack.cli("render")
+    relay.stack.cli("up", timeout=900)
+    subject = unique_subject("relayed")
+    relay.send(subject)
+    user, tls, sender, content = relay.relayed.wait_for(subject)
+    assert (user, tls, sender) == (RELAY_USER, True, relay.sender)
+    assert b"DKIM-Signature:" in content  # signed before it left, as direct mail is
+    sink = relay.stack.compose(
+        "exec", "-T", "sink", "grep", "-rl", subject, "/var/mail/sink", check=False
+    )
+    assert sink.returncode != 0, "the message reached the sink too"
+
+
+def test_c_a_wrong_password_queues_mail_with_a_4xx_and_health_and_status_say_so(
+    relay: RelayStack,
+) -> None:
+    relay.store_password("not the relay's password")
+    refused_before = relay.relayed.refused_logins
+    subject = unique_subject("refused")
+    relay.send(subject)
+    deadline = time.monotonic() + 60
+    reason = ""
+    while time.monotonic() < deadline and "SASL authentication failed" not in reason:
+        time.sleep(1)
+        listed = json.loads(relay.stack.cli("queue", "list", "--json").stdout)["messages"]
+        reasons = [r["delay_reason"] for m in listed for r in m["recipients"]]
+        reason = " ".join(reasons)
+    assert "SASL authentication failed" in reason, reason
+    assert relay.relayed.refused_logins > refused_before
+    assert subject not in relay.relayed.subjects()
+
+    report = json.loads(relay.stack.cli("check", "health", "--json", check=False).stdout)
+    [item] = [i for i in report["items"] if i["name"] == "relay host"]
+    assert item["verdict"] == "FAIL", item
+    assert RELAY_NAME in item["detail"] and "mailstack relay password" in item["fix"], item
+    status = relay.stack.cli("status", check=False)
+    said = status.stdout + status.stderr
+    assert f"relay: {RELAY_NAME} refuses the credentials" in said, said
+
+    relay.store_password(RELAY_PASSWORD)
+    relay.stack.cli("queue", "retry", "--all")
+    relay.relayed.wait_for(subject)
+    report = json.loads(relay.stack.cli("check", "health", "--json", check=False).stdout)
+    [item] = [i for i in report["items"] if i["name"] == "relay host"]
+    assert item["verdict"] == "pass", item
+
+
+def test_d_the_password_is_in_no_rendered_file_and_no_log(relay: RelayStack) -> None:
+    wrong = "not the relay's password"
+    for secret in (RELAY_PASSWORD, wrong):
+        found = subprocess.run(
+            ["grep", "-rlF", "--exclude-dir=secrets", secret, str(relay.stack.root)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert found.returncode == 1, found.stdout  # 1: no file holds it
+    logs = relay.stack.compose("logs", "--no-color", "postfix", check=False).stdout.decode()
+    assert RELAY_PASSWORD not in logs and wrong not in logs
+    # Inside the container the table Postfix reads is root's alone.
+    mode = relay.stack.compose(
+        "exec", "-T", "postfix", "stat", "-c", "%a %U", "/run/mailstack/relay-sasl"
+    )
+    assert mode.stdout.decode().split() == ["600", "root"]
+
+
+def test_e_a_bad_relay_setting_is_one_line_naming_the_key(
+    relay: RelayStack, tmp_path: Path
+) -> None:
+    path = relay.stack.root / "mailstack.yaml"
+    good = path.read_text()
+    config = yaml.safe_load(good)
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"username": "bob"}, "host"),  # a user name without the relay's name
+        ({"host": RELAY_NAME, "port": 70000}, "relay.port"),
+        ({"host": RELAY_NAME, "username": "bad user:name"}, "relay.username"),
+        ({"host": RELAY_NAME, "ca_file": str(tmp_path / "missing.pem")}, "relay.ca_file"),
+    ]
+    try:
+        for relay_section, key in cases:
+            config["relay"] = relay_section
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            result = relay.stack.cli("up", check=False)
+            said = result.stdout + result.stderr
+            assert result.returncode != 0 and key in said and "Traceback" not in said, said
+    finally:
+        path.write_text(good)
+    empty = relay.stack.cli("relay", "password", "--password-stdin", stdin="\n", check=False)
+    assert empty.returncode != 0 and "empty" in empty.stdout + empty.stderr
