@@ -27,6 +27,7 @@ from mailstack.cli import (
     dns,
     jobs,
     lifecycle,
+    mailbox_import,
     mailbox_mfa,
     output,
     queue,
@@ -99,6 +100,7 @@ accounts_sync.register(app)
 access.register()
 mailbox_mfa.register()
 sieve.register(accounts.mailbox_app)
+mailbox_import.register(accounts.mailbox_app)
 dkim.register(app)
 backup.register(app)
 dns.register(app)

@@ -10,7 +10,6 @@ before AUTH, a certificate for that name from a CA of this test's own (relay.ca_
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import subprocess
@@ -26,13 +25,10 @@ import pytest
 import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.e2e.conftest import DOMAIN, GATEWAY, SLOT, RunningStack
 from tests.e2e.mail import message, submit, unique_subject
+from tests.e2e.testca import server_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -103,50 +99,6 @@ def _authenticator(relayed: Relayed) -> Any:
     return authenticate
 
 
-def _certificate(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA of this test's own and a certificate it signs for RELAY_NAME: (ca, cert, key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, RELAY_NAME)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(RELAY_NAME)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 @dataclass
 class RelayStack:
     stack: RunningStack
@@ -164,7 +116,7 @@ class RelayStack:
 @pytest.fixture(scope="module")
 def relay(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayStack]:
     directory = tmp_path_factory.mktemp("relay")
-    ca, cert, key = _certificate(directory)
+    ca, cert, key = server_certificate(directory, RELAY_NAME)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
