@@ -9,7 +9,6 @@ Shares the session stack: the fixture switches it to acme and back to selfsigned
 
 from __future__ import annotations
 
-import datetime
 import imaplib
 import ipaddress
 import json
@@ -26,14 +25,12 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailstack.mailauth import dkim
 from mailstack.stack.config import validate_config
 from mailstack.tls import acme
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
+from tests.e2e.testca import server_certificate
 
 PEBBLE_IMAGE = "mailstack-test/pebble"
 PEBBLE_CONTEXT = Path(__file__).parent / "pebble"
@@ -48,54 +45,6 @@ SECOND = "acme-second.example.test"  # a mail domain added once the certificate 
 class Pebble:
     container: str
     trust: Path  # the API's CA and pebble's issuing root: what tls.ca_file names
-
-
-def _test_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and pebble's API certificate for its IP address (the ACME directory is HTTPS)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailstack e2e ACME API CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(PEBBLE_IP)), x509.DNSName("pebble")]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (directory / "api-ca.pem", directory / "cert.pem", directory / "key.pem")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    for path in paths:
-        path.chmod(0o644)  # read by pebble's own user in its container
-    return paths
 
 
 def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -115,7 +64,7 @@ def _fetch(url: str, cafile: Path) -> bytes:
 def pebble(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
     directory = tmp_path_factory.mktemp("pebble")
     directory.chmod(0o755)
-    api_ca, _, _ = _test_ca(directory)
+    api_ca, _, _ = server_certificate(directory, PEBBLE_IP, "pebble")
     (directory / "config.json").write_text(
         json.dumps(
             {

@@ -98,8 +98,7 @@ def old_server(
     stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OldServer]:
     directory = tmp_path_factory.mktemp("oldmail")
-    ca, _cert, key = server_certificate(directory, OLD_NAME)
-    key.chmod(0o644)  # read by the container's root from a bind mount
+    ca, _, _ = server_certificate(directory, OLD_NAME)
     (directory / "dovecot.conf").write_text(OLD_CONFIG)
     subprocess.run(["docker", "rm", "--force", CONTAINER], capture_output=True, check=False)
     subprocess.run(

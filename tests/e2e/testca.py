@@ -4,6 +4,7 @@ the stack (a relay host, an old IMAP server): mailstack verifies them against th
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -12,8 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def server_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
-    """A new CA and a certificate for name that it signs, as PEM files: (ca, cert, key)."""
+def server_certificate(directory: Path, name: str, *more: str) -> tuple[Path, Path, Path]:
+    """A new CA and a certificate it signs for name (and more names or IP addresses), as PEM
+    files every user may read (the servers run as their own users in their containers):
+    (ca, cert, key)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"test CA for {name}")])
@@ -40,7 +43,9 @@ def server_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in (name, *more)]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
@@ -54,4 +59,13 @@ def server_certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
             serialization.NoEncryption(),
         )
     )
+    for path in paths:
+        path.chmod(0o644)
     return paths
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
