@@ -262,7 +262,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     with _build_lock():
         mailstack("build", "--dir", str(root))
     running = RunningStack(root, root / "tls" / "ca.pem")
-    running.compose("down", "--volumes", "--remove-orphans", check=False)
+    _down(running)
     try:
         up = mailstack("up", "--dir", str(root), "--timeout", "400", check=False)
         if up.returncode != 0:
@@ -272,7 +272,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
     finally:
         if sys.exc_info()[0] is not None:
             _print_logs(running)
-        running.compose("down", "--volumes", "--remove-orphans", check=False)
+        _down(running)
+
+
+def _down(running: RunningStack) -> None:
+    """Down with its volumes, and the project's volumes the compose file no longer names
+    (a module that turned a feature on and off again, e.g. the antivirus's signatures)."""
+    running.compose("down", "--volumes", "--remove-orphans", check=False)
+    listed = subprocess.run(
+        ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if listed.stdout.split():
+        subprocess.run(
+            ["docker", "volume", "rm", "--force", *listed.stdout.split()],
+            capture_output=True,
+            check=False,
+        )
 
 
 def _print_logs(running: RunningStack) -> None:

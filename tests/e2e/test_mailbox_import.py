@@ -100,7 +100,9 @@ def old_server(
     directory = tmp_path_factory.mktemp("oldmail")
     ca, _, _ = server_certificate(directory, OLD_NAME)
     (directory / "dovecot.conf").write_text(OLD_CONFIG)
-    subprocess.run(["docker", "rm", "--force", CONTAINER], capture_output=True, check=False)
+    subprocess.run(
+        ["docker", "rm", "--force", "--volumes", CONTAINER], capture_output=True, check=False
+    )
     subprocess.run(
         [
             "docker", "run", "--detach", "--name", CONTAINER,
@@ -127,7 +129,9 @@ def old_server(
                 server.append(folder, subject, flags)
         yield server
     finally:
-        subprocess.run(["docker", "rm", "--force", CONTAINER], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "rm", "--force", "--volumes", CONTAINER], capture_output=True, check=False
+        )
 
 
 def _logs() -> str:
