@@ -37,7 +37,7 @@ class StackStatus:
     security_pending: bool = False
     security_last_run: str = ""  # the daily run's outcome (update.security)
     last_alert: str = ""  # the newest timer failure of the last week (runtime/alerts.py)
-    # relay.host: messages waiting because the relay refused the credentials (0: none).
+    # relay.host: the line saying mail waits on the relay's refusal of the credentials ("": none).
     relay_refused: str = ""
 
     @property
