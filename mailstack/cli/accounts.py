@@ -12,6 +12,7 @@ from mailstack.accounts import aliases, directory, domain_quota, mailstore, name
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
+from mailstack.stack.config_values import normalize_address
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
 from mailstack.units import parse_size
@@ -165,6 +166,16 @@ def domain_remove(
 # --- mailbox ---------------------------------------------------------------------------------
 
 AddressArgument = Annotated[str, typer.Argument(metavar="ADDRESS", help="e.g. alice@example.org")]
+
+
+def mailbox_address(value: str) -> str:
+    """ADDRESS as the mail directory keys it (lower case), or one line naming it."""
+    try:
+        return normalize_address(value).lower()
+    except ValueError as e:
+        raise UsageError(f"ADDRESS: {value[:80]!r} {e}") from None
+
+
 PasswordStdinOption = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
@@ -363,13 +374,17 @@ def _new_password(from_stdin: bool, generate: bool, label: str = "Password") -> 
     return password
 
 
-def read_password(from_stdin: bool, label: str = "Password") -> str:
+def read_password(from_stdin: bool, label: str = "Password", confirm: bool = True) -> str:
+    """One line of stdin, or typed at the terminal: twice for a new password (confirm),
+    once for one another server checks."""
     if from_stdin:
         line = sys.stdin.readline()
         if not line:
             raise UsageError("--password-stdin: standard input is empty")
         return line.rstrip("\r\n")
     first = str(typer.prompt(label, hide_input=True))
+    if not confirm:
+        return first
     second = str(typer.prompt(f"Repeat {label.lower()}", hide_input=True))
     if first != second:
         raise UsageError("password: the two entries differ; nothing was changed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +9,14 @@ import typer
 
 from mailstack.accounts import mailimport
 from mailstack.cli import output
-from mailstack.cli.accounts import AddressArgument, PasswordStdinOption
+from mailstack.cli.accounts import (
+    AddressArgument,
+    PasswordStdinOption,
+    mailbox_address,
+    read_password,
+)
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.stack.config_values import normalize_address
 from mailstack.stack.stackdir import Stack
 
 MAX_CA_BYTES = 1024 * 1024
@@ -48,14 +51,14 @@ def import_mailbox(
     """Copy a mailbox's folders, mail and flags from another IMAP server (TLS verified),
     one-way: nothing is deleted on either side, and running it again copies only what is
     new (an interrupted import resumes)."""
-    try:
-        mailbox = normalize_address(address).lower()
-    except ValueError as e:
-        raise UsageError(f"ADDRESS: {address[:80]!r} {e}") from None
+    mailbox = mailbox_address(address)
     source = mailimport.parse_source(source_url, user)
     ca_pem = _read_ca(ca_file) if ca_file else None
     stack = Stack.load(directory)
-    password = _source_password(password_stdin, source.user)
+    # Typed once: the source checks it.
+    password = read_password(
+        password_stdin, f"Password of {source.user} at the source", confirm=False
+    )
     result = mailimport.import_mail(
         stack.compose, mailbox, source, password, ca_pem, dry_run, progress=output.progress
     )
@@ -64,17 +67,6 @@ def import_mailbox(
         return
     for line in result.lines():
         output.info(line)
-
-
-def _source_password(from_stdin: bool, user: str) -> str:
-    """The source's password: one line of stdin, or asked once (it is checked by the
-    source's sign-in, not typed twice)."""
-    if from_stdin:
-        line = sys.stdin.readline()
-        if not line:
-            raise UsageError("--password-stdin: standard input is empty")
-        return line.rstrip("\r\n")
-    return str(typer.prompt(f"Password of {user} at the source", hide_input=True))
 
 
 def _read_ca(path: Path) -> bytes:

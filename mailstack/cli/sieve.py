@@ -10,9 +10,9 @@ import typer
 
 from mailstack.accounts import sieve
 from mailstack.cli import output
+from mailstack.cli.accounts import AddressArgument, mailbox_address
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
-from mailstack.stack.config_values import normalize_address
 from mailstack.stack.stackdir import Stack
 
 sieve_app = typer.Typer(
@@ -20,18 +20,9 @@ sieve_app = typer.Typer(
     no_args_is_help=True,
 )
 
-AddressArgument = Annotated[str, typer.Argument(metavar="ADDRESS", help="e.g. alice@example.org")]
-
 
 def register(mailbox_app: typer.Typer) -> None:
     mailbox_app.add_typer(sieve_app, name="sieve")
-
-
-def _address(value: str) -> str:
-    try:
-        return normalize_address(value).lower()
-    except ValueError as e:
-        raise UsageError(f"ADDRESS: {value[:80]!r} {e}") from None
 
 
 @sieve_app.command("show")
@@ -42,7 +33,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Print the mailbox's active Sieve script (a line about it goes to stderr)."""
-    mailbox = _address(address)
+    mailbox = mailbox_address(address)
     stack = Stack.load(directory)
     scripts = sieve.show_scripts(stack.compose, mailbox)
     if as_json:
@@ -68,7 +59,7 @@ def set_(
 
     A script that does not compile changes nothing; the one active before is kept, inactive.
     """
-    mailbox = _address(address)
+    mailbox = mailbox_address(address)
     sieve.check_name(name)
     source = "stdin" if file == "-" else file
     text = sieve.script_text(_read(file), source)
