@@ -10,7 +10,10 @@ mailstack_metrics_source_up 0, the others are still served):
     dovecot   Dovecot's stats service (OpenMetrics: sign-ins, failures, deliveries, IMAP)
     rspamd    rspamd's controller /metrics (OpenMetrics; a read-only password of its own)
     postfix   Debian's prometheus-postfix-exporter, run by this daemon as its child on the
-              container's loopback: the mail queue through Postfix's showq socket
+              container's loopback: the mail queue through Postfix's showq socket, and its
+              counters (deliveries, delays, rejects by SMTP code, SASL failures) from the
+              copy of Postfix's log the postfix container keeps (compose/postfix/logtap)
+    postfix_log  rejects by program and reason, counted here from the same log copy
     redis     Debian's prometheus-redis-exporter (a child, as above): INFO, as an ACL user
               that may run INFO and PING only
     postgres  Debian's prometheus-postgres-exporter (a child, as above): the server's
@@ -106,16 +109,18 @@ POSTGRES_FAMILIES = frozenset(
     }
 )
 # What each source contributes: its own families only (not the exporters' go_*/process_*,
-# which would collide), and of Postfix's exporter only the queue: its log-based counters
-# stay zero here, as no log is handed to it (docs/metrics.md says why).
+# which would collide). Postfix's exporter serves its log-based counters only when it reads
+# the log copy (--postfix-log): without it they would stay zero and pass for quiet.
 KEEP: dict[str, Callable[[str], bool]] = {
     "dovecot": lambda name: name.startswith("dovecot_"),
     "rspamd": lambda name: name.startswith("rspamd_"),
-    "postfix": lambda name: name.startswith(("postfix_showq_", "postfix_up")),
+    "postfix": lambda name: name.startswith("postfix_"),
+    "postfix_log": lambda name: name.startswith("mailstack_postfix_"),
     "redis": lambda name: name in REDIS_FAMILIES,
     "postgres": lambda name: name in POSTGRES_FAMILIES,
     "health": lambda name: name.startswith("mailstack_health_"),
 }
+QUEUE_ONLY = {**KEEP, "postfix": lambda name: name.startswith(("postfix_showq_", "postfix_up"))}
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)")
 
 
@@ -194,14 +199,14 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def union(sources: dict[str, str | None]) -> str:
+def union(sources: dict[str, str | None], keep: dict[str, Callable[[str], bool]] = KEEP) -> str:
     """The text served: each source's own families, then whether each source answered."""
     families: list[Family] = []
     seen: set[str] = set()
     for source, text in sources.items():
         for family in parse_families(text or ""):
             converted = as_prometheus(family)
-            if KEEP[source](converted.name) and converted.name not in seen:
+            if keep[source](converted.name) and converted.name not in seen:
                 seen.add(converted.name)
                 families.append(converted)
     up = Family(
@@ -235,6 +240,7 @@ class Source:
     url: str  # or a file's absolute path (read_file_source)
     headers: tuple[tuple[str, str], ...] = ()
     max_age: float = 0.0  # a file source: stale when its last write is older (seconds)
+    read: Callable[[], str | None] | None = None  # counted in this process (PostfixLog)
 
 
 def read_file_source(source: Source, now: float | None = None) -> str | None:
@@ -258,6 +264,8 @@ def read_file_source(source: Source, now: float | None = None) -> str | None:
 
 
 def fetch(source: Source) -> str | None:
+    if source.read is not None:
+        return source.read()
     if source.url.startswith("/"):
         return read_file_source(source)
     request = urllib.request.Request(source.url, headers=dict(source.headers))  # noqa: S310  # http URLs from the command line
@@ -273,7 +281,7 @@ def fetch(source: Source) -> str | None:
     return body.decode("utf-8", "replace")
 
 
-def collect(sources: list[Source]) -> str:
+def collect(sources: list[Source], keep: dict[str, Callable[[str], bool]] = KEEP) -> str:
     results: dict[str, str | None] = {source.name: None for source in sources}
 
     def one(source: Source) -> None:
@@ -284,13 +292,165 @@ def collect(sources: list[Source]) -> str:
         thread.start()
     for thread in threads:
         thread.join(SOURCE_TIMEOUT + 1)
-    return union(results)
+    return union(results, keep)
+
+
+# --- Postfix's refusals and deliveries, from its log -------------------------------------------
+
+# A refusal in Postfix's log: smtpd's and postscreen's "NOQUEUE: reject: RCPT from
+# host[address]: 554 5.7.1 <rcpt>: Relay access denied; from=…", a milter's (rspamd's)
+# "milter-reject: END-OF-MESSAGE from host[address]: 5.7.1 Spam message rejected; …".
+REJECT = re.compile(
+    r" postfix/(?P<program>[\w/.-]+)\[\d+\]: \w+: (?:milter-)?reject: \S+ from "
+    r"\S*?\[[^\]]*\](?::\d+)?: (?P<reply>.*?)(?:; from=|$)"
+)
+# The first phrase a reply contains names its reason (lower case; the order matters: a
+# "Recipient address rejected: User unknown" is an unknown recipient).
+REASONS = (
+    ("relay access denied", "relay_denied"),
+    ("user unknown", "unknown_recipient"),
+    ("not owned by user", "sender_login_mismatch"),
+    ("not logged in", "sender_login_mismatch"),
+    ("blocked using", "dnsbl"),
+    ("mailbox is full", "quota"),
+    ("spam message rejected", "spam"),
+    ("try again later", "greylisted"),
+    ("helo command rejected", "helo"),
+    ("sender address rejected", "sender"),
+    ("recipient address rejected", "recipient"),
+    ("client host rejected", "client"),
+    ("improper use of smtp command pipelining", "pipelining"),
+    ("protocol error", "protocol"),
+)
+# A delivery attempt: "postfix/lmtp[340]: 4QxY…: to=<c@example.com>, relay=…, status=sent (…)"
+# (a transport's program is its master.cf name: smtp, lmtp, relay, error, …).
+DELIVERY = re.compile(
+    r" postfix/(?:[\w.-]+/)*(?P<transport>[\w.-]+)\[\d+\]: \w+: to=<[^>]*>,.*? "
+    r"status=(?P<status>\w+)"
+)
+MAX_LOG_READ = 8 * 1024 * 1024  # per poll; the rest waits for the next one
+MAX_LINE = 64 * 1024  # a line without its end yet, kept at most this long
+
+
+def reject_of(line: str) -> tuple[str, str, str] | None:
+    """(program, reason, status) of a Postfix log line that records a refusal, else None;
+    status is temporary (4xx) or permanent (5xx), reason one of REASONS' or "other"."""
+    match = REJECT.search(line)
+    if not match:
+        return None
+    reply = match["reply"]
+    status = "temporary" if reply.startswith("4") else "permanent"
+    lowered = reply.lower()
+    reason = next((name for phrase, name in REASONS if phrase in lowered), "other")
+    return match["program"], reason, status
+
+
+def delivery_of(line: str) -> tuple[str, str] | None:
+    """(transport, status) of a Postfix log line that records a delivery attempt, else None;
+    status is Postfix's: sent, deferred, bounced, expired, …"""
+    match = DELIVERY.search(line)
+    return (match["transport"], match["status"]) if match else None
+
+
+class PostfixLog:
+    """Follows the copy of Postfix's log the postfix container keeps (compose/postfix/logtap:
+    FILE, renamed FILE.1 past 4 MiB and begun anew) and counts its refusals and deliveries.
+    It starts at the end of a file already there (as the exporter does), at the start of one
+    that appears."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.inode: int | None = None
+        self.offset = 0
+        self.partial = b""
+        self.present = False
+        self.was_missing = False  # an earlier poll found no file: all of it is new
+        self.rejects: dict[tuple[str, str, str], int] = {}
+        self.deliveries: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
+
+    def poll(self) -> None:
+        try:
+            stat = Path(self.path).stat()
+        except OSError:
+            self.present = False
+            self.was_missing = self.was_missing or self.inode is None
+            return
+        if self.inode is None:
+            self.inode, self.offset = stat.st_ino, 0 if self.was_missing else stat.st_size
+        elif stat.st_ino != self.inode:  # renamed to FILE.1: its rest first, then the new one
+            self.read(f"{self.path}.1")
+            self.inode, self.offset, self.partial = stat.st_ino, 0, b""
+        elif stat.st_size < self.offset:  # emptied
+            self.offset, self.partial = 0, b""
+        self.present = True
+        self.read(self.path)
+
+    def read(self, path: str) -> None:
+        try:
+            with open(path, "rb") as handle:  # noqa: PTH123  # one descriptor: stat and read
+                if os.fstat(handle.fileno()).st_ino != self.inode:
+                    return
+                handle.seek(self.offset)
+                data = handle.read(MAX_LOG_READ)
+        except OSError:
+            return
+        self.offset += len(data)
+        *lines, rest = (self.partial + data).split(b"\n")
+        self.partial = rest[-MAX_LINE:]
+        texts = [line.decode("utf-8", "replace") for line in lines]
+        with self.lock:
+            for text in texts:
+                if (reject := reject_of(text)) is not None:
+                    self.rejects[reject] = self.rejects.get(reject, 0) + 1
+                elif (delivery := delivery_of(text)) is not None:
+                    self.deliveries[delivery] = self.deliveries.get(delivery, 0) + 1
+
+    def text(self) -> str | None:
+        """The counters as exposition text; None while the log copy is missing."""
+        if not self.present:
+            return None
+        with self.lock:
+            rejects, deliveries = sorted(self.rejects.items()), sorted(self.deliveries.items())
+        return render(
+            [
+                Family(
+                    "mailstack_postfix_rejects_total",
+                    "counter",
+                    "Refusals in Postfix's log by program, reason and status (since metricsd "
+                    "started).",
+                    tuple(
+                        f'mailstack_postfix_rejects_total{{program="{program}",'
+                        f'reason="{reason}",status="{status}"}} {count}'
+                        for (program, reason, status), count in rejects
+                    ),
+                ),
+                Family(
+                    "mailstack_postfix_deliveries_total",
+                    "counter",
+                    "Delivery attempts in Postfix's log by transport and status (since "
+                    "metricsd started).",
+                    tuple(
+                        f'mailstack_postfix_deliveries_total{{transport="{transport}",'
+                        f'status="{status}"}} {count}'
+                        for (transport, status), count in deliveries
+                    ),
+                ),
+            ]
+        )
+
+    def follow(self, interval: float = 5.0) -> None:
+        while True:
+            self.poll()
+            time.sleep(interval)
 
 
 # --- serving ---------------------------------------------------------------------------------
 
 
-def handler(token: str, sources: list[Source]) -> type[http.server.BaseHTTPRequestHandler]:
+def handler(
+    token: str, sources: list[Source], keep: dict[str, Callable[[str], bool]] = KEEP
+) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "metricsd"
         sys_version = ""
@@ -303,7 +463,7 @@ def handler(token: str, sources: list[Source]) -> type[http.server.BaseHTTPReque
             if self.path.split("?", 1)[0] != "/metrics":
                 self.answer(http.HTTPStatus.NOT_FOUND, "not found: /metrics\n")
                 return
-            self.answer(http.HTTPStatus.OK, collect(sources), "text/plain; version=0.0.4")
+            self.answer(http.HTTPStatus.OK, collect(sources, keep), "text/plain; version=0.0.4")
 
         def answer(self, status: http.HTTPStatus, body: str, kind: str = "text/plain") -> None:
             data = body.encode()
@@ -346,6 +506,7 @@ class Exporter:
     address: str  # host:port on the loopback
     options: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    waits_for: str = ""  # a file it reads from its start: it is started once that exists
 
     @property
     def argv(self) -> list[str]:
@@ -360,19 +521,20 @@ class Exporter:
 def exporters(
     arguments: argparse.Namespace, redis_password: str, db_password: str
 ) -> list[Exporter]:
-    """The exporters to run: Postfix's queue, Redis and PostgreSQL."""
+    """The exporters to run: Postfix's queue and log, Redis and PostgreSQL."""
     one_thread = (("GOMAXPROCS", "1"),)  # a scrape a minute or so: one thread each is plenty
     return [
-        # No log file: the queue (showq) is what it reads here; /dev/null keeps it from waiting.
+        # Without the log copy, /dev/null keeps it from waiting for a file: the queue only.
         Exporter(
             "postfix",
             EXPORTER,
             EXPORTER_ADDRESS,
             (
                 "--postfix.showq_path=/var/spool/postfix/public/showq",
-                "--postfix.logfile_path=/dev/null",
+                f"--postfix.logfile_path={arguments.postfix_log or '/dev/null'}",
             ),
             one_thread,
+            waits_for=arguments.postfix_log,
         ),
         Exporter(
             "redis",
@@ -419,16 +581,21 @@ def serve(arguments: argparse.Namespace) -> None:
         arguments, read_secret(REDIS_PASSWORD_FILE), read_secret(POSTGRES_PASSWORD_FILE)
     )
     drop_privileges()
-    running = [(exporter.source, start(exporter)) for exporter in children]
+    running: list[tuple[str, subprocess.Popen[bytes]]] = []
     sources = [
         *(Source(exporter.source, exporter.url) for exporter in children),
         Source("dovecot", arguments.dovecot),
         Source("rspamd", arguments.rspamd, (("Password", rspamd_password),)),
     ]
+    if arguments.postfix_log:
+        postfix_log = PostfixLog(arguments.postfix_log)
+        threading.Thread(target=postfix_log.follow, daemon=True).start()
+        sources.append(Source("postfix_log", arguments.postfix_log, read=postfix_log.text))
     if arguments.health:
         sources.append(Source("health", arguments.health, max_age=arguments.health_max_age))
+    keep = KEEP if arguments.postfix_log else QUEUE_ONLY
     server = http.server.ThreadingHTTPServer(
-        (arguments.address, arguments.port), handler(token, sources)
+        (arguments.address, arguments.port), handler(token, sources, keep)
     )
     server.daemon_threads = True
 
@@ -446,8 +613,18 @@ def serve(arguments: argparse.Namespace) -> None:
         print(f"metricsd: the {source} exporter exited ({code})", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    for source, process in running:
-        threading.Thread(target=watch, args=(source, process), daemon=True).start()
+    def run(exporter: Exporter) -> None:
+        # Postfix's exporter needs the log copy at its start; the postfix container makes it
+        # when it starts (after an update, maybe after this service): meanwhile it is down.
+        while exporter.waits_for and not Path(exporter.waits_for).exists():
+            print(f"metricsd: waiting for {exporter.waits_for}", file=sys.stderr, flush=True)
+            time.sleep(5)
+        process = start(exporter)
+        running.append((exporter.source, process))
+        watch(exporter.source, process)
+
+    for exporter in children:
+        threading.Thread(target=run, args=(exporter,), daemon=True).start()
     print(f"metricsd: serving on {arguments.address}:{arguments.port}", flush=True)
     server.serve_forever()
 
@@ -478,6 +655,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rspamd", default="http://rspamd:11334/metrics")
     parser.add_argument("--redis", default="redis:6379")
     parser.add_argument("--postgres", default="db:5432")
+    parser.add_argument("--postfix-log", default="")  # Postfix's log copy (a file)
     parser.add_argument("--health", default="")  # check health's gauges (a file)
     parser.add_argument("--health-max-age", type=float, default=960.0)
     arguments = parser.parse_args(argv)

@@ -9,6 +9,7 @@ import imaplib
 import ipaddress
 import json
 import re
+import smtplib
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.e2e.conftest import METRICS_PORT, METRICS_SUBNET, SUBNETS, RunningStack
+from tests.e2e.conftest import METRICS_PORT, METRICS_SUBNET, PORTS, SUBNETS, RunningStack
 from tests.e2e.mail import fetch_by_subject, imaps, message, send_inbound, submit
 
 pytestmark = pytest.mark.e2e
@@ -124,6 +125,49 @@ def test_a_delivery_moves_the_delivery_and_scan_series(stack: RunningStack, toke
         ),
     )
     assert value(after, "rspamd_scanned_total") > value(before, "rspamd_scanned_total")
+
+
+REJECTS = "mailstack_postfix_rejects_total"
+DELIVERIES = "mailstack_postfix_deliveries_total"
+
+
+def test_refusals_and_deliveries_in_postfixs_log_move_its_counters(
+    stack: RunningStack, token: str
+) -> None:
+    # Counted from the copy of Postfix's log its container keeps (compose/postfix/logtap):
+    # by reason here, by SMTP code in Debian's exporter; Docker's log keeps every line.
+    before = metrics(token)
+    recipient, password = stack.new_mailbox()
+    victim = f"victim-{uuid.uuid4().hex[:10]}@foreign.example"
+    nobody = f"nobody-{uuid.uuid4().hex[:10]}@{recipient.split('@')[1]}"
+    with smtplib.SMTP("127.0.0.1", PORTS["smtp"], timeout=30) as smtp:
+        smtp.ehlo("metrics-tester.example")
+        smtp.mail("someone@elsewhere.example")
+        assert smtp.rcpt(victim)[0] == 554  # relay access denied
+        assert smtp.rcpt(nobody)[0] == 550  # no such mailbox here
+    subject = f"e2e postfix log {uuid.uuid4().hex}"
+    send_inbound([recipient], subject)
+    fetch_by_subject(stack, recipient, password, subject)
+
+    def moved(text: str, series: str, label: str) -> bool:
+        return labelled(text, series, label) > labelled(before, series, label)
+
+    after = wait_for(
+        token,
+        "the refusals and the delivery",
+        lambda text: (
+            moved(text, REJECTS, 'reason="relay_denied"')
+            and moved(text, REJECTS, 'reason="unknown_recipient"')
+            and moved(text, DELIVERIES, 'transport="lmtp",status="sent"')
+            and moved(text, "postfix_smtpd_messages_rejected_total", 'code="554"')
+        ),
+    )
+    assert 'mailstack_metrics_source_up{source="postfix_log"} 1' in after
+    assert value(after, "postfix_smtpd_connects_total") > value(
+        before, "postfix_smtpd_connects_total"
+    )
+    logged = stack.compose("logs", "--no-log-prefix", "postfix").stdout.decode()
+    assert victim in logged and nobody in logged  # the tap copies; Docker's log keeps them
 
 
 DEFERRED = "postfix_showq_message_age_seconds_count"

@@ -123,6 +123,7 @@ def test_the_queue_is_mounted_read_only_and_only_the_metrics_secrets_are_handed_
     metrics = compose(with_monitoring(metrics=True))["services"]["metrics"]
     assert metrics["volumes"] == [
         "queue:/var/spool/postfix:ro",
+        "postfix-log:/var/log/mailstack:ro",  # Postfix's log copy (compose/postfix/logtap)
         "./.mailstack/metrics:/var/lib/mailstack/health:ro",  # check health's gauges
     ]
     assert metrics["secrets"] == [
@@ -239,9 +240,13 @@ def test_of_redis_and_postgres_only_the_listed_basics_are_served() -> None:
 
 
 def test_the_exporters_get_their_passwords_in_their_environment_never_in_argv() -> None:
-    arguments = argparse.Namespace(redis="redis:6379", postgres="db:5432")
+    arguments = argparse.Namespace(
+        redis="redis:6379", postgres="db:5432", postfix_log="/var/log/mailstack/postfix.log"
+    )
     children = metricsd.exporters(arguments, "redis-secret", "db-secret")
     assert [child.source for child in children] == ["postfix", "redis", "postgres"]
+    assert "--postfix.logfile_path=/var/log/mailstack/postfix.log" in children[0].argv
+    assert children[0].waits_for == "/var/log/mailstack/postfix.log"  # started once it exists
     for child in children:
         assert not any("secret" in argument for argument in child.argv), child.argv
         assert child.address.startswith("127.0.0.1:")  # the container's loopback only
@@ -261,13 +266,15 @@ def test_openmetrics_counters_and_info_are_named_as_prometheus_text_names_them()
 
 
 def test_the_union_keeps_each_sources_own_series_and_says_which_answered() -> None:
-    text = metricsd.union({"postfix": POSTFIX, "dovecot": DOVECOT, "rspamd": None})
+    sources = {"postfix": POSTFIX, "dovecot": DOVECOT, "rspamd": None}
+    text = metricsd.union(sources)
     assert 'postfix_showq_message_age_seconds_count{queue="active"} 1' in text
     assert 'postfix_up{path="/var/spool/postfix/public/showq"} 1' in text
     assert "dovecot_auth_success_total 3" in text
-    # The exporter's own runtime and its log counters (no log is handed to it) are left out.
-    assert "go_goroutines" not in text
-    assert "postfix_smtpd_connects_total" not in text
+    assert "postfix_smtpd_connects_total" in text  # its counters from the log copy
+    assert "go_goroutines" not in text  # the exporter's own runtime is left out
+    # Without a log copy (no --postfix-log) its log counters would be zeros: left out.
+    assert "postfix_smtpd_connects_total" not in metricsd.union(sources, metricsd.QUEUE_ONLY)
     assert 'mailstack_metrics_source_up{source="postfix"} 1' in text
     assert 'mailstack_metrics_source_up{source="rspamd"} 0' in text
 

@@ -16,7 +16,7 @@ DASHBOARD = ROOT / "docs" / "grafana-dashboard.json"
 SCRAPE = ROOT / "tests" / "unit" / "data" / "metrics-scrape.txt"
 # Every series metricsd serves starts with one of these (a label value never does).
 SERIES = re.compile(r"\b(?:dovecot|rspamd|postfix|redis|pg|mailstack)_[a-zA-Z0-9_:]*")
-SOURCES = ("postfix", "redis", "postgres", "dovecot", "rspamd")
+SOURCES = ("postfix", "redis", "postgres", "dovecot", "rspamd", "postfix_log")
 
 
 def _targets(dashboard: dict[str, Any]) -> list[str]:
