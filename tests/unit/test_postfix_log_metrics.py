@@ -210,6 +210,22 @@ def test_the_tap_copies_each_line_and_leaves_the_log_unchanged(tmp_path: Path) -
     assert copy.read_text() == out
 
 
+def test_the_copy_leaves_out_the_mtas_own_health_probe(tmp_path: Path) -> None:
+    # compose/postfix/healthcheck asks for a recipient that does not exist, every 5 s, from
+    # the container's loopback: in the copy it would count as traffic and refusals.
+    probe = (
+        "Dec  7 10:01:09 mail postfix/smtpd[282]: NOQUEUE: reject: RCPT from localhost"
+        "[127.0.0.1]: 550 5.1.1 <mailstack-healthcheck@example.test>: Recipient address "
+        "rejected: User unknown in virtual mailbox table; from=<healthcheck@mailstack.invalid>"
+    )
+    screened = "Dec  7 10:01:09 mail postfix/postscreen[280]: CONNECT from [127.0.0.1]:44720 to [127.0.0.1]:25"
+    copy = tmp_path / "postfix.log"
+    script = f"print({probe!r}); print({screened!r}); print({RELAY_DENIED!r})"
+    out, _ = _tap(copy, script).communicate(timeout=30)
+    assert out == f"{probe}\n{screened}\n{RELAY_DENIED}\n"  # Docker's log: everything
+    assert copy.read_text() == f"{RELAY_DENIED}\n"
+
+
 def test_the_tap_exits_with_the_commands_status(tmp_path: Path) -> None:
     tap = _tap(tmp_path / "postfix.log", "raise SystemExit(7)")
     tap.communicate(timeout=30)
