@@ -143,6 +143,17 @@ ADMIN = Service(
     # Reads its database password as root, then runs the API as its own user.
     capabilities=_DROP_TO_USER,
 )
+# Calendars and contacts (features.dav): Radicale, reached only by the front (at a fixed address,
+# as nginx resolves no name); it signs users in through Dovecot's auth socket on a volume of
+# their own. Runs as the radicale user from the start: no capability at all.
+DAV = Service(
+    "dav",
+    "dav",
+    runs_when=lambda config: config.features.dav,
+    fixed_host=84,
+    checker=None,  # Radicale has no config checker; a bad setting stops its start, with the line
+    override_point="overrides/dav/radicale.conf (read last)",
+)
 
 # monitoring.metrics: collects the daemons' own metrics on the back-end network and serves
 # them, behind a bearer token, on a port of its own network published on the host's loopback.
@@ -161,8 +172,8 @@ METRICS = Service(
 # In the order an update recreates them: the back end first; the MTA last, so that senders'
 # retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (
-    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, METRICS, FRONT, MTA_STS,
-    SINK, POSTFIX,
+    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, DAV, METRICS, FRONT,
+    MTA_STS, SINK, POSTFIX,
 )  # fmt: skip
 # Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
 JOB_IMAGES = ("backup", "acme")

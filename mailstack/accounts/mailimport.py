@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mailstack.accounts.mailstore import require_mailbox
 from mailstack.adapters.psql import Executor
 from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.stack.config_values import normalize_domain
@@ -181,7 +182,7 @@ def import_mail(
     progress: Progress | None = None,
 ) -> ImportResult:
     """Copy (or with dry_run, only count) the source's folders and mail into address."""
-    _require_mailbox(compose, address)
+    require_mailbox(compose, address, hint=f"make it first: mailstack mailbox add {address}")
     with _settings_file(compose, source, password, ca_pem) as settings:
         _say(progress, f"listing the folders of {source}")
         at_source = _folders(compose, settings, address, remote=True)
@@ -203,16 +204,6 @@ def import_mail(
 def _say(progress: Progress | None, message: str) -> None:
     if progress is not None:
         progress(message)
-
-
-def _require_mailbox(compose: Executor, address: str) -> None:
-    try:
-        compose.exec(MAIL_SERVICE, ["doveadm", "user", "-f", "home", address], input=b"")
-    except ExternalCommandFailed:
-        raise MailstackError(
-            f"ADDRESS: {address} is not a mailbox here",
-            hint=f"make it first: mailstack mailbox add {address}",
-        ) from None
 
 
 @contextmanager

@@ -148,6 +148,14 @@ def kick_sessions(compose: Executor, mask: str) -> None:
         _mail_exec(compose, ["doveadm", "kick", mask])
 
 
+def require_mailbox(compose: Executor, address: str, hint: str) -> None:
+    """Refuse, in one line naming ADDRESS, an address Dovecot has no mailbox for."""
+    try:
+        _mail_exec(compose, ["doveadm", "user", "-f", "home", address])
+    except ExternalCommandFailed:
+        raise MailstackError(f"ADDRESS: {address} is not a mailbox here", hint=hint) from None
+
+
 def _mail_exec(
     compose: Executor, argv: list[str], user: str | None = None, timeout: float = 60
 ) -> bytes:

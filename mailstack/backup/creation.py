@@ -35,10 +35,10 @@ from mailstack.backup.layout import (
     SNAPSHOT_ROOT,
     STACK_PATH,
     TAG,
-    VOLUMES,
     VOLUMES_PATH,
     WARM_TAG,
     WEBMAIL_DUMP,
+    volumes_of,
 )
 from mailstack.backup.repository import Progress, job_lock, prepare, say, stack_repository
 from mailstack.backup.restic import Mount, Repository
@@ -263,7 +263,9 @@ def _forget_warm_passes(repository: Repository, *, unlock: bool) -> None:
 def _snapshot_mounts(stack: Stack, staging: Path) -> list[Mount]:
     project = stack.config.project
     mounts = [Mount(str(stack.dir.root), STACK_PATH), Mount(str(staging), DUMP_PATH, False)]
-    mounts += [Mount(f"{project}_{name}", f"{VOLUMES_PATH}/{name}") for name in VOLUMES]
+    mounts += [
+        Mount(f"{project}_{name}", f"{VOLUMES_PATH}/{name}") for name in volumes_of(stack.config)
+    ]
     return mounts
 
 

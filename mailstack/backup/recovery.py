@@ -20,8 +20,8 @@ from mailstack.backup.layout import (
     INVENTORY,
     MANIFEST,
     STACK_PATH,
-    VOLUMES,
     VOLUMES_PATH,
+    volumes_of,
 )
 from mailstack.backup.repository import Progress, ensure_image, say
 from mailstack.backup.restic import Mount, Repository
@@ -152,7 +152,8 @@ def _recover(  # the parts of one recovery, checked by recover()
         )
         stack = Stack.load(root)
         project = stack.config.project
-        existing = [name for name in VOLUMES if _volume_exists(f"{project}_{name}")]
+        volumes = volumes_of(stack.config)
+        existing = [name for name in volumes if _volume_exists(f"{project}_{name}")]
         existing += ["db"] if _volume_exists(f"{project}_db") else []
         if existing:
             raise UsageError(
@@ -161,15 +162,15 @@ def _recover(  # the parts of one recovery, checked by recover()
                 hint="a stack with this project name lives here; remove it first "
                 "(`mailstack down --volumes` in its directory) or restore elsewhere",
             )
-        for name in VOLUMES:
+        for name in volumes:
             _create_volume(project, name)
             made_volumes.append(f"{project}_{name}")
         made_volumes.append(f"{project}_db")  # made by `up db` below
-        say(progress, 0.3, "restoring mail, Redis and rspamd data")
+        say(progress, 0.3, f"restoring the volumes ({', '.join(volumes)})")
         repository.run(
             ["--no-lock", "restore", found.id, "--target", "/restore",
-             *[o for name in VOLUMES for o in ("--include", f"{VOLUMES_PATH}/{name}")]],
-            [Mount(f"{project}_{name}", f"/restore{VOLUMES_PATH}/{name}", False) for name in VOLUMES],  # noqa: E501
+             *[o for name in volumes for o in ("--include", f"{VOLUMES_PATH}/{name}")]],
+            [Mount(f"{project}_{name}", f"/restore{VOLUMES_PATH}/{name}", False) for name in volumes],  # noqa: E501
             what="restic restore (volumes)",
             timeout=86400,
         )  # fmt: skip

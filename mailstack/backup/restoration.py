@@ -20,9 +20,10 @@ from mailstack.backup.layout import (
     SNAPSHOT_ROOT,
     STACK_PATH,
     TAG,
-    VOLUMES,
     VOLUMES_PATH,
     WEBMAIL_DUMP,
+    WITH_MAIL,
+    volumes_of,
 )
 from mailstack.backup.repository import Progress, job_lock, say, stack_repository
 from mailstack.backup.restic import Mount, Repository
@@ -112,8 +113,8 @@ def _includes(parts: Sequence[str], mailboxes: Sequence[str], full: bool) -> lis
     includes: list[str] = []
     if "config" in parts:
         includes.append(STACK_PATH)
-    if "mail" in parts:
-        includes.append(f"{VOLUMES_PATH}/mail")
+    if "mail" in parts:  # users' data: the mail and, when the stack has them, calendars
+        includes += [f"{VOLUMES_PATH}/{name}" for name in WITH_MAIL]
     if full:
         includes += [f"{VOLUMES_PATH}/redis", f"{VOLUMES_PATH}/rspamd"]
     if "db" in parts:
@@ -169,8 +170,14 @@ def _restore_in_place(  # noqa: PLR0912  # one branch per part of a stack
     project = stack.config.project
     full = set(parts) == set(ONLY_PARTS)
     wants_mail = "mail" in parts or bool(mailboxes)
-    volumes = [name for name in VOLUMES if full or (name == "mail" and wants_mail)]
-    services = {"mail": ["dovecot"], "redis": ["rspamd", "redis"], "rspamd": ["rspamd"]}
+    volumes = [
+        name
+        for name in volumes_of(stack.config)
+        if full or (name == "mail" and wants_mail) or (name in WITH_MAIL and "mail" in parts)
+    ]
+    services = {
+        "mail": ["dovecot"], "redis": ["rspamd", "redis"], "rspamd": ["rspamd"], "dav": ["dav"],
+    }  # fmt: skip
     stopped = sorted({s for name in volumes for s in services[name] if s in running})
     if stopped:
         say(progress, 0.3, f"stopping {', '.join(stopped)}")

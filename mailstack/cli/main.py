@@ -25,6 +25,7 @@ from mailstack.cli import (
     check,
     dkim,
     dns,
+    fulltext,
     jobs,
     lifecycle,
     mailbox_import,
@@ -101,6 +102,7 @@ access.register()
 mailbox_mfa.register()
 sieve.register(accounts.mailbox_app)
 mailbox_import.register(accounts.mailbox_app)
+fulltext.register(accounts.mailbox_app)
 dkim.register(app)
 backup.register(app)
 dns.register(app)

@@ -311,6 +311,9 @@ def _judge(config: Config, group: str, record: Record, lookup: Lookup) -> CheckR
         return row(
             record.text, found[0], set(parse_tls_rpt(record.text)) <= set(destinations), publish
         )
+    if record.type == "TXT":  # any other text record: one of the name's texts is it
+        texts = lookup.records(record.name, "TXT")
+        return row(record.text, "; ".join(texts) or "none", record.text in texts, publish)
     found = lookup.records(record.name, record.type)
     return row(record.data, "; ".join(found) or "none", record.data in found, publish)
 

@@ -260,6 +260,14 @@ def domain_records(config: Config, domain: str, keys: Iterable[DkimKey]) -> tupl
         Record("SRV", f"{service}.{domain}", "SRV", f"0 1 {port} {hostname}.", note)
         for service, port, note in services
     ]
+    if config.features.dav:  # calendars and contacts: where, and under which path (RFC 6764)
+        for service, what in (("_caldavs._tcp", "calendars"), ("_carddavs._tcp", "contacts")):
+            records += [
+                Record("SRV", f"{service}.{domain}", "SRV", f"0 1 {ports.https} {hostname}.",
+                       f"{what} (CalDAV/CardDAV over TLS)"),
+                Record("SRV", f"{service}.{domain}", "TXT", txt("path=/dav/"),
+                       f"{what}: the path on that host"),
+            ]  # fmt: skip
     records += [
         Record("autoconfig", f"{host}.{domain}", "CNAME", f"{hostname}.", "mail client setup")
         for host in AUTOCONFIG_HOSTS

@@ -81,6 +81,18 @@ class Features(Section):
         description="also POP3 on network.ports.pop3 (STARTTLS required before login), for "
         "old clients; needs pop3: true",
     )
+    dav: bool = Field(
+        default=True,
+        description="calendars and contacts (CalDAV and CardDAV, Debian's Radicale) at "
+        "https://<hostname>/dav/, signed in with the mail passwords (app passwords under MFA)",
+    )
+    search: bool = Field(
+        default=False,
+        description="full-text search in IMAP (Dovecot's fts-xapian): SEARCH BODY/TEXT from "
+        "an index, Dovecot's indexes on a volume of their own, not backed up. Off by default: "
+        "the index holds the words of every message in plaintext beside mail_crypt's "
+        "encrypted mail (SECURITY.md)",
+    )
 
     @model_validator(mode="after")
     def _starttls_needs_pop3(self) -> Features:

@@ -131,7 +131,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "hosted_domains": sorted({config.domain, *(key.domain for key in inputs.dkim_keys)}),
         # Docker's own picks (every container without a fixed address) come from here, above
         # every fixed address: after many recreations its allocator would otherwise reach one
-        # (.24, .53, .80, .81, .82) and a service could not start.
+        # (.24, .53, .80, .81, .82, .84) and a service could not start.
         "frontend_dynamic_range": dynamic_range(frontend),
         "backend_dynamic_range": dynamic_range(backend),
         "backend_gateway": str(backend.network_address + 1),
@@ -157,6 +157,8 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "frontend_ip": services.fixed_address(services.ADMIN, frontend),
             "backend_ip": services.fixed_address(services.ADMIN, backend),
         },
+        # features.dav: the front proxies /dav/ to Radicale's fixed address.
+        "dav": {"frontend_ip": services.fixed_address(services.DAV, frontend)},
         # monitoring.metrics: the metrics service's own network (the one its port is
         # published from), its fixed address there, and where it collects.
         "metrics": {
@@ -196,6 +198,8 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "pop3s": config.network.ports.pop3s if config.features.pop3 else 0,
             "submissions": config.network.ports.submissions,
             "submission": config.network.ports.submission,
+            "dav": config.features.dav,
+            "https": config.network.ports.https,
         },
         # The MTA-STS policy the front serves at https://mta-sts.<domain>/.
         "mta_sts_policy": dnsrecords.mta_sts_policy(config).lines,

@@ -30,7 +30,7 @@ STATE_DIR = ".mailstack"
 MANIFEST_SCHEMA = 1
 CANDIDATE_SUFFIX = ".mailstack-merge"
 OVERRIDE_SERVICES = (
-    "postfix", "dovecot", "rspamd", "front", "resolver", "redis", "bans", "webmail",
+    "postfix", "dovecot", "rspamd", "front", "resolver", "redis", "bans", "webmail", "dav",
 )  # fmt: skip
 
 

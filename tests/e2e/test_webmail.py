@@ -385,8 +385,12 @@ def test_apple_mobileconfig_is_a_profile_for_the_user(stack: RunningStack) -> No
     assert "attachment" in headers["content-disposition"]
     profile = plistlib.loads(body)
     assert profile["PayloadType"] == "Configuration"
-    (account,) = profile["PayloadContent"]
-    assert account["PayloadType"] == "com.apple.mail.managed"
+    payloads = {payload["PayloadType"]: payload for payload in profile["PayloadContent"]}
+    # The mail account, and calendars and contacts (features.dav, tests/e2e/test_dav.py).
+    assert sorted(payloads) == [
+        "com.apple.caldav.account", "com.apple.carddav.account", "com.apple.mail.managed"
+    ]  # fmt: skip
+    account = payloads["com.apple.mail.managed"]
     assert account["EmailAddress"] == address
     assert account["EmailAccountType"] == "EmailTypeIMAP"
     assert account["IncomingMailServerHostName"] == HOSTNAME

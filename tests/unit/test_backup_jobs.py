@@ -265,7 +265,8 @@ def test_a_forced_restore_saves_the_state_first_then_stops_only_what_holds_the_v
     result = restoration.restore(stack, "latest", force=True)
     assert result.safety_snapshot == FINAL
     assert not any(command[0] == "stop" for command in seen["safety"])
-    holders = ["dovecot", "redis", "rspamd"]  # mail, Redis and rspamd data; not db, not postfix
+    # Mail, calendars, Redis and rspamd data; not db, not postfix.
+    holders = ["dav", "dovecot", "redis", "rspamd"]
     assert seen["restore"][-1] == ["stop", *holders]
     assert last_of(containers, "stop", "start") == ["start", *holders]
     assert database_restores_before_files == [0] and len(pg_restores) == 1
@@ -282,8 +283,9 @@ def test_a_failed_restore_starts_the_stopped_service_again_and_leaves_the_databa
     with pytest.raises(MailstackError, match="is damaged"):
         restoration.restore(stack, SNAPSHOT[:8], only=["mail"], force=True)
     stops = [command for command in containers.commands if command[0] == "stop"]
-    assert stops == [["stop", "dovecot"]]  # mail only: Redis and rspamd keep running
-    assert containers.commands[-1] == ["start", "dovecot"]
+    # Mail only (users' data: mail and calendars): Redis and rspamd keep running.
+    assert stops == [["stop", "dav", "dovecot"]]
+    assert containers.commands[-1] == ["start", "dav", "dovecot"]
     assert not pg_restores
 
 
@@ -355,7 +357,7 @@ def test_recovery_makes_the_volumes_before_restoring_into_them_and_stops_the_db_
         ("--include /backup/volumes/mail", restore_volumes),
     )
     result = recover(tmp_path)
-    assert volumes_seen == [{f"{PROJECT}_{name}" for name in ("mail", "redis", "rspamd")}]
+    assert volumes_seen == [{f"{PROJECT}_{name}" for name in ("mail", "redis", "rspamd", "dav")}]
     assert commands_seen == [["up", "--detach", "db"]]  # the dump goes into the running db
     assert new_host_containers.commands[-1] == ["down", "--remove-orphans"]
     assert (result.project, result.mailboxes) == (PROJECT, 2)
@@ -373,7 +375,7 @@ def test_a_failed_recovery_removes_the_volumes_and_the_directory_it_made(
     with pytest.raises(ExternalCommandFailed):
         recover(tmp_path)
     removed = {name for kind, name in engine.events if kind == "remove_volume"}
-    assert removed == {f"{PROJECT}_{name}" for name in ("mail", "redis", "rspamd", "db")}
+    assert removed == {f"{PROJECT}_{name}" for name in ("mail", "redis", "rspamd", "dav", "db")}
     assert not engine.volumes
     assert not (tmp_path / "new").exists()
     assert new_host_containers.commands[-1] == ["down", "--remove-orphans"]

@@ -37,8 +37,8 @@ NOW = datetime.datetime(2026, 12, 6, 12, 0, tzinfo=datetime.UTC)
 EPOCH = NOW.timestamp()
 HOUR = 3600
 MAILBOX = "alice@example.test"
-RUNNING = ("db", "redis", "resolver", "bans", "rspamd", "dovecot", "webmail", "admin", "front",
-           "mta-sts", "sink", "postfix")  # fmt: skip
+RUNNING = ("db", "redis", "resolver", "bans", "rspamd", "dovecot", "webmail", "admin", "dav",
+           "front", "mta-sts", "sink", "postfix")  # fmt: skip
 
 
 def _status(output: str, code: int = 0) -> bytes:
@@ -463,7 +463,7 @@ def test_check_health_text_gives_each_warning_its_fix_in_one_line(
     lines = result.stdout.splitlines()
     assert "warn: last backup: no backup yet: `mailstack backup create` now; `mailstack backup " \
         "schedule on` makes one daily" in " ".join(result.stdout.split())  # fmt: skip
-    assert lines[-1].startswith("30 items, 0 failed, 3 warned (")
+    assert lines[-1].startswith("31 items, 0 failed, 3 warned (")
 
 
 def test_check_health_help_documents_the_exit_codes() -> None:

@@ -84,7 +84,9 @@ def test_dovecot_doors_for_postfix_are_sockets_only_postfix_shares(
 
     listeners = re.findall(r"^\s*inet_listener (\S+) \{", dovecot, re.MULTILINE)
     assert sorted(listeners) == ["imap", "imaps", "sieve"]
-    sockets = dict(re.findall(r"^\s*unix_listener (/\S+/(\S+)) \{", dovecot, re.MULTILINE))
+    sockets = dict(
+        re.findall(r"^\s*unix_listener (/run/dovecot-postfix/(\S+)) \{", dovecot, re.MULTILINE)
+    )
     assert sorted(sockets.values()) == ["auth", "lmtp", "quota-status"]
     paths = {name: path for path, name in sockets.items()}
     assert f"virtual_transport = lmtp:unix:{paths['lmtp']}\n" in main

@@ -10,6 +10,9 @@ const IMAPS_PORT = {{ autoconfig.imaps }};
 const POP3S_PORT = {{ autoconfig.pop3s }};
 const SUBMISSIONS_PORT = {{ autoconfig.submissions }};
 const SUBMISSION_PORT = {{ autoconfig.submission }};
+// features.dav: calendars and contacts at /dav/ on the HTTPS port (Apple profiles carry them).
+const DAV = {{ 'true' if autoconfig.dav else 'false' }};
+const HTTPS_PORT = {{ autoconfig.https }};
 
 const ADDRESS = /^[A-Za-z0-9.!#$%&'*+\/=?^_`{|}~-]{1,64}@([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+)$/;
 const DOMAIN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/;
@@ -196,6 +199,26 @@ function apple(r) {
         entry('PayloadVersion', '<integer>1</integer>'),
         entry('SMIMEEnabled', '<false/>'),
     ].join('\n');
+    // Calendars and contacts (features.dav): the same host and sign-in, over HTTPS.
+    const dav = (kind, type) => [
+        entry(`${kind}AccountDescription`, `<string>${address}</string>`),
+        entry(`${kind}HostName`, `<string>${xml(HOSTNAME)}</string>`),
+        entry(`${kind}Port`, `<integer>${HTTPS_PORT}</integer>`),
+        entry(`${kind}PrincipalURL`, `<string>/dav/${xml(parsed.address.toLowerCase())}/</string>`),
+        entry(`${kind}UseSSL`, '<true/>'),
+        entry(`${kind}Username`, `<string>${address}</string>`),
+        entry('PayloadDescription', `<string>${kind} account ${address}</string>`),
+        entry('PayloadDisplayName', `<string>${address}</string>`),
+        entry('PayloadIdentifier', `<string>${xml(reversed)}.${kind.toLowerCase()}.${uuidFor(kind + ' ' + parsed.address)}</string>`),
+        entry('PayloadType', `<string>${type}</string>`),
+        entry('PayloadUUID', `<string>${uuidFor(kind + ' ' + parsed.address)}</string>`),
+        entry('PayloadVersion', '<integer>1</integer>'),
+    ].join('\n');
+    const payloads = [account];
+    if (DAV) {
+        payloads.push(dav('CalDAV', 'com.apple.caldav.account'),
+            dav('CardDAV', 'com.apple.carddav.account'));
+    }
     const top = (key, value) => `  <key>${key}</key>\n  ${value}`;
     const body = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -204,9 +227,7 @@ function apple(r) {
         '<dict>',
         '  <key>PayloadContent</key>',
         '  <array>',
-        '    <dict>',
-        account,
-        '    </dict>',
+        payloads.map((payload) => `    <dict>\n${payload}\n    </dict>`).join('\n'),
         '  </array>',
         top('PayloadDescription', `<string>Mail settings of ${address} on ${xml(HOSTNAME)}</string>`),
         top('PayloadDisplayName', `<string>Mail ${address}</string>`),

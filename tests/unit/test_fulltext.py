@@ -1,0 +1,159 @@
+"""Full-text search (features.search): off by default; on, Dovecot loads fts-xapian, keeps its
+indexes on a volume of its own that backups leave out, and `mailbox reindex` rebuilds one
+mailbox's index or every one's with doveadm, refusing bad input in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mailstack.backup import layout
+from mailstack.errors import ExternalCommandFailed
+from mailstack.stack import stackfiles
+from mailstack.stack.config import validate_config
+from mailstack.stack.render import RenderInputs, render_stack
+from mailstack.stack.stackdir import Stack, StackDir
+from tests.unit.clirun import invoke, one_error_line
+from tests.unit.compose_check import assert_compose_accepts
+from tests.unit.fakes import FakeContainers
+
+BASE: dict[str, Any] = {"hostname": "mail.example.org", "domain": "example.org"}
+
+
+def _rendered(search: bool | None) -> dict[str, bytes]:
+    data = dict(BASE)
+    if search is not None:
+        data["features"] = {"search": search}
+    return render_stack(RenderInputs(validate_config(data), "1"))
+
+
+def _dovecot_conf(rendered: dict[str, bytes]) -> str:
+    return rendered["config/dovecot/dovecot.conf"].decode()
+
+
+def test_search_is_off_by_default_and_dovecot_stays_as_it_was() -> None:
+    assert validate_config(BASE).features.search is False
+    rendered = _rendered(None)
+    conf = _dovecot_conf(rendered)
+    assert "fts_xapian" not in conf and "fts =" not in conf
+    assert "mail_location = maildir:~/Maildir\n" in conf
+    compose = yaml.safe_load(rendered["compose.yaml"])
+    assert "mail-index" not in compose["volumes"]
+    assert compose["services"]["dovecot"]["mem_limit"] == "256m"
+
+
+def test_with_search_on_the_indexes_live_on_a_volume_of_their_own(tmp_path: Path) -> None:
+    rendered = _rendered(True)
+    conf = _dovecot_conf(rendered)
+    assert "mail_location = maildir:~/Maildir:INDEX=/var/mail-index/%d/%n\n" in conf
+    assert "mail_plugins = $mail_plugins quota mail_crypt quota_clone fts fts_xapian\n" in conf
+    assert "  fts = xapian\n" in conf and "  fts_autoindex = yes\n" in conf
+    assert "  fts_enforced = no\n" in conf  # a failed index searches the mail, never errs
+    compose = yaml.safe_load(rendered["compose.yaml"])
+    dovecot = compose["services"]["dovecot"]
+    assert "mail-index:/var/mail-index" in dovecot["volumes"]
+    assert dovecot["mem_limit"] == "512m"
+    users = [
+        n
+        for n, s in compose["services"].items()
+        if "mail-index:/var/mail-index" in s.get("volumes", [])
+    ]
+    assert users == ["dovecot"]  # no other container reads the plaintext index
+    assert_compose_accepts(rendered, tmp_path)
+
+
+def test_backups_leave_the_index_volume_out() -> None:
+    assert "mail-index" not in layout.VOLUMES
+    assert "mail" in layout.VOLUMES
+
+
+def test_a_bad_search_value_is_one_line_naming_the_key() -> None:
+    with pytest.raises(Exception, match=r"features\.search") as refused:
+        validate_config({**BASE, "features": {"search": "maybe"}})
+    assert "\n" not in str(refused.value).strip()
+
+
+def _stack(tmp_path: Path, search: bool, fake: FakeContainers) -> Stack:
+    initial = stackfiles.initial_config(
+        "mail.example.test", "example.test", {"mode": "sandbox", "features": {"search": search}}
+    )
+    stackfiles.init_stack(tmp_path / "stack", initial, check_ports=False)
+    stack_dir = StackDir(tmp_path / "stack")
+    return Stack(stack_dir, stack_dir.load_config(), fake)  # type: ignore[arg-type]
+
+
+def test_reindex_empties_then_rebuilds_one_mailboxs_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeContainers(running=("dovecot",))
+    stack = _stack(tmp_path, True, fake)
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    code, text = invoke("mailbox", "reindex", "Alice@Example.test")
+    assert code == 0, text
+    assert "rebuilt the full-text index of alice@example.test" in text
+    assert [call.argv for call in fake.calls] == [
+        ["doveadm", "user", "-f", "home", "alice@example.test"],
+        ["doveadm", "fts", "rescan", "-u", "alice@example.test"],
+        ["doveadm", "index", "-u", "alice@example.test", "*"],
+    ]
+
+
+def test_reindex_all_takes_every_mailbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeContainers(running=("dovecot",))
+    stack = _stack(tmp_path, True, fake)
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    code, text = invoke("mailbox", "reindex", "--all", "--json")
+    assert code == 0, text
+    assert '"mailbox": "every mailbox"' in text
+    assert [call.argv for call in fake.calls] == [
+        ["doveadm", "fts", "rescan", "-A"],
+        ["doveadm", "index", "-A", "*"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "give ADDRESS or --all (not both)"),
+        (("a@example.test", "--all"), "give ADDRESS or --all (not both)"),
+        (("not an address",), "ADDRESS: 'not an address'"),
+    ],
+)
+def test_reindex_refuses_bad_arguments_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
+) -> None:
+    fake = FakeContainers(running=("dovecot",))
+    stack = _stack(tmp_path, True, fake)
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    code, text = invoke("mailbox", "reindex", *args)
+    assert code == 2
+    assert one_error_line(text).startswith(expected)
+    assert fake.calls == []
+
+
+def test_reindex_with_search_off_says_how_to_turn_it_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeContainers(running=("dovecot",))
+    stack = _stack(tmp_path, False, fake)
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    code, text = invoke("mailbox", "reindex", "--all")
+    assert code == 1
+    assert one_error_line(text).startswith("features.search is off in mailstack.yaml")
+    assert fake.calls == []
+
+
+def test_reindex_of_an_unknown_mailbox_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = ExternalCommandFailed("doveadm user (exit 67)", "userdb lookup: user doesn't exist")
+    fake = FakeContainers(running=("dovecot",), by_marker=[("user -f home", unknown)])
+    stack = _stack(tmp_path, True, fake)
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    code, text = invoke("mailbox", "reindex", "nobody@example.test")
+    assert code == 1
+    assert one_error_line(text) == "ADDRESS: nobody@example.test is not a mailbox here"
+    assert len(fake.calls) == 1  # nothing was emptied
