@@ -76,21 +76,25 @@ def test_a_bad_search_value_is_one_line_naming_the_key() -> None:
     assert "\n" not in str(refused.value).strip()
 
 
-def _stack(tmp_path: Path, search: bool, fake: FakeContainers) -> Stack:
+def _loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, search: bool = True, **answers: Any
+) -> FakeContainers:
+    """A sandbox stack the CLI loads, its containers fake (answering as `answers` say)."""
     initial = stackfiles.initial_config(
         "mail.example.test", "example.test", {"mode": "sandbox", "features": {"search": search}}
     )
     stackfiles.init_stack(tmp_path / "stack", initial, check_ports=False)
     stack_dir = StackDir(tmp_path / "stack")
-    return Stack(stack_dir, stack_dir.load_config(), fake)  # type: ignore[arg-type]
+    fake = FakeContainers(running=("dovecot",), **answers)
+    stack = Stack(stack_dir, stack_dir.load_config(), fake)  # type: ignore[arg-type]
+    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    return fake
 
 
 def test_reindex_empties_then_rebuilds_one_mailboxs_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = FakeContainers(running=("dovecot",))
-    stack = _stack(tmp_path, True, fake)
-    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    fake = _loaded(tmp_path, monkeypatch)
     code, text = invoke("mailbox", "reindex", "Alice@Example.test")
     assert code == 0, text
     assert "rebuilt the full-text index of alice@example.test" in text
@@ -102,9 +106,7 @@ def test_reindex_empties_then_rebuilds_one_mailboxs_index(
 
 
 def test_reindex_all_takes_every_mailbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeContainers(running=("dovecot",))
-    stack = _stack(tmp_path, True, fake)
-    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    fake = _loaded(tmp_path, monkeypatch)
     code, text = invoke("mailbox", "reindex", "--all", "--json")
     assert code == 0, text
     assert '"mailbox": "every mailbox"' in text
@@ -125,9 +127,7 @@ def test_reindex_all_takes_every_mailbox(tmp_path: Path, monkeypatch: pytest.Mon
 def test_reindex_refuses_bad_arguments_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], expected: str
 ) -> None:
-    fake = FakeContainers(running=("dovecot",))
-    stack = _stack(tmp_path, True, fake)
-    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    fake = _loaded(tmp_path, monkeypatch)
     code, text = invoke("mailbox", "reindex", *args)
     assert code == 2
     assert one_error_line(text).startswith(expected)
@@ -137,9 +137,7 @@ def test_reindex_refuses_bad_arguments_in_one_line(
 def test_reindex_with_search_off_says_how_to_turn_it_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = FakeContainers(running=("dovecot",))
-    stack = _stack(tmp_path, False, fake)
-    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    fake = _loaded(tmp_path, monkeypatch, search=False)
     code, text = invoke("mailbox", "reindex", "--all")
     assert code == 1
     assert one_error_line(text).startswith("features.search is off in mailstack.yaml")
@@ -150,9 +148,7 @@ def test_reindex_of_an_unknown_mailbox_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unknown = ExternalCommandFailed("doveadm user (exit 67)", "userdb lookup: user doesn't exist")
-    fake = FakeContainers(running=("dovecot",), by_marker=[("user -f home", unknown)])
-    stack = _stack(tmp_path, True, fake)
-    monkeypatch.setattr(Stack, "load", lambda _: stack)
+    fake = _loaded(tmp_path, monkeypatch, by_marker=[("user -f home", unknown)])
     code, text = invoke("mailbox", "reindex", "nobody@example.test")
     assert code == 1
     assert one_error_line(text) == "ADDRESS: nobody@example.test is not a mailbox here"
