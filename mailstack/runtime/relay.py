@@ -82,6 +82,11 @@ def store_password(stack: Stack, password: str, domain: str | None = None) -> st
     return relay_password_name(target)
 
 
+def relay_label(host: str, domain: str | None) -> str:
+    """A relay as health and status name it: its host, and the sender domain it serves."""
+    return host + (f" (mail from {domain})" if domain else "")
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Queued mail held back because one relay refuses mailstack's credentials."""
@@ -91,7 +96,7 @@ class Refusal:
     messages: int
 
     def __str__(self) -> str:
-        return self.host + (f" (mail from {self.domain})" if self.domain else "")
+        return relay_label(self.host, self.domain)
 
     @property
     def fix(self) -> str:
@@ -127,7 +132,7 @@ def has_relays(relay: Relay) -> bool:
 def relay_names(relay: Relay) -> list[str]:
     """Each relay as `check health` names it: relay.host, then each sender domain's."""
     names = [relay.host] if relay.host is not None else []
-    return names + [f"{e.host} (mail from {e.domain})" for e in relay.by_sender_domain]
+    return names + [relay_label(e.host, e.domain) for e in relay.by_sender_domain]
 
 
 def refusal_line(stack: Stack) -> str:
