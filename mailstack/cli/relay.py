@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -25,13 +26,23 @@ def register(app: typer.Typer) -> None:
 @relay_app.command("password")
 @output.guarded
 def password(
-    directory: StackDirOption = Path(), password_stdin: PasswordStdinOption = False
+    directory: StackDirOption = Path(),
+    password_stdin: PasswordStdinOption = False,
+    domain: Annotated[
+        str | None,
+        typer.Option(
+            "--domain",
+            help="The password of this sender domain's relay (relay.by_sender_domain).",
+        ),
+    ] = None,
 ) -> None:
-    """Store the password for relay.username (secrets/relay_password, 0600); a running
-    Postfix is restarted to take it (queued mail stays queued)."""
+    """Store the password for relay.username (secrets/relay_password, 0600), or with --domain
+    for that sender domain's relay (secrets/relay_password.<domain>); a running Postfix is
+    restarted to take it (queued mail stays queued)."""
     stack = Stack.load(directory)
-    relay.store_password(stack, read_password(password_stdin, "Relay password"))
-    output.info("stored secrets/relay_password")
+    target = relay.password_target(stack.config, domain)  # before the password is asked
+    name = relay.store_password(stack, read_password(password_stdin, "Relay password"), target)
+    output.info(f"stored secrets/{name}")
     if "postfix" in stack.compose.running_services():
         lifecycle.take_changed_config(stack, {"postfix"}, {"postfix"})
         output.info("restarted postfix: it relays with the new password")

@@ -34,6 +34,7 @@ from mailstack.adapters.compose import ServiceState
 from mailstack.errors import EXIT_FAILED, EXIT_HEALTH_WARN, EXIT_OK
 from mailstack.images.securitycheck import UpdatesReport
 from mailstack.runtime.lifecycle import service_healthy
+from mailstack.runtime.relay import Refusal
 from mailstack.tls.judgement import WARN_DAYS
 from mailstack.verdict import FAIL, PASS, WARN, Verdict, worst
 
@@ -177,21 +178,28 @@ def judge_queue(arrivals: Sequence[int], now: float) -> HealthItem:
     return HealthItem(name, "postfix", PASS, detail)
 
 
-def judge_relay(host: str, refused: int) -> HealthItem:
-    """The relay host (relay.host): FAIL while it refuses mailstack's credentials (the
-    messages it refused wait in the queue, deferred, and are retried)."""
+def judge_relay(relays: Sequence[str], refusals: Sequence[Refusal]) -> HealthItem:
+    """The relays (relay.host, relay.by_sender_domain): FAIL while one refuses mailstack's
+    credentials, naming each that does (the messages it refused wait in the queue, deferred,
+    and are retried)."""
     name = "relay host"
-    if refused:
+    if refusals:
+        detail = "; ".join(
+            f"{refusal} refuses the credentials: {refusal.messages} message"
+            f"{'' if refusal.messages == 1 else 's'} wait in the queue"
+            for refusal in refusals
+        )
+        fixes = " / ".join(refusal.fix for refusal in refusals)
         return HealthItem(
             name,
             "postfix",
             FAIL,
-            f"{host} refuses the credentials: {refused} message{'' if refused == 1 else 's'} "
-            "wait in the queue",
-            "`mailstack relay password` stores the right one; `mailstack queue retry --all` "
-            "sends them now",
+            detail,
+            f"{fixes} stores the right one; `mailstack queue retry --all` sends them now",
         )
-    return HealthItem(name, "postfix", PASS, f"{host}: no message waits on refused credentials")
+    return HealthItem(
+        name, "postfix", PASS, f"{', '.join(relays)}: no message waits on refused credentials"
+    )
 
 
 # --- backups ------------------------------------------------------------------------------------

@@ -435,8 +435,12 @@ def _mail_queue(stack: Stack, executor: Executor, now: float) -> tuple[HealthIte
         if not (message.sender == prober and message.arrival_time >= int(now))
     ]
     items = [judge_queue([message.arrival_time for message in others], now)]
-    if stack.config.relay.host is not None:
-        items.append(judge_relay(stack.config.relay.host, relay.refused_credentials(others)))
+    if relay.has_relays(stack.config.relay):
+        items.append(
+            judge_relay(
+                relay.relay_names(stack.config.relay), relay.refusals(stack.config.relay, others)
+            )
+        )
     return tuple(items)
 
 

@@ -268,6 +268,32 @@ class Tls(Section):
 
 
 RelayUsername = Annotated[str, Field(pattern=r"^[A-Za-z0-9@._+=-]{1,256}$")]
+IMPLICIT_TLS_PORT = 465
+
+
+class SenderRelay(Section):
+    """One sender domain's own relay: mail whose envelope sender is in `domain` goes
+    through it instead of relay.host (or each domain's MX)."""
+
+    domain: Domain = Field(
+        description="the sender domain (a hosted domain: `mailstack domain list`) whose mail "
+        "this relay takes"
+    )
+    host: Domain = Field(
+        description="the relay's host name; its certificate must be valid for it (verified "
+        "like relay.host's)"
+    )
+    port: Port = Field(default=587, description="587 (or 25): STARTTLS, required")
+    username: RelayUsername | None = Field(
+        default=None,
+        description="the SASL user name at this relay; its password is "
+        "secrets/relay_password.<domain> (`mailstack relay password --domain <domain>`); "
+        "unset: no authentication",
+    )
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.port == IMPLICIT_TLS_PORT
 
 
 class Relay(Section):
@@ -292,7 +318,15 @@ class Relay(Section):
     ca_file: AbsolutePath | None = Field(
         default=None,
         description="a PEM bundle of the CAs that verify the relay's certificate, in place "
-        "of the system's (a private relay); read at `mailstack up`",
+        "of the system's (a private relay); read at `mailstack up`. It verifies the "
+        "by_sender_domain relays too",
+    )
+    by_sender_domain: list[SenderRelay] = Field(
+        default=[],
+        max_length=100,
+        description="relays chosen by the envelope sender's domain, each {domain, host, port, "
+        "username}: that domain's mail goes through its relay, all other mail through "
+        "relay.host (or to each MX); docs/relay.md",
     )
 
     @model_validator(mode="after")
@@ -301,9 +335,32 @@ class Relay(Section):
             raise ValueError("username and ca_file need host: the relay's name")
         return self
 
+    @model_validator(mode="after")
+    def _sender_relays_fit(self) -> Relay:
+        seen: set[str] = set()
+        for index, entry in enumerate(self.by_sender_domain):
+            key = f"by_sender_domain[{index}]"
+            if entry.domain in seen:
+                raise ValueError(f"{key}.domain: {entry.domain} is listed twice")
+            seen.add(entry.domain)
+            # Postfix 3.7 turns implicit TLS on for every relay at once (smtp_tls_wrappermode)
+            # and has no per-destination switch: a sender relay must use the default's kind.
+            if entry.implicit_tls != self.implicit_tls:
+                raise ValueError(
+                    f"{key}.port: {entry.port} cannot be used while relay.port is "
+                    f"{self.port if self.host else 'unset'}: Postfix sets implicit TLS (port "
+                    f"{IMPLICIT_TLS_PORT}) for all relays at once, so a sender relay uses port "
+                    f"{IMPLICIT_TLS_PORT} exactly when relay.host does"
+                )
+        return self
+
     @property
     def implicit_tls(self) -> bool:
-        return self.port == 465
+        return self.host is not None and self.port == IMPLICIT_TLS_PORT
+
+    def sender_relay(self, domain: str) -> SenderRelay | None:
+        """The relay of a sender domain's own, if it has one."""
+        return next((e for e in self.by_sender_domain if e.domain == domain.lower()), None)
 
 
 class Backup(Section):

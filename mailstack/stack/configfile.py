@@ -43,6 +43,12 @@ def _section_lines(model: BaseModel, indent: int) -> list[str]:
 
 
 def _scalar(value: Any) -> str:
+    # A list of entries (relay.by_sender_domain) is written as plain mappings, unset keys out.
+    if isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+        value = [
+            item.model_dump(exclude_none=True) if isinstance(item, BaseModel) else item
+            for item in value
+        ]
     # One line, however long: a wrapped flow list would not parse back at its indentation.
     dumped = yaml.safe_dump(
         value, default_flow_style=True, allow_unicode=False, width=float("inf")

@@ -19,7 +19,7 @@ from mailstack.mailauth import dnsrecords
 from mailstack.mailauth.dkim import DkimKey
 from mailstack.resources import templates_dir
 from mailstack.stack.config import Config
-from mailstack.stack.secrets import RELAY_PASSWORD, SECRET_NAMES
+from mailstack.stack.secrets import SECRET_NAMES, relay_password_name
 from mailstack.units import parse_duration
 
 # Templates whose path starts with one of these are rendered only when the service runs.
@@ -31,6 +31,10 @@ OPTIONAL_TREES: dict[str, Callable[[Config], bool]] = {
     },
     # Spam learning's IMAPSieve scripts: they need Sieve extensions only that feature enables.
     "config/dovecot/sieve/learn/": lambda config: config.features.spam_learning,
+    # relay.by_sender_domain's SASL user names, read by Postfix's entrypoint.
+    "config/postfix/relay-sender-users": lambda config: any(
+        e.username for e in config.relay.by_sender_domain
+    ),
 }
 
 # Where each daemon's override point is: files there are the operator's, never written.
@@ -39,6 +43,9 @@ OVERRIDE_POINTS: dict[str, str] = {
     for service in services.SERVICES
     if service.override_point is not None
 }
+
+# The SMTP port: a next hop on it carries no port suffix in Postfix's TLS policy lookups.
+SMTP_PORT = 25
 
 # Comment syntax by file name ending; files with no comment syntax get no header.
 _COMMENT_PREFIX: dict[str, str] = {
@@ -111,9 +118,9 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             for service in services.SERVICES
             if service.capabilities
         },
-        "secrets": sorted(
-            [*SECRET_NAMES, *([RELAY_PASSWORD] if config.relay.username is not None else [])]
-        ),
+        "secrets": sorted([*SECRET_NAMES, *relay_secrets(config)]),
+        "relay_secrets": relay_secrets(config),
+        "relay_by_sender": relay_by_sender(config),
         "resolver_ip": services.fixed_address(services.RESOLVER, backend),
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),
@@ -239,6 +246,40 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
 def dynamic_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     """The upper half of the network's first /24: where Docker picks addresses itself."""
     return str(ipaddress.ip_network(f"{network.network_address + 128}/25"))
+
+
+def relay_secrets(config: Config) -> list[str]:
+    """The relay passwords Postfix's container gets: relay.host's user's and each sender
+    relay's with a user."""
+    relay = config.relay
+    names = [relay_password_name()] if relay.username is not None else []
+    names += [relay_password_name(e.domain) for e in relay.by_sender_domain if e.username]
+    return names
+
+
+def relay_by_sender(config: Config) -> dict[str, Any]:
+    """relay.by_sender_domain as main.cf's maps want it: each domain's next hop, the TLS
+    policy table of the relays (keyed by the next hop as Postfix looks it up: no port suffix
+    for 25), and the SASL user of each domain that has one."""
+    entries = config.relay.by_sender_domain
+
+    def nexthop(host: str, port: int) -> str:
+        return f"[{host}]:{port}"
+
+    def policy_key(host: str, port: int) -> str:
+        return f"[{host}]" if port == SMTP_PORT else nexthop(host, port)
+
+    keys = sorted({policy_key(e.host, e.port) for e in entries})
+    return {
+        "routes": [(e.domain, nexthop(e.host, e.port)) for e in entries],
+        # One inline table, put before any other policy map: Postfix takes the first match.
+        "tls_policy_map": "inline:{ "
+        + ", ".join(f"{{ {key} = secure match=nexthop }}" for key in keys)
+        + " }"
+        if keys
+        else "",
+        "users": [(e.domain, e.username) for e in entries if e.username],
+    }
 
 
 def with_header(path: str, body: str) -> str:

@@ -239,18 +239,26 @@ def check_relay_password(password: str) -> str:
     return password
 
 
-def write_relay_password(stack_dir: Path, password: str) -> Path:
-    """Store (or replace) secrets/relay_password, 0600, through a new file renamed over."""
+def relay_password_name(domain: str | None = None) -> str:
+    """The secret of relay.host's user (relay_password) or of a by_sender_domain entry's
+    (relay_password.<domain>: a domain name is a valid Compose secret name as it stands)."""
+    return RELAY_PASSWORD if domain is None else f"{RELAY_PASSWORD}.{domain}"
+
+
+def write_relay_password(stack_dir: Path, password: str, domain: str | None = None) -> Path:
+    """Store (or replace) secrets/relay_password (or relay_password.<domain>), 0600, through
+    a new file renamed over."""
+    name = relay_password_name(domain)
     directory = stack_dir / SECRETS_DIR
     directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / RELAY_PASSWORD
-    staged = directory / f".{RELAY_PASSWORD}.new"
+    path = directory / name
+    staged = directory / f".{name}.new"
     staged.unlink(missing_ok=True)
     _write_new_secret(staged, check_relay_password(password).encode("utf-8"))
     staged.replace(path)
     return path
 
 
-def relay_password_present(stack_dir: Path) -> bool:
-    path = stack_dir / SECRETS_DIR / RELAY_PASSWORD
+def relay_password_present(stack_dir: Path, domain: str | None = None) -> bool:
+    path = stack_dir / SECRETS_DIR / relay_password_name(domain)
     return path.is_file() and path.stat().st_size > 0

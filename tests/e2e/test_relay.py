@@ -1,11 +1,14 @@
 """A relay host (smarthost, relay.* in mailstack.yaml) on the session stack: every outbound
 message goes through it over verified TLS with SASL, never to the sink; a wrong password
 leaves mail queued with a 4xx, `check health` and `status` name it, and mail flows once the
-right one is stored; the password is in no rendered file and no log.
+right one is stored; the password is in no rendered file and no log. A second hosted domain
+has a relay of its own (relay.by_sender_domain) with its own user: its mail goes there,
+everyone else's to the default relay, and a wrong password for it holds back its mail alone.
 
-The relay is a real SMTP server (aiosmtpd) in this test process on the stack's frontend
-gateway, the address the sandbox zone names sandbox-client.<domain>: STARTTLS required
-before AUTH, a certificate for that name from a CA of this test's own (relay.ca_file).
+Each relay is a real SMTP server (aiosmtpd) in this test process on the stack's frontend
+gateway, the address the sandbox zone names sandbox-client.<domain>, on a port of its own:
+STARTTLS required before AUTH, a certificate for that name from a CA of this test's own
+(relay.ca_file, which verifies both).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import ssl
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -37,6 +41,11 @@ RELAY_PORT = 10587 + SLOT
 RELAY_USER = "mailstack-relay@provider.test"
 RELAY_PASSWORD = "Relay secret 42 with spaces"  # the test relay's own
 OUTSIDE = "someone@elsewhere.test"  # no MX anywhere: only the relay can take it
+# The second domain's own relay (relay.by_sender_domain), on the same name, another port.
+OWN_PORT = 10650 + SLOT
+OWN_USER = "mailstack-own@own-provider.test"
+OWN_PASSWORD = "Own relay's secret 7"  # the test relay's own
+OWN_DOMAIN = f"own-{uuid.uuid4().hex[:8]}.example.test"
 
 
 @dataclass
@@ -82,14 +91,14 @@ class RelayHandler:
         return "250 OK queued at the relay"
 
 
-def _authenticator(relayed: Relayed) -> Any:
+def _authenticator(relayed: Relayed, user: str, password: str) -> Any:
     def authenticate(
         server: Any, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
         good = (
             isinstance(data, LoginPassword)
-            and data.login == RELAY_USER.encode()
-            and data.password == RELAY_PASSWORD.encode()
+            and data.login == user.encode()
+            and data.password == password.encode()
         )
         if not good:
             relayed.refused_logins += 1
@@ -102,15 +111,55 @@ def _authenticator(relayed: Relayed) -> Any:
 @dataclass
 class RelayStack:
     stack: RunningStack
-    relayed: Relayed
+    relayed: Relayed  # the default relay's (relay.host)
     sender: str
     password: str
+    own_relayed: Relayed  # OWN_DOMAIN's relay's (relay.by_sender_domain)
+    own_sender: str
 
-    def send(self, subject: str) -> None:
-        submit(self.stack, self.sender, self.password, message(self.sender, OUTSIDE, subject))
+    def send(self, subject: str, sender: str | None = None) -> None:
+        sender = sender or self.sender
+        submit(self.stack, sender, self.password, message(sender, OUTSIDE, subject))
 
-    def store_password(self, password: str) -> subprocess.CompletedProcess[str]:
-        return self.stack.cli("relay", "password", "--password-stdin", stdin=password + "\n")
+    def store_password(self, password: str, *domain: str) -> subprocess.CompletedProcess[str]:
+        option = ["--domain", *domain] if domain else []
+        return self.stack.cli(
+            "relay", "password", *option, "--password-stdin", stdin=password + "\n"
+        )
+
+
+def _relay_server(
+    context: ssl.SSLContext, port: int, user: str, password: str
+) -> tuple[Controller, Relayed]:
+    relayed = Relayed()
+    controller = Controller(
+        RelayHandler(relayed),
+        hostname=GATEWAY,
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        auth_require_tls=True,
+        authenticator=_authenticator(relayed, user, password),
+        server_hostname=RELAY_NAME,
+    )
+    controller.start()
+    return controller, relayed
+
+
+def _queued_reasons(stack: RunningStack) -> dict[str, str]:
+    """{sender: the delay reasons of its queued messages}."""
+    listed = json.loads(stack.cli("queue", "list", "--json").stdout)["messages"]
+    reasons: dict[str, str] = {}
+    for queued in listed:
+        said = " ".join(r["delay_reason"] for r in queued["recipients"])
+        reasons[queued["sender"]] = reasons.get(queued["sender"], "") + " " + said
+    return reasons
+
+
+def _relay_item(stack: RunningStack) -> dict[str, Any]:
+    report = json.loads(stack.cli("check", "health", "--json", check=False).stdout)
+    [item] = [i for i in report["items"] if i["name"] == "relay host"]
+    return item  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +169,8 @@ def relay(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
-    relayed = Relayed()
-    controller = Controller(
-        RelayHandler(relayed),
-        hostname=GATEWAY,
-        port=RELAY_PORT,
-        tls_context=context,
-        require_starttls=True,
-        auth_require_tls=True,
-        authenticator=_authenticator(relayed),
-        server_hostname=RELAY_NAME,
-    )
-    controller.start()
+    controller, relayed = _relay_server(context, RELAY_PORT, RELAY_USER, RELAY_PASSWORD)
+    own_controller, own_relayed = _relay_server(context, OWN_PORT, OWN_USER, OWN_PASSWORD)
     path = stack.root / "mailstack.yaml"
     before = path.read_text()
     config = yaml.safe_load(before)
@@ -140,87 +179,132 @@ def relay(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "port": RELAY_PORT,
         "username": RELAY_USER,
         "ca_file": str(ca),
+        "by_sender_domain": [
+            {"domain": OWN_DOMAIN, "host": RELAY_NAME, "port": OWN_PORT, "username": OWN_USER}
+        ],
     }
     sender, password = stack.new_mailbox()
+    stack.cli("domain", "add", OWN_DOMAIN)
+    own_sender = f"user-{uuid.uuid4().hex[:10]}@{OWN_DOMAIN}"
+    stack.cli("mailbox", "add", own_sender, "--password-stdin", stdin=password + "\n")
     try:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        yield RelayStack(stack, relayed, sender, password)
+        yield RelayStack(stack, relayed, sender, password, own_relayed, own_sender)
     finally:
         path.write_text(before)
-        (stack.root / "secrets" / "relay_password").unlink(missing_ok=True)
+        for name in ("relay_password", f"relay_password.{OWN_DOMAIN}"):
+            (stack.root / "secrets" / name).unlink(missing_ok=True)
         listed = json.loads(stack.cli("queue", "list", "--json").stdout)["messages"]
         for queued in listed:
             stack.cli("queue", "delete", queued["queue_id"], check=False)
         stack.cli("render")
         stack.cli("up", timeout=900)
         controller.stop()
+        own_controller.stop()
 
 
-def test_a_up_without_the_password_names_the_missing_secret(relay: RelayStack) -> None:
+def test_a_up_without_a_password_names_the_missing_secret(relay: RelayStack) -> None:
     result = relay.stack.cli("up", check=False)
     assert result.returncode != 0
     said = result.stdout + result.stderr
-    assert "relay.username" in said and "secrets/relay_password" in said, said
+    assert "relay.username" in said and "secrets/relay_password " in said, said
     assert "mailstack relay password" in said and "Traceback" not in said, said
-
-
-def test_b_mail_goes_through_the_relay_over_tls_with_sasl_not_to_the_sink(
-    relay: RelayStack,
-) -> None:
     stored = relay.store_password(RELAY_PASSWORD)
     assert "stored secrets/relay_password" in stored.stdout, stored.stdout
-    secret = relay.stack.root / "secrets" / "relay_password"
-    assert secret.stat().st_mode & 0o777 == 0o600
+    # The default relay's password is there now; the sender domain's is not.
+    result = relay.stack.cli("up", check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in said, said
+    assert f"secrets/relay_password.{OWN_DOMAIN} is missing" in said, said
+    assert f"mailstack relay password --domain {OWN_DOMAIN}" in said, said
+
+
+def test_b_mail_goes_through_its_senders_relay_over_tls_with_sasl_not_to_the_sink(
+    relay: RelayStack,
+) -> None:
+    stored = relay.store_password(OWN_PASSWORD, OWN_DOMAIN)
+    assert f"stored secrets/relay_password.{OWN_DOMAIN}" in stored.stdout, stored.stdout
+    for name in ("relay_password", f"relay_password.{OWN_DOMAIN}"):
+        assert (relay.stack.root / "secrets" / name).stat().st_mode & 0o777 == 0o600
     relay.stack.cli("render")
     relay.stack.cli("up", timeout=900)
-    subject = unique_subject("relayed")
+    subject, own_subject = unique_subject("relayed"), unique_subject("own relay")
     relay.send(subject)
+    relay.send(own_subject, relay.own_sender)
     user, tls, sender, content = relay.relayed.wait_for(subject)
     assert (user, tls, sender) == (RELAY_USER, True, relay.sender)
     assert b"DKIM-Signature:" in content  # signed before it left, as direct mail is
-    sink = relay.stack.compose(
-        "exec", "-T", "sink", "grep", "-rl", subject, "/var/mail/sink", check=False
-    )
-    assert sink.returncode != 0, "the message reached the sink too"
+    user, tls, sender, _ = relay.own_relayed.wait_for(own_subject)
+    assert (user, tls, sender) == (OWN_USER, True, relay.own_sender)
+    # Each relay saw its own sender's mail only.
+    assert own_subject not in relay.relayed.subjects()
+    assert subject not in relay.own_relayed.subjects()
+    for each in (subject, own_subject):
+        sink = relay.stack.compose(
+            "exec", "-T", "sink", "grep", "-rl", each, "/var/mail/sink", check=False
+        )
+        assert sink.returncode != 0, "the message reached the sink too"
 
 
-def test_c_a_wrong_password_queues_mail_with_a_4xx_and_health_and_status_say_so(
+def _wait_for_refusals(stack: RunningStack, senders: set[str]) -> dict[str, str]:
+    """The queue's delay reasons once each sender's mail waits on a refusal (60 s at most)."""
+    deadline = time.monotonic() + 60
+    reasons: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        reasons = _queued_reasons(stack)
+        if all("SASL authentication failed" in reasons.get(s, "") for s in senders):
+            break
+        time.sleep(1)
+    return reasons
+
+
+def test_c_wrong_passwords_queue_mail_with_a_4xx_and_health_and_status_name_each_relay(
     relay: RelayStack,
 ) -> None:
     relay.store_password("not the relay's password")
-    refused_before = relay.relayed.refused_logins
-    subject = unique_subject("refused")
+    relay.store_password("not the own relay's password", OWN_DOMAIN)
+    refused_before = relay.relayed.refused_logins, relay.own_relayed.refused_logins
+    subject, own_subject = unique_subject("refused"), unique_subject("own refused")
     relay.send(subject)
-    deadline = time.monotonic() + 60
-    reason = ""
-    while time.monotonic() < deadline and "SASL authentication failed" not in reason:
-        time.sleep(1)
-        listed = json.loads(relay.stack.cli("queue", "list", "--json").stdout)["messages"]
-        reasons = [r["delay_reason"] for m in listed for r in m["recipients"]]
-        reason = " ".join(reasons)
-    assert "SASL authentication failed" in reason, reason
-    assert relay.relayed.refused_logins > refused_before
+    relay.send(own_subject, relay.own_sender)
+    reasons = _wait_for_refusals(relay.stack, {relay.sender, relay.own_sender})
+    for sender in (relay.sender, relay.own_sender):
+        assert "SASL authentication failed" in reasons.get(sender, ""), reasons
+    assert relay.relayed.refused_logins > refused_before[0]
+    assert relay.own_relayed.refused_logins > refused_before[1]
     assert subject not in relay.relayed.subjects()
+    assert own_subject not in relay.own_relayed.subjects()
 
-    report = json.loads(relay.stack.cli("check", "health", "--json", check=False).stdout)
-    [item] = [i for i in report["items"] if i["name"] == "relay host"]
+    item = _relay_item(relay.stack)
     assert item["verdict"] == "FAIL", item
-    assert RELAY_NAME in item["detail"] and "mailstack relay password" in item["fix"], item
+    assert f"{RELAY_NAME} refuses the credentials" in item["detail"], item
+    assert f"{RELAY_NAME} (mail from {OWN_DOMAIN}) refuses the credentials" in item["detail"]
+    assert "`mailstack relay password`" in item["fix"], item
+    assert f"`mailstack relay password --domain {OWN_DOMAIN}`" in item["fix"], item
     status = relay.stack.cli("status", check=False)
     said = status.stdout + status.stderr
     assert f"relay: {RELAY_NAME} refuses the credentials" in said, said
+    assert f"relay: {RELAY_NAME} (mail from {OWN_DOMAIN}) refuses" in said, said
 
+    # The default relay's right password: its mail leaves; the domain's alone still waits.
     relay.store_password(RELAY_PASSWORD)
     relay.stack.cli("queue", "retry", "--all")
     relay.relayed.wait_for(subject)
-    report = json.loads(relay.stack.cli("check", "health", "--json", check=False).stdout)
-    [item] = [i for i in report["items"] if i["name"] == "relay host"]
-    assert item["verdict"] == "pass", item
+    reasons = _wait_for_refusals(relay.stack, {relay.own_sender})
+    assert relay.sender not in reasons, reasons
+    assert "SASL authentication failed" in reasons.get(relay.own_sender, ""), reasons
+    item = _relay_item(relay.stack)
+    assert item["verdict"] == "FAIL", item
+    assert f"{RELAY_NAME} refuses" not in item["detail"], item
+    assert f"{RELAY_NAME} (mail from {OWN_DOMAIN}) refuses" in item["detail"], item
+    assert "`mailstack relay password`" not in item["fix"], item
+    # (Its right password would send it as the default's did: test_b stores one with
+    # --domain and its mail flows; this module's end deletes what still waits.)
 
 
 def test_d_the_password_is_in_no_rendered_file_and_no_log(relay: RelayStack) -> None:
     wrong = "not the relay's password"
-    for secret in (RELAY_PASSWORD, wrong):
+    for secret in (RELAY_PASSWORD, wrong, OWN_PASSWORD, "not the own relay's password"):
         found = subprocess.run(
             ["grep", "-rlF", "--exclude-dir=secrets", secret, str(relay.stack.root)],
             capture_output=True,
@@ -229,7 +313,7 @@ def test_d_the_password_is_in_no_rendered_file_and_no_log(relay: RelayStack) -> 
         )
         assert found.returncode == 1, found.stdout  # 1: no file holds it
     logs = relay.stack.compose("logs", "--no-color", "postfix", check=False).stdout.decode()
-    assert RELAY_PASSWORD not in logs and wrong not in logs
+    assert RELAY_PASSWORD not in logs and wrong not in logs and OWN_PASSWORD not in logs
     # Inside the container the table Postfix reads is root's alone.
     mode = relay.stack.compose(
         "exec", "-T", "postfix", "stat", "-c", "%a %U", "/run/mailstack/relay-sasl"
@@ -248,6 +332,14 @@ def test_e_a_bad_relay_setting_is_one_line_naming_the_key(
         ({"host": RELAY_NAME, "port": 70000}, "relay.port"),
         ({"host": RELAY_NAME, "username": "bad user:name"}, "relay.username"),
         ({"host": RELAY_NAME, "ca_file": str(tmp_path / "missing.pem")}, "relay.ca_file"),
+        (
+            {"host": RELAY_NAME, "by_sender_domain": [{"domain": OWN_DOMAIN, "host": "a b"}]},
+            "relay.by_sender_domain.0.host",
+        ),
+        (
+            {"by_sender_domain": [{"domain": OWN_DOMAIN, "host": RELAY_NAME, "port": 465}]},
+            "by_sender_domain[0].port: 465",
+        ),
     ]
     try:
         for relay_section, key in cases:

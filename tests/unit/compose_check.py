@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mailstack.stack.secrets import RELAY_PASSWORD, SECRET_NAMES
 
@@ -33,7 +34,8 @@ def assert_compose_accepts(rendered: dict[str, bytes], directory: Path) -> None:
         (directory / path).parent.mkdir(parents=True, exist_ok=True)
         (directory / path).write_bytes(content)
     (directory / "secrets").mkdir()
-    for name in [*SECRET_NAMES, RELAY_PASSWORD]:
+    named = yaml.safe_load(rendered["compose.yaml"]).get("secrets") or {}
+    for name in {*SECRET_NAMES, RELAY_PASSWORD, *named}:
         (directory / "secrets" / name).write_text("x\n")
     result = subprocess.run(
         ["docker", "compose", "--file", str(directory / "compose.yaml"), "config", "--quiet"],

@@ -232,19 +232,22 @@ REFUSED = (
 )
 
 
-def test_refused_credentials_counts_only_the_relays_refusals() -> None:
+def test_refusals_count_only_the_relays_refusals() -> None:
     queue = parse_postqueue_json(
         _queued(REFUSED) + _queued(REFUSED) + _queued("connect to smtp.provider.example: refused")
     )
-    assert relay.refused_credentials(queue) == 2
+    [refusal] = relay.refusals(config(**RELAY).relay, queue)
+    assert (refusal.host, refusal.domain, refusal.messages) == ("smtp.provider.example", None, 2)
 
 
 def test_health_fails_naming_the_relay_and_the_fix_and_passes_when_none_waits() -> None:
-    failing = judge_relay("smtp.provider.example", 2)
+    failing = judge_relay(
+        ["smtp.provider.example"], [relay.Refusal("smtp.provider.example", None, 2)]
+    )
     assert failing.verdict == FAIL
     assert "smtp.provider.example refuses the credentials: 2 messages wait" in failing.detail
     assert "mailstack relay password" in failing.fix
-    assert judge_relay("smtp.provider.example", 0).verdict == PASS
+    assert judge_relay(["smtp.provider.example"], []).verdict == PASS
 
 
 def test_status_line_appears_only_while_mail_waits_on_a_refusal(tmp_path: Path) -> None:
