@@ -54,7 +54,7 @@ def main() -> None:
     port = int(((config.get("network") or {}).get("ports") or {}).get("https", 443))
     address = f"bench-dav@{config['domain']}"
     subprocess.run(
-        ["mailstack", "--dir", str(root), "mailbox", "add", address, "--password-stdin"],
+        ["mailstack", "mailbox", "add", address, "--password-stdin", "--dir", str(root)],
         input=PASSWORD + "\n",
         capture_output=True,
         text=True,

@@ -43,7 +43,7 @@ COMMON = [
 
 def mailstack(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["mailstack", "--dir", str(root), *args],
+        ["mailstack", *args, "--dir", str(root)],
         input=stdin,
         capture_output=True,
         text=True,
@@ -86,7 +86,8 @@ def fill(imap: imaplib.IMAP4_SSL, wanted: int) -> float:
 
 def du_kib(root: Path, path: str) -> int | None:
     out = subprocess.run(
-        ["docker", "compose", "exec", "-T", "dovecot", "du", "-sk", path],
+        # As the mail user: root in the container has no DAC override (docs: SECURITY.md).
+        ["docker", "compose", "exec", "-T", "--user", "vmail", "dovecot", "du", "-sk", path],
         cwd=root,
         capture_output=True,
         text=True,
