@@ -23,6 +23,7 @@ from mailstack.accounts.mailstore import (
     ConfirmPurge,
     StoredMail,
     confirmed_purge,
+    delete_collections,
     delete_stored_mail,
     domain_mail_path,
     kick_sessions,
@@ -99,6 +100,7 @@ class DomainRemoval:
     aliases: tuple[str, ...]  # "source -> destination", every row that went
     purged: StoredMail | None  # what was deleted on --purge; None: stored mail kept
     alias_domains: tuple[str, ...] = ()  # alias domains that pointed at it, removed with it
+    calendars: str = ""  # what --purge did to its users' calendars and contacts (features.dav)
 
     def __str__(self) -> str:
         lines = []
@@ -109,7 +111,7 @@ class DomainRemoval:
         lines += [f"  removed alias domain {alias}" for alias in self.alias_domains]
         command = f"mailstack domain remove {self.domain} --purge"
         lines.append(_mail_fate(self.purged, self.mail_path, command))
-        return "\n".join(lines)
+        return "\n".join([*lines, *([self.calendars] if self.calendars else [])])
 
 
 @dataclass(frozen=True)
@@ -119,13 +121,14 @@ class MailboxRemoval:
     removed_from_directory: bool
     aliases: tuple[str, ...]  # "source -> destination": forwardings of it and pointers to it
     purged: StoredMail | None
+    calendars: str = ""  # what --purge did to its calendars and contacts (features.dav)
 
     def __str__(self) -> str:
         lines = [f"removed mailbox {self.address}"] if self.removed_from_directory else []
         lines += [f"  removed alias {alias}" for alias in self.aliases]
         command = f"mailstack mailbox remove {self.address} --purge"
         lines.append(_mail_fate(self.purged, self.mail_path, command))
-        return "\n".join(lines)
+        return "\n".join([*lines, *([self.calendars] if self.calendars else [])])
 
 
 @dataclass(frozen=True)
@@ -245,13 +248,15 @@ def remove_domain(
     purge: bool = False,
     confirm: ConfirmPurge | None = None,
     kick: bool = True,
+    collections: bool = False,
 ) -> DomainRemoval:
     """Remove a domain; with force also its mailboxes and aliases; with purge its stored mail.
 
     Refuses before changing anything when the domain is in use without force, or when
     purge is asked and confirm() does not say yes. Without purge the stored mail stays.
     Without kick its users' IMAP sessions are left for the caller to end (the admin
-    service cannot reach Dovecot: it queues a host job).
+    service cannot reach Dovecot: it queues a host job). With collections (features.dav) a
+    purge deletes its users' calendars and contacts too.
     """
     rows = psql.query(compose, _DOMAIN_STATE, {"domain": name})
     exists, mailboxes, aliases = _state(rows)
@@ -263,7 +268,9 @@ def remove_domain(
     if not exists:
         if mail is None or not mail.exists:
             raise NotFound(f"domain {name} does not exist")
-        return DomainRemoval(name, path, False, (), (), delete_stored_mail(compose, mail))
+        purged = delete_stored_mail(compose, mail)
+        calendars = _purge_collections(compose, f"*@{name}", purge and collections)
+        return DomainRemoval(name, path, False, (), (), purged, calendars=calendars)
 
     rows = psql.query(
         compose,
@@ -288,6 +295,7 @@ def remove_domain(
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
         delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
         tuple(row[1] for row in rows if row[0] == "alias_domain_removed"),
+        _purge_collections(compose, f"*@{name}", purge and collections),
     )
 
 
@@ -520,9 +528,11 @@ def remove_mailbox(
     purge: bool = False,
     confirm: ConfirmPurge | None = None,
     kick: bool = True,
+    collections: bool = False,
 ) -> MailboxRemoval:
     """Remove a mailbox; its stored mail stays unless purge is asked and confirmed. Without
-    kick its IMAP sessions are left for the caller to end (see remove_domain)."""
+    kick its IMAP sessions are left for the caller to end (see remove_domain). With
+    collections (features.dav) a purge deletes its calendars and contacts too."""
     address = address.lower()
     local_part, domain = split_address(address)
     home = f"{MAIL_ROOT}/{domain}/{local_part}"  # shown only; a purge re-validates it
@@ -537,7 +547,9 @@ def remove_mailbox(
     if not exists:
         if mail is None or not mail.exists:
             raise NotFound(f"mailbox {address} does not exist")
-        return MailboxRemoval(address, home, False, (), delete_stored_mail(compose, mail))
+        purged = delete_stored_mail(compose, mail)
+        calendars = _purge_collections(compose, address, purge and collections)
+        return MailboxRemoval(address, home, False, (), purged, calendars)
     rows = psql.query(compose, _REMOVE_MAILBOX, {"address": address})
     if not any(row[0] == "mailbox" for row in rows):
         raise NotFound(f"mailbox {address} does not exist")
@@ -549,10 +561,16 @@ def remove_mailbox(
         True,
         tuple(f"{row[1]} -> {row[2]}" for row in rows if row[0] == "alias"),
         delete_stored_mail(compose, mail) if mail is not None and mail.exists else None,
+        _purge_collections(compose, address, purge and collections),
     )
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _purge_collections(compose: Executor, owners: str, wanted: bool) -> str:
+    """With a purge on a stack with calendars (features.dav): delete the owners'."""
+    return delete_collections(compose, owners) if wanted else ""
 
 
 def _mail_fate(purged: StoredMail | None, path: str, purge_command: str) -> str:

@@ -19,6 +19,10 @@ from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.units import human_size
 
 MAIL_SERVICE = services.DOVECOT.name
+# Calendars and address books (features.dav): Radicale keeps each user's under this root,
+# in a directory named after the user (the address, lower case).
+DAV_SERVICE = services.DAV.name
+DAV_COLLECTIONS = "/var/lib/radicale/collections/collection-root"
 MAIL_USER = "vmail"  # owns /var/mail (uid 5000); root in the container has no DAC override
 MAIL_ROOT = "/var/mail"
 
@@ -139,6 +143,35 @@ def delete_stored_mail(compose: Executor, mail: StoredMail) -> StoredMail:
     if stored_mail(compose, path).exists:
         raise MailstackError(f"{path} is still there after deleting it")
     return mail
+
+
+def delete_collections(compose: Executor, owners: str) -> str:
+    """Delete the calendars and address books (features.dav) of a mailbox (owners: its
+    address) or of every mailbox of a domain (owners: *@domain); a line saying what went.
+    find names each directory it deletes; the pattern is one argv element, never shell text."""
+    local_part, _, domain = owners.rpartition("@")
+    everyone = local_part == "*"
+    if not _PATH_COMPONENT.match(owners) or not local_part or not domain:
+        raise MailstackError(f"refusing to delete the collections of {owners!r}")
+    pattern = owners if everyone else _glob_literal(owners)
+    argv = ["find", DAV_COLLECTIONS, "-mindepth", "1", "-maxdepth", "1", "-name", pattern,
+            "-print", "-exec", "rm", "-rf", "--one-file-system", "--", "{}", "+"]  # fmt: skip
+    try:
+        output = compose.exec(DAV_SERVICE, argv, input=b"", timeout=600)
+    except ExternalCommandFailed:
+        return (
+            f"calendars and contacts of {owners} (if any) are kept: the dav service did not "
+            f"answer (start it and delete them from {DAV_COLLECTIONS} in it)"
+        )
+    gone = [line for line in output.decode(errors="replace").splitlines() if line.strip()]
+    if not gone:
+        return f"no calendars or contacts of {owners}"
+    return f"deleted the calendars and contacts of {owners} ({len(gone)} user(s))"
+
+
+def _glob_literal(text: str) -> str:
+    """A name as find's -name pattern that matches it alone."""
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
 
 
 def kick_sessions(compose: Executor, mask: str) -> None:

@@ -28,7 +28,10 @@ alias_app = typer.Typer(
 
 PurgeOption = Annotated[
     bool,
-    typer.Option("--purge", help="Also delete the stored mail, for good (asks first)."),
+    typer.Option(
+        "--purge",
+        help="Also delete the stored mail (and calendars and contacts), for good (asks first).",
+    ),
 ]
 YesOption = Annotated[
     bool, typer.Option("--yes", help="Do not ask before --purge deletes stored mail.")
@@ -159,6 +162,7 @@ def domain_remove(
         force=force,
         purge=purge,
         confirm=_confirm_purge(domain, yes=yes, type_name=True),
+        collections=stack.config.features.dav,
     )
     output.info(str(removal))
 
@@ -258,6 +262,7 @@ def mailbox_remove(
         mailbox,
         purge=purge,
         confirm=_confirm_purge(mailbox.lower(), yes=yes, type_name=False),
+        collections=stack.config.features.dav,
     )
     output.info(str(removal))
 

@@ -14,13 +14,14 @@ import plistlib
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import caldav
 import pyotp
 import pytest
 
-from tests.e2e.conftest import DOMAIN, GATEWAY, HOSTNAME, PORTS, SUBNETS, RunningStack
+from tests.e2e.conftest import DOMAIN, GATEWAY, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
 
 pytestmark = pytest.mark.e2e
 
@@ -193,6 +194,22 @@ def test_under_mfa_only_an_app_password_opens_calendars(stack: RunningStack) -> 
         stack, "PROPFIND", path, (address, app_password), None, {"Depth": "0"}
     )
     assert status == 207, body
+
+
+def test_a_purged_mailbox_takes_its_calendars_and_leaves_the_others(
+    stack: RunningStack, users: tuple[tuple[str, str], tuple[str, str]]
+) -> None:
+    root = Path(f"/var/lib/docker/volumes/{PROJECT}_dav/_data/collection-root")
+    leaving, password = stack.new_mailbox()
+    book = f"/dav/{leaving}/contacts/"
+    assert dav_request(stack, "MKCOL", book, (leaving, password), MKCOL_ADDRESSBOOK)[0] == 201
+    staying, staying_password = users[0]
+    dav_request(stack, "PROPFIND", f"/dav/{staying}/", (staying, staying_password))
+    assert (root / leaving).is_dir() and (root / staying).is_dir()
+    result = stack.cli("mailbox", "remove", leaving, "--purge", "--yes")
+    assert f"deleted the calendars and contacts of {leaving}" in result.stdout
+    assert not (root / leaving).exists()
+    assert (root / staying).is_dir()
 
 
 def test_the_well_known_names_lead_to_dav(stack: RunningStack) -> None:

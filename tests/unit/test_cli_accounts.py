@@ -26,7 +26,18 @@ MISSING = ExternalCommandFailed(
 @pytest.fixture
 def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     fake = FakeContainers()
-    stack = SimpleNamespace(compose=fake, config=SimpleNamespace(domain="example.test"))
+    config = SimpleNamespace(domain="example.test", features=SimpleNamespace(dav=False))
+    stack = SimpleNamespace(compose=fake, config=config)
+    monkeypatch.setattr(Stack, "load", lambda root: stack)
+    return fake
+
+
+@pytest.fixture
+def with_calendars(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
+    """The same with features.dav on: a purge deletes calendars and contacts too."""
+    fake = FakeContainers()
+    config = SimpleNamespace(domain="example.test", features=SimpleNamespace(dav=True))
+    stack = SimpleNamespace(compose=fake, config=config)
     monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
 
@@ -304,6 +315,74 @@ def test_confirmed_purge_deletes_exactly_the_mailbox_directory(containers: FakeC
     assert rm.argv == ["rm", "-rf", "--one-file-system", "--", "/var/mail/example.test/o'brien"]
     assert rm.service == "dovecot" and rm.user == "vmail"
     assert "deleted the stored mail in /var/mail/example.test/o'brien" in text
+
+
+COLLECTIONS = "/var/lib/radicale/collections/collection-root"
+
+
+def test_a_purge_deletes_the_mailboxs_calendars_and_contacts_too(
+    with_calendars: FakeContainers,
+) -> None:
+    with_calendars.by_marker = [
+        ("SELECT 'state'", b"state,t\n"),
+        ("DELETE FROM mailboxes", b"mailbox,a*b@example.test,\n"),
+        ("doveadm kick", NO_SESSIONS),
+        ("du ", MISSING),
+        ("find ", f"{COLLECTIONS}/a*b@example.test\n".encode()),
+    ]
+    code, text = invoke("mailbox", "remove", "a*b@example.test", "--purge", "--yes")
+    assert code == 0, text
+    (find,) = with_calendars.sent("find ")
+    assert find.service == "dav"
+    # The address is matched as itself: a * in it is no wildcard for other users' names.
+    assert find.argv[:8] == [
+        "find", COLLECTIONS, "-mindepth", "1", "-maxdepth", "1", "-name", "a\\*b@example.test",
+    ]  # fmt: skip
+    assert find.argv[8:] == ["-print", "-exec", "rm", "-rf", "--one-file-system", "--", "{}", "+"]
+    assert "deleted the calendars and contacts of a*b@example.test (1 user(s))" in text
+
+
+def test_a_domain_purge_deletes_every_users_collections_of_that_domain_only(
+    with_calendars: FakeContainers,
+) -> None:
+    with_calendars.by_marker = [  # the removal's script also holds "SELECT 'state'": first
+        ("DELETE FROM domains", b"domain,gone.example,\n"),
+        ("SELECT 'state'", b"state,t,0,0\n"),
+        ("doveadm kick", NO_SESSIONS),
+        ("du ", MISSING),
+        ("find ", b""),
+    ]
+    code, text = invoke("domain", "remove", "gone.example", "--purge", "--yes")
+    assert code == 0, text
+    (find,) = with_calendars.sent("find ")
+    assert find.argv[7] == "*@gone.example"
+    assert "no calendars or contacts of *@gone.example" in text
+
+
+def test_without_purge_calendars_are_not_touched(with_calendars: FakeContainers) -> None:
+    with_calendars.by_marker = [
+        ("SELECT 'state'", b"state,t\n"),
+        ("DELETE FROM mailboxes", b"mailbox,alice@example.test,\n"),
+        ("doveadm kick", NO_SESSIONS),
+    ]
+    code, text = invoke("mailbox", "remove", "alice@example.test")
+    assert code == 0, text
+    assert with_calendars.sent("find ") == []
+
+
+def test_a_dav_service_that_does_not_answer_keeps_them_and_says_so(
+    with_calendars: FakeContainers,
+) -> None:
+    with_calendars.by_marker = [
+        ("SELECT 'state'", b"state,t\n"),
+        ("DELETE FROM mailboxes", b"mailbox,alice@example.test,\n"),
+        ("doveadm kick", NO_SESSIONS),
+        ("du ", MISSING),
+        ("find ", ExternalCommandFailed("docker compose exec (exit 1)", "service not running")),
+    ]
+    code, text = invoke("mailbox", "remove", "alice@example.test", "--purge", "--yes")
+    assert code == 0, text  # the mailbox is gone; what was not deleted is said
+    assert "calendars and contacts of alice@example.test (if any) are kept" in text
 
 
 def test_domain_purge_needs_the_domain_name_typed(containers: FakeContainers) -> None:
