@@ -158,7 +158,9 @@ def delete_collections(compose: Executor, owners: str) -> str:
             "-print", "-exec", "rm", "-rf", "--one-file-system", "--", "{}", "+"]  # fmt: skip
     try:
         output = compose.exec(DAV_SERVICE, argv, input=b"", timeout=600)
-    except ExternalCommandFailed:
+    except ExternalCommandFailed as failed:
+        if f"'{DAV_COLLECTIONS}': No such file or directory" in failed.output:
+            return f"no calendars or contacts of {owners}"  # nobody has used them yet
         return (
             f"calendars and contacts of {owners} (if any) are kept: the dav service did not "
             f"answer (start it and delete them from {DAV_COLLECTIONS} in it)"

@@ -385,6 +385,23 @@ def test_a_dav_service_that_does_not_answer_keeps_them_and_says_so(
     assert "calendars and contacts of alice@example.test (if any) are kept" in text
 
 
+def test_a_stack_where_nobody_used_calendars_yet_has_none_to_delete(
+    with_calendars: FakeContainers,
+) -> None:
+    # Radicale makes its collection root at the first sign-in: before, find finds no root.
+    never = f"find: '{COLLECTIONS}': No such file or directory"
+    with_calendars.by_marker = [
+        ("SELECT 'state'", b"state,t\n"),
+        ("DELETE FROM mailboxes", b"mailbox,alice@example.test,\n"),
+        ("doveadm kick", NO_SESSIONS),
+        ("du ", MISSING),
+        ("find ", ExternalCommandFailed("docker compose exec (exit 1)", never)),
+    ]
+    code, text = invoke("mailbox", "remove", "alice@example.test", "--purge", "--yes")
+    assert code == 0, text
+    assert "no calendars or contacts of alice@example.test" in text
+
+
 def test_domain_purge_needs_the_domain_name_typed(containers: FakeContainers) -> None:
     containers.by_marker = [
         ("SELECT 'state'", b"state,t,0,0\n"),
