@@ -42,6 +42,11 @@ def reindex_mailbox(
     result = fulltext.reindex(stack.compose, mailbox)
     if as_json:
         output.as_json(result)
-        return
-    for line in result.lines():
-        output.info(line)
+    else:
+        for line in result.lines():
+            output.info(line)
+    if result.failed:
+        raise MailstackError(
+            f"{len(result.failed)} mailbox(es) could not be reindexed (listed above)",
+            hint="doveadm's error is beside each; run it again once that is mended",
+        )

@@ -506,6 +506,12 @@ def test_restoring_one_mailbox_needs_force_and_keeps_a_safety_snapshot(
     assert restored["safety_snapshot"] == after[-1]["short_id"]
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under root (DKIM keys: dkim/ed25519/ too, when a module turned it on), by
+    its path relative to root."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
     stack: RunningStack,
     repository: Path,
@@ -523,7 +529,7 @@ def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
     expected = {address: _digests(stack, address) for address in filled.messages}
     password_copy = tmp_path / "stored-elsewhere"
     shutil.copy2(stack.root / "secrets" / "backup_password", password_copy)
-    dkim_before = {p.name: p.read_bytes() for p in (stack.root / "dkim").iterdir()}
+    dkim_before = _files(stack.root / "dkim")
     edited = (stack.root / "config" / "dovecot" / "dovecot.conf").read_bytes()
 
     # The disaster: containers, every volume and the stack directory are gone.
@@ -548,7 +554,7 @@ def test_disaster_recovery_rebuilds_the_stack_in_a_new_directory(
             for folder, digests in folders.items():
                 assert set(digests) <= set(expected[address][folder])
         assert (new_root / "config" / "dovecot" / "dovecot.conf").read_bytes() == edited
-        assert {p.name: p.read_bytes() for p in (new_root / "dkim").iterdir()} == dkim_before
+        assert _files(new_root / "dkim") == dkim_before
         marker = rebuilt.compose(
             "exec", "-T", "--user", "postgres", "db", "psql", "--dbname=roundcube",
             "--tuples-only", "--no-align", "--command", "SELECT note FROM backup_marker",

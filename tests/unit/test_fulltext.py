@@ -21,6 +21,8 @@ from tests.unit.compose_check import assert_compose_accepts
 from tests.unit.fakes import FakeContainers
 
 BASE: dict[str, Any] = {"hostname": "mail.example.org", "domain": "example.org"}
+# doveadm under an address-space limit below fts_xapian's lowmemory: it writes as it goes.
+LIMITED = 'ulimit -v 393216 && exec doveadm "$@"'
 
 
 def _rendered(search: bool | None) -> dict[str, bytes]:
@@ -51,6 +53,9 @@ def test_with_search_on_the_indexes_live_on_a_volume_of_their_own(tmp_path: Path
     assert "mail_location = maildir:~/Maildir:INDEX=/var/mail-index/%d/%n\n" in conf
     assert "mail_plugins = $mail_plugins quota mail_crypt quota_clone fts fts_xapian\n" in conf
     assert "  fts = xapian\n" in conf and "  fts_autoindex = yes\n" in conf
+    # Bounded memory: processes under 400 MB of address space write as they index.
+    assert "  fts_xapian = partial=3 full=20 verbose=0 lowmemory=400\n" in conf
+    assert "  vsz_limit = 384M\n" in conf
     assert "  fts_enforced = no\n" in conf  # a failed index searches the mail, never errs
     compose = yaml.safe_load(rendered["compose.yaml"])
     dovecot = compose["services"]["dovecot"]
@@ -100,8 +105,8 @@ def test_reindex_empties_then_rebuilds_one_mailboxs_index(
     assert "rebuilt the full-text index of alice@example.test" in text
     assert [call.argv for call in fake.calls] == [
         ["doveadm", "user", "-f", "home", "alice@example.test"],
-        ["doveadm", "fts", "rescan", "-u", "alice@example.test"],
-        ["doveadm", "index", "-u", "alice@example.test", "*"],
+        ["sh", "-c", LIMITED, "doveadm", "fts", "rescan", "-u", "alice@example.test"],
+        ["sh", "-c", LIMITED, "doveadm", "index", "-u", "alice@example.test", "*"],
     ]
 
 
@@ -111,8 +116,8 @@ def test_reindex_all_takes_every_mailbox(tmp_path: Path, monkeypatch: pytest.Mon
     assert code == 0, text
     assert '"mailbox": "every mailbox"' in text
     assert [call.argv for call in fake.calls] == [
-        ["doveadm", "fts", "rescan", "-A"],
-        ["doveadm", "index", "-A", "*"],
+        ["sh", "-c", LIMITED, "doveadm", "fts", "rescan", "-A"],
+        ["sh", "-c", LIMITED, "doveadm", "index", "-A", "*"],
     ]
 
 
@@ -153,3 +158,37 @@ def test_reindex_of_an_unknown_mailbox_names_it(
     assert code == 1
     assert one_error_line(text) == "ADDRESS: nobody@example.test is not a mailbox here"
     assert len(fake.calls) == 1  # nothing was emptied
+
+
+DOVEADM_ALL = (
+    "doveadm(alice@example.test): Info: FTS Xapian: 'INBOX' (/x/db_1) indexes do not exist.\n"
+    "doveadm(broken@example.test): Error: open(/var/mail/example.test/broken/Maildir) failed: "
+    "Permission denied\n"
+    "doveadm(zed@example.test): Info: FTS Xapian: 'Projects' (/x/db_2) indexes do not exist.\n"
+    "doveadm(yves@example.test)<4711><kX9zQ1a>: Error: Mailbox INBOX: Corrupted index file\n"
+)
+
+
+def test_reindex_all_rebuilds_the_others_and_names_a_mailbox_it_could_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = ExternalCommandFailed("docker compose exec (exit 75)", DOVEADM_ALL)
+    fake = _loaded(tmp_path, monkeypatch, by_marker=[("doveadm index", failed)])
+    code, text = invoke("mailbox", "reindex", "--all")
+    assert code == 1
+    assert "every mailbox but 2" in text
+    assert "  broken@example.test: open(/var/mail/example.test/broken/Maildir) failed" in text
+    assert "  yves@example.test: Mailbox INBOX: Corrupted index file" in text
+    assert "2 mailbox(es) could not be reindexed (listed above)" in text
+    assert [call.argv[4] for call in fake.calls] == ["fts", "index"]  # both steps ran
+
+
+def test_a_single_mailboxs_failure_quotes_doveadms_error_not_its_last_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = ExternalCommandFailed("docker compose exec (exit 75)", DOVEADM_ALL)
+    _loaded(tmp_path, monkeypatch, by_marker=[("doveadm index", failed)])
+    code, text = invoke("mailbox", "reindex", "alice@example.test")
+    assert code == 1
+    line = one_error_line(text)
+    assert line.startswith("reindexing stopped: open(/var/mail/example.test/broken/Maildir)")
