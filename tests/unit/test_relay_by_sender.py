@@ -17,7 +17,6 @@ from mailstack.runtime import relay
 from mailstack.runtime.health import judge_relay
 from mailstack.runtime.mailqueue import parse_postqueue_json
 from mailstack.stack import stackfiles
-from mailstack.stack.config import Config, validate_config
 from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.secrets import write_relay_password
 from mailstack.stack.stackdir import Stack, StackDir
@@ -25,19 +24,10 @@ from mailstack.verdict import FAIL
 from tests.unit.clirun import invoke, one_error_line
 from tests.unit.compose_check import assert_compose_accepts
 from tests.unit.fakes import FakeContainers
+from tests.unit.test_relay import RELAY, config, render
 
-BASE: dict[str, Any] = {"hostname": "mail.example.org", "domain": "example.org"}
-DEFAULT = {"host": "smtp.provider.example", "username": "acct-42@provider.example"}
+DEFAULT = RELAY
 OWN = {"domain": "example.net", "host": "smtp.own-provider.example", "username": "net-user"}
-
-
-def config(**relay_keys: object) -> Config:
-    return validate_config({**BASE, "relay": relay_keys})
-
-
-def rendered(**relay_keys: object) -> dict[str, str]:
-    files = render_stack(RenderInputs(config(**relay_keys), "1.0"))
-    return {path: data.decode() for path, data in files.items()}
 
 
 def settings(files: dict[str, str]) -> dict[str, str]:
@@ -118,7 +108,7 @@ def test_port_465_is_refused_unless_relay_host_uses_it_too() -> None:
         assert "implicit TLS" in message
     with pytest.raises(ConfigError, match=r"by_sender_domain\[0\]\.port: 587"):
         config(**DEFAULT, port=465, by_sender_domain=[OWN])
-    files = rendered(**DEFAULT, port=465, by_sender_domain=[{**OWN, "port": 465}])
+    files = render(**DEFAULT, port=465, by_sender_domain=[{**OWN, "port": 465}])
     assert settings(files)["smtp_tls_wrappermode"] == "yes"
     assert "[smtp.own-provider.example]:465" in settings(files)["sender_dependent_relayhost_maps"]
 
@@ -127,7 +117,7 @@ def test_port_465_is_refused_unless_relay_host_uses_it_too() -> None:
 
 
 def test_without_relay_host_the_sender_relays_tls_policy_comes_before_mta_sts() -> None:
-    found = settings(rendered(by_sender_domain=[OWN]))
+    found = settings(render(by_sender_domain=[OWN]))
     assert "relayhost" not in found
     assert found["smtp_tls_security_level"] == "dane"  # all other mail: to each MX as before
     assert found["smtp_tls_policy_maps"] == (
@@ -147,7 +137,7 @@ def test_with_relay_host_both_relays_get_secure_tls_and_their_own_secret(
     tmp_path: Path,
 ) -> None:
     second = {"domain": "example.com", "host": "relay.other.example", "port": 25}
-    files = rendered(**DEFAULT, by_sender_domain=[OWN, second])
+    files = render(**DEFAULT, by_sender_domain=[OWN, second])
     found = settings(files)
     assert found["relayhost"] == "[smtp.provider.example]:587"
     assert found["smtp_tls_security_level"] == "secure"
@@ -180,7 +170,7 @@ def test_with_relay_host_both_relays_get_secure_tls_and_their_own_secret(
 
 
 def test_entries_without_a_user_get_no_sasl_no_secret_and_no_users_file() -> None:
-    files = rendered(by_sender_domain=[{"domain": "example.net", "host": "relay.lan.example"}])
+    files = render(by_sender_domain=[{"domain": "example.net", "host": "relay.lan.example"}])
     found = settings(files)
     assert "sender_dependent_relayhost_maps" in found
     assert "smtp_sasl_auth_enable" not in found
@@ -193,7 +183,7 @@ def test_entries_without_a_user_get_no_sasl_no_secret_and_no_users_file() -> Non
 
 
 def test_without_entries_main_cf_has_no_sender_relay_setting() -> None:
-    files = rendered(**DEFAULT)
+    files = render(**DEFAULT)
     assert "sender_dependent" not in files["config/postfix/main.cf"]
     assert settings(files)["smtp_tls_policy_maps"] == ""
     assert "config/postfix/relay-sender-users" not in files
