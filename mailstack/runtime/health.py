@@ -185,9 +185,7 @@ def judge_relay(relays: Sequence[str], refusals: Sequence[Refusal]) -> HealthIte
     name = "relay host"
     if refusals:
         detail = "; ".join(
-            f"{refusal} refuses the credentials: {refusal.messages} message"
-            f"{'' if refusal.messages == 1 else 's'} wait in the queue"
-            for refusal in refusals
+            f"{refusal} refuses the credentials: {refusal.waiting}" for refusal in refusals
         )
         fixes = " / ".join(refusal.fix for refusal in refusals)
         return HealthItem(

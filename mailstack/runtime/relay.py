@@ -99,6 +99,11 @@ class Refusal:
         return relay_label(self.host, self.domain)
 
     @property
+    def waiting(self) -> str:
+        """How much mail it holds back, as health and status say it."""
+        return f"{self.messages} message{'' if self.messages == 1 else 's'} wait in the queue"
+
+    @property
     def fix(self) -> str:
         """The command that stores this relay's password."""
         option = f" --domain {self.domain}" if self.domain else ""
@@ -145,7 +150,6 @@ def refusal_line(stack: Stack) -> str:
     except MailstackError:
         return ""  # the queue's own trouble is `check health`'s to name
     return "; ".join(
-        f"relay: {refusal} refuses the credentials; {refusal.messages} message"
-        f"{'' if refusal.messages == 1 else 's'} wait in the queue ({refusal.fix})"
+        f"relay: {refusal} refuses the credentials; {refusal.waiting} ({refusal.fix})"
         for refusal in found
     )
