@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from rich.text import Text
 
 from mailstack.cli import output
 from mailstack.cli.dns import DomainArgument, domain_argument
-from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cli.options import JsonOption, ResolverOption, StackDirOption, resolver_address
 from mailstack.errors import EXIT_FAILED, UsageError
 from mailstack.mailauth import dnscheck
 from mailstack.runtime import checks, healthprobes, securityupdate
@@ -79,28 +78,14 @@ def check_updates(directory: StackDirOption = Path(), as_json: JsonOption = Fals
 @output.guarded
 def check_dns(
     domain: DomainArgument = None,
-    resolver: Annotated[
-        str | None,
-        typer.Option(
-            "--resolver",
-            metavar="IP",
-            help="Ask this resolver (default: the stack's own, its cache flushed first).",
-            show_default=False,
-        ),
-    ] = None,
+    resolver: ResolverOption = None,
     directory: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
     """Query every record `dns records` lists and say what is missing or wrong."""
-    if resolver is not None:
-        try:
-            resolver = str(ipaddress.ip_address(resolver))
-        except ValueError:
-            raise UsageError(
-                f"--resolver: {resolver[:80]!r} is not an IP address (e.g. 192.0.2.53)"
-            ) from None
+    address = resolver_address(resolver)
     stack = Stack.load(directory)
-    report = dnscheck.check_stack(stack, domain_argument(domain), resolver)
+    report = dnscheck.check_stack(stack, domain_argument(domain), address)
     if as_json:
         output.as_json({"resolver": report.resolver, "ok": report.ok, "rows": report.rows})
     else:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -49,6 +50,8 @@ from mailstack.mailauth.policy import (
 )
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack
+from mailstack.tls import dane
+from mailstack.tls.dane import DaneKeys, tlsa_name
 from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 QUERY_TIMEOUT = 5.0
@@ -99,14 +102,21 @@ class Lookup:
         self._resolver.nameservers = [nameserver]
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
+        # AD in the question asks a validating resolver to say whether DNSSEC proved the
+        # answer (RFC 6840 5.7): DANE records count only then.
+        self._resolver.flags = dns.flags.RD | dns.flags.AD
 
     def records(self, name: str, rtype: str) -> list[str]:
+        return self.validated_records(name, rtype)[0]
+
+    def validated_records(self, name: str, rtype: str) -> tuple[list[str], bool]:
+        """The answer's records, and whether the resolver validated them (its AD bit)."""
         try:
             answer = self._resolver.resolve(
                 dns.name.from_text(name), rtype, raise_on_no_answer=False, search=False
             )
         except dns.resolver.NXDOMAIN:
-            return []
+            return [], False  # only records are judged by their proof
         except dns.resolver.NoNameservers as e:
             raise DnsLookupFailed(f"{name} {rtype}: the resolver failed to answer ({e})") from None
         except dns.exception.Timeout:
@@ -114,13 +124,14 @@ class Lookup:
                 f"the resolver {self.nameserver} does not answer ({name} {rtype})",
                 hint="is the stack up (`mailstack status`)? or pass --resolver IP",
             ) from None
+        validated = bool(answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
-            return []
+            return [], validated
         if rtype == "TXT":
             return [
                 b"".join(rdata.strings).decode("utf-8", errors="replace") for rdata in answer.rrset
-            ]
-        return sorted(rdata.to_text() for rdata in answer.rrset)
+            ], validated
+        return sorted(rdata.to_text() for rdata in answer.rrset), validated
 
     def addresses(self, name: str) -> list[str]:
         return self.records(name, "A") + self.records(name, "AAAA")
@@ -167,9 +178,10 @@ def check_dns(
     fetch: PolicyFetch,
     *,
     own_ca: bool,
+    dane: DaneKeys | None = None,
 ) -> DnsCheckReport:
     """Every expected record of the mail server and the given domains, judged."""
-    rows = _host_rows(config, lookup)
+    rows = _host_rows(config, lookup, dane)
     for domain in domains:
         rows += domain_rows(config, domain, keys, lookup, fetch, own_ca=own_ca)
     return DnsCheckReport(lookup.nameserver, tuple(rows))
@@ -194,10 +206,12 @@ def domain_rows(
 # --- the mail server's own name -------------------------------------------------------------------
 
 
-def _host_rows(config: Config, lookup: Lookup) -> list[CheckRow]:
+def _host_rows(config: Config, lookup: Lookup, dane: DaneKeys | None) -> list[CheckRow]:
     hostname = config.hostname
     rows = [_judge(config, hostname, record, lookup) for record in host_records(config)]
     rows = [row for row in rows if row.kind != "PTR"]
+    if dane is not None:
+        rows.append(tlsa_row(config.hostname, lookup, dane))
     known = public_ipv4(config)
     addresses = [known] if known else lookup.records(hostname, "A")
     if config.dns.public_ipv6:
@@ -235,6 +249,24 @@ def _host_rows(config: Config, lookup: Lookup) -> list[CheckRow]:
             )
         )
     return rows
+
+
+def tlsa_row(hostname: str, lookup: Lookup, keys: DaneKeys) -> CheckRow:
+    """DANE's records for port 25 against the served key and the next one."""
+    published, validated = lookup.validated_records(tlsa_name(hostname), "TLSA")
+    _, zone_signed = lookup.validated_records(hostname, "A")
+    judged = dane.judge(
+        published, validated=validated, zone_signed=zone_signed, keys=keys, hostname=hostname
+    )
+    return CheckRow(
+        hostname,
+        "TLSA",
+        tlsa_name(hostname),
+        " + ".join(keys.records),
+        judged.found,
+        judged.verdict,
+        judged.fix,
+    )
 
 
 # --- one expected record --------------------------------------------------------------------------
@@ -539,8 +571,9 @@ def mail_domains(stack: Stack, requested: str | None) -> tuple[list[str], str]:
 
 def stack_records(stack: Stack, requested: str | None) -> RecordsResult:
     domains, note = mail_domains(stack, requested)
-    keys = dkim.published_keys(stack.dir.root, ed25519_on=stack.config.policy.dkim.ed25519)
-    return RecordsResult(record_set(stack.config, domains, keys), note)
+    root = stack.dir.root
+    keys = dkim.published_keys(root, ed25519_on=stack.config.policy.dkim.ed25519)
+    return RecordsResult(record_set(stack.config, domains, keys, dane.load_keys(root)), note)
 
 
 def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> DnsCheckReport:
@@ -559,6 +592,7 @@ def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> Dn
         Lookup(resolver),
         https_fetcher(cafile),
         own_ca=own_ca,
+        dane=dane.load_keys(stack.dir.root),
     )
 
 

@@ -15,6 +15,7 @@ from mailstack import services
 from mailstack.mailauth.dkim import DkimKey
 from mailstack.mailauth.policy import MtaStsPolicy, dmarc_record
 from mailstack.stack.config import Config
+from mailstack.tls.dane import DaneKeys, tlsa_name
 
 TTL = 3600
 MX_PREFERENCE = 10
@@ -129,8 +130,9 @@ def tls_report_address(config: Config, domain: str) -> str:
     return config.dns.tls_rpt_rua or f"{POSTMASTER}@{domain}"
 
 
-def host_records(config: Config) -> tuple[Record, ...]:
-    """The mail server's own name: its addresses, SPF for its HELO name, reverse DNS."""
+def host_records(config: Config, dane: DaneKeys | None = None) -> tuple[Record, ...]:
+    """The mail server's own name: its addresses, SPF for its HELO name, reverse DNS, and
+    (given the keys) DANE's TLSA records for port 25."""
     hostname = config.hostname
     records = list(address_records("A", hostname, config, "the mail server's address"))
     ipv4 = public_ipv4(config)
@@ -164,7 +166,21 @@ def host_records(config: Config) -> tuple[Record, ...]:
                 at_provider=True,
             )
         )
-    return tuple(records)
+    return tuple(records) + tlsa_records(config, dane)
+
+
+def tlsa_records(config: Config, dane: DaneKeys | None) -> tuple[Record, ...]:
+    """The served key's and the next key's `3 1 1` records (mailstack.tls.dane)."""
+    if dane is None:
+        return ()
+    notes = (
+        "DANE, in a DNSSEC-signed zone only: the key served on port 25",
+        "DANE: the next key, published ahead of `mailstack tls rollover`",
+    )
+    return tuple(
+        Record("TLSA", tlsa_name(config.hostname), "TLSA", data, note)
+        for data, note in zip(dane.records, notes, strict=False)
+    )
 
 
 def address_records(rtype: str, name: str, config: Config, note: str) -> tuple[Record, ...]:
@@ -275,10 +291,15 @@ def domain_records(config: Config, domain: str, keys: Iterable[DkimKey]) -> tupl
     return tuple(records)
 
 
-def record_set(config: Config, domains: Sequence[str], keys: Iterable[DkimKey]) -> RecordSet:
+def record_set(
+    config: Config,
+    domains: Sequence[str],
+    keys: Iterable[DkimKey],
+    dane: DaneKeys | None = None,
+) -> RecordSet:
     """The records of the mail server and of each given mail domain."""
     keys = tuple(keys)
-    groups = [RecordGroup(f"mail server {config.hostname}", host_records(config))]
+    groups = [RecordGroup(f"mail server {config.hostname}", host_records(config, dane))]
     groups += [
         RecordGroup(f"mail domain {domain}", domain_records(config, domain, keys))
         for domain in domains

@@ -32,6 +32,7 @@ from mailstack.runtime import hostreports
 from mailstack.runtime.hostreports import DNS, MAX_REPORT_BYTES
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack
+from mailstack.tls import dane
 from mailstack.verdict import Verdict, worst
 
 EVERY_SECONDS = 60 * 60
@@ -119,17 +120,24 @@ def server_entry(stack: Stack, asker: _Asker) -> dict[str, Any]:
     """The mail server's own records and their checks (the index has them: they are small,
     and when they are not, the index says so instead)."""
     config = stack.config
-    dnscheck.flush_cache(stack, [config.hostname])
+    dnscheck.flush_cache(stack, [config.hostname])  # and _25._tcp.<hostname> below it
+    served_keys = dane.load_keys(stack.dir.root)
     try:
         rows = dnscheck.check_dns(
-            config, [], asker.keys, asker.lookup, asker.fetch, own_ca=asker.own_ca
+            config,
+            [],
+            asker.keys,
+            asker.lookup,
+            asker.fetch,
+            own_ca=asker.own_ca,
+            dane=served_keys,
         ).rows
         checks: list[dict[str, str]] | None = [check_entry(row) for row in rows]
         unchecked = ""
     except dnscheck.DnsLookupFailed as failed:
         checks, unchecked = None, f"not checked: {failed.message}"
     server = {
-        "records": [record_entry(record) for record in host_records(config)],
+        "records": [record_entry(record) for record in host_records(config, served_keys)],
         "checks": checks,
         "unchecked": unchecked,
     }

@@ -24,7 +24,7 @@ from mailstack.stack.configfile import commented_yaml
 from mailstack.stack.render import RenderInputs, render_stack
 from mailstack.stack.secrets import SecretsReport, ensure_backup_password, ensure_secrets
 from mailstack.stack.stackdir import RenderReport, Stack, StackDir, atomic_write
-from mailstack.tls import acme, certreload, certs
+from mailstack.tls import acme, certreload, certs, dane
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ def install_certificate(root: Path, config: Config) -> None:
         acme.prepare_directories(root)
     elif config.tls.cert_file and config.tls.key_file:  # manual (the model requires both)
         certs.install_manual(root, config.tls.cert_file, config.tls.key_file, config.hostname)
+    if config.tls.mode != "manual":  # the operator's own key has no next one of ours
+        dane.ensure_next_key(root)
     certs.install_trusted(root, None if config.tls.mode == "selfsigned" else config.tls.ca_file)
 
 

@@ -2,25 +2,30 @@
 
 certbot (Debian's, in the acme image) runs in a one-shot container on the frontend network,
 answers HTTP-01 through the front (it writes into <stack>/acme/webroot, which nginx serves at
-/.well-known/acme-challenge/ on port 80) and keeps its account and certificates in
-<stack>/acme/letsencrypt. mailstack decides when to renew (pure, below), copies a new
-certificate into <stack>/tls/ (what every daemon reads) and reloads postfix, dovecot and nginx:
-each finishes the connections it has and serves new ones with the new certificate.
+/.well-known/acme-challenge/ on port 80) and keeps its account in <stack>/acme/letsencrypt.
+mailstack decides when to renew (pure, below), hands certbot a request signed by the served
+key (kept across renewals: DANE's TLSA records name it, mailstack.tls.dane), copies the new
+certificate into <stack>/tls/ (what every daemon reads) and reloads postfix, dovecot and
+nginx: each finishes the connections it has and serves new ones with the new certificate.
 
 Why certbot: packaged by Debian (security updates with the host's), the EFF's reference
-client, the webroot authenticator needs no port of its own, and it keeps one certificate per
-`--cert-name` when the names change. The container gets no Docker socket: the reloads are
-done by mailstack, which already drives Compose.
+client, and the webroot authenticator needs no port of its own. The container gets no
+Docker socket and no private key: the reloads are done by mailstack, which already drives
+Compose.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mailstack.adapters.docker import DOCKER, Bind, OneShot
 from mailstack.errors import MailstackError, UsageError
@@ -34,19 +39,22 @@ from mailstack.tls import certreload
 from mailstack.tls.certs import (
     TLS_DIR,
     install_chain,
+    key_pem,
     load_certificate,
     matching_certificate,
     names_of,
+    served_key,
 )
 
 ACME_DIR = "acme"
-CERT_NAME = "mailstack"  # certbot's --cert-name: one certificate, whatever names it covers
+REQUEST = "request.csr"  # <stack>/acme/request.csr: the names and mailstack's key, for certbot
+ISSUED = "issued"  # <stack>/acme/issued/: certbot's output for the last order (emptied first)
 STATE_FILE = "acme.json"
 # Names the CA could not validate are tried again after this (see waiting_for_dns).
 RETRY_UNVALIDATED = datetime.timedelta(hours=48)
 CONTAINER_ACME = "/acme"  # where <stack>/acme is mounted in the acme container
 WEBROOT = "webroot"  # <stack>/acme/webroot: the front serves it at /.well-known/acme-challenge/
-CERTBOT_DIR = "letsencrypt"  # <stack>/acme/letsencrypt: certbot's account, keys, certificates
+CERTBOT_DIR = "letsencrypt"  # <stack>/acme/letsencrypt: certbot's account
 TRUSTED_CA = "/etc/mailstack/trusted-ca.pem"  # tls.ca_file inside the container
 
 
@@ -76,28 +84,40 @@ def renewal_reason(
     return None
 
 
-def certbot_args(config: Config, names: list[str]) -> list[str]:
-    """certbot's command line for one order of every name (the renewal, or the first one)."""
+def certbot_args(config: Config) -> list[str]:
+    """certbot's command line for one order of the names in the request (acme/request.csr).
+    A request, not certbot's own key: the server key outlives its certificates, so DANE's
+    TLSA records stay true across renewals (mailstack.tls.dane)."""
+    issued = f"{CONTAINER_ACME}/{ISSUED}"
     args = [
         "certonly", "--non-interactive", "--agree-tos",
         "--config-dir", f"{CONTAINER_ACME}/{CERTBOT_DIR}",
         "--work-dir", "/tmp/certbot/work", "--logs-dir", "/tmp/certbot/logs",  # noqa: S108
         "--webroot", "--webroot-path", f"{CONTAINER_ACME}/{WEBROOT}",
         "--server", config.tls.acme_server,
-        "--cert-name", CERT_NAME,
-        "--key-type", "ecdsa", "--elliptic-curve", "secp256r1",
-        # mailstack has decided that a new certificate is due: certbot must not second-guess.
-        "--force-renewal",
-        # A name whose DNS is not published yet (a new domain) must not cost the others.
-        "--allow-subset-of-names",
+        "--csr", f"{CONTAINER_ACME}/{REQUEST}",
+        "--cert-path", f"{issued}/cert.pem",
+        "--chain-path", f"{issued}/chain.pem",
+        "--fullchain-path", f"{issued}/fullchain.pem",
     ]  # fmt: skip
     if config.tls.acme_email:
         args += ["--email", config.tls.acme_email]
     else:
         args.append("--register-unsafely-without-email")
-    for name in names:
-        args += ["--domain", name]
     return args
+
+
+def certificate_request(key: ec.EllipticCurvePrivateKey, names: list[str]) -> bytes:
+    """A PEM request for every name (the hostname first, the subject), signed by the key."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
 
 
 def certbot_job(stack: Stack, image: str, certbot: list[str]) -> OneShot:
@@ -161,9 +181,14 @@ class AcmeFailed(MailstackError):
 
 
 def renew(
-    stack: Stack, *, force: bool = False, now: datetime.datetime | None = None
+    stack: Stack,
+    *,
+    force: bool = False,
+    now: datetime.datetime | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> RenewResult:
-    """Obtain a certificate when one is due (or forced), install it and reload the daemons.
+    """Obtain a certificate when one is due (or forced, or for `key`: a DANE rollover's),
+    install it and reload the daemons. Each order keeps the served key unless given one.
     Every outcome is recorded in .mailstack/acme.json for `status` and `check tls`."""
     config = stack.config
     if config.tls.mode != "acme":
@@ -178,7 +203,9 @@ def renew(
     reason = renewal_reason(
         current, load_certificate(root / TLS_DIR / "ca.pem"), names, now, config.tls.renew_days
     )
-    if force and reason is None:
+    if key is not None:
+        reason = "the next key goes into service"
+    elif force and reason is None:
         reason = "renewal forced"
     previous = read_state(root)
     if reason and not force and waiting_for_dns(current, previous, names, now, config.tls):
@@ -195,8 +222,9 @@ def renew(
             (),
             tuple(name for name in names if name not in covered),
         )
+    key = key or served_key(root) or ec.generate_private_key(ec.SECP256R1())
     try:
-        fresh, failures = _obtain(stack, names)
+        fresh, failures = _obtain(stack, names, key)
     except AcmeFailed as failure:
         write_state(root, previous, ok=False, now=now, error=failure.message, cert=current)
         raise
@@ -241,7 +269,11 @@ def waiting_for_dns(
     return missing <= set(previous.unvalidated) and now - issued < RETRY_UNVALIDATED
 
 
-def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str, str]]:
+def _obtain(
+    stack: Stack, names: list[str], key: ec.EllipticCurvePrivateKey
+) -> tuple[x509.Certificate, dict[str, str]]:
+    """One order for every name; when the CA validates the hostname but not some other
+    names (a new domain whose DNS is not published yet), one more for the names it did."""
     root = stack.dir.root
     prepare_directories(root)
     config = stack.config
@@ -251,21 +283,21 @@ def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str,
         registry=config.images.registry,
         apt_sources=config.images.apt_sources_path,
     )[ACME_DIR]
-    job = certbot_job(stack, image, certbot_args(stack.config, names))
-    result = DOCKER.run(job, check=False, timeout=900, what="certbot")
-    output = (result.stdout + result.stderr).decode(errors="replace")
-    if result.returncode != 0:
+    ordered, output = _order(stack, image, names, key)
+    failures = validation_failures(output)
+    validated = [name for name in names if name not in failures]
+    if not ordered and failures and names[0] in validated:
+        ordered, output = _order(stack, image, validated, key)
+    if not ordered:
         raise AcmeFailed(
             f"the ACME server did not issue a certificate for {', '.join(names)}: "
             + certbot_error(output),
             hint="each name needs an A record pointing at this host and port 80 open to the "
             "internet (`mailstack dns records`); then `mailstack tls renew`",
         )
-    live = root / ACME_DIR / CERTBOT_DIR / "live" / CERT_NAME
     try:
-        chain = (live / "fullchain.pem").read_bytes()
-        key = (live / "privkey.pem").read_bytes()
-        fresh = matching_certificate(chain, key)
+        chain = (root / ACME_DIR / ISSUED / "fullchain.pem").read_bytes()
+        fresh = matching_certificate(chain, key_pem(key))
     except (OSError, ValueError) as error:
         raise AcmeFailed(f"certbot's new certificate cannot be installed: {error}") from None
     if names[0] not in names_of(fresh):  # validated without the hostname: worse than none
@@ -273,7 +305,21 @@ def _obtain(stack: Stack, names: list[str]) -> tuple[x509.Certificate, dict[str,
             f"the ACME server could not validate {names[0]}: " + certbot_error(output),
             hint="the hostname needs an A record pointing at this host and port 80 open",
         )
-    return install_chain(root, chain, key), validation_failures(output)
+    return install_chain(root, chain, key_pem(key)), failures
+
+
+def _order(
+    stack: Stack, image: str, names: list[str], key: ec.EllipticCurvePrivateKey
+) -> tuple[bool, str]:
+    """certbot run once for a request of these names: (issued, its output)."""
+    root = stack.dir.root
+    atomic_write(root / ACME_DIR / REQUEST, certificate_request(key, names), 0o644)
+    issued = root / ACME_DIR / ISSUED
+    shutil.rmtree(issued, ignore_errors=True)  # certbot refuses to overwrite its output
+    issued.mkdir(mode=0o700)
+    job = certbot_job(stack, image, certbot_args(stack.config))
+    result = DOCKER.run(job, check=False, timeout=900, what="certbot")
+    return result.returncode == 0, (result.stdout + result.stderr).decode(errors="replace")
 
 
 def validation_failures(output: str) -> dict[str, str]:

@@ -44,8 +44,11 @@ def ensure_selfsigned(
     hostname: str,
     names: tuple[str, ...] = (),
     now: datetime.datetime | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> TlsReport:
-    """Create the CA once; (re)issue the server certificate when missing, expiring or renamed."""
+    """Create the CA once; (re)issue the server certificate when missing, expiring or renamed,
+    or for another key (`key`: a DANE rollover's). A reissue keeps the served key unless given
+    one: DANE's TLSA records name it (mailstack.tls.dane)."""
     now = now or datetime.datetime.now(datetime.UTC)
     tls_dir = stack_dir / TLS_DIR
     tls_dir.mkdir(mode=0o755, exist_ok=True)
@@ -54,7 +57,7 @@ def ensure_selfsigned(
     wanted = sorted({hostname, *names})
     created_ca = False
     if not ca_key_path.exists():
-        atomic_write(ca_key_path, _key_pem(ec.generate_private_key(ec.SECP384R1())), 0o600)
+        atomic_write(ca_key_path, key_pem(ec.generate_private_key(ec.SECP384R1())), 0o600)
         ca_cert_path.unlink(missing_ok=True)
     ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     assert isinstance(ca_key_loaded, ec.EllipticCurvePrivateKey)  # noqa: S101  # we wrote it
@@ -73,10 +76,11 @@ def ensure_selfsigned(
         and current.issuer == ca_cert.subject  # not one from elsewhere (acme, manual) before
         and names_of(current) == wanted
         and current.not_valid_after_utc - now > RENEW_BEFORE
+        and (key is None or same_key(current.public_key(), key.public_key()))
     ):
         return TlsReport(False, False, current.not_valid_after_utc)
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or served_key(stack_dir) or ec.generate_private_key(ec.SECP256R1())
     # The hostname is the subject's common name; every name is in subjectAltName.
     cert = _issue_server(
         key, [hostname, *(n for n in wanted if n != hostname)], ca_key_loaded, ca_cert, now
@@ -84,9 +88,25 @@ def ensure_selfsigned(
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(
         serialization.Encoding.PEM
     )
-    atomic_write(tls_dir / "key.pem", _key_pem(key), 0o600)
+    atomic_write(tls_dir / "key.pem", key_pem(key), 0o600)
     atomic_write(cert_path, chain, 0o644)
     return TlsReport(created_ca, True, cert.not_valid_after_utc)
+
+
+def served_key(root: Path) -> ec.EllipticCurvePrivateKey | None:
+    """The key the daemons serve (tls/key.pem) when it is one a certificate can be issued
+    for here (EC; an operator's RSA key from tls.mode manual is not reused)."""
+    try:
+        key = serialization.load_pem_private_key(
+            (root / TLS_DIR / "key.pem").read_bytes(), password=None
+        )
+    except (OSError, ValueError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def same_key(one: object, other: object) -> bool:
+    return _public_der(one) == _public_der(other)
 
 
 def ca_needs_reissue(ca_cert: x509.Certificate, names: list[str], now: datetime.datetime) -> bool:
@@ -190,7 +210,7 @@ def _issue_server(
     )
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -257,7 +277,7 @@ def matching_certificate(chain: bytes, key: bytes) -> x509.Certificate:
     """The chain's first certificate, if the key is its own (ValueError otherwise)."""
     certificate = x509.load_pem_x509_certificate(chain)
     private = serialization.load_pem_private_key(key, password=None)
-    if _public_der(private.public_key()) != _public_der(certificate.public_key()):
+    if not same_key(private.public_key(), certificate.public_key()):
         raise ValueError("the private key does not belong to the certificate")
     return certificate
 

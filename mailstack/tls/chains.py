@@ -23,6 +23,8 @@ from cryptography.x509.oid import (
     SignatureAlgorithmOID,
 )
 
+from mailstack.tls import dane
+
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 MAX_CHAIN = 8
@@ -70,6 +72,7 @@ class Leaf:
     ocsp: tuple[str, ...]
     ca_issuers: tuple[str, ...]
     crl: tuple[str, ...]
+    tlsa: str  # DANE's `3 1 1` data of its key (mailstack.tls.dane)
 
 
 def parse_chain(pem: str) -> list[x509.Certificate]:
@@ -297,4 +300,5 @@ def leaf_info(certificate: x509.Certificate, now: datetime.datetime) -> Leaf:
         ocsp=ocsp,
         ca_issuers=issuers,
         crl=crl,
+        tlsa=dane.tlsa_data(dane.spki_sha256(certificate.public_key())),
     )

@@ -27,16 +27,21 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from mailstack.errors import EXIT_FAILED, EXIT_OK, EXIT_OWN_CA, MailstackError
-from mailstack.mailauth.dnscheck import mail_domains
+from mailstack.mailauth.dnscheck import (
+    Lookup,
+    flush_cache,
+    mail_domains,
+    stack_resolver_address,
+)
 from mailstack.mailauth.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
 from mailstack.stack.config import Config, published_ports
 from mailstack.stack.stackdir import Stack
-from mailstack.tls import acme
+from mailstack.tls import acme, dane
 from mailstack.tls.acme import AcmeState
 from mailstack.tls.chains import ANCHOR_OWN_CA
 from mailstack.tls.handshakes import Endpoint, Probe, openssl_probe
 from mailstack.tls.judgement import EndpointReport, Finding, evaluate_endpoint
-from mailstack.verdict import FAIL, WARN
+from mailstack.verdict import FAIL, PASS, WARN
 
 # --- the report -----------------------------------------------------------------------------------
 
@@ -134,23 +139,51 @@ def read_acme_state(stack_root: Path) -> tuple[AcmeState | None, list[Finding]]:
     ]
 
 
-def check(
+# What DNS says of port 25's TLSA records: (their data, validated, the zone is signed).
+TlsaAnswer = tuple[list[str], bool, bool]
+
+
+def check(  # the check's inputs, each replaceable in tests
     endpoints: Sequence[Endpoint],
     probe: Callable[[Sequence[Endpoint]], dict[str, Probe]],
     now: datetime.datetime,
     own_cas: Sequence[x509.Certificate],
     public_roots: Sequence[x509.Certificate],
     acme_root: Path | None,
+    tlsa: Callable[[], TlsaAnswer] | None = None,
+    next_key: str | None = None,
 ) -> TlsCheckReport:
-    """Every endpoint judged; and in tls.mode acme (acme_root: the stack directory) the last
-    renewal's outcome."""
+    """Every endpoint judged; in tls.mode acme (acme_root: the stack directory) the last
+    renewal's outcome; given `tlsa`, port 25's key against DANE's records."""
     probes = probe(endpoints)
     reports = tuple(
         evaluate_endpoint(endpoint, probes[endpoint.name], now, own_cas, public_roots)
         for endpoint in endpoints
     )
     acme, findings = read_acme_state(acme_root) if acme_root else (None, [])
+    for endpoint, report in zip(endpoints, reports, strict=True):
+        if endpoint.name == "smtp" and report.leaf is not None and tlsa is not None:
+            findings += dane_findings(report.leaf.tlsa, endpoint.names[0], tlsa, next_key)
     return TlsCheckReport(reports, acme, tuple(findings))
+
+
+def dane_findings(
+    served: str, hostname: str, tlsa: Callable[[], TlsaAnswer], next_key: str | None
+) -> list[Finding]:
+    """A warning when the key served on port 25 has no TLSA record where DANE applies (or a
+    failure when validated records all name other keys); nothing in an unsigned zone."""
+    try:
+        published, validated, zone_signed = tlsa()
+    except MailstackError as failed:
+        return [Finding(WARN, f"DANE: TLSA records not checked ({failed.message})", "")]
+    keys = dane.DaneKeys(dane.normalised(served).split()[-1], next_key)
+    judged = dane.judge(
+        published, validated=validated, zone_signed=zone_signed, keys=keys, hostname=hostname
+    )
+    if judged.verdict == PASS:
+        return []
+    what = f"DANE: {dane.tlsa_name(hostname)}: {judged.found}"
+    return [Finding(judged.verdict, what, judged.fix)]
 
 
 # --- the roots a chain may end at -----------------------------------------------------------------
@@ -191,6 +224,15 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
     (or of the one requested)."""
     domains, _ = mail_domains(stack, requested)
     root = stack.dir.root
+    hostname = stack.config.hostname
+
+    def tlsa() -> TlsaAnswer:
+        flush_cache(stack, [hostname])
+        lookup = Lookup(stack_resolver_address(stack.config))
+        published, validated = lookup.validated_records(dane.tlsa_name(hostname), "TLSA")
+        return published, validated, lookup.validated_records(hostname, "A")[1]
+
+    keys = dane.load_keys(root)
     return check(
         stack_endpoints(stack.config, domains),
         openssl_probe,
@@ -198,4 +240,6 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
         load_own_cas(root),
         system_roots(),
         root if stack.config.tls.mode == "acme" else None,  # another mode's old state is moot
+        tlsa,
+        keys.next if keys else None,
     )

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from mailstack.mailauth import dkim
 from mailstack.stack.config import validate_config
-from mailstack.tls import acme
+from mailstack.tls import acme, dane
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PORTS, PROJECT, SUBNETS, RunningStack
 from tests.e2e.testca import server_certificate
 
@@ -172,6 +172,10 @@ def _served(stack: RunningStack, port: str, name: str) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+def _spki(cert: x509.Certificate) -> str:
+    return dane.spki_sha256(cert.public_key())
+
+
 def _names(cert: x509.Certificate) -> set[str]:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     return set(san.value.get_values_for_type(x509.DNSName))
@@ -202,6 +206,7 @@ def test_acme_issues_renews_reloads_and_reports(
     session.login(address, password)
 
     stack.cli("render")
+    placeholder = _served(stack, "imaps", HOSTNAME)
     up = stack.cli("up", "--timeout", "400")
     assert "new certificate (the stack serves its own self-signed placeholder)" in up.stdout, (
         up.stdout
@@ -210,6 +215,8 @@ def test_acme_issues_renews_reloads_and_reports(
         stack, "imaps", HOSTNAME, lambda cert: "Pebble" in cert.issuer.rfc4514_string()
     )
     assert "Pebble" in first.issuer.rfc4514_string()
+    # certbot was handed a request signed by the placeholder's key: DANE's TLSA stays true.
+    assert _spki(first) == _spki(placeholder)
     # Every mail domain's web names (earlier tests may have added domains): all validated.
     assert NAMES <= _names(first) == set(_wanted(stack))
     for port in ("smtp", "submissions", "imaps"):
@@ -238,6 +245,7 @@ def test_acme_issues_renews_reloads_and_reports(
     assert sorted(result["reloaded"]) == ["dovecot", "front", "postfix"]  # every TLS daemon
     second = _reloaded(stack, "imaps", HOSTNAME, lambda c: c.serial_number != first.serial_number)
     assert second.serial_number != first.serial_number
+    assert _spki(second) == _spki(first)  # a renewal keeps the key
     assert second.not_valid_after_utc.isoformat() == result["not_after"]
     for port in ("smtp", "submissions", "https"):
         served = _reloaded(stack, port, HOSTNAME, lambda c: c.serial_number == second.serial_number)

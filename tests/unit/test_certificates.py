@@ -151,19 +151,30 @@ def _as_ca(subject: x509.Name) -> x509.Certificate:
     )
 
 
-def test_certbot_orders_every_name_with_webroot_ecdsa_and_the_configured_server() -> None:
+def test_certbot_orders_the_request_with_webroot_and_the_configured_server() -> None:
     config = acme_config(acme_server="https://acme.example.net/dir", acme_email="ops@example.test")
-    args = acme.certbot_args(config, NAMES)
+    args = acme.certbot_args(config)
     assert args[0] == "certonly" and "--non-interactive" in args and "--agree-tos" in args
     assert args[args.index("--server") + 1] == "https://acme.example.net/dir"
     assert args[args.index("--webroot-path") + 1] == "/acme/webroot"
-    assert args[args.index("--key-type") + 1] == "ecdsa"
     assert args[args.index("--email") + 1] == "ops@example.test"
-    assert [args[i + 1] for i, a in enumerate(args) if a == "--domain"] == NAMES
-    assert "--force-renewal" in args and "--allow-subset-of-names" in args
-    without_email = acme.certbot_args(acme_config(), NAMES)
+    # The names and the key come in mailstack's request: certbot holds no server key.
+    assert args[args.index("--csr") + 1] == "/acme/request.csr"
+    assert args[args.index("--fullchain-path") + 1] == "/acme/issued/fullchain.pem"
+    assert "--domain" not in args and "--key-type" not in args
+    without_email = acme.certbot_args(acme_config())
     assert "--register-unsafely-without-email" in without_email
     assert acme_config().tls.acme_server.startswith("https://acme-v02.api.letsencrypt.org/")
+
+
+def test_the_request_names_every_name_hostname_first_with_the_given_key() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = x509.load_pem_x509_csr(acme.certificate_request(key, NAMES))
+    assert request.is_signature_valid
+    assert request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == NAMES[0]
+    alt = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert alt.get_values_for_type(x509.DNSName) == NAMES
+    assert certs.same_key(request.public_key(), key.public_key())
 
 
 def test_the_error_line_is_the_cas_own_words() -> None:

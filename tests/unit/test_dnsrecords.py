@@ -188,17 +188,18 @@ def test_the_production_render_serves_no_zone(keys: tuple[dkim.DkimKey, ...]) ->
 class ZoneLookup(Lookup):
     """Answers from a zone parsed by dnspython, as an authoritative server holding it would."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, signed: bool = False) -> None:
         super().__init__("192.0.2.53")
         self.zone = dns.zone.from_text(text, origin=".", relativize=False, check_origin=False)
+        self.signed = signed  # a validating resolver's AD bit on every answer
 
-    def records(self, name: str, rtype: str) -> list[str]:
+    def validated_records(self, name: str, rtype: str) -> tuple[list[str], bool]:
         rdataset = self.zone.get_rdataset(dns.name.from_text(name), rtype)
         if rdataset is None:
-            return []
+            return [], False
         if rtype == "TXT":
-            return [b"".join(rdata.strings).decode() for rdata in rdataset]
-        return sorted(rdata.to_text() for rdata in rdataset)
+            return [b"".join(rdata.strings).decode() for rdata in rdataset], self.signed
+        return sorted(rdata.to_text() for rdata in rdataset), self.signed
 
 
 def served(settings: Config, keys: tuple[dkim.DkimKey, ...]) -> str:
