@@ -9,8 +9,10 @@ logins per second: enough for a small or mid-size domain, and a brake on guessin
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
+import warnings
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError
@@ -48,16 +50,35 @@ def hash_password(plain: str) -> str:
 
 
 def verify_password(stored: str, plain: str) -> bool:
-    """Check a password against a hash this module produced (tests, `mailbox passwd`)."""
-    prefix = "{" + SCHEME + "}"
-    if not stored.startswith(prefix):
+    """Check a password as Dovecot would: this module's {ARGON2ID} hashes, and the
+    {BLF-CRYPT} and {SHA512-CRYPT} ones an import brought (mailstack.accounts.mailu)."""
+    scheme = hash_scheme(stored)
+    hashed = stored[len(scheme) + 2 :]
+    if scheme in _CRYPT_SCHEMES:
+        return _crypt_matches(hashed, plain)
+    if scheme != SCHEME:
         return False
     try:
-        return _HASHER.verify(stored[len(prefix) :], plain)
+        return _HASHER.verify(hashed, plain)
     # A malformed hash: InvalidHashError (argon2-cffi 23.1+), InvalidHash in Debian bookworm's
     # 21.1 (the admin service); a ValueError in both.
     except (VerificationError, ValueError):
         return False
+
+
+_CRYPT_SCHEMES = ("BLF-CRYPT", "SHA512-CRYPT")
+
+
+def _crypt_matches(hashed: str, plain: str) -> bool:
+    """libc's crypt(3), which Dovecot uses for these schemes (Debian's libxcrypt has both)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # noqa: PLC0415  # deprecated, gone in Python 3.13; bookworm has 3.11
+    except ImportError:
+        return False
+    computed = crypt.crypt(plain, hashed)
+    return computed is not None and hmac.compare_digest(computed, hashed)
 
 
 # Dovecot schemes that are slow, salted hashes; {PLAIN}, {CLEAR}, {PLAIN-MD5}, {SHA} and the

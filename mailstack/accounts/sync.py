@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,6 +233,7 @@ class ImportResult:
     changes: tuple[Change, ...]
     added_domains: tuple[str, ...]
     kept_mail: tuple[str, ...]  # stored mail of removed mailboxes/domains, left in place
+    notes: tuple[str, ...] = ()  # what of another server's export was not taken as it was
 
     def __str__(self) -> str:
         lines = [str(change) for change in self.changes]
@@ -248,7 +250,7 @@ class ImportResult:
                     "the stored mail of removed mailboxes and domains is kept; to delete it: "
                     "mailstack mailbox remove ADDRESS --purge (or domain remove DOMAIN --purge)"
                 )
-        return "\n".join(lines)
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
 def export_accounts(compose: Executor, path: Path) -> ExportResult:
@@ -260,10 +262,21 @@ def export_accounts(compose: Executor, path: Path) -> ExportResult:
 
 
 def import_accounts(
-    compose: Executor, wanted: Snapshot, source: str, own_domain: str, *, dry_run: bool
+    compose: Executor,
+    wanted: Snapshot,
+    source: str,
+    own_domain: str,
+    *,
+    dry_run: bool,
+    onto: Callable[[Snapshot], Snapshot] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> ImportResult:
-    """Diff a validated file (load_document) against the directory; unless dry_run, apply it."""
+    """Diff a validated file (load_document) against the directory; unless dry_run, apply it.
+    onto: instead, the directory wanted is this function of the current one (another
+    server's export merged into it: mailstack.accounts.mailu)."""
     current = read_directory(compose)
+    if onto is not None:
+        wanted = onto(current)
     changes = diff(current, wanted)
     check_own_domain(changes, own_domain, source)
     quotas = {address: box.quota_bytes for address, box in wanted.mailboxes.items()}
@@ -277,10 +290,10 @@ def import_accounts(
     )
     added = tuple(c.key for c in changes if c.kind == "domain" and c.op == "+")
     if dry_run or not changes:
-        return ImportResult(source, dry_run, False, tuple(changes), added, kept)
+        return ImportResult(source, dry_run, False, tuple(changes), added, kept, notes)
     apply(compose, wanted)
     # Sessions of removed or deactivated mailboxes end now, not at their next login.
     for change in changes:
         if change.kind == "mailbox" and (change.op == "-" or "deactivated" in change.details):
             kick_sessions(compose, change.key)
-    return ImportResult(source, False, True, tuple(changes), added, kept)
+    return ImportResult(source, False, True, tuple(changes), added, kept, notes)

@@ -322,12 +322,16 @@ def dump_document(snapshot: Snapshot) -> str:
 # --- reading and writing it ------------------------------------------------------------------
 
 
-def load_document(path: Path) -> Snapshot:
+def read_file(path: Path) -> bytes:
+    """An import's FILE, or one line naming it."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise UsageError(f"FILE: {str(path)!r} cannot be read ({e.strerror})") from None
-    return snapshot_of(parse_document(raw, path.name))
+
+
+def load_document(path: Path) -> Snapshot:
+    return snapshot_of(parse_document(read_file(path), path.name))
 
 
 def write_private(path: Path, text: str) -> None:

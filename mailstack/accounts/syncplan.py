@@ -8,7 +8,7 @@ in a stable order and never showing a hash.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mailstack.accounts.mailstore import MAIL_ROOT
 from mailstack.errors import UsageError
@@ -43,6 +43,26 @@ class Snapshot:
     # name -> its domain quota, where it has one (accounts.domain_quota): read from the
     # directory to hold an import to it, never exported or imported (an administrator's)
     domain_quotas: Mapping[str, int] = field(default_factory=dict)
+
+
+def merged(
+    current: Snapshot, imported: Snapshot, keep_passwords: frozenset[str] = frozenset()
+) -> Snapshot:
+    """The directory with another's domains, mailboxes and aliases added or replacing their
+    namesakes; nothing of it removed (an import from another server's export). Mailboxes in
+    keep_passwords that exist keep their password (the import had none usable for them)."""
+    mailboxes = dict(imported.mailboxes)
+    for address in keep_passwords & set(current.mailboxes) & set(mailboxes):
+        mailboxes[address] = replace(
+            mailboxes[address], password_hash=current.mailboxes[address].password_hash
+        )
+    return replace(
+        current,
+        domains={**current.domains, **imported.domains},
+        alias_domains={**current.alias_domains, **imported.alias_domains},
+        mailboxes={**current.mailboxes, **mailboxes},
+        aliases={**current.aliases, **imported.aliases},
+    )
 
 
 # --- the diff --------------------------------------------------------------------------------

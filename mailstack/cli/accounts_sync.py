@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import sync, syncfile
+from mailstack.accounts import mailu, sync, syncfile
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.errors import UsageError
 from mailstack.mailauth import dkim
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
+from mailstack.units import parse_size
 
 accounts_app = typer.Typer(
     help="The whole mail directory (domains, mailboxes, aliases) as one YAML file.",
@@ -49,18 +51,44 @@ def accounts_import(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only print the differences; change nothing.")
     ] = False,
+    source_format: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="mailstack|mailu",
+            help="mailu: FILE is `flask mailu config-export --secrets` (YAML or JSON); its "
+            "entries are added to the directory, nothing is removed (docs/migration.md).",
+        ),
+    ] = "mailstack",
     directory_: StackDirOption = Path(),
     as_json: JsonOption = False,
 ) -> None:
     """Make the directory equal to FILE (one transaction); print the differences first.
 
-    Entries missing from FILE are removed (stored mail of removed mailboxes is kept).
+    Entries missing from FILE are removed (stored mail of removed mailboxes is kept), except
+    with --from mailu, which only adds and updates.
     """
-    wanted = syncfile.load_document(file)  # a bad file is refused before anything else
+    if source_format not in ("mailstack", "mailu"):
+        raise UsageError(f"--from: {source_format[:40]!r} is not mailstack or mailu")
     stack = Stack.load(directory_)
-    result = sync.import_accounts(
-        stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
-    )
+    if source_format == "mailu":
+        export = mailu.read_export(
+            syncfile.read_file(file), file.name, parse_size(stack.config.mailboxes.default_quota)
+        )
+        result = sync.import_accounts(
+            stack.compose,
+            export.snapshot,
+            str(file),
+            stack.config.domain,
+            dry_run=dry_run,
+            onto=export.onto,
+            notes=export.notes,
+        )
+    else:
+        wanted = syncfile.load_document(file)  # a bad file is refused before anything else
+        result = sync.import_accounts(
+            stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
+        )
     if as_json:
         output.as_json(result)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import stat
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,69 @@ def test_a_domain_deleted_by_import_comes_back_with_its_mailboxes(
     subject = unique_subject("catch-all after import")
     send_inbound([f"anyone@{accounts.domain}"], subject)
     fetch_by_subject(stack, accounts.bob, PASSWORD, subject)
+
+
+def _crypt(plain: str, salt: str) -> str:
+    """A hash as Mailu stores it (passlib's bcrypt / sha512_crypt: crypt(3) strings)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # deprecated: imported where its warning is silenced
+
+        hashed = crypt.crypt(plain, salt)
+    assert hashed is not None and hashed.startswith(salt[:3])
+    return hashed
+
+
+def test_a_mailu_export_imports_beside_the_directory_and_its_passwords_still_work(
+    stack: RunningStack, accounts: Accounts, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    domain, alternative = f"mailu-{tag}.test", f"mailu-alt-{tag}.test"
+    ann, ben, cid = (f"{name}@{domain}" for name in ("ann", "ben", "cid"))
+    export_file = tmp_path / "mailu-export.yaml"
+    export_file.write_text(
+        yaml.safe_dump(
+            {  # `flask mailu config-export --secrets`, Mailu's docs/cli.rst format
+                "domain": [{"name": domain, "alternatives": [alternative]}],
+                "user": [
+                    {"email": ann, "password": _crypt(PASSWORD, "$2b$10$" + tag * 2 + "abcdef")},
+                    {
+                        "email": ben,
+                        "password": _crypt(PASSWORD, f"$6${tag}$"),
+                        "quota_bytes": 10**9,
+                    },
+                    {"email": cid, "password": "$pbkdf2-sha512$25000$c2FsdA$aGFzaA"},
+                ],
+                "alias": [{"email": f"team@{domain}", "destination": [ann, ben]}],
+                "relay": [{"name": f"relay-{tag}.test", "smtp": "mx.elsewhere.test"}],
+            }
+        )
+    )
+    before = export(stack, tmp_path / "before.yaml")
+    try:
+        dry = stack.cli("accounts", "import", str(export_file), "--from", "mailu", "--dry-run")
+        assert f"+ mailbox {ann}: quota" in dry.stdout  # the stack's default quota
+        assert f"+ alias domain {alternative}" in dry.stdout
+        assert f"mailbox passwd {cid}" in dry.stdout and "a relayed domain" in dry.stdout
+        assert not [line for line in dry.stdout.splitlines() if line.startswith("- ")]
+        assert export(stack, tmp_path / "after-dry.yaml") == before
+
+        stack.cli("accounts", "import", str(export_file), "--from", "mailu")
+        # Mailu's own hashes: Dovecot checks them, so the users keep their passwords.
+        assert can_log_in(stack, ann, PASSWORD) and can_log_in(stack, ben, PASSWORD)
+        assert not can_log_in(stack, cid, PASSWORD)  # an unusable hash until it is reset
+        # Nothing of the directory went: the accounts of the other tests still sign in.
+        assert can_log_in(stack, accounts.alice, PASSWORD)
+        subject = unique_subject("mailu alias via alternative domain")
+        send_inbound([f"team@{alternative}"], subject)
+        fetch_by_subject(stack, ann, PASSWORD, subject)
+        fetch_by_subject(stack, ben, PASSWORD, subject)
+        stack.cli("mailbox", "passwd", cid, "--password-stdin", stdin=PASSWORD + "\n")
+        assert can_log_in(stack, cid, PASSWORD)
+        # Run again (late changes at the source): the password set here stays.
+        again = stack.cli("accounts", "import", str(export_file), "--from", "mailu")
+        assert "nothing to change" in again.stdout, again.stdout
+        assert can_log_in(stack, cid, PASSWORD)
+    finally:
+        stack.cli("domain", "alias", "remove", alternative, check=False)
+        stack.cli("domain", "remove", domain, "--force", check=False)
