@@ -7,7 +7,7 @@ this module. The zone is signed here with dnspython (one ECDSA P-256 key, flags 
 Unbound trusts the key by a static DS: it validates without any chain from the root.
 
     with dane_world(stack, directory) as world:
-        world.publish([served_tlsa(stack)])
+        world.publish(published_tlsa(stack))
         queue_id = world.send(recipient, subject)
         world.wait_for_attempts(queue_id)  # each attempt: the smtp process's lines
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import re
 import subprocess
@@ -41,8 +40,6 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 import dns.rrset
 import dns.zone
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.e2e.conftest import DOMAIN, HOSTNAME, PROJECT, SUBNETS, RunningStack
@@ -133,18 +130,16 @@ exec postfix start-fg
 _SMTP_LINE = re.compile(r" postfix/smtp\[(\d+)\]: (.*)$")
 
 
-def tlsa_for_certificate(pem: bytes) -> str:
-    """DANE-EE, SPKI, SHA-256 ("3 1 1 <hex>") of the first certificate in PEM data."""
-    certificate = x509.load_pem_x509_certificates(pem)[0]
-    spki = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
-
-
-def served_tlsa(stack: RunningStack) -> str:
-    """The TLSA rdata matching the certificate the stack's Postfix serves."""
-    return tlsa_for_certificate((stack.root / "tls" / "cert.pem").read_bytes())
+def published_tlsa(stack: RunningStack) -> list[str]:
+    """The TLSA data `mailstack dns records` tells the operator to publish (the served key's
+    first, then the next key's)."""
+    records = json.loads(stack.cli("dns", "records", "--json").stdout)
+    return [
+        record["data"]
+        for group in records["groups"]
+        for record in group["records"]
+        if record["kind"] == "TLSA"
+    ]
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
