@@ -336,13 +336,18 @@ def test_acme_mode_starts_on_the_stacks_own_certificate_and_keeps_an_acme_one(
     assert (stack_root / "tls" / "cert.pem").read_bytes() == pem(issued) != placeholder
 
 
-def test_renew_leaves_a_good_certificate_alone_and_says_which_names_wait(stack_root: Path) -> None:
+def init_acme(stack_root: Path) -> None:
+    """A stack made by `init`, then switched to tls.mode acme in its mailstack.yaml."""
     code, text = init(stack_root)
     assert code == 0, text
     config_path = stack_root / "mailstack.yaml"
     document = yaml.safe_load(config_path.read_text())
     document["tls"] = {"mode": "acme"}
     config_path.write_text(yaml.safe_dump(document))
+
+
+def test_renew_leaves_a_good_certificate_alone_and_says_which_names_wait(stack_root: Path) -> None:
+    init_acme(stack_root)
     # Issued yesterday without the autoconfig names (their DNS was not there yet).
     issued, key = certificate(NAMES[:2], days=80)
     certs.install_chain(stack_root, pem(issued), key_pem(key))
