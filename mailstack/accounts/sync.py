@@ -271,9 +271,9 @@ def import_accounts(
     onto: Callable[[Snapshot], Snapshot] | None = None,
     notes: tuple[str, ...] = (),
 ) -> ImportResult:
-    """Diff a validated file (load_document) against the directory; unless dry_run, apply it.
-    onto: instead, the directory wanted is this function of the current one (another
-    server's export merged into it: mailstack.accounts.mailu)."""
+    """Diff a validated file (syncfile.parse_snapshot) against the directory; unless
+    dry_run, apply it. onto: instead, the directory wanted is this function of the current
+    one (another server's export merged into it: mailstack.accounts.mailu)."""
     current = read_directory(compose)
     if onto is not None:
         wanted = onto(current)

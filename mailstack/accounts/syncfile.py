@@ -330,8 +330,8 @@ def read_file(path: Path) -> bytes:
         raise UsageError(f"FILE: {str(path)!r} cannot be read ({e.strerror})") from None
 
 
-def load_document(path: Path) -> Snapshot:
-    return snapshot_of(parse_document(read_file(path), path.name))
+def parse_snapshot(raw: bytes, source: str) -> Snapshot:
+    return snapshot_of(parse_document(raw, source))
 
 
 def write_private(path: Path, text: str) -> None:

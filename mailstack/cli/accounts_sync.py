@@ -70,11 +70,16 @@ def accounts_import(
     """
     if source_format not in ("mailstack", "mailu"):
         raise UsageError(f"--from: {source_format[:40]!r} is not mailstack or mailu")
+    # A missing or bad file is refused before the stack is looked at.
+    raw = syncfile.read_file(file)
+    wanted = syncfile.parse_snapshot(raw, file.name) if source_format == "mailstack" else None
     stack = Stack.load(directory_)
-    if source_format == "mailu":
-        export = mailu.read_export(
-            syncfile.read_file(file), file.name, parse_size(stack.config.mailboxes.default_quota)
+    if wanted is not None:
+        result = sync.import_accounts(
+            stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
         )
+    else:  # Mailu's users without a quota get the stack's default one
+        export = mailu.read_export(raw, file.name, parse_size(stack.config.mailboxes.default_quota))
         result = sync.import_accounts(
             stack.compose,
             export.snapshot,
@@ -83,11 +88,6 @@ def accounts_import(
             dry_run=dry_run,
             onto=export.onto,
             notes=export.notes,
-        )
-    else:
-        wanted = syncfile.load_document(file)  # a bad file is refused before anything else
-        result = sync.import_accounts(
-            stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
         )
     if as_json:
         output.as_json(result)
