@@ -18,7 +18,6 @@ mailbox whose hash was not kept keeps the password it already has here.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +95,7 @@ def read_export(raw: bytes, source: str, default_quota: int) -> MailuExport:
         stored = _dovecot_hash(entry.get("password"))
         if stored is None:
             needs_password.append(address)
-            stored = passwords.hash_password(secrets.token_urlsafe(32))
+            stored = passwords.unusable_hash()
         enabled = entry.get("enabled", True)
         if not isinstance(enabled, bool):
             raise UsageError(f"{where} ({address}): enabled: {enabled!r} is not true or false")

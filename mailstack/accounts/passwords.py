@@ -9,6 +9,7 @@ logins per second: enough for a small or mid-size domain, and a brake on guessin
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import secrets
@@ -47,6 +48,21 @@ def hash_password(plain: str) -> str:
     """Hash a password for the directory: '{ARGON2ID}$argon2id$v=19$m=...'."""
     check_password_strength(plain)
     return "{" + SCHEME + "}" + _HASHER.hash(plain)
+
+
+def unusable_hash() -> str:
+    """An {ARGON2ID} hash no password matches: a random salt and a random digest (finding a
+    password for it is a preimage of Argon2). For a mailbox that must exist before its owner
+    has a password here; instant, where hashing a random secret costs a hash each."""
+    salt, digest = (
+        base64.b64encode(secrets.token_bytes(size)).decode().rstrip("=") for size in (16, 32)
+    )
+    return (
+        "{"
+        + SCHEME
+        + "}"
+        + f"$argon2id$v=19$m={MEMORY_KIB},t={TIME_COST},p={PARALLELISM}${salt}${digest}"
+    )
 
 
 def verify_password(stored: str, plain: str) -> bool:

@@ -74,6 +74,8 @@ def test_an_export_becomes_domains_alias_domains_mailboxes_and_aliases() -> None
     assert ben == MailboxState("{SHA512-CRYPT}" + SHA512, DEFAULT_QUOTA, False)
     assert cid.password_hash.startswith("{ARGON2ID}$argon2id$")  # unusable until reset
     assert not passwords.verify_password(cid.password_hash, PASSWORD)
+    assert passwords.is_password_hash(cid.password_hash)
+    assert cid.password_hash != read(export()).snapshot.mailboxes["cid@example.com"].password_hash
     assert snapshot.aliases == {
         "team@example.com": frozenset({"ann@example.com", "ben@example.com"})
     }
