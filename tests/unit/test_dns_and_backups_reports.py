@@ -120,6 +120,10 @@ def test_the_dns_reports_are_each_domains_own_and_an_index_of_their_verdicts(
     assert shop_line == {"domain": "shop.test", "verdict": "FAIL", "counts": counted,
                          "unchecked": ""}  # fmt: skip
     assert index["server"]["checks"] and index["server"]["records"][0]["kind"] == "A"
+    # DANE's records of the served key are judged with the server's (check health sees them).
+    tlsa = [c for c in index["server"]["checks"] if c["kind"] == "TLSA"]
+    assert [c["verdict"] for c in tlsa] == ["pass"]  # the sandbox zone is not signed
+    assert "TLSA" in {record["kind"] for record in index["server"]["records"]}
     # As `check dns` does: the resolver's cache is flushed for the names before asking.
     flushed = [command[-1] for command in fake.commands if "flush_zone" in command]
     assert flushed == ["mail.example.test", "example.test", "shop.test"]
