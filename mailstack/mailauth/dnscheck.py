@@ -51,7 +51,7 @@ from mailstack.mailauth.policy import (
 from mailstack.stack.config import Config
 from mailstack.stack.stackdir import Stack
 from mailstack.tls import dane
-from mailstack.tls.dane import DaneKeys, tlsa_name
+from mailstack.tls.dane import DaneKeys, TlsaAnswer, tlsa_name
 from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 QUERY_TIMEOUT = 5.0
@@ -251,10 +251,16 @@ def _host_rows(config: Config, lookup: Lookup, dane: DaneKeys | None) -> list[Ch
     return rows
 
 
+def tlsa_answer(lookup: Lookup, hostname: str) -> TlsaAnswer:
+    """Port 25's TLSA records, whether DNSSEC proved them, and whether it proves the
+    hostname's own address (the zone is signed)."""
+    published, validated = lookup.validated_records(tlsa_name(hostname), "TLSA")
+    return published, validated, lookup.validated_records(hostname, "A")[1]
+
+
 def tlsa_row(hostname: str, lookup: Lookup, keys: DaneKeys) -> CheckRow:
     """DANE's records for port 25 against the served key and the next one."""
-    published, validated = lookup.validated_records(tlsa_name(hostname), "TLSA")
-    _, zone_signed = lookup.validated_records(hostname, "A")
+    published, validated, zone_signed = tlsa_answer(lookup, hostname)
     judged = dane.judge(
         published, validated=validated, zone_signed=zone_signed, keys=keys, hostname=hostname
     )

@@ -27,6 +27,8 @@ from mailstack.verdict import FAIL, PASS, WARN, Verdict
 
 DANE_EE_SPKI_SHA256 = "3 1 1"  # usage DANE-EE, selector SubjectPublicKeyInfo, SHA-256
 NEXT_KEY = Path("secrets") / "tls_next.key"
+# What DNS says of port 25's TLSA records: (their data, validated, the zone is signed).
+TlsaAnswer = tuple[list[str], bool, bool]
 
 
 def spki_sha256(public_key: PublicKeyTypes) -> str:

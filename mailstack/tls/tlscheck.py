@@ -32,6 +32,7 @@ from mailstack.mailauth.dnscheck import (
     flush_cache,
     mail_domains,
     stack_resolver_address,
+    tlsa_answer,
 )
 from mailstack.mailauth.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
 from mailstack.stack.config import Config, published_ports
@@ -39,6 +40,7 @@ from mailstack.stack.stackdir import Stack
 from mailstack.tls import acme, dane
 from mailstack.tls.acme import AcmeState
 from mailstack.tls.chains import ANCHOR_OWN_CA
+from mailstack.tls.dane import TlsaAnswer
 from mailstack.tls.handshakes import Endpoint, Probe, openssl_probe
 from mailstack.tls.judgement import EndpointReport, Finding, evaluate_endpoint
 from mailstack.verdict import FAIL, PASS, WARN
@@ -139,11 +141,7 @@ def read_acme_state(stack_root: Path) -> tuple[AcmeState | None, list[Finding]]:
     ]
 
 
-# What DNS says of port 25's TLSA records: (their data, validated, the zone is signed).
-TlsaAnswer = tuple[list[str], bool, bool]
-
-
-def check(  # the check's inputs, each replaceable in tests
+def check(
     endpoints: Sequence[Endpoint],
     probe: Callable[[Sequence[Endpoint]], dict[str, Probe]],
     now: datetime.datetime,
@@ -228,9 +226,7 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
 
     def tlsa() -> TlsaAnswer:
         flush_cache(stack, [hostname])
-        lookup = Lookup(stack_resolver_address(stack.config))
-        published, validated = lookup.validated_records(dane.tlsa_name(hostname), "TLSA")
-        return published, validated, lookup.validated_records(hostname, "A")[1]
+        return tlsa_answer(Lookup(stack_resolver_address(stack.config)), hostname)
 
     keys = dane.load_keys(root)
     return check(
