@@ -24,7 +24,7 @@ NODE_CONTEXT = Path(__file__).with_name("node")
 NETWORK = "mailstack-cluster"
 SUBNET = "172.27.200.0/24"
 PREFIX = "mailstack-cluster-node"
-ENGINE_START_SECONDS = 60
+ENGINE_START_SECONDS = 120  # generous: the suite runs e2e stacks beside it
 _NODE_FLAGS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
     "--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined",

@@ -61,7 +61,7 @@ def test_a_global_service_answers_on_every_node_in_host_mode(nodes: list[Node]) 
     assert answers == {node.name: node.name for node in nodes}
 
 
-def _answer(address: str, timeout: float = 90) -> str:
+def _answer(address: str, timeout: float = 180) -> str:
     """The probe's answer on a node's own address, once its task runs there."""
     deadline = time.monotonic() + timeout
     while True:
