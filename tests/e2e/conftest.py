@@ -276,19 +276,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, egress_guard: None) -> Itera
 
 
 def _down(running: RunningStack) -> None:
-    """Down with its volumes, and the project's volumes the compose file no longer names
-    (a module that turned a feature on and off again, e.g. the antivirus's signatures)."""
+    """Down with its volumes, the project's volumes the compose file no longer names (a
+    module that turned a feature on and off again, e.g. the antivirus's signatures), and the
+    backup jobs' cache (a volume of mailstack's own, outside Compose)."""
     running.compose("down", "--volumes", "--remove-orphans", check=False)
     listed = subprocess.run(
         ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    if listed.stdout.split():
-        subprocess.run(
-            ["docker", "volume", "rm", "--force", *listed.stdout.split()],
-            capture_output=True,
-            check=False,
-        )
+    volumes = [*listed.stdout.split(), f"{PROJECT}-backup-cache"]
+    subprocess.run(
+        ["docker", "volume", "rm", "--force", *volumes], capture_output=True, check=False
+    )
 
 
 def _print_logs(running: RunningStack) -> None:
