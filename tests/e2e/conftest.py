@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mailstack.images import imagerefs
+
 HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
 
@@ -157,6 +159,14 @@ class RunningStack:
         container = self.compose("ps", "--quiet", service).stdout.decode().strip()
         assert container, f"{service} is not running"
         return container
+
+    def image(self, name: str) -> str:
+        """The image the stack runs for this build context (postfix, resolver, …), as
+        mailstack recorded it in the stack's .env."""
+        recorded = imagerefs.read(self.root)
+        if name not in recorded:
+            raise AssertionError(f"no {name} image recorded in {self.root / imagerefs.ENV_FILE}")
+        return recorded[name]
 
     def addresses(self, service: str) -> dict[str, str]:
         """The service's container address on each network: {"frontend": …, "backend": …}."""

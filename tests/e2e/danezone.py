@@ -179,15 +179,6 @@ def _frontend_address(container: str) -> str:
     return address
 
 
-def _image(stack: RunningStack, service: str) -> str:
-    """The image a service of the stack runs, as `<stack.root>/.env` records it."""
-    key = f"MAILSTACK_IMAGE_{service.upper().replace('-', '_')}="
-    for line in (stack.root / ".env").read_text().splitlines():
-        if line.startswith(key):
-            return line.split("=", 1)[1]
-    raise AssertionError(f"no {service} image recorded in {stack.root / '.env'}")
-
-
 @dataclass
 class DaneWorld:
     """The signed zone, its validating resolver and the sending Postfix, for one stack."""
@@ -291,7 +282,7 @@ class DaneWorld:
         _docker(
             "run", "--detach", "--name", RESOLVER, "--network", NETWORK,
             "--volume", f"{self.directory}:{CONFIG_DIR}:ro",
-            "--entrypoint", "unbound", _image(self.stack, "resolver"),
+            "--entrypoint", "unbound", self.stack.image("resolver"),
             "-d", "-p", "-c", f"{CONFIG_DIR}/unbound.conf",
         )  # fmt: skip
         self.resolver_address = _frontend_address(RESOLVER)
@@ -307,7 +298,7 @@ class DaneWorld:
         _docker(
             "run", "--detach", "--name", SENDER, "--network", NETWORK,
             "--hostname", SENDER_NAME, "--volume", f"{resolv}:/etc/resolv.conf:ro",
-            "--entrypoint", "/bin/sh", _image(self.stack, "postfix"), "-c", SENDER_SCRIPT,
+            "--entrypoint", "/bin/sh", self.stack.image("postfix"), "-c", SENDER_SCRIPT,
         )  # fmt: skip
         wait_until(
             lambda: "daemon started" in self.sender_log(),

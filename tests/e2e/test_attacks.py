@@ -200,7 +200,7 @@ def test_another_back_end_address_is_an_outside_client_to_rspamd(stack: RunningS
     no trust: claiming a hosted sender there is refused like on port 25, where before the
     whole back-end subnet was local (no SPF, no DMARC, signed)."""
     address, _ = stack.new_mailbox()
-    image = _recorded_image(stack, "bans")  # any image of the stack's with python3
+    image = stack.image("bans")  # any image of the stack's with python3
     script = (
         "import smtplib\n"
         "smtp = smtplib.SMTP('postfix', 25, timeout=30)\n"
@@ -242,13 +242,6 @@ def test_a_vacation_reply_cannot_borrow_another_hosted_address(stack: RunningSta
     # ... and by then the borrowed one would have arrived too, had it been sent.
     time.sleep(3)
     assert replies["spoofed"] not in inbox_subjects(stack, asker, asker_password)
-
-
-def _recorded_image(stack: RunningStack, image: str) -> str:
-    for line in (stack.root / ".env").read_text().splitlines():
-        if line.startswith(f"MAILSTACK_IMAGE_{image.upper()}="):
-            return line.split("=", 1)[1]
-    raise AssertionError(f"no {image} image recorded in .env")
 
 
 @pytest.mark.parametrize(
@@ -386,7 +379,7 @@ def _run_probe(stack: RunningStack, network: str, script: str, *args: str) -> st
     exact network position."""
     result = subprocess.run(
         ["docker", "run", "--rm", "--network", network, "--cap-drop", "ALL",
-         "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c", script, *args],
+         "--entrypoint", "python3", stack.image("bans"), "-c", script, *args],
         capture_output=True, text=True, timeout=600, check=True,
     )  # fmt: skip
     return result.stdout
@@ -505,7 +498,7 @@ def test_auth_with_forged_rip_from_another_container_refused(stack: RunningStack
     for position, network in _positions(stack).items():
         outcomes[position] = subprocess.run(
             ["docker", "run", "--rm", "--network", network, "--cap-drop", "ALL", *mount,
-             "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c",
+             "--entrypoint", "python3", stack.image("bans"), "-c",
              _IMAP_FORGED_ORIGIN + "print(socket.gethostbyname(socket.gethostname()))",
              "dovecot", address, forged, "/ca.pem"],
             capture_output=True, text=True, timeout=120, check=True,
@@ -548,7 +541,7 @@ def test_dovecot_sockets_admit_the_postfix_group_only(stack: RunningStack) -> No
             subprocess.run(
                 ["docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL",
                  "--user", user, "-v", f"{volume}:/sockets:ro",
-                 "--entrypoint", "python3", _recorded_image(stack, "bans"), "-c", script],
+                 "--entrypoint", "python3", stack.image("bans"), "-c", script],
                 capture_output=True, text=True, timeout=120, check=True,
             ).stdout
         )  # fmt: skip

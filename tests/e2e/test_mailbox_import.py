@@ -86,13 +86,6 @@ class OldServer:
             imap.logout()
 
 
-def _image(stack: RunningStack) -> str:
-    for line in (stack.root / ".env").read_text().splitlines():
-        if line.startswith("MAILSTACK_IMAGE_DOVECOT="):
-            return line.split("=", 1)[1]
-    raise AssertionError("no dovecot image recorded in .env")
-
-
 @pytest.fixture(scope="module")
 def old_server(
     stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
@@ -110,7 +103,7 @@ def old_server(
             "--publish", f"127.0.0.1:{OLD_PORT}:993",
             "--tmpfs", "/srv/oldmail:uid=5000,gid=5000,mode=0700", "--tmpfs", "/run:mode=0755",
             "--volume", f"{directory}:/etc/oldmail:ro",
-            "--entrypoint", "dovecot", _image(stack), "-F", "-c", "/etc/oldmail/dovecot.conf",
+            "--entrypoint", "dovecot", stack.image("dovecot"), "-F", "-c", "/etc/oldmail/dovecot.conf",
         ],
         check=True, capture_output=True,
     )  # fmt: skip
