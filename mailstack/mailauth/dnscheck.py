@@ -586,20 +586,27 @@ def check_stack(stack: Stack, requested: str | None, resolver: str | None) -> Dn
     """`check dns`: the stack's resolver (its cache flushed for these names) unless given one."""
     domains, _ = mail_domains(stack, requested)
     config = stack.config
-    if resolver is None:
-        resolver = stack_resolver_address(config)
-        flush_cache(stack, [config.hostname, *domains])
+    lookup = stack_lookup(stack, resolver, [config.hostname, *domains])
     own_ca = config.tls.mode == "selfsigned"
     cafile = stack.dir.root / "tls" / "ca.pem" if own_ca else None
     return check_dns(
         config,
         domains,
         dkim.published_keys(stack.dir.root, ed25519_on=config.policy.dkim.ed25519),
-        Lookup(resolver),
+        lookup,
         https_fetcher(cafile),
         own_ca=own_ca,
         dane=dane.load_keys(stack.dir.root),
     )
+
+
+def stack_lookup(stack: Stack, resolver: str | None, names: Sequence[str]) -> Lookup:
+    """Questions to the given resolver; without one, to the stack's own, its cache flushed
+    for these names (and the names below them) first."""
+    if resolver is not None:
+        return Lookup(resolver)
+    flush_cache(stack, names)
+    return Lookup(stack_resolver_address(stack.config))
 
 
 def flush_cache(stack: Stack, names: Sequence[str]) -> None:

@@ -87,8 +87,6 @@ def _published(stack: Stack, resolver: str | None) -> list[str]:
     """The TLSA data DNS serves for port 25 now (the stack's resolver, its cache flushed,
     unless another is given)."""
     hostname = stack.config.hostname
-    if resolver is None:
-        resolver = dnscheck.stack_resolver_address(stack.config)
-        dnscheck.flush_cache(stack, [hostname])
-    found = dnscheck.Lookup(resolver).records(dane.tlsa_name(hostname), "TLSA")
+    lookup = dnscheck.stack_lookup(stack, resolver, [hostname])
+    found = lookup.records(dane.tlsa_name(hostname), "TLSA")
     return [dane.normalised(rdata) for rdata in found]

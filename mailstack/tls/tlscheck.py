@@ -27,13 +27,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from mailstack.errors import EXIT_FAILED, EXIT_OK, EXIT_OWN_CA, MailstackError
-from mailstack.mailauth.dnscheck import (
-    Lookup,
-    flush_cache,
-    mail_domains,
-    stack_resolver_address,
-    tlsa_answer,
-)
+from mailstack.mailauth.dnscheck import mail_domains, stack_lookup, tlsa_answer
 from mailstack.mailauth.dnsrecords import AUTOCONFIG_HOSTS, MTA_STS_HOST
 from mailstack.stack.config import Config, published_ports
 from mailstack.stack.stackdir import Stack
@@ -225,8 +219,7 @@ def check_stack(stack: Stack, requested: str | None) -> TlsCheckReport:
     hostname = stack.config.hostname
 
     def tlsa() -> TlsaAnswer:
-        flush_cache(stack, [hostname])
-        return tlsa_answer(Lookup(stack_resolver_address(stack.config)), hostname)
+        return tlsa_answer(stack_lookup(stack, None, [hostname]), hostname)
 
     keys = dane.load_keys(root)
     return check(
