@@ -43,7 +43,7 @@ from mailstack.tls.certs import (
     load_certificate,
     matching_certificate,
     names_of,
-    served_key,
+    server_key,
 )
 
 ACME_DIR = "acme"
@@ -222,7 +222,7 @@ def renew(
             (),
             tuple(name for name in names if name not in covered),
         )
-    key = key or served_key(root) or ec.generate_private_key(ec.SECP256R1())
+    key = key or server_key(root)
     try:
         fresh, failures = _obtain(stack, names, key)
     except AcmeFailed as failure:

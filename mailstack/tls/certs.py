@@ -80,7 +80,7 @@ def ensure_selfsigned(
     ):
         return TlsReport(False, False, current.not_valid_after_utc)
 
-    key = key or served_key(stack_dir) or ec.generate_private_key(ec.SECP256R1())
+    key = key or server_key(stack_dir)
     # The hostname is the subject's common name; every name is in subjectAltName.
     cert = _issue_server(
         key, [hostname, *(n for n in wanted if n != hostname)], ca_key_loaded, ca_cert, now
@@ -93,16 +93,21 @@ def ensure_selfsigned(
     return TlsReport(created_ca, True, cert.not_valid_after_utc)
 
 
-def served_key(root: Path) -> ec.EllipticCurvePrivateKey | None:
-    """The key the daemons serve (tls/key.pem) when it is one a certificate can be issued
-    for here (EC; an operator's RSA key from tls.mode manual is not reused)."""
+def server_key(root: Path) -> ec.EllipticCurvePrivateKey:
+    """The key a new certificate is issued for: the one the daemons serve (tls/key.pem) when
+    a certificate can be issued for it here (EC; an operator's RSA key from tls.mode manual
+    is not reused), else a new P-256 key."""
     try:
         key = serialization.load_pem_private_key(
             (root / TLS_DIR / "key.pem").read_bytes(), password=None
         )
     except (OSError, ValueError):
-        return None
-    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+        key = None
+    return (
+        key
+        if isinstance(key, ec.EllipticCurvePrivateKey)
+        else ec.generate_private_key(ec.SECP256R1())
+    )
 
 
 def same_key(one: object, other: object) -> bool:
