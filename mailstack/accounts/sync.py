@@ -263,20 +263,19 @@ def export_accounts(compose: Executor, path: Path) -> ExportResult:
 
 def import_accounts(
     compose: Executor,
-    wanted: Snapshot,
+    wanted: Snapshot | Callable[[Snapshot], Snapshot],
     source: str,
     own_domain: str,
     *,
     dry_run: bool,
-    onto: Callable[[Snapshot], Snapshot] | None = None,
     notes: tuple[str, ...] = (),
 ) -> ImportResult:
-    """Diff a validated file (syncfile.parse_snapshot) against the directory; unless
-    dry_run, apply it. onto: instead, the directory wanted is this function of the current
-    one (another server's export merged into it: mailstack.accounts.mailu)."""
+    """Diff the directory wanted against the one there is; unless dry_run, apply it. wanted:
+    a validated file (syncfile.parse_snapshot), or a function of the current directory
+    (another server's export merged into it: mailstack.accounts.mailu)."""
     current = read_directory(compose)
-    if onto is not None:
-        wanted = onto(current)
+    if callable(wanted):
+        wanted = wanted(current)
     changes = diff(current, wanted)
     check_own_domain(changes, own_domain, source)
     quotas = {address: box.quota_bytes for address, box in wanted.mailboxes.items()}

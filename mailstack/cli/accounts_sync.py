@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mailstack.accounts import mailu, sync, syncfile
+from mailstack.accounts.syncplan import Snapshot
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.errors import UsageError
@@ -72,23 +74,17 @@ def accounts_import(
         raise UsageError(f"--from: {source_format[:40]!r} is not mailstack or mailu")
     # A missing or bad file is refused before the stack is looked at.
     raw = syncfile.read_file(file)
-    wanted = syncfile.parse_snapshot(raw, file.name) if source_format == "mailstack" else None
+    wanted: Snapshot | Callable[[Snapshot], Snapshot] | None = (
+        syncfile.parse_snapshot(raw, file.name) if source_format == "mailstack" else None
+    )
+    notes: tuple[str, ...] = ()
     stack = Stack.load(directory_)
-    if wanted is not None:
-        result = sync.import_accounts(
-            stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run
-        )
-    else:  # Mailu's users without a quota get the stack's default one
+    if wanted is None:  # Mailu's users without a quota get the stack's default one
         export = mailu.read_export(raw, file.name, parse_size(stack.config.mailboxes.default_quota))
-        result = sync.import_accounts(
-            stack.compose,
-            export.snapshot,
-            str(file),
-            stack.config.domain,
-            dry_run=dry_run,
-            onto=export.onto,
-            notes=export.notes,
-        )
+        wanted, notes = export.onto, export.notes
+    result = sync.import_accounts(
+        stack.compose, wanted, str(file), stack.config.domain, dry_run=dry_run, notes=notes
+    )
     if as_json:
         output.as_json(result)
     else:
