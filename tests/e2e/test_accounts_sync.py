@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import stat
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 
 from tests.e2e.conftest import DOMAIN, RunningStack
 from tests.e2e.mail import can_log_in, fetch_by_subject, send_inbound, unique_subject
+from tests.unit.test_mailu_import import mailu_hash
 
 pytestmark = pytest.mark.e2e
 
@@ -202,17 +202,6 @@ def test_a_domain_deleted_by_import_comes_back_with_its_mailboxes(
     fetch_by_subject(stack, accounts.bob, PASSWORD, subject)
 
 
-def _crypt(plain: str, salt: str) -> str:
-    """A hash as Mailu stores it (passlib's bcrypt / sha512_crypt: crypt(3) strings)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # deprecated: imported where its warning is silenced
-
-        hashed = crypt.crypt(plain, salt)
-    assert hashed is not None and hashed.startswith(salt[:3])
-    return hashed
-
-
 def test_a_mailu_export_imports_beside_the_directory_and_its_passwords_still_work(
     stack: RunningStack, accounts: Accounts, tmp_path: Path
 ) -> None:
@@ -225,10 +214,13 @@ def test_a_mailu_export_imports_beside_the_directory_and_its_passwords_still_wor
             {  # `flask mailu config-export --secrets`, Mailu's docs/cli.rst format
                 "domain": [{"name": domain, "alternatives": [alternative]}],
                 "user": [
-                    {"email": ann, "password": _crypt(PASSWORD, "$2b$10$" + tag * 2 + "abcdef")},
+                    {
+                        "email": ann,
+                        "password": mailu_hash(PASSWORD, "$2b$10$" + tag * 2 + "abcdef"),
+                    },
                     {
                         "email": ben,
-                        "password": _crypt(PASSWORD, f"$6${tag}$"),
+                        "password": mailu_hash(PASSWORD, f"$6${tag}$"),
                         "quota_bytes": 10**9,
                     },
                     {"email": cid, "password": "$pbkdf2-sha512$25000$c2FsdA$aGFzaA"},

@@ -19,18 +19,19 @@ PASSWORD = "Mailu-horse-42-battery"
 DEFAULT_QUOTA = 2 * 1024**3
 
 
-def _crypt(salt: str) -> str:
+def mailu_hash(plain: str, salt: str) -> str:
+    """A hash as Mailu stores it (passlib's bcrypt / sha512_crypt: crypt(3) strings)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # deprecated: imported where its warning is silenced
 
-        hashed = crypt.crypt(PASSWORD, salt)
+        hashed = crypt.crypt(plain, salt)
     assert hashed is not None and hashed.startswith(salt[:3])
     return hashed
 
 
-BCRYPT = _crypt("$2b$10$abcdefghijklmnopqrstuv")  # how Mailu stores a password
-SHA512 = _crypt("$6$saltsaltsalt$")
+BCRYPT = mailu_hash(PASSWORD, "$2b$10$abcdefghijklmnopqrstuv")  # how Mailu stores a password
+SHA512 = mailu_hash(PASSWORD, "$6$saltsaltsalt$")
 
 
 def export(**changes: Any) -> dict[str, Any]:
