@@ -21,6 +21,7 @@ from mailstack.stack.config_policy import Dns, Policy
 from mailstack.stack.config_sections import (
     Antivirus,
     Backup,
+    Cluster,
     Features,
     Images,
     Logs,
@@ -70,6 +71,7 @@ class Config(Section):
     dns: Dns = Field(default_factory=Dns)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     relay: Relay = Field(default_factory=Relay)
+    cluster: Cluster = Field(default_factory=Cluster)
 
     @model_validator(mode="after")
     def _mfa_required_has_its_enforcer(self) -> Config:

@@ -28,10 +28,12 @@ from mailstack.stack.config_types import (
     DailyTime,
     DailyTimeOrOff,
     Domain,
+    EngineUrl,
     FeedUrl,
     IPv4,
     IPv6,
     MirrorUrl,
+    NodeName,
     Port,
     Registry,
     S3KeyId,
@@ -551,3 +553,60 @@ class Monitoring(Section):
                 "address your Prometheus reaches (a private or VPN address)"
             )
         return value
+
+
+NodeRole = Literal["edge", "mailbox", "db"]
+
+
+class ClusterNode(Section):
+    name: NodeName = Field(description="the node's hostname, as `docker node ls` shows it")
+    engine: EngineUrl = Field(
+        description="how mailstack reaches its Docker engine: ssh://[user@]host[:port] (the "
+        "docker CLI's SSH transport, with your ssh keys and known_hosts)"
+    )
+    roles: list[NodeRole] = Field(
+        min_length=1,
+        max_length=3,
+        description="edge (Postfix, rspamd, the front, Dovecot's proxy; its ports published "
+        "on the node), mailbox (a back end holding users' mail), db (PostgreSQL: the first "
+        "db node the primary, a second its standby)",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a role twice")
+        return value
+
+
+class Cluster(Section):
+    """The nodes of a Docker Swarm cluster the stack spreads over (docs/cluster.md); none:
+    one host, Docker Compose."""
+
+    nodes: list[ClusterNode] = Field(
+        default=[],
+        max_length=64,
+        description="the swarm's nodes, each {name, engine, roles}; empty: a single host",
+    )
+
+    @model_validator(mode="after")
+    def _a_cluster_that_carries_mail(self) -> Cluster:
+        if not self.nodes:
+            return self
+        for key in ("name", "engine"):
+            values = [getattr(node, key) for node in self.nodes]
+            twice = sorted({value for value in values if values.count(value) > 1})
+            if twice:
+                raise ValueError(f"nodes: {key} {twice[0]!r} is listed twice")
+        roles = ("edge", "mailbox", "db")
+        counts = {role: sum(role in node.roles for node in self.nodes) for role in roles}
+        for role in roles:
+            if not counts[role]:
+                raise ValueError(f"nodes: no node has the role {role} (each role needs one)")
+        if counts["db"] > 2:
+            raise ValueError(
+                f"nodes: {counts['db']} nodes have the role db; allowed: 1 (a primary) or 2 "
+                "(a primary and its standby)"
+            )
+        return self

@@ -13,9 +13,11 @@ from mailstack.stack.config_values import (
     check_backup_target,
     check_daily_time,
     check_daily_time_or_off,
+    check_engine_url,
     check_feed_url,
     check_ip,
     check_mirror_url,
+    check_node_name,
     check_project,
     check_registry,
     check_ssh_host_key,
@@ -43,6 +45,8 @@ MirrorUrl = Annotated[str, AfterValidator(check_mirror_url)]
 Score = Annotated[float, Field(ge=0, le=1000)]
 BackupTarget = Annotated[str, AfterValidator(check_backup_target)]
 SshHostKey = Annotated[str, AfterValidator(check_ssh_host_key)]
+NodeName = Annotated[str, AfterValidator(check_node_name)]
+EngineUrl = Annotated[str, AfterValidator(check_engine_url)]
 S3KeyId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+/=-]{3,128}$")]
 DailyTime = Annotated[str, AfterValidator(check_daily_time)]
 DailyTimeOrOff = Annotated[str, AfterValidator(check_daily_time_or_off)]

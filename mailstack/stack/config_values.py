@@ -30,6 +30,10 @@ _BACKUP_URL = re.compile(
     r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?"
     r"(?P<path>/[A-Za-z0-9._/~+-]*)$"
 )
+_ENGINE_URL = re.compile(
+    r"^ssh://(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
+    r"(?P<host>[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$"
+)
 _SSH_KEY_TYPES = (
     "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa",
 )  # fmt: skip
@@ -197,6 +201,31 @@ def check_registry(value: str) -> str:
     reject_unsafe_text(value)
     if not _REGISTRY.match(value):
         raise ValueError("is not a registry (host[:port][/path], lower case)")
+    return value
+
+
+def check_node_name(value: str) -> str:
+    """A cluster node's name: its hostname as Swarm shows it (one DNS label)."""
+    if not _LABEL.match(value):
+        raise ValueError("is not a node name (its hostname: a-z, 0-9 and -, 1-63, one label)")
+    return value
+
+
+def check_engine_url(value: str) -> str:
+    """How mailstack reaches a node's Docker engine: ssh://[user@]host[:port], the docker
+    CLI's own SSH transport (the engine's API never on the network)."""
+    reject_unsafe_text(value, limit=300)
+    match = _ENGINE_URL.match(value)
+    if not match:
+        raise ValueError("is not an engine address (ssh://[user@]host[:port])")
+    host = match["host"].removeprefix("[").removesuffix("]")
+    if not _is_ip(host):
+        try:
+            normalize_domain(host)
+        except ValueError:
+            raise ValueError(f"is not an engine address ({host!r} is not a host name)") from None
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("is not an engine address (the port is not 1-65535)")
     return value
 
 

@@ -1,0 +1,67 @@
+"""The cluster section of mailstack.yaml (docs/cluster.md): the swarm's nodes, how mailstack
+reaches each engine, their roles; every bad value one line naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mailstack.errors import ConfigError
+from mailstack.stack.config import Config, validate_config
+from tests.conftest import REFERENCE
+
+THREE = [
+    {"name": "node1", "engine": "ssh://root@node1.example.org", "roles": ["edge", "mailbox", "db"]},
+    {"name": "node2", "engine": "ssh://admin@192.0.2.12:2222", "roles": ["edge", "mailbox"]},
+    {"name": "node3", "engine": "ssh://[2001:db8::13]", "roles": ["db"]},
+]
+
+
+def config(nodes: list[dict[str, Any]]) -> Config:
+    return validate_config({**REFERENCE, "cluster": {"nodes": nodes}})
+
+
+def test_no_nodes_is_one_host() -> None:
+    assert validate_config(REFERENCE).cluster.nodes == []
+
+
+def test_three_nodes_with_every_role() -> None:
+    nodes = config(THREE).cluster.nodes
+    assert [node.name for node in nodes] == ["node1", "node2", "node3"]
+    assert nodes[1].engine == "ssh://admin@192.0.2.12:2222"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({1: {"name": "node1"}}, "name 'node1' is listed twice"),
+        ({1: {"engine": "ssh://root@node1.example.org"}}, "engine"),
+        ({0: {"engine": "tcp://node1.example.org:2375"}}, "ssh://[user@]host[:port]"),
+        ({0: {"engine": "ssh://root@node1\nexample.org"}}, "cluster.nodes.0.engine"),
+        ({0: {"engine": "ssh://root@bad_host!"}}, "ssh://[user@]host[:port]"),
+        ({0: {"name": "Node_1"}}, "is not a node name"),
+        ({0: {"roles": ["edge", "edge"]}}, "lists a role twice"),
+        ({0: {"roles": ["web"]}}, "cluster.nodes.0.roles.0"),
+        ({0: {"roles": []}}, "cluster.nodes.0.roles"),
+        ({2: {"roles": ["edge"]}, 0: {"roles": ["edge", "mailbox"]}}, "the role db"),
+    ],
+)
+def test_a_bad_cluster_is_one_line_naming_the_key(
+    change: dict[int, dict[str, Any]], named: str
+) -> None:
+    nodes = [{**node, **change.get(index, {})} for index, node in enumerate(THREE)]
+    with pytest.raises(ConfigError) as refused:
+        config(nodes)
+    message = refused.value.message
+    assert "\n" not in message and named in message, message
+
+
+def test_more_than_two_database_nodes_are_refused() -> None:
+    nodes = [
+        {**node, "roles": [*node["roles"], "db"]} if "db" not in node["roles"] else node
+        for node in THREE
+    ]
+    with pytest.raises(ConfigError) as refused:
+        config(nodes)
+    assert "3 nodes have the role db" in refused.value.message
