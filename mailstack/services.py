@@ -10,13 +10,28 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # the registry is data every layer reads; it needs Config only as a type
     from mailstack.stack.config import Config
 
 # A service with a config checker ships it here (a mode of compose/<image>/entrypoint).
 CHECKER = "/usr/local/bin/check-config"
+
+
+# Where a service runs on a Docker Swarm cluster (docs/cluster.md): the nodes with this role
+# (mailstack.yaml's cluster.nodes; "every": each node), one task on each of them (global) or one
+# in all. "db" means the database's primary node.
+ClusterRole = Literal["edge", "mailbox", "db", "every"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    role: ClusterRole = "edge"
+    on_each: bool = True  # global on the role's nodes, else one replica
+    # How Swarm replaces a task on update: start the new one first where two may run side by
+    # side (no host port, no volume two daemons must not share), else stop the old one first.
+    start_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,8 @@ class Service:
     # The Linux capabilities it gets back after dropping all (compose.yaml's cap_add);
     # SECURITY.md says why for each, and a test holds the running containers to this.
     capabilities: tuple[str, ...] = ()
+    # Where it runs on a cluster, and how Swarm updates it.
+    placement: Placement = Placement()
 
     def runs_in(self, config: Config) -> bool:
         return self.runs_when is None or self.runs_when(config)
@@ -52,12 +69,15 @@ class Service:
 _DROP_TO_USER = ("SETGID", "SETUID")
 
 # Chown its socket directory and a fresh volume; drop to the postgres user.
-DB = Service("db", "db", capabilities=("CHOWN", "SETGID", "SETUID"))
+DB = Service(
+    "db", "db", capabilities=("CHOWN", "SETGID", "SETUID"), placement=Placement("db", on_each=False)
+)
 REDIS = Service(
     "redis",
     "redis",
     override_point="overrides/redis/redis.conf (included last)",
     capabilities=_DROP_TO_USER,
+    placement=Placement("db", on_each=False),
 )
 RESOLVER = Service(
     "resolver",
@@ -65,6 +85,8 @@ RESOLVER = Service(
     fixed_host=53,  # the stack's DNS server on both networks (containers' `dns:`)
     override_point="overrides/resolver/*.conf (included last)",
     capabilities=_DROP_TO_USER,
+    # On each node's host network, answering that node's tasks (docs/cluster.md).
+    placement=Placement("every"),
 )
 # clamd and freshclam run as the clamav user from the start: no capability at all.
 CLAMAV = Service("clamav", "clamav", runs_when=lambda config: config.features.antivirus)
@@ -73,6 +95,7 @@ RSPAMD = Service(
     "rspamd",
     override_point="overrides/rspamd/ (rspamd's override.d)",
     capabilities=_DROP_TO_USER,
+    placement=Placement("edge", start_first=True),
 )
 BANS = Service(
     "bans",
@@ -92,6 +115,8 @@ DOVECOT = Service(
     # The master hands sockets to service users, drops privileges per process, signals its
     # children and chroots the login processes.
     capabilities=("CHOWN", "SETGID", "SETUID", "KILL", "SYS_CHROOT"),
+    # One back end until users have home back ends behind an edge proxy (docs/cluster.md).
+    placement=Placement("mailbox", on_each=False),
 )
 # The master reaches postfix-owned queue directories and signals its children.
 _POSTFIX_MASTER = ("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL")
@@ -108,6 +133,7 @@ SINK = Service(
     runs_when=lambda config: config.mode == "sandbox",
     checker=("sink",),
     capabilities=_POSTFIX_MASTER,
+    placement=Placement("edge", on_each=False),
 )
 _NGINX_RELOAD = ("nginx", "-s", "reload", "-c", "/etc/mailstack/front/nginx.conf")
 FRONT = Service(
@@ -120,7 +146,9 @@ FRONT = Service(
     capabilities=_DROP_TO_USER,
 )
 # The MTA-STS policy resolver runs as the mtasts user from the start: no capability at all.
-MTA_STS = Service("mta-sts", "mta-sts", holds_ca=True)
+MTA_STS = Service(
+    "mta-sts", "mta-sts", holds_ca=True, placement=Placement("edge", start_first=True)
+)
 WEBMAIL = Service(
     "webmail",
     "webmail",
@@ -132,6 +160,7 @@ WEBMAIL = Service(
     override_point="overrides/webmail/*.inc.php (Roundcube settings, read last)",
     # Reads the webmail's secrets as root; the PHP-FPM master starts its workers as www-data.
     capabilities=_DROP_TO_USER,
+    placement=Placement("edge", start_first=True),
 )
 ADMIN = Service(
     "admin",
@@ -142,6 +171,7 @@ ADMIN = Service(
     checker=None,  # no config of its own: the compose file's environment is all it reads
     # Reads its database password as root, then runs the API as its own user.
     capabilities=_DROP_TO_USER,
+    placement=Placement("edge", start_first=True),
 )
 # Calendars and contacts (features.dav): Radicale, reached only by the front (at a fixed address,
 # as nginx resolves no name); it signs users in through Dovecot's auth socket on a volume of
@@ -153,6 +183,8 @@ DAV = Service(
     fixed_host=84,
     checker=None,  # Radicale has no config checker; a bad setting stops its start, with the line
     override_point="overrides/dav/radicale.conf (read last)",
+    # Beside Dovecot, whose auth socket it shares on a volume.
+    placement=Placement("mailbox", on_each=False),
 )
 
 # monitoring.metrics: collects the daemons' own metrics on the back-end network and serves
@@ -167,6 +199,7 @@ METRICS = Service(
     checker=None,  # no config of its own: its command line is all it reads
     # Reads the token and rspamd's read-only password as root, then runs as its own user.
     capabilities=_DROP_TO_USER,
+    placement=Placement("edge", on_each=False, start_first=True),
 )
 
 # In the order an update recreates them: the back end first; the MTA last, so that senders'

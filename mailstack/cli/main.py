@@ -23,6 +23,7 @@ from mailstack.cli import (
     audit,
     backup,
     check,
+    cluster,
     dkim,
     dns,
     fulltext,
@@ -117,6 +118,7 @@ queue.register(app)
 alert.register(app)
 report.register(app)
 relay.register(app)
+cluster.register(app)
 
 
 def run() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,11 +10,20 @@ import typer
 
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster import stackfile
 from mailstack.errors import ConfigError, UsageError
 from mailstack.images import builder
 from mailstack.images.imagetags import DEBIAN_IMAGE
 from mailstack.stack import stackfiles
+from mailstack.stack.config import Config
 from mailstack.stack.config_values import normalize_domain
+from mailstack.stack.stackdir import StackDir
+
+
+class RenderTarget(StrEnum):
+    COMPOSE = "compose"
+    SWARM = "swarm"
+
 
 host_app = typer.Typer(help="Prepare this host (base image).", no_args_is_help=True)
 
@@ -98,13 +108,39 @@ def init(
     )
 
 
-def render(directory: StackDirOption = Path()) -> None:
+def render(
+    target: Annotated[
+        RenderTarget,
+        typer.Option(
+            help="compose: one host (compose.yaml); swarm: also the cluster's stack file, "
+            "swarm/stack.yaml (docs/cluster.md)."
+        ),
+    ] = RenderTarget.COMPOSE,
+    directory: StackDirOption = Path(),
+) -> None:
     """Re-render generated files from mailstack.yaml, keeping your edits (three-way merge)."""
-    report = stackfiles.render(directory)
+    config = StackDir(directory).require().load_config() if target is RenderTarget.SWARM else None
+    if config is not None and not config.cluster.nodes:
+        raise UsageError(
+            "--target swarm: mailstack.yaml lists no cluster.nodes",
+            hint="add the swarm's nodes with their roles (docs/cluster.md)",
+        )
+    render_or_stop(directory, config, untouched="nothing running was touched")
+    if config is not None:
+        result = stackfile.write_stack_file(directory, config)
+        for note in result.notes:
+            output.warn(f"not in the cluster yet: {note}")
+        output.info(f"wrote {stackfile.STACK_FILE}")
+
+
+def render_or_stop(directory: Path, config: Config | None, *, untouched: str) -> None:
+    """Render (merging the operator's edits) and print what changed; a conflict stops the
+    command before it touches anything running."""
+    report = stackfiles.render(directory, config)
     output.render_report(report)
     if report.conflicts:
         raise UsageError(
-            f"{len(report.conflicts)} file(s) need your decision; nothing running was touched",
+            f"{len(report.conflicts)} file(s) need your decision; {untouched}",
             hint="resolve each conflict, then `mailstack resolve FILE`",
         )
 

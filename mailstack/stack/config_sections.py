@@ -562,7 +562,8 @@ class ClusterNode(Section):
     name: NodeName = Field(description="the node's hostname, as `docker node ls` shows it")
     engine: EngineUrl = Field(
         description="how mailstack reaches its Docker engine: ssh://[user@]host[:port] (the "
-        "docker CLI's SSH transport, with your ssh keys and known_hosts)"
+        "docker CLI's SSH transport, with your ssh keys and known_hosts), or unix:///path to "
+        "the engine's socket when mailstack runs on that node"
     )
     roles: list[NodeRole] = Field(
         min_length=1,

@@ -213,11 +213,15 @@ def check_node_name(value: str) -> str:
 
 def check_engine_url(value: str) -> str:
     """How mailstack reaches a node's Docker engine: ssh://[user@]host[:port], the docker
-    CLI's own SSH transport (the engine's API never on the network)."""
+    CLI's own SSH transport, or unix:///path when mailstack runs on that node (the engine's
+    API never on the network)."""
     reject_unsafe_text(value, limit=300)
+    if value.startswith("unix://"):
+        check_absolute_path(value.removeprefix("unix://"))
+        return value
     match = _ENGINE_URL.match(value)
     if not match:
-        raise ValueError("is not an engine address (ssh://[user@]host[:port])")
+        raise ValueError("is not an engine address (ssh://[user@]host[:port] or unix:///path)")
     host = match["host"].removeprefix("[").removesuffix("]")
     if not _is_ip(host):
         try:

@@ -14,6 +14,7 @@ masked /proc paths, a private cgroup namespace, and a volume for the node's /var
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,8 @@ NODE_CONTEXT = Path(__file__).with_name("node")
 NETWORK = "mailstack-cluster"
 SUBNET = "172.27.200.0/24"
 PREFIX = "mailstack-cluster-node"
+# Each node's engine socket, reachable from the host (tests/cluster/node/entrypoint).
+SOCKETS = Path("/run/mailstack-cluster")
 ENGINE_START_SECONDS = 120  # generous: the suite runs e2e stacks beside it
 _NODE_FLAGS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -49,6 +52,11 @@ def docker(*args: str, stdin: bytes | None = None, timeout: float = 300) -> str:
 class Node:
     name: str  # the container's name and the node's hostname
     address: str  # on the cluster network
+
+    @property
+    def engine(self) -> str:
+        """The node's engine as mailstack reaches it from the host (cluster.nodes' engine)."""
+        return f"unix://{SOCKETS / self.name / 'docker.sock'}"
 
     def docker(self, *args: str, stdin: bytes | None = None, timeout: float = 300) -> str:
         """The node's own engine, through its CLI inside the container."""
@@ -76,7 +84,8 @@ def start_nodes(count: int) -> list[Node]:
         name = f"{PREFIX}{number}"
         docker(
             "run", "--detach", "--name", name, "--hostname", name, "--network", NETWORK,
-            *_NODE_FLAGS, "--volume", f"{name}:/var/lib/docker", image,
+            *_NODE_FLAGS, "--volume", f"{name}:/var/lib/docker",
+            "--volume", f"{SOCKETS / name}:/run/host-engine", image,
         )  # fmt: skip
         address = docker(
             "inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}',
@@ -135,3 +144,4 @@ def remove_nodes() -> None:
         docker("volume", "rm", "--force", *volumes)
     if docker("network", "ls", "--quiet", "--filter", f"name=^{NETWORK}$").strip():
         docker("network", "rm", NETWORK)
+    shutil.rmtree(SOCKETS, ignore_errors=True)

@@ -38,6 +38,7 @@ def test_three_nodes_with_every_role() -> None:
         ({1: {"name": "node1"}}, "name 'node1' is listed twice"),
         ({1: {"engine": "ssh://root@node1.example.org"}}, "engine"),
         ({0: {"engine": "tcp://node1.example.org:2375"}}, "ssh://[user@]host[:port]"),
+        ({0: {"engine": "unix://run/docker.sock"}}, "absolute"),
         ({0: {"engine": "ssh://root@node1\nexample.org"}}, "cluster.nodes.0.engine"),
         ({0: {"engine": "ssh://root@bad_host!"}}, "ssh://[user@]host[:port]"),
         ({0: {"name": "Node_1"}}, "is not a node name"),
@@ -55,6 +56,11 @@ def test_a_bad_cluster_is_one_line_naming_the_key(
         config(nodes)
     message = refused.value.message
     assert "\n" not in message and named in message, message
+
+
+def test_a_node_mailstack_runs_on_is_reached_by_its_socket() -> None:
+    local = {**THREE[0], "engine": "unix:///var/run/docker.sock"}
+    assert config([local, *THREE[1:]]).cluster.nodes[0].engine == "unix:///var/run/docker.sock"
 
 
 def test_more_than_two_database_nodes_are_refused() -> None:

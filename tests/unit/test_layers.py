@@ -9,7 +9,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mailstack"
 SHARED = {"errors", "verdict", "units", "resources", "services"}
-CORE = {"stack", "images", "runtime", "accounts", "mailauth", "tls", "backup", "identity", "api"}
+CORE = {
+    "stack", "images", "runtime", "accounts", "mailauth", "tls", "backup", "identity", "api",
+    "cluster",
+}  # fmt: skip
 UI_LIBRARIES = {"typer", "rich", "click"}
 
 

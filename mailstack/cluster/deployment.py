@@ -1,0 +1,150 @@
+"""Driving the stack on a swarm (docs/cluster.md): the nodes' labels follow mailstack.yaml's
+roles, the stack file is deployed through a manager, and its state read back. Swarm
+schedules, restarts and rolls back; mailstack only says what should run where."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailstack.adapters.swarm import Engine, SwarmNode
+from mailstack.cluster import stackfile
+from mailstack.errors import MailstackError
+from mailstack.stack.config import Config
+
+_LABEL_PREFIX = "mailstack."
+
+
+def wanted_labels(config: Config) -> dict[str, dict[str, str]]:
+    """{node: its mailstack.* labels} for the roles mailstack.yaml gives it; the first db
+    node is the database's primary, a second its standby."""
+    db_nodes = [node.name for node in config.cluster.nodes if "db" in node.roles]
+    return {
+        node.name: stackfile.node_labels(
+            list(node.roles), db_nodes.index(node.name) if node.name in db_nodes else None
+        )
+        for node in config.cluster.nodes
+    }
+
+
+def manager(config: Config) -> Engine:
+    """The first listed node whose engine answers as a swarm manager."""
+    tried = []
+    for node in config.cluster.nodes:
+        engine = Engine(node.engine)
+        if engine.is_manager():
+            return engine
+        tried.append(f"{node.name} ({node.engine})")
+    if not tried:
+        raise MailstackError(
+            "mailstack.yaml lists no cluster.nodes", hint="docs/cluster.md: the cluster section"
+        )
+    raise MailstackError(
+        f"no swarm manager answers: tried {', '.join(tried)}",
+        hint="check that each engine runs, is in the swarm as a manager, and that this host "
+        "reaches it (ssh keys, known_hosts)",
+    )
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    node: str
+    added: dict[str, str]
+    removed: list[str]
+
+
+def label_nodes(engine: Engine, config: Config) -> list[LabelChange]:
+    """Bring every listed node's mailstack.* labels to its roles; a listed node missing from
+    the swarm stops it before anything changes."""
+    present = {node.hostname: node for node in engine.nodes()}
+    wanted = wanted_labels(config)
+    missing = sorted(set(wanted) - set(present))
+    if missing:
+        raise MailstackError(
+            f"cluster.nodes: {', '.join(missing)} not in the swarm (its nodes: "
+            f"{', '.join(sorted(present)) or 'none'})",
+            hint="join the node to the swarm (`docker swarm join`), or fix its name",
+        )
+    changes = []
+    for name, labels in wanted.items():
+        current = {
+            key: value
+            for key, value in present[name].labels.items()
+            if key.startswith(_LABEL_PREFIX)
+        }
+        added = {key: value for key, value in labels.items() if current.get(key) != value}
+        removed = sorted(set(current) - set(labels))
+        if added or removed:
+            engine.set_labels(name, added, removed)
+            changes.append(LabelChange(name, added, removed))
+    return changes
+
+
+@dataclass(frozen=True)
+class Deployment:
+    labels: list[LabelChange]
+    notes: list[str]
+
+
+def deploy(root: Path, config: Config) -> Deployment:
+    """Label the nodes, write the stack file from the rendered stack and deploy it."""
+    engine = manager(config)
+    written = stackfile.write_stack_file(root, config)
+    changes = label_nodes(engine, config)
+    engine.deploy(
+        root / stackfile.STACK_FILE, config.project, resolve_images=bool(config.images.registry)
+    )
+    return Deployment(changes, written.notes)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    mode: str
+    replicas: str  # running/wanted, as Swarm counts them
+    # The latest error of a task Swarm wanted running, if any: the first thing to read.
+    error: str = ""
+
+    @property
+    def converged(self) -> bool:
+        running, _, wanted = self.replicas.partition("/")
+        return running == wanted.split(" ", 1)[0] and wanted != "0"
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    nodes: list[SwarmNode]
+    services: list[ServiceState] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodes": [asdict(node) for node in self.nodes],
+            "services": [{**asdict(service), "converged": service.converged}
+                         for service in self.services],
+        }  # fmt: skip
+
+
+def status(config: Config) -> ClusterStatus:
+    engine = manager(config)
+    tasks = engine.tasks(config.project)
+    errors: dict[str, str] = {}
+    for task in tasks:  # newest first, as docker stack ps lists them
+        service = str(task.get("Name", "")).rsplit(".", 1)[0].split(".", 1)[0]
+        if task.get("Error") and service not in errors:
+            errors[service] = str(task["Error"])
+    services = [
+        ServiceState(
+            name=str(entry["Name"]).removeprefix(f"{config.project}_"),
+            mode=str(entry.get("Mode", "")),
+            replicas=str(entry.get("Replicas", "")),
+            error=errors.get(str(entry["Name"]), ""),
+        )
+        for entry in engine.services(config.project)
+    ]
+    return ClusterStatus(engine.nodes(), sorted(services, key=lambda service: service.name))
+
+
+def remove(config: Config) -> None:
+    """`docker stack rm`: the services go; volumes, configs' data on disk and labels stay."""
+    manager(config).remove(config.project)

@@ -1,0 +1,419 @@
+"""The stack file `docker stack deploy` reads, derived from the single-host stack.
+
+A cluster runs the same images and the same rendered daemon configs as one host: the stack
+file is compose.yaml (with the operator's edits) translated for Swarm, never a second set of
+templates. What Swarm cannot do the way Compose does is translated here and nowhere else:
+
+| compose.yaml | stack file |
+|---|---|
+| `build`, `depends_on`, `pull_policy`, `restart` | dropped (entrypoints wait; Swarm restarts) |
+| `mem_limit` | `deploy.resources.limits.memory` (a stack file has no pids limit) |
+| a bind mount of a generated file or tree | one Swarm config per file (a key: a secret, 0400) |
+| `secrets` from files | Swarm secrets |
+| ports | published in host mode on each node that runs the task (the client's address survives) |
+| bridge networks | overlay networks with the same subnets |
+| `tmpfs` | tmpfs mounts of the same size |
+
+Swarm objects are immutable, so every config and secret is named by its content: a changed
+file is a new object, and `docker stack deploy` rolls the services that mount it. Secrets are
+named by a digest keyed with a stack secret, so their names reveal nothing of them.
+
+What the translation cannot carry yet (a fixed address, a tmpfs owner, a port bound to one
+address) comes back as notes, not silently: docs/cluster.md lists the cluster's open steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mailstack import services
+from mailstack.errors import MailstackError
+from mailstack.images import imagerefs
+from mailstack.services import Placement
+from mailstack.stack.stackdir import atomic_write
+
+if TYPE_CHECKING:
+    from mailstack.stack.config import Config
+
+STACK_FILE = "swarm/stack.yaml"
+# The newest Compose file format Debian's docker CLI (20.10) deploys as a stack.
+STACK_FILE_VERSION = "3.9"
+# Where the stack file sits relative to the stack directory: its file: paths climb out of it.
+_TO_ROOT = "../"
+# docker_gwbridge's gateway on each node: the resolver listens there on the host network, and
+# every task on an overlay network reaches it (docs/cluster.md, verified in the test's nodes).
+NODE_RESOLVER = "172.18.0.1"
+# The Docker network a service joins to run in the node's own network namespace.
+HOST_NETWORK = "host"
+_HOST_NETWORK_KEY = "node-host"
+
+# Keys of a compose.yaml service the stack file keeps as they are.
+_KEPT = (
+    "command", "entrypoint", "environment", "healthcheck", "hostname", "user", "read_only",
+    "cap_add", "cap_drop", "logging", "sysctls", "stop_grace_period", "init",
+    "working_dir", "labels",
+)  # fmt: skip
+# Keys Swarm has no use for (it schedules, restarts and pulls itself).
+_DROPPED = ("build", "depends_on", "pull_policy", "restart", "container_name", "shm_size")
+# Files mounted as Swarm secrets (0400) rather than configs: private keys.
+_PRIVATE = re.compile(r"(^|/)(dkim/[^/]+\.key|[^/]*key\.pem|[^/]+\.key)$")
+_OBJECT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_NAME_LIMIT = 64  # Swarm's limit for a config's or secret's name
+_SIZE = re.compile(r"^(?P<number>[0-9]+)(?P<unit>[kmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+@dataclass(frozen=True)
+class StackFile:
+    document: dict[str, Any]
+    # What compose.yaml asks that this translation cannot carry yet, one line each.
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Objects:
+    """The configs and secrets the services mount, keyed as the stack file names them."""
+
+    project: str
+    secret_key: bytes
+    configs: dict[str, dict[str, str]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def add_file(self, path: str, content: bytes) -> tuple[str, bool]:
+        """The stack file's key for a stack-directory file, and whether it is a secret."""
+        private = bool(_PRIVATE.search(path))
+        key = _OBJECT_NAME.sub("-", path.replace("/", "_"))
+        table = self.secrets if private else self.configs
+        table[key] = {"name": self._name(key, content, keyed=private), "file": _TO_ROOT + path}
+        return key, private
+
+    def add_secret(self, key: str, source: str, content: bytes) -> None:
+        self.secrets[key] = {"name": self._name(key, content, keyed=True), "file": source}
+
+    def _name(self, key: str, content: bytes, *, keyed: bool) -> str:
+        if keyed:
+            digest = hmac.new(self.secret_key, content, hashlib.sha256).hexdigest()
+        else:
+            digest = hashlib.sha256(content).hexdigest()
+        stem = f"{self.project}_{key}"[: _NAME_LIMIT - 13]
+        return f"{stem}_{digest[:12]}"
+
+
+def stack_file(
+    compose: Mapping[str, Any],
+    files: Mapping[str, bytes],
+    images: Mapping[str, str],
+    *,
+    project: str,
+    secret_key: bytes,
+    db_nodes: int = 1,
+) -> StackFile:
+    """The stack file for compose.yaml (parsed), given every file under the paths it mounts
+    ({stack-relative path: content}) and the images recorded by the last build."""
+    objects = _Objects(project, secret_key)
+    notes: list[str] = []
+    for key, secret in sorted((compose.get("secrets") or {}).items()):
+        source = str(secret.get("file", ""))
+        relative = source.removeprefix("./")
+        if relative not in files:
+            raise MailstackError(f"secret {key}: {source} is missing from the stack directory")
+        objects.add_secret(key, _TO_ROOT + relative, files[relative])
+    translated = {
+        name: _service(name, service, files, images, objects, notes)
+        for name, service in (compose.get("services") or {}).items()
+    }
+    networks: dict[str, Any] = {
+        name: _network(network) for name, network in (compose.get("networks") or {}).items()
+    }
+    if any(_HOST_NETWORK_KEY in service.get("networks", {}) for service in translated.values()):
+        networks[_HOST_NETWORK_KEY] = {"external": True, "name": HOST_NETWORK}
+    limited = sorted(
+        name for name, service in compose["services"].items() if "pids_limit" in service
+    )
+    if limited:
+        notes.append(f"{', '.join(limited)}: their pids limits (a stack file has none)")
+    if db_nodes > 1:
+        notes.append("db: the standby on the second db node is not deployed yet (cluster db)")
+    document: dict[str, Any] = {
+        "version": STACK_FILE_VERSION,
+        "services": translated,
+        "networks": networks,
+        "volumes": {name: {} for name in (compose.get("volumes") or {})},
+        "configs": dict(sorted(objects.configs.items())),
+        "secrets": dict(sorted(objects.secrets.items())),
+    }
+    return StackFile(document, notes)
+
+
+def _service(
+    name: str,
+    service: Mapping[str, Any],
+    files: Mapping[str, bytes],
+    images: Mapping[str, str],
+    objects: _Objects,
+    notes: list[str],
+) -> dict[str, Any]:
+    record = services.BY_NAME.get(name)
+    placement = record.placement if record else Placement("edge", on_each=False)
+    translated: dict[str, Any] = {"image": _image(name, str(service["image"]), images)}
+    translated.update({key: service[key] for key in _KEPT if key in service})
+    on_host = placement.role == "every"
+    if on_host:
+        translated["networks"] = {_HOST_NETWORK_KEY: {}}
+    else:
+        translated["networks"] = _service_networks(name, service.get("networks"), notes)
+    if "dns" in service:
+        translated["dns"] = [NODE_RESOLVER]
+    if "dns_opt" in service:
+        notes.append(
+            f"{name}: DNS options {' '.join(service['dns_opt'])} (a stack file cannot set "
+            "them; Swarm's service spec can)"
+        )
+    if "ports" in service:
+        translated["ports"] = _ports(name, service["ports"], notes)
+    mounts, mounted_configs, mounted_secrets = _mounts(name, service, files, objects, notes)
+    if mounts:
+        translated["volumes"] = mounts
+    if mounted_configs:
+        translated["configs"] = mounted_configs
+    secrets = [*_service_secrets(service.get("secrets") or []), *mounted_secrets]
+    if secrets:
+        translated["secrets"] = secrets
+    translated["deploy"] = _deploy(service, placement)
+    return translated
+
+
+def _image(name: str, reference: str, images: Mapping[str, str]) -> str:
+    """compose.yaml's ${MAILSTACK_IMAGE_X:-…} resolved to the image the last build made."""
+    match = re.fullmatch(r"\$\{MAILSTACK_IMAGE_[A-Z0-9_]+:-(?P<fallback>[^}]+)\}", reference)
+    if not match:
+        return reference  # an operator's own reference, used as written
+    image = match["fallback"].rsplit("/", 1)[-1].split(":", 1)[0]
+    if image not in images:
+        raise MailstackError(
+            f"{name}: image {image} is not built yet", hint="run `mailstack build` first"
+        )
+    return images[image]
+
+
+def _service_networks(name: str, networks: Any, notes: list[str]) -> dict[str, Any]:
+    joined: dict[str, Any] = {}
+    for network, given in (networks or {}).items():
+        settings = dict(given or {})
+        address = settings.pop("ipv4_address", None)
+        if address:
+            notes.append(
+                f"{name}: its fixed address {address} on {network} (Swarm gives tasks none; "
+                "what admits only that address does not admit it yet)"
+            )
+        joined[network] = {key: settings[key] for key in ("aliases",) if key in settings}
+    return joined
+
+
+def _network(network: Mapping[str, Any] | None) -> dict[str, Any]:
+    network = network or {}
+    translated: dict[str, Any] = {"driver": "overlay"}
+    if network.get("internal"):
+        translated["internal"] = True
+    subnets = [entry["subnet"] for entry in (network.get("ipam") or {}).get("config", [])]
+    if subnets:
+        translated["ipam"] = {"config": [{"subnet": subnet} for subnet in subnets]}
+    return translated
+
+
+def _ports(name: str, ports: list[Any], notes: list[str]) -> list[dict[str, Any]]:
+    published: list[dict[str, Any]] = []
+    for port in ports:
+        address, host_port, target, protocol = _split_port(str(port))
+        if address not in ("", "0.0.0.0", "::"):  # noqa: S104  # all addresses: compared, not bound
+            notes.append(
+                f"{name}: port {host_port} is published on {address} alone on one host; Swarm "
+                "publishes on every address of a node, so the cluster leaves it unpublished"
+            )
+            continue
+        published.append(
+            {"target": target, "published": host_port, "protocol": protocol, "mode": "host"}
+        )
+    return published
+
+
+def _split_port(port: str) -> tuple[str, int, int, str]:
+    """'[address:]published:target[/protocol]' -> (address, published, target, protocol)."""
+    port, _, protocol = port.partition("/")
+    if port.startswith("["):  # [IPv6]:published:target
+        address, _, port = port[1:].partition("]:")
+        parts = [address, *port.split(":")]
+    else:
+        parts = port.split(":")
+    if len(parts) < 3:
+        parts = ["", *parts]
+    address, published, target = parts[0], parts[-2] if len(parts) > 2 else parts[1], parts[-1]
+    return address, int(published), int(target), protocol or "tcp"
+
+
+def _mounts(
+    name: str,
+    service: Mapping[str, Any],
+    files: Mapping[str, bytes],
+    objects: _Objects,
+    notes: list[str],
+) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, configs, secrets) of a service: named volumes and tmpfs stay mounts, each
+    file under a bind-mounted stack path becomes a config or a secret."""
+    volumes: list[Any] = []
+    configs: list[dict[str, Any]] = []
+    secrets: list[dict[str, Any]] = []
+    for entry in service.get("volumes") or []:
+        source, _, rest = str(entry).partition(":")
+        target = rest.split(":", 1)[0]
+        if not source.startswith("./"):
+            volumes.append(entry)
+            continue
+        path = source.removeprefix("./").rstrip("/")
+        for relative in sorted(files):
+            if relative != path and not relative.startswith(path + "/"):
+                continue
+            if not files[relative]:
+                notes.append(f"{name}: {relative} is empty (Swarm keeps no empty config)")
+                continue
+            key, private = objects.add_file(relative, files[relative])
+            mounted = target + relative.removeprefix(path)
+            if private:
+                secrets.append({"source": key, "target": mounted, "mode": 0o400})
+            else:
+                configs.append({"source": key, "target": mounted, "mode": 0o444})
+    for entry in service.get("tmpfs") or []:
+        volumes.append(_tmpfs(name, str(entry), notes))
+    return volumes, configs, secrets
+
+
+def _tmpfs(name: str, entry: str, notes: list[str]) -> dict[str, Any]:
+    """A tmpfs of its size: Swarm mounts every tmpfs root's, mode 1777, so any other owner
+    or mode is a note."""
+    target, _, options = entry.partition(":")
+    tmpfs: dict[str, int] = {}
+    dropped: list[str] = []
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key == "size":
+            tmpfs["size"] = _bytes(value)
+        elif option != "mode=1777":
+            dropped.append(option)
+    if dropped:
+        notes.append(
+            f"{name}: tmpfs {target} without {','.join(dropped)} (Swarm mounts a tmpfs "
+            "root's, mode 1777)"
+        )
+    return {"type": "tmpfs", "target": target, "tmpfs": tmpfs}
+
+
+def _bytes(size: str) -> int:
+    match = _SIZE.match(size.strip())
+    if not match:
+        raise ValueError(f"not a size: {size!r}")
+    return int(match["number"]) * _UNITS[match["unit"].lower()]
+
+
+def _service_secrets(secrets: list[Any]) -> list[dict[str, Any]]:
+    """Compose's secrets land in /run/secrets/<name> readable by root alone, as on one host."""
+    return [
+        {"source": str(secret), "target": str(secret), "mode": 0o400}
+        if isinstance(secret, str)
+        else {**secret, "mode": 0o400}
+        for secret in secrets
+    ]
+
+
+def _deploy(service: Mapping[str, Any], placement: Placement) -> dict[str, Any]:
+    order = "start-first" if placement.start_first else "stop-first"
+    deploy: dict[str, Any] = {"endpoint_mode": "dnsrr"}
+    if placement.on_each:
+        deploy["mode"] = "global"
+    else:
+        deploy["mode"] = "replicated"
+        deploy["replicas"] = 1
+    constraint = _constraint(placement)
+    if constraint:
+        deploy["placement"] = {"constraints": [constraint]}
+    limits: dict[str, Any] = {}
+    if "mem_limit" in service:
+        limits["memory"] = str(service["mem_limit"])
+    if limits:
+        deploy["resources"] = {"limits": limits}
+    deploy["restart_policy"] = {"condition": "any", "delay": "5s"}
+    # One task at a time; a new one that fails its health check within the monitor window
+    # (or never turns healthy) makes Swarm roll the whole service back.
+    deploy["update_config"] = {
+        "parallelism": 1,
+        "delay": "5s",
+        "order": order,
+        "failure_action": "rollback",
+        "monitor": "30s",
+    }
+    deploy["rollback_config"] = {"parallelism": 1, "order": order}
+    return deploy
+
+
+def _constraint(placement: Placement) -> str | None:
+    if placement.role == "every":
+        return None
+    if placement.role == "db":
+        return "node.labels.mailstack.db == primary"
+    return f"node.labels.mailstack.{placement.role} == true"
+
+
+def node_labels(roles: list[str], db_rank: int | None) -> dict[str, str]:
+    """The labels a node carries for its roles: edge/mailbox true, db primary or standby."""
+    labels = {f"mailstack.{role}": "true" for role in roles if role != "db"}
+    if "db" in roles:
+        labels["mailstack.db"] = "primary" if db_rank == 0 else "standby"
+    return labels
+
+
+# The stack-directory trees compose.yaml mounts or names as secrets.
+_MOUNTED_TREES = ("config", "overrides", "tls", "dkim", "secrets")
+# Keys the stack file's secret names: a stack secret no container of a cluster reads twice.
+_NAMES_KEY = "secrets/db_admin_password"
+_HEADER = (
+    "# Written by `mailstack render --target swarm` from compose.yaml and the files it mounts\n"
+    "# (docs/cluster.md). Do not edit: edit those, or overrides/, and render again.\n"
+)
+
+
+def mounted_files(root: Path) -> dict[str, bytes]:
+    """Every file the stack file may mount: {stack-relative path: content}; lock and other
+    dot files are left out (no daemon reads them)."""
+    found: dict[str, bytes] = {}
+    for tree in _MOUNTED_TREES:
+        for path in sorted((root / tree).rglob("*")):
+            relative = path.relative_to(root)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                found[relative.as_posix()] = path.read_bytes()
+    return found
+
+
+def write_stack_file(root: Path, config: Config) -> StackFile:
+    """Derive swarm/stack.yaml from the stack directory as it stands after a render."""
+    compose = yaml.safe_load((root / "compose.yaml").read_text())
+    files = mounted_files(root)
+    if _NAMES_KEY not in files:
+        raise MailstackError(f"{_NAMES_KEY} is missing: run `mailstack render` first")
+    result = stack_file(
+        compose,
+        files,
+        imagerefs.read(root),
+        project=config.project,
+        secret_key=files[_NAMES_KEY],
+        db_nodes=sum("db" in node.roles for node in config.cluster.nodes),
+    )
+    body = yaml.safe_dump(result.document, sort_keys=False, default_flow_style=False)
+    atomic_write(root / STACK_FILE, (_HEADER + body).encode(), 0o644)
+    return result

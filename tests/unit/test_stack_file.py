@@ -1,0 +1,170 @@
+"""The cluster's stack file (mailstack.cluster.stackfile, docs/cluster.md): compose.yaml
+translated for Swarm, generated files as content-named configs and secrets, what cannot be
+carried yet said as notes; `render --target swarm` and its refusals."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mailstack import services
+from mailstack.cluster import deployment, stackfile
+from mailstack.errors import MailstackError
+from mailstack.images import imagerefs
+from mailstack.stack.config import validate_config
+from tests.conftest import REFERENCE
+from tests.unit.clirun import invoke, one_error_line
+
+CLUSTER = """cluster:
+  nodes:
+    - {name: node1, engine: "ssh://root@node1.example.org", roles: [edge, mailbox, db]}
+    - {name: node2, engine: "ssh://root@node2.example.org", roles: [edge, mailbox]}
+    - {name: node3, engine: "ssh://root@node3.example.org", roles: [db]}
+"""
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Path:
+    code, out = invoke(
+        "init", "--hostname", "mail.example.org", "--domain", "example.org",
+        "--non-interactive", "--dir", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, out
+    return tmp_path
+
+
+def swarm_ready(stack: Path) -> Path:
+    config = stack / "mailstack.yaml"
+    config.write_text(config.read_text() + CLUSTER)
+    imagerefs.write(stack, {image: f"mailstack/{image}:0123abcd" for image in services.IMAGES})
+    return stack
+
+
+def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    assert "wrote swarm/stack.yaml" in out
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    assert document["version"] == "3.9"  # what Debian's docker CLI deploys
+    for name, service in document["services"].items():
+        assert not {"build", "depends_on", "restart", "pull_policy", "mem_limit"} & set(service)
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no IPVS for a VIP
+        assert service["deploy"]["update_config"]["failure_action"] == "rollback", name
+        assert service["image"] == f"mailstack/{services.named(name).image}:0123abcd"
+        for network in service["networks"].values():
+            assert "ipv4_address" not in network, name
+    assert {network["driver"] for name, network in document["networks"].items()
+            if name != "node-host"} == {"overlay"}  # fmt: skip
+    postfix = document["services"]["postfix"]
+    assert postfix["deploy"]["mode"] == "global"
+    assert postfix["deploy"]["placement"] == {"constraints": ["node.labels.mailstack.edge == true"]}
+    assert {(port["published"], port["mode"]) for port in postfix["ports"]} == {
+        (25, "host"), (465, "host"), (587, "host"),
+    }  # fmt: skip
+    assert postfix["dns"] == [stackfile.NODE_RESOLVER]
+    db = document["services"]["db"]["deploy"]
+    assert (db["mode"], db["replicas"]) == ("replicated", 1)
+    assert db["placement"]["constraints"] == ["node.labels.mailstack.db == primary"]
+    assert document["services"]["resolver"]["networks"] == {"node-host": {}}
+    # What cannot be carried yet is said, not dropped in silence.
+    assert "not in the cluster yet: webmail: its fixed address" in out
+
+
+def test_every_mounted_file_is_an_object_and_keys_are_secrets(stack: Path) -> None:
+    invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    for table in ("configs", "secrets"):
+        for key, entry in document[table].items():
+            source = (stack / "swarm" / entry["file"]).resolve()
+            assert source.is_file(), (table, key)
+            assert len(entry["name"]) <= 64
+    postfix = document["services"]["postfix"]
+    configs = {mount["target"]: mount for mount in postfix["configs"]}
+    secrets = {mount["target"]: mount for mount in postfix["secrets"]}
+    assert "/etc/mailstack/postfix/main.cf" in configs
+    assert secrets["/etc/mailstack/tls/key.pem"]["mode"] == 0o400
+    assert "/etc/mailstack/tls/key.pem" not in configs
+    rspamd = {mount["target"] for mount in document["services"]["rspamd"]["secrets"]}
+    assert any(target.startswith("/etc/mailstack/dkim/") for target in rspamd)
+
+
+def small_compose(**service: Any) -> dict[str, Any]:
+    return {"services": {"postfix": {"image": "mailstack/postfix:1", **service}}}
+
+
+def translate(compose: dict[str, Any], files: dict[str, bytes] | None = None,
+              key: bytes = b"k") -> stackfile.StackFile:  # fmt: skip
+    return stackfile.stack_file(compose, files or {}, {}, project="p", secret_key=key)
+
+
+def test_a_changed_file_is_a_new_config_object() -> None:
+    compose = small_compose(volumes=["./config/postfix:/etc/mailstack/postfix:ro"])
+    before = translate(compose, {"config/postfix/main.cf": b"a = 1\n"}).document["configs"]
+    after = translate(compose, {"config/postfix/main.cf": b"a = 2\n"}).document["configs"]
+    assert before.keys() == after.keys()
+    assert before != after  # same key, a new name: Swarm rolls the service onto it
+
+
+def test_secret_names_reveal_nothing_of_the_secret() -> None:
+    compose = {**small_compose(secrets=["srs"]), "secrets": {"srs": {"file": "./secrets/srs"}}}
+    files = {"secrets/srs": b"hunter2"}
+    name = translate(compose, files, key=b"one").document["secrets"]["srs"]["name"]
+    assert name != translate(compose, files, key=b"two").document["secrets"]["srs"]["name"]
+    assert hashlib.sha256(b"hunter2").hexdigest()[:12] not in name
+
+
+def test_a_port_bound_to_one_address_is_left_unpublished_and_said() -> None:
+    result = translate(small_compose(ports=["127.0.0.1:9154:9154", "[::]:25:25", "587:587"]))
+    ports = result.document["services"]["postfix"]["ports"]
+    assert [(port["published"], port["target"]) for port in ports] == [(25, 25), (587, 587)]
+    assert any("port 9154 is published on 127.0.0.1 alone" in note for note in result.notes)
+
+
+def test_tmpfs_keeps_its_size_and_names_what_swarm_cannot_set() -> None:
+    result = translate(small_compose(tmpfs=["/run:mode=0755,size=16m", "/tmp:mode=1777,size=1g"]))
+    mounts = result.document["services"]["postfix"]["volumes"]
+    assert mounts == [
+        {"type": "tmpfs", "target": "/run", "tmpfs": {"size": 16 * 1024**2}},
+        {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 1024**3}},
+    ]
+    assert result.notes == [
+        "postfix: tmpfs /run without mode=0755 (Swarm mounts a tmpfs root's, mode 1777)"
+    ]
+
+
+def test_an_unbuilt_image_or_missing_secret_is_one_clear_error() -> None:
+    compose = small_compose(image="${MAILSTACK_IMAGE_POSTFIX:-mailstack/postfix:unbuilt}")
+    with pytest.raises(MailstackError, match="image postfix is not built yet"):
+        translate(compose)
+    compose = {**small_compose(), "secrets": {"srs": {"file": "./secrets/srs"}}}
+    with pytest.raises(MailstackError, match=r"secret srs: \./secrets/srs is missing"):
+        translate(compose)
+
+
+def test_render_target_swarm_without_nodes_is_one_line(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(stack))
+    assert code != 0
+    assert one_error_line(out) == "--target swarm: mailstack.yaml lists no cluster.nodes"
+    assert not (stack / "swarm").exists()
+
+
+def test_render_target_swarm_before_a_build_is_one_line(stack: Path) -> None:
+    config = stack / "mailstack.yaml"
+    config.write_text(config.read_text() + CLUSTER)
+    code, out = invoke("render", "--target", "swarm", "--dir", str(stack))
+    assert code != 0
+    assert "is not built yet" in out
+    assert not (stack / stackfile.STACK_FILE).exists()
+
+
+def test_the_nodes_labels_follow_their_roles() -> None:
+    config = validate_config({**REFERENCE, **yaml.safe_load(CLUSTER)})
+    assert deployment.wanted_labels(config) == {
+        "node1": {"mailstack.edge": "true", "mailstack.mailbox": "true", "mailstack.db": "primary"},
+        "node2": {"mailstack.edge": "true", "mailstack.mailbox": "true"},
+        "node3": {"mailstack.db": "standby"},
+    }  # fmt: skip
