@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mailstack import services
 from mailstack.images import imagerefs
@@ -194,18 +195,24 @@ def test_generated_files_are_configs_and_keys_are_root_only_secrets(
 
 
 def test_a_changed_file_rolls_in_as_a_new_config(nodes: list[Node], stack: Path) -> None:
-    def main_cf_override() -> str:
-        container = inspect(nodes[0], "postfix")["Spec"]["TaskTemplate"]["ContainerSpec"]
-        names = {config["File"]["Name"]: config["ConfigName"] for config in container["Configs"]}
-        return names["/etc/mailstack/overrides/main.cf"]
+    # The service spec itself is no witness here: without images every update fails, and
+    # Swarm rolls the spec back (failure_action: rollback) at a moment of its own.
+    def override_config() -> tuple[str, bytes]:
+        document = yaml.safe_load((stack / "swarm/stack.yaml").read_text())
+        mounted = {c["target"]: c["source"] for c in document["services"]["postfix"]["configs"]}
+        name = document["configs"][mounted["/etc/mailstack/overrides/main.cf"]]["name"]
+        data = json.loads(nodes[0].docker("config", "inspect", name))[0]["Spec"]["Data"]
+        return name, base64.b64decode(data)
 
     override = stack / "overrides/postfix/main.cf"
     override.write_text("smtpd_banner = $myhostname ESMTP cluster\n")
     mailstack("cluster", "up", "--dir", str(stack))
-    before = main_cf_override()
+    before, _ = override_config()
     override.write_text("smtpd_banner = $myhostname ESMTP cluster, changed\n")
     mailstack("cluster", "up", "--dir", str(stack))
-    assert main_cf_override() != before
+    after, data = override_config()
+    assert after != before
+    assert data == override.read_bytes()  # the swarm holds the new bytes under the new name
 
 
 def test_status_lists_the_nodes_and_services(nodes: list[Node], stack: Path) -> None:
