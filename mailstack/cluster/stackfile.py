@@ -12,7 +12,7 @@ templates. What Swarm cannot do the way Compose does is translated here and nowh
 | `secrets` from files | Swarm secrets |
 | ports | published in host mode on each node that runs the task (the client's address survives) |
 | bridge networks | overlay networks with the same subnets |
-| `tmpfs` | tmpfs mounts of the same size |
+| `tmpfs` | tmpfs mounts of the same size; owners and modes set by the entrypoint |
 
 Swarm objects are immutable, so every config and secret is named by its content: a changed
 file is a new object, and `docker stack deploy` rolls the services that mount it. Secrets are
@@ -68,6 +68,7 @@ _PRIVATE = re.compile(r"(^|/)(dkim/[^/]+\.key|[^/]*key\.pem|[^/]+\.key)$")
 _OBJECT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME_LIMIT = 64  # Swarm's limit for a config's or secret's name
 _SIZE = re.compile(r"^(?P<number>[0-9]+)(?P<unit>[kmg]?)b?$", re.IGNORECASE)
+_OWNER_OPTIONS = {"uid": r"[0-9]+", "gid": r"[0-9]+", "mode": r"[0-7]{3,4}"}
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -187,8 +188,36 @@ def _service(
     secrets = [*_service_secrets(service.get("secrets") or []), *mounted_secrets]
     if secrets:
         translated["secrets"] = secrets
+    _own_tmpfs(name, service, translated, notes)
     translated["deploy"] = _deploy(service, placement)
     return translated
+
+
+def _own_tmpfs(
+    name: str, service: Mapping[str, Any], translated: dict[str, Any], notes: list[str]
+) -> None:
+    """Hand the owners and modes of the service's tmpfs mounts to its entrypoint
+    (compose/base/mailstack-tmpfs), with CAP_CHOWN where one has an owner."""
+    owners = [_tmpfs("", str(entry), [])[1] for entry in service.get("tmpfs") or []]
+    # Mode 1777 and root's is what Docker gives a tmpfs anyway.
+    owners = [owner for owner in owners if owner.uid or owner.gid or owner.mode not in ("", "1777")]
+    if not owners:
+        return
+    if "user" in service:  # started as its user, its entrypoint could chown nothing
+        notes.append(
+            f"{name}: the owners of its tmpfs mounts (it starts as user {service['user']})"
+        )
+        return
+    environment = translated.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(str(item).partition("=")[::2] for item in environment)
+    translated["environment"] = {
+        **environment,
+        "MAILSTACK_TMPFS": " ".join(owner.spec for owner in owners),
+    }
+    capabilities = list(translated.get("cap_add") or [])
+    if any(owner.uid or owner.gid for owner in owners) and "CHOWN" not in capabilities:
+        translated["cap_add"] = [*capabilities, "CHOWN"]
 
 
 def _image(name: str, reference: str, images: Mapping[str, str]) -> str:
@@ -291,28 +320,40 @@ def _mounts(
             else:
                 configs.append({"source": key, "target": mounted, "mode": 0o444})
     for entry in service.get("tmpfs") or []:
-        volumes.append(_tmpfs(name, str(entry), notes))
+        volumes.append(_tmpfs(name, str(entry), notes)[0])
     return volumes, configs, secrets
 
 
-def _tmpfs(name: str, entry: str, notes: list[str]) -> dict[str, Any]:
-    """A tmpfs of its size: Swarm mounts every tmpfs root's, mode 1777, so any other owner
-    or mode is a note."""
+@dataclass(frozen=True)
+class _TmpfsOwner:
+    """A tmpfs's owner and mode as Compose sets them; "" where it sets none."""
+
+    path: str
+    uid: str = ""
+    gid: str = ""
+    mode: str = ""
+
+    @property
+    def spec(self) -> str:  # one word of MAILSTACK_TMPFS (compose/base/mailstack-tmpfs)
+        return f"{self.path}={self.uid}:{self.gid}:{self.mode}"
+
+
+def _tmpfs(name: str, entry: str, notes: list[str]) -> tuple[dict[str, Any], _TmpfsOwner]:
+    """A tmpfs mount of its size, and the owner and mode its entrypoint must give it: Swarm
+    mounts a tmpfs root's, with the mode of the image's directory, and a stack file can set
+    neither."""
     target, _, options = entry.partition(":")
     tmpfs: dict[str, int] = {}
-    dropped: list[str] = []
+    owner: dict[str, str] = {}
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
         if key == "size":
             tmpfs["size"] = _bytes(value)
-        elif option != "mode=1777":
-            dropped.append(option)
-    if dropped:
-        notes.append(
-            f"{name}: tmpfs {target} without {','.join(dropped)} (Swarm mounts a tmpfs "
-            "root's, mode 1777)"
-        )
-    return {"type": "tmpfs", "target": target, "tmpfs": tmpfs}
+        elif re.fullmatch(_OWNER_OPTIONS.get(key, "(?!)"), value):
+            owner[key] = value
+        else:
+            notes.append(f"{name}: tmpfs {target} option {option} (Swarm's tmpfs takes none)")
+    return {"type": "tmpfs", "target": target, "tmpfs": tmpfs}, _TmpfsOwner(target, **owner)
 
 
 def _bytes(size: str) -> int:

@@ -14,6 +14,7 @@ masked /proc paths, a private cgroup namespace, and a volume for the node's /var
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -22,11 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NODE_CONTEXT = Path(__file__).with_name("node")
-NETWORK = "mailstack-cluster"
-SUBNET = "172.27.200.0/24"
-PREFIX = "mailstack-cluster-node"
+# MAILSTACK_CLUSTER_SLOT=1..9 runs a second harness beside the first (CI uses 0), as the
+# e2e tests' MAILSTACK_E2E_SLOT does: its own names, network and socket directory.
+_SLOT = int(os.environ.get("MAILSTACK_CLUSTER_SLOT", "0"))
+_NAME = "mailstack-cluster" + (str(_SLOT) if _SLOT else "")
+NETWORK = _NAME
+SUBNET = f"172.27.{200 + _SLOT}.0/24"
+PREFIX = f"{_NAME}-node"
 # Each node's engine socket, reachable from the host (tests/cluster/node/entrypoint).
-SOCKETS = Path("/run/mailstack-cluster")
+SOCKETS = Path("/run") / _NAME
 ENGINE_START_SECONDS = 120  # generous: the suite runs e2e stacks beside it
 _NODE_FLAGS = (
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",

@@ -5,6 +5,9 @@ carried yet said as notes; `render --target swarm` and its refusals."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -124,16 +127,39 @@ def test_a_port_bound_to_one_address_is_left_unpublished_and_said() -> None:
     assert any("port 9154 is published on 127.0.0.1 alone" in note for note in result.notes)
 
 
-def test_tmpfs_keeps_its_size_and_names_what_swarm_cannot_set() -> None:
-    result = translate(small_compose(tmpfs=["/run:mode=0755,size=16m", "/tmp:mode=1777,size=1g"]))
-    mounts = result.document["services"]["postfix"]["volumes"]
-    assert mounts == [
+def test_tmpfs_keeps_its_size_and_its_entrypoint_gets_owner_and_mode() -> None:
+    tmpfs = ["/run:mode=0755,size=16m", "/tmp:mode=1777,size=1g", "/run/x:uid=33,gid=33,size=1m"]
+    result = translate(small_compose(tmpfs=tmpfs, cap_add=["SETUID"]))
+    postfix = result.document["services"]["postfix"]
+    assert postfix["volumes"] == [
         {"type": "tmpfs", "target": "/run", "tmpfs": {"size": 16 * 1024**2}},
         {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 1024**3}},
+        {"type": "tmpfs", "target": "/run/x", "tmpfs": {"size": 1024**2}},
     ]
-    assert result.notes == [
-        "postfix: tmpfs /run without mode=0755 (Swarm mounts a tmpfs root's, mode 1777)"
-    ]
+    # compose/base/mailstack-tmpfs reads this; 1777 and root's is Docker's own default.
+    assert postfix["environment"] == {"MAILSTACK_TMPFS": "/run=::0755 /run/x=33:33:"}
+    assert postfix["cap_add"] == ["SETUID", "CHOWN"]  # to hand /run/x over, nothing more
+    assert result.notes == []
+
+
+def test_a_mode_alone_needs_no_chown_and_a_user_service_is_a_note() -> None:
+    postfix = translate(small_compose(tmpfs=["/run:mode=0755"])).document["services"]["postfix"]
+    assert "cap_add" not in postfix
+    result = translate(small_compose(tmpfs=["/run/x:uid=33"], user="33:33"))
+    assert "environment" not in result.document["services"]["postfix"]
+    assert result.notes == ["postfix: the owners of its tmpfs mounts (it starts as user 33:33)"]
+
+
+def test_every_entrypoint_given_tmpfs_owners_applies_them(stack: Path) -> None:
+    invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    images = Path(__file__).resolve().parents[2] / "compose"
+    given = [name for name, service in document["services"].items()
+             if "MAILSTACK_TMPFS" in (service.get("environment") or {})]  # fmt: skip
+    assert {"rspamd", "resolver", "front", "webmail", "admin"} <= set(given)
+    for name in given:
+        entrypoint = (images / services.named(name).image / "entrypoint").read_text()
+        assert "\nmailstack-tmpfs " in entrypoint, name
 
 
 def test_an_unbuilt_image_or_missing_secret_is_one_clear_error() -> None:
@@ -168,3 +194,18 @@ def test_the_nodes_labels_follow_their_roles() -> None:
         "node2": {"mailstack.edge": "true", "mailstack.mailbox": "true"},
         "node3": {"mailstack.db": "standby"},
     }  # fmt: skip
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_mailstack_tmpfs_gives_each_listed_directory_its_owner_and_mode(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "compose/base/mailstack-tmpfs"
+    owned, moded = tmp_path / "owned", tmp_path / "moded"
+    owned.mkdir(mode=0o755)
+    moded.mkdir(mode=0o755)
+    environment = {**os.environ, "MAILSTACK_TMPFS": f"{owned}=4242:4343:0700 {moded}=::0750"}
+    subprocess.run(["sh", str(script)], env=environment, check=True)
+    assert (owned.stat().st_uid, owned.stat().st_gid) == (4242, 4343)
+    assert stat.S_IMODE(owned.stat().st_mode) == 0o700
+    assert (moded.stat().st_uid, stat.S_IMODE(moded.stat().st_mode)) == (os.getuid(), 0o750)
+    unset = {key: value for key, value in os.environ.items() if key != "MAILSTACK_TMPFS"}
+    subprocess.run(["sh", str(script)], env=unset, check=True)  # one host: nothing to do
