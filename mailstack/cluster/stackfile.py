@@ -8,6 +8,7 @@ templates. What Swarm cannot do the way Compose does is translated here and nowh
 |---|---|
 | `build`, `depends_on`, `pull_policy`, `restart` | dropped (entrypoints wait; Swarm restarts) |
 | `mem_limit` | `deploy.resources.limits.memory` (a stack file has no pids limit) |
+| `dns_opt` | `RES_OPTIONS` in the environment (glibc reads it; a stack file has no dns_opt) |
 | a bind mount of a generated file or tree | one Swarm config per file (a key: a secret, 0400) |
 | `secrets` from files | Swarm secrets |
 | ports | published in host mode on each node that runs the task (the client's address survives) |
@@ -173,11 +174,8 @@ def _service(
         translated["networks"] = _service_networks(name, service.get("networks"), notes)
     if "dns" in service:
         translated["dns"] = [NODE_RESOLVER]
-    if "dns_opt" in service:
-        notes.append(
-            f"{name}: DNS options {' '.join(service['dns_opt'])} (a stack file cannot set "
-            "them; Swarm's service spec can)"
-        )
+    if "dns_opt" in service:  # a stack file has no dns_opt; glibc reads RES_OPTIONS too
+        _set_environment(translated, "RES_OPTIONS", " ".join(service["dns_opt"]))
     if "ports" in service:
         translated["ports"] = _ports(name, service["ports"], notes)
     mounts, mounted_configs, mounted_secrets = _mounts(name, service, files, objects, notes)
@@ -208,16 +206,17 @@ def _own_tmpfs(
             f"{name}: the owners of its tmpfs mounts (it starts as user {service['user']})"
         )
         return
-    environment = translated.get("environment") or {}
-    if isinstance(environment, list):
-        environment = dict(str(item).partition("=")[::2] for item in environment)
-    translated["environment"] = {
-        **environment,
-        "MAILSTACK_TMPFS": " ".join(owner.spec for owner in owners),
-    }
+    _set_environment(translated, "MAILSTACK_TMPFS", " ".join(owner.spec for owner in owners))
     capabilities = list(translated.get("cap_add") or [])
     if any(owner.uid or owner.gid for owner in owners) and "CHOWN" not in capabilities:
         translated["cap_add"] = [*capabilities, "CHOWN"]
+
+
+def _set_environment(translated: dict[str, Any], key: str, value: str) -> None:
+    environment = translated.get("environment") or {}
+    if isinstance(environment, list):  # Compose's KEY=VALUE form
+        environment = dict(str(item).partition("=")[::2] for item in environment)
+    translated["environment"] = {**environment, key: value}
 
 
 def _image(name: str, reference: str, images: Mapping[str, str]) -> str:

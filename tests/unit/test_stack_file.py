@@ -69,6 +69,9 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
         (25, "host"), (465, "host"), (587, "host"),
     }  # fmt: skip
     assert postfix["dns"] == [stackfile.NODE_RESOLVER]
+    # DANE needs the AD bit: trust-ad by glibc's RES_OPTIONS, which Postfix's master imports.
+    assert postfix["environment"]["RES_OPTIONS"] == "trust-ad"
+    assert "RES_OPTIONS" in (stack / "config/postfix/main.cf").read_text()
     db = document["services"]["db"]["deploy"]
     assert (db["mode"], db["replicas"]) == ("replicated", 1)
     assert db["placement"]["constraints"] == ["node.labels.mailstack.db == primary"]
