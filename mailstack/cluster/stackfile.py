@@ -49,9 +49,6 @@ STACK_FILE = "swarm/stack.yaml"
 STACK_FILE_VERSION = "3.9"
 # Where the stack file sits relative to the stack directory: its file: paths climb out of it.
 _TO_ROOT = "../"
-# docker_gwbridge's gateway on each node: the resolver listens there on the host network, and
-# every task on an overlay network reaches it (docs/cluster.md, verified in the test's nodes).
-NODE_RESOLVER = "172.18.0.1"
 # The Docker network a service joins to run in the node's own network namespace.
 HOST_NETWORK = "host"
 _HOST_NETWORK_KEY = "node-host"
@@ -116,10 +113,12 @@ def stack_file(
     *,
     project: str,
     secret_key: bytes,
+    node_resolver: str = "172.18.0.1",
     db_nodes: int = 1,
 ) -> StackFile:
     """The stack file for compose.yaml (parsed), given every file under the paths it mounts
-    ({stack-relative path: content}) and the images recorded by the last build."""
+    ({stack-relative path: content}) and the images recorded by the last build. Tasks send
+    their DNS queries to node_resolver: the resolver on their own node (docs/cluster.md)."""
     objects = _Objects(project, secret_key)
     notes: list[str] = []
     for key, secret in sorted((compose.get("secrets") or {}).items()):
@@ -129,7 +128,7 @@ def stack_file(
             raise MailstackError(f"secret {key}: {source} is missing from the stack directory")
         objects.add_secret(key, _TO_ROOT + relative, files[relative])
     translated = {
-        name: _service(name, service, files, images, objects, notes)
+        name: _service(name, service, files, images, objects, notes, node_resolver)
         for name, service in (compose.get("services") or {}).items()
     }
     networks: dict[str, Any] = {
@@ -162,6 +161,7 @@ def _service(
     images: Mapping[str, str],
     objects: _Objects,
     notes: list[str],
+    node_resolver: str,
 ) -> dict[str, Any]:
     record = services.BY_NAME.get(name)
     placement = record.placement if record else Placement("edge", on_each=False)
@@ -173,7 +173,7 @@ def _service(
     else:
         translated["networks"] = _service_networks(name, service.get("networks"), notes)
     if "dns" in service:
-        translated["dns"] = [NODE_RESOLVER]
+        translated["dns"] = [node_resolver]
     if "dns_opt" in service:  # a stack file has no dns_opt; glibc reads RES_OPTIONS too
         _set_environment(translated, "RES_OPTIONS", " ".join(service["dns_opt"]))
     if "ports" in service:
@@ -452,6 +452,7 @@ def write_stack_file(root: Path, config: Config) -> StackFile:
         imagerefs.read(root),
         project=config.project,
         secret_key=files[_NAMES_KEY],
+        node_resolver=config.cluster.node_resolver,
         db_nodes=sum("db" in node.roles for node in config.cluster.nodes),
     )
     body = yaml.safe_dump(result.document, sort_keys=False, default_flow_style=False)

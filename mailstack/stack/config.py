@@ -84,6 +84,18 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _gwbridge_apart_from_the_stack(self) -> Config:
+        # On a cluster every task also sits on docker_gwbridge: a stack network overlapping it
+        # would make the node's resolver unreachable or answer the wrong network.
+        if not self.cluster.nodes:
+            return self
+        gwbridge = ipaddress.ip_network(self.cluster.gwbridge_subnet)
+        for key in ("frontend_subnet", "backend_subnet"):
+            if gwbridge.overlaps(ipaddress.ip_network(getattr(self.network, key))):
+                raise ValueError(f"cluster.gwbridge_subnet overlaps network.{key}")
+        return self
+
+    @model_validator(mode="after")
     def _metrics_port_is_its_own(self) -> Config:
         # The metrics port shares the host with the published mail and web ports: on the
         # same address (or with those on every address) one port number cannot serve both.

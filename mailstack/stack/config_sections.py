@@ -590,6 +590,16 @@ class Cluster(Section):
         max_length=64,
         description="the swarm's nodes, each {name, engine, roles}; empty: a single host",
     )
+    gwbridge_subnet: Subnet = Field(
+        default="172.18.0.0/16",
+        description="docker_gwbridge's network on every node (Docker's default): the stack's "
+        "resolver listens on its gateway, the first address, on each node's host network",
+    )
+
+    @property
+    def node_resolver(self) -> str:
+        """Where every task's DNS queries go: the resolver on its own node (docs/cluster.md)."""
+        return str(ipaddress.ip_network(self.gwbridge_subnet).network_address + 1)
 
     @model_validator(mode="after")
     def _a_cluster_that_carries_mail(self) -> Cluster:

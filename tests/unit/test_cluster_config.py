@@ -71,3 +71,12 @@ def test_more_than_two_database_nodes_are_refused() -> None:
     with pytest.raises(ConfigError) as refused:
         config(nodes)
     assert "3 nodes have the role db" in refused.value.message
+
+
+def test_docker_gwbridge_must_stay_apart_from_the_stack_networks() -> None:
+    assert config(THREE).cluster.node_resolver == "172.18.0.1"
+    with pytest.raises(ConfigError) as refused:
+        validate_config(
+            {**REFERENCE, "cluster": {"nodes": THREE, "gwbridge_subnet": "172.29.0.0/16"}}
+        )
+    assert "cluster.gwbridge_subnet overlaps network.frontend_subnet" in refused.value.message

@@ -68,7 +68,10 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
     assert {(port["published"], port["mode"]) for port in postfix["ports"]} == {
         (25, "host"), (465, "host"), (587, "host"),
     }  # fmt: skip
-    assert postfix["dns"] == [stackfile.NODE_RESOLVER]
+    assert postfix["dns"] == ["172.18.0.1"]  # docker_gwbridge's gateway: the node's resolver
+    unbound = (stack / "config/resolver/unbound.conf").read_text()
+    assert "interface: 172.18.0.1" in unbound
+    assert "interface-automatic" not in unbound  # never every address of a node
     # DANE needs the AD bit: trust-ad by glibc's RES_OPTIONS, which Postfix's master imports.
     assert postfix["environment"]["RES_OPTIONS"] == "trust-ad"
     assert "RES_OPTIONS" in (stack / "config/postfix/main.cf").read_text()
