@@ -42,12 +42,16 @@ from mailstack.backup.layout import (
 )
 from mailstack.backup.repository import Progress, job_lock, prepare, say, stack_repository
 from mailstack.backup.restic import Mount, Repository
-from mailstack.errors import MailstackError, UsageError
+from mailstack.errors import ExternalCommandFailed, MailstackError, UsageError
 from mailstack.stack.stackdir import STATE_DIR, Stack
 
 # Paused for the final pass: Dovecot (the mail store) and Redis (its append-only file).
 PAUSED_SERVICES = tuple(s.name for s in services.SERVICES if s.paused_for_backup)
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
+# runc gives up freezing a container whose processes stay in uninterruptible sleep (disk
+# I/O on a busy host) a moment too long; a later try usually freezes at once.
+PAUSE_TRIES = 3
+PAUSE_RETRY_SECONDS = 2.0
 HYPERSCAN_CACHES = ("*.hs", "*.hs.unser", "*.hsmc", "*.hsmp")
 MANIFEST_SCHEMA = 1
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -164,7 +168,7 @@ def snapshot_running_stack(
             repository.stream([*base, "--tag", WARM_TAG], mounts, warm.reader(progress, 0.0, 0.9))
             say(progress, 0.9, "pausing Dovecot and Redis for the consistent pass")
             pause_started = time.monotonic()
-            compose.run(["pause", *PAUSED_SERVICES], timeout=120)
+            pause_for_backup(compose)
             try:
                 repository.stream(
                     [*base, *tag_args],
@@ -300,6 +304,20 @@ def build_manifest(stack: Stack) -> dict[str, Any]:
         "db_rows": db_row_counts(compose),
         "stack_files": stack_file_digests(stack.dir.root),
     }
+
+
+def pause_for_backup(compose: Compose) -> None:
+    """Freeze the services a consistent pass reads (`docker compose pause`), trying again
+    when runc could not freeze one in time; whatever that try froze is thawed first."""
+    for attempt in range(1, PAUSE_TRIES + 1):
+        try:
+            compose.run(["pause", *PAUSED_SERVICES], timeout=120)
+            return
+        except ExternalCommandFailed as failure:
+            if "unable to freeze" not in failure.output or attempt == PAUSE_TRIES:
+                raise
+            compose.run(["unpause", *PAUSED_SERVICES], timeout=120, check=False)
+            time.sleep(PAUSE_RETRY_SECONDS)
 
 
 _ROW_COUNTS = """

@@ -82,6 +82,8 @@ class FakeContainers:
     running: tuple[str, ...] = ()
     calls: list[Call] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
+    # `run` (docker compose …) raises these in turn for the command they name ("pause").
+    run_failures: list[tuple[str, Exception]] = field(default_factory=list)
 
     def exec(
         self,
@@ -117,6 +119,10 @@ class FakeContainers:
 
     def run(self, args: list[str], **_: object) -> None:
         self.commands.append(args)
+        for index, (command, failure) in enumerate(self.run_failures):
+            if args[:1] == [command]:
+                del self.run_failures[index]
+                raise failure
 
     def sent(self, marker: str) -> list[Call]:
         return [call for call in self.calls if marker in call.text]

@@ -194,6 +194,41 @@ def test_the_final_pass_runs_while_the_registry_paused_services_are_frozen(
     assert "restic forget (warm pass)" in after_last(ran(engine), "restic backup")
 
 
+FREEZE_FAILED = ExternalCommandFailed(
+    "docker compose pause (exit 1)",
+    "Error response from daemon: Cannot pause container 0cb0: OCI runtime pause failed: "
+    "unable to freeze: unknown",
+)
+
+
+def test_a_freeze_runc_gave_up_on_is_thawed_and_tried_again(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(creation, "PAUSE_RETRY_SECONDS", 0)
+    containers = project()
+    containers.run_failures = [("pause", FREEZE_FAILED)]
+    stack = running_stack(tmp_path, containers)
+    engine.jobs = restic_answers(
+        ("--inventory", summary(FINAL)), ("--tag warm-pass", summary(WARM))
+    )
+    assert creation.create(stack).snapshot == FINAL
+    freezes = [args for args in containers.commands if args[0] in ("pause", "unpause")]
+    freezes = freezes[freezes.index(["pause", *PAUSED]) :]  # before: the job's own start
+    assert freezes == [["pause", *PAUSED], ["unpause", *PAUSED], ["pause", *PAUSED],
+                       ["unpause", *PAUSED]]  # fmt: skip
+
+
+def test_a_pause_failing_otherwise_is_not_tried_again(tmp_path: Path, engine: FakeEngine) -> None:
+    containers = project()
+    refused = ExternalCommandFailed("docker compose pause (exit 1)", "no such service: dovecot")
+    containers.run_failures = [("pause", refused)]
+    stack = running_stack(tmp_path, containers)
+    engine.jobs = restic_answers(("--tag warm-pass", summary(WARM)))
+    with pytest.raises(ExternalCommandFailed, match="pause"):
+        creation.create(stack)
+    assert [args[0] for args in containers.commands if args[0] == "pause"] == ["pause"]
+
+
 def test_a_failed_final_pass_unpauses_forgets_the_warm_pass_and_keeps_no_dump(
     tmp_path: Path, engine: FakeEngine
 ) -> None:
