@@ -222,14 +222,7 @@ def check_engine_url(value: str) -> str:
     match = _ENGINE_URL.match(value)
     if not match:
         raise ValueError("is not an engine address (ssh://[user@]host[:port] or unix:///path)")
-    host = match["host"].removeprefix("[").removesuffix("]")
-    if not _is_ip(host):
-        try:
-            normalize_domain(host)
-        except ValueError:
-            raise ValueError(f"is not an engine address ({host!r} is not a host name)") from None
-    if match["port"] and not 1 <= int(match["port"]) <= 65535:
-        raise ValueError("is not an engine address (the port is not 1-65535)")
+    _check_host_and_port(match, "an engine address")
     return value
 
 
@@ -246,19 +239,24 @@ def check_backup_target(value: str) -> str:
             "is not a backup target (an absolute path, sftp://user@host[:port]/path or "
             "s3://host[:port]/bucket[/prefix])"
         )
-    host = match["host"].removeprefix("[").removesuffix("]")
-    if not _is_ip(host):
-        try:
-            normalize_domain(host)
-        except ValueError:
-            raise ValueError(f"is not a backup target ({host!r} is not a host name)") from None
-    if match["port"] and not 1 <= int(match["port"]) <= 65535:
-        raise ValueError("is not a backup target (the port is not 1–65535)")
+    _check_host_and_port(match, "a backup target")
     if match["scheme"] == "sftp" and not match["user"]:
         raise ValueError("is not an sftp target (needs a user: sftp://user@host/path)")
     if match["scheme"] != "sftp" and match["user"]:
         raise ValueError("is not an s3 target (no user@ part; the key id is s3_access_key_id)")
     return value
+
+
+def _check_host_and_port(match: re.Match[str], what: str) -> None:
+    """A URL's host (a name or an address, IPv6 in brackets) and optional port."""
+    host = match["host"].removeprefix("[").removesuffix("]")
+    if not _is_ip(host):
+        try:
+            normalize_domain(host)
+        except ValueError:
+            raise ValueError(f"is not {what} ({host!r} is not a host name)") from None
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"is not {what} (the port is not 1–65535)")
 
 
 def _is_ip(value: str) -> bool:
