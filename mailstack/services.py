@@ -202,6 +202,34 @@ METRICS = Service(
     placement=Placement("edge", on_each=False, start_first=True),
 )
 
+
+@dataclass(frozen=True)
+class Link:
+    """A listener that admits one client by its address (SECURITY.md): on one host the
+    client's fixed back-end address, on a cluster a network of the two alone, where the
+    client reaches the server by an alias only that network resolves (docs/cluster.md)."""
+
+    client: str
+    server: str
+    host_name: str  # how the client names the server on one host
+
+    @property
+    def network(self) -> str:
+        return f"{self.client}-to-{self.server}"
+
+    @property
+    def alias(self) -> str:
+        return f"{self.server}-for-{self.client}"
+
+
+# Dovecot sends vacation replies and Sieve redirects through Postfix's internal port (10587),
+# which rspamd then treats as local mail; Dovecot's rspamd-learn posts to rspamd's controller.
+LINKS: tuple[Link, ...] = (
+    Link("dovecot", "postfix", host_name="postfix-backend"),
+    Link("dovecot", "rspamd", host_name="rspamd"),
+)
+
+
 # In the order an update recreates them: the back end first; the MTA last, so that senders'
 # retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (

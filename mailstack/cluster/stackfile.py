@@ -239,8 +239,8 @@ def _service_networks(name: str, networks: Any, notes: list[str]) -> dict[str, A
         address = settings.pop("ipv4_address", None)
         if address:
             notes.append(
-                f"{name}: its fixed address {address} on {network} (Swarm gives tasks none; "
-                "what admits only that address does not admit it yet)"
+                f"{name}: its fixed address {address} on {network} (Swarm gives tasks none: "
+                "what admits or reaches it by that address and is not a link yet fails)"
             )
         joined[network] = {key: settings[key] for key in ("aliases",) if key in settings}
     return joined

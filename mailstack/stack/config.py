@@ -84,15 +84,22 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _gwbridge_apart_from_the_stack(self) -> Config:
-        # On a cluster every task also sits on docker_gwbridge: a stack network overlapping it
-        # would make the node's resolver unreachable or answer the wrong network.
+    def _cluster_networks_apart(self) -> Config:
+        # On a cluster every task also sits on docker_gwbridge, and links are networks of
+        # their own: an overlap would make the node's resolver or a listener's one client
+        # unreachable, or admit the wrong network.
         if not self.cluster.nodes:
             return self
-        gwbridge = ipaddress.ip_network(self.cluster.gwbridge_subnet)
-        for key in ("frontend_subnet", "backend_subnet"):
-            if gwbridge.overlaps(ipaddress.ip_network(getattr(self.network, key))):
-                raise ValueError(f"cluster.gwbridge_subnet overlaps network.{key}")
+        taken = {
+            f"network.{key}": ipaddress.ip_network(getattr(self.network, key))
+            for key in ("frontend_subnet", "backend_subnet")
+        }
+        for key in ("gwbridge_subnet", "link_subnet"):
+            subnet = ipaddress.ip_network(getattr(self.cluster, key))
+            for other, network in taken.items():
+                if subnet.overlaps(network):
+                    raise ValueError(f"cluster.{key} overlaps {other}")
+            taken[f"cluster.{key}"] = subnet
         return self
 
     @model_validator(mode="after")

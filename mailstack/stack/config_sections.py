@@ -596,6 +596,12 @@ class Cluster(Section):
         "resolver listens on its gateway, the first address, on each node's host network",
     )
 
+    link_subnet: Subnet = Field(
+        default="172.29.96.0/20",
+        description="where the cluster's links come from: a /28 each, an overlay network "
+        "that only a listener and its one client join (docs/cluster.md)",
+    )
+
     @property
     def node_resolver(self) -> str:
         """Where every task's DNS queries go: the resolver on its own node (docs/cluster.md)."""

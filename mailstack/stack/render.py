@@ -124,6 +124,10 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "resolver_ip": services.fixed_address(services.RESOLVER, backend),
         # Dovecot's fixed back-end address: Postfix's internal listener (10587) relays for it alone.
         "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),
+        # Listeners that admit one client (services.LINKS): its address or network, and the
+        # name it reaches the server by; on a cluster each link is a network of its own.
+        "links": link_context(config),
+        "link_networks": link_networks(config),
         "frontend_resolver_ip": services.fixed_address(services.RESOLVER, frontend),
         "dovecot_sockets": {
             "dir": str(DOVECOT_POSTFIX_SOCKETS),
@@ -240,6 +244,51 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Attachment policy: the operator's allowlist wins over the block list.
         "blocked_extensions": sorted(set(attachments.blocked_extensions) - allowed),
         "allowed_extensions": sorted(allowed),
+    }
+
+
+def link_subnets(config: Config) -> dict[services.Link, ipaddress.IPv4Network]:
+    """On a cluster, each link's network: the next /28 of cluster.link_subnet, in the order
+    of services.LINKS (so adding a link at the end moves none); on one host none."""
+    if not config.cluster.nodes:
+        return {}
+    pool = ipaddress.IPv4Network(config.cluster.link_subnet)  # check_subnet: IPv4 alone
+    return dict(zip(services.LINKS, pool.subnets(new_prefix=28), strict=False))
+
+
+def link_context(config: Config) -> dict[str, dict[str, Any]]:
+    """{client_server: what the templates need of a link}: the network the listener admits
+    (address, prefix and CIDR) and the name the client reaches the server by."""
+    subnets = link_subnets(config)
+    backend = ipaddress.ip_network(config.network.backend_subnet)
+    found: dict[str, dict[str, Any]] = {}
+    for link in services.LINKS:
+        subnet = subnets.get(link)
+        if subnet is None:  # one host: the client's fixed back-end address
+            address = services.fixed_address(services.named(link.client), backend)
+            subnet = ipaddress.IPv4Network(f"{address}/32")
+        found[f"{link.client}_{link.server}"] = {
+            "admits": str(subnet),
+            # In rspamd's address lists: the bare address for one address.
+            "listed": str(subnet.network_address) if subnet.prefixlen == 32 else str(subnet),
+            "address": str(subnet.network_address),
+            "prefix": subnet.prefixlen,
+            "host": link.alias if link in subnets else link.host_name,
+        }
+    return found
+
+
+def link_networks(config: Config) -> dict[str, Any]:
+    """On a cluster, the links' networks ({name: subnet}) and, per service, the ones it joins
+    ({service: {network: its aliases there}}); both empty on one host."""
+    subnets = link_subnets(config)
+    joins: dict[str, dict[str, list[str]]] = {}
+    for link, _subnet in subnets.items():
+        joins.setdefault(link.client, {})[link.network] = []
+        joins.setdefault(link.server, {})[link.network] = [link.alias]
+    return {
+        "networks": {link.network: str(subnet) for link, subnet in subnets.items()},
+        "joins": joins,
     }
 
 

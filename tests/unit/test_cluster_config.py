@@ -80,3 +80,9 @@ def test_docker_gwbridge_must_stay_apart_from_the_stack_networks() -> None:
             {**REFERENCE, "cluster": {"nodes": THREE, "gwbridge_subnet": "172.29.0.0/16"}}
         )
     assert "cluster.gwbridge_subnet overlaps network.frontend_subnet" in refused.value.message
+
+
+def test_the_links_pool_must_stay_apart_from_the_stack_networks() -> None:
+    with pytest.raises(ConfigError) as refused:
+        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.81.0/24"}})
+    assert "cluster.link_subnet overlaps network.backend_subnet" in refused.value.message

@@ -79,6 +79,25 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
     assert (db["mode"], db["replicas"]) == ("replicated", 1)
     assert db["placement"]["constraints"] == ["node.labels.mailstack.db == primary"]
     assert document["services"]["resolver"]["networks"] == {"node-host": {}}
+    # Dovecot's replies and learning: links, each an internal network of the two alone.
+    for link, subnet in (("dovecot-to-postfix", "172.29.96.0/28"),
+                         ("dovecot-to-rspamd", "172.29.96.16/28")):  # fmt: skip
+        assert document["networks"][link] == {
+            "driver": "overlay", "internal": True, "ipam": {"config": [{"subnet": subnet}]},
+        }  # fmt: skip
+    assert document["services"]["postfix"]["networks"]["dovecot-to-postfix"] == {
+        "aliases": ["postfix-for-dovecot"]
+    }
+    assert set(document["services"]["dovecot"]["networks"]) >= {"dovecot-to-postfix",
+                                                                 "dovecot-to-rspamd"}  # fmt: skip
+    assert "dovecot-to-postfix" not in document["services"]["rspamd"]["networks"]
+    master_cf = (stack / "config/postfix/master.cf").read_text()
+    assert "-o mynetworks=172.29.96.0/28\n" in master_cf
+    assert "submission_host = postfix-for-dovecot:10587" in (
+        stack / "config/dovecot/dovecot.conf").read_text()  # fmt: skip
+    assert "url=http://rspamd-for-dovecot:11334" in (
+        stack / "config/dovecot/rspamd-learn.conf").read_text()  # fmt: skip
+    assert "172.29.96.0/28" in (stack / "config/rspamd/local_addrs.inc").read_text()
     # What cannot be carried yet is said, not dropped in silence.
     assert "not in the cluster yet: webmail: its fixed address" in out
 

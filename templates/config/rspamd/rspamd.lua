@@ -79,7 +79,13 @@ rspamd_config:register_symbol({
   description = 'a Sieve reply or redirect whose hosted From: is not its envelope sender',
   callback = function(task)
     local ip = task:get_from_ip()
-    if task:get_user() or not ip or tostring(ip) ~= '{{ dovecot_backend_ip }}' then
+{% if links.dovecot_postfix.prefix == 32 %}
+    if task:get_user() or not ip or tostring(ip) ~= '{{ links.dovecot_postfix.address }}' then
+{% else %}
+    -- A cluster: Dovecot's link network (docs/cluster.md), which it and Postfix alone join.
+    if task:get_user() or not ip or not ip:is_valid()
+        or tostring(ip:apply_mask({{ links.dovecot_postfix.prefix }})) ~= '{{ links.dovecot_postfix.address }}' then
+{% endif %}
       return false
     end
     local envelope = task:get_from('smtp')
