@@ -77,13 +77,85 @@ class Engine:
     def remove(self, project: str) -> None:
         self._docker("stack", "rm", project)
 
+    def running_task(self, service: str) -> RunningTask | None:
+        """A running task of the service (Swarm's name: project_service), with the node it
+        runs on and its container; None while none runs."""
+        listed = self._docker(
+            "service", "ps", "--no-trunc", "--filter", "desired-state=running",
+            "--format", "{{.ID}} {{.Node}} {{.CurrentState}}", service,
+        )  # fmt: skip
+        for line in listed.splitlines():
+            task, node, state = [*line.split(" ", 2), "", ""][:3]
+            if not state.startswith("Running"):
+                continue
+            container = self._docker(
+                "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", task
+            ).strip()
+            if container:
+                return RunningTask(node, container)
+        return None
+
+    def exec(
+        self,
+        container: str,
+        argv: list[str],
+        *,
+        input: bytes | None = None,  # mirrors subprocess.run
+        user: str | None = None,
+        timeout: float = 60,
+    ) -> bytes:
+        """Run argv in a container of this engine; its stdout."""
+        options = ["exec", "-i"] if input is not None else ["exec"]
+        if user:
+            options += ["--user", user]
+        return self._run(*options, container, *argv, input=input, timeout=timeout)
+
     def _docker(self, *args: str, timeout: float = INSPECT_TIMEOUT) -> str:
+        return self._run(*args, timeout=timeout).decode(errors="replace")
+
+    def _run(self, *args: str, input: bytes | None = None, timeout: float) -> bytes:
         done = process.run(
             ["docker", "--host", self.url, *args],
+            input=input,
             timeout=timeout,
             what=f"docker {args[0]} {args[1] if len(args) > 1 else ''} on {self.url}".strip(),
         )
-        return done.stdout.decode(errors="replace")
+        return done.stdout
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    node: str  # the node's hostname
+    container: str
+
+
+@dataclass(frozen=True)
+class SwarmExecutor:
+    """Runs a command in a service's running task, as Compose.exec does on one host (the
+    psql adapter's Executor): the manager finds the task, the task's own node runs it."""
+
+    manager: Engine
+    project: str
+    engines: Mapping[str, Engine]  # by node hostname
+
+    def exec(
+        self,
+        service: str,
+        argv: list[str],
+        *,
+        input: bytes | None = None,  # mirrors Compose.exec
+        user: str | None = None,
+        timeout: float = 60,
+    ) -> bytes:
+        task = self.manager.running_task(f"{self.project}_{service}")
+        if task is None:
+            raise ExternalCommandFailed(f"{service} on the cluster", "no task of it runs")
+        engine = self.engines.get(task.node)
+        if engine is None:
+            raise ExternalCommandFailed(
+                f"{service} on the cluster", f"it runs on {task.node}, not in cluster.nodes"
+            )
+        return engine.exec(task.container, argv, input=input, user=user, timeout=timeout)
 
 
 def _node(entry: Mapping[str, Any]) -> SwarmNode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -24,14 +25,25 @@ def register(app: typer.Typer) -> None:
 
 @cluster_app.command("up")
 @output.guarded
-def up(directory: StackDirOption = Path()) -> None:
+def up(
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="Wait for the database, then apply the directory's migrations (without: "
+            "deploy and return; the next `cluster up` applies them)."
+        ),
+    ] = True,
+    directory: StackDirOption = Path(),
+) -> None:
     """Render, label the nodes for their roles and deploy the stack through a manager."""
     config = StackDir(directory).require().load_config()
     render_or_stop(directory, config, untouched="the cluster was not touched")
-    result = deployment.deploy(directory, config)
+    result = deployment.deploy(directory, config, wait=wait)
     for change in result.labels:
         labels = [f"{key}={value}" for key, value in change.added.items()]
         output.info(f"{change.node}: labels {' '.join(labels + ['-' + k for k in change.removed])}")
+    if result.migrations:
+        output.info(f"applied migrations: {', '.join(result.migrations)}")
     for note in result.notes:
         output.warn(f"not in the cluster yet: {note}")
     output.info(f"deployed stack {config.project}; `mailstack cluster status` shows it converge")

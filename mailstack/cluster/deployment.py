@@ -4,16 +4,21 @@ schedules, restarts and rolls back; mailstack only says what should run where.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailstack.adapters.swarm import Engine, SwarmNode
+from mailstack.accounts import directory, migrations
+from mailstack.adapters.swarm import Engine, SwarmExecutor, SwarmNode
 from mailstack.cluster import stackfile
 from mailstack.errors import MailstackError
 from mailstack.stack.config import Config
 
 _LABEL_PREFIX = "mailstack."
+# How long `cluster up` waits for the database's task to turn healthy (its image is on the
+# node; a first start initialises the cluster's directory).
+DB_READY_SECONDS = 240
 
 
 def wanted_labels(config: Config) -> dict[str, dict[str, str]]:
@@ -85,17 +90,53 @@ def label_nodes(engine: Engine, config: Config) -> list[LabelChange]:
 class Deployment:
     labels: list[LabelChange]
     notes: list[str]
+    migrations: list[str]  # the directory's migrations this deploy applied
 
 
-def deploy(root: Path, config: Config) -> Deployment:
-    """Label the nodes, write the stack file from the rendered stack and deploy it."""
+def executor(engine: Engine, config: Config) -> SwarmExecutor:
+    """Runs commands in the stack's tasks (psql in db, doveadm in dovecot) as Compose's exec
+    does on one host: the accounts commands' way into a cluster."""
+    engines = {node.name: Engine(node.engine) for node in config.cluster.nodes}
+    return SwarmExecutor(engine, config.project, engines)
+
+
+def deploy(root: Path, config: Config, *, wait: bool = True) -> Deployment:
+    """Label the nodes, write the stack file from the rendered stack and deploy it; then, as
+    `up` does on one host, bring the mail directory's schema up to date once the database
+    runs, and make mailstack.yaml's first domain a mail domain."""
     engine = manager(config)
     written = stackfile.write_stack_file(root, config)
     changes = label_nodes(engine, config)
     engine.deploy(
         root / stackfile.STACK_FILE, config.project, resolve_images=bool(config.images.registry)
     )
-    return Deployment(changes, written.notes)
+    if not wait:
+        return Deployment(changes, written.notes, [])
+    await_running(engine, config.project, "db", DB_READY_SECONDS)
+    tasks = executor(engine, config)
+    applied = migrations.migrate(tasks)
+    if config.domain not in {domain.name for domain in directory.list_domains(tasks)}:
+        directory.add_domain(tasks, config.domain)
+    return Deployment(changes, written.notes, applied)
+
+
+def await_running(engine: Engine, project: str, service: str, seconds: float) -> None:
+    """Until a task of the service runs (Swarm says running once its healthcheck passes)."""
+    name = f"{project}_{service}"
+    deadline = time.monotonic() + seconds
+    while engine.running_task(name) is None:
+        if time.monotonic() > deadline:
+            errors = [
+                str(task["Error"])
+                for task in engine.tasks(project)
+                if task.get("Error") and str(task.get("Name", "")).startswith(f"{name}.")
+            ]
+            raise MailstackError(
+                f"{service} did not turn healthy within {seconds:.0f}s"
+                + (f" (its last task: {errors[0]})" if errors else ""),
+                hint="`mailstack cluster status` shows every service's state",
+            )
+        time.sleep(2)
 
 
 @dataclass(frozen=True)

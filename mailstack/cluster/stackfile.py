@@ -306,9 +306,14 @@ def _mounts(
             volumes.append(entry)
             continue
         path = source.removeprefix("./").rstrip("/")
-        for relative in sorted(files):
-            if relative != path and not relative.startswith(path + "/"):
-                continue
+        inside = [each for each in sorted(files) if each == path or each.startswith(path + "/")]
+        if not inside:
+            # An empty directory (overrides/ without a file): Swarm mounts no empty config, but
+            # a daemon's include of <dir>/*.conf wants the directory, so an empty read-only one.
+            volumes.append(
+                {"type": "tmpfs", "target": target, "read_only": True, "tmpfs": {"size": 4096}}
+            )
+        for relative in inside:
             if not files[relative]:
                 notes.append(f"{name}: {relative} is empty (Swarm keeps no empty config)")
                 continue

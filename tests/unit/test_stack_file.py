@@ -234,3 +234,13 @@ def test_mailstack_tmpfs_gives_each_listed_directory_its_owner_and_mode(tmp_path
     assert (moded.stat().st_uid, stat.S_IMODE(moded.stat().st_mode)) == (os.getuid(), 0o750)
     unset = {key: value for key, value in os.environ.items() if key != "MAILSTACK_TMPFS"}
     subprocess.run(["sh", str(script)], env=unset, check=True)  # one host: nothing to do
+
+
+def test_an_empty_mounted_directory_is_an_empty_read_only_one() -> None:
+    # overrides/resolver/ without a file: Unbound's include of *.conf wants the directory.
+    compose = small_compose(volumes=["./overrides/postfix:/etc/mailstack/overrides:ro"])
+    mounts = translate(compose).document["services"]["postfix"]["volumes"]
+    assert mounts == [
+        {"type": "tmpfs", "target": "/etc/mailstack/overrides", "read_only": True,
+         "tmpfs": {"size": 4096}},
+    ]  # fmt: skip
