@@ -23,14 +23,14 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
 
 from mailstack import services
 from mailstack.images import imagerefs
-from mailstack.stack.config import validate_config
+from mailstack.stack.config import Config, validate_config
 from tests.cluster.nodes import Node, load_images
 from tests.e2e.conftest import _build_lock, mailstack
 
@@ -107,16 +107,25 @@ def cluster_section(nodes: list[Node], roles: list[list[str]]) -> str:
 ROLES = [["edge", "mailbox", "db"], ["edge", "mailbox"], ["db"]]
 
 
-@pytest.fixture(scope="module")
-def stack(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cluster-stack")
+def cluster_stack(root: Path, nodes: list[Node], settings: dict[str, Any]) -> Config:
+    """A stack directory for the three nodes: `mailstack init`, then settings over its
+    mailstack.yaml (features merged) and the cluster section."""
     mailstack(
         "init", "--hostname", "mail.example.test", "--domain", "example.test",
         "--non-interactive", "--dir", str(root),
     )  # fmt: skip
-    config = root / "mailstack.yaml"
-    text = config.read_text().replace("project: mailstack", f"project: {PROJECT}")
-    config.write_text(text + cluster_section(nodes, ROLES))
+    path = root / "mailstack.yaml"
+    config = yaml.safe_load(path.read_text())
+    features = {**config.get("features", {}), **settings.pop("features", {})}
+    config.update({**settings, "features": features})
+    path.write_text(yaml.safe_dump(config, sort_keys=False) + cluster_section(nodes, ROLES))
+    return validate_config(yaml.safe_load(path.read_text()))
+
+
+@pytest.fixture(scope="module")
+def stack(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cluster-stack")
+    cluster_stack(root, nodes, {"project": PROJECT})
     # Images the nodes do not hold: Swarm places the tasks, which then wait for an image.
     imagerefs.write(root, {image: f"mailstack/{image}:not-loaded" for image in services.IMAGES})
     mailstack("cluster", "up", "--no-wait", "--dir", str(root))
@@ -269,18 +278,10 @@ def running(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A sandbox stack deployed with its images loaded on every node, `cluster up` waiting
     for the database and applying the directory's migrations; removed at the end."""
     root = tmp_path_factory.mktemp("cluster-running")
-    mailstack(
-        "init", "--hostname", "mail.example.test", "--domain", "example.test",
-        "--non-interactive", "--dir", str(root),
-    )  # fmt: skip
-    config_path = root / "mailstack.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config.update({"mode": "sandbox", "project": CONVERGED_PROJECT})
-    config["features"] = {**config.get("features", {}), **NOT_ON_A_CLUSTER_YET}
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False) + cluster_section(nodes, ROLES))
+    settings = {"mode": "sandbox", "project": CONVERGED_PROJECT, "features": NOT_ON_A_CLUSTER_YET}
+    loaded = cluster_stack(root, nodes, dict(settings))
     with _build_lock():  # the e2e session may be building the same images
         mailstack("build", "--dir", str(root))
-    loaded = validate_config(yaml.safe_load(config_path.read_text()))
     references = imagerefs.read(root)
     images = sorted({references[s.image] for s in services.SERVICES if s.runs_in(loaded)})
     load_images(nodes, images)
