@@ -4,6 +4,7 @@ CLI's own SSH transport; unix:// a local socket). Nothing here knows mailstack's
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from mailstack.errors import ExternalCommandFailed
 
 INSPECT_TIMEOUT = 60
 DEPLOY_TIMEOUT = 600
+REMOVE_TRIES = 10
+REMOVE_RETRY_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,18 @@ class Engine:
         return [json.loads(line) for line in listed.splitlines() if line.strip()]
 
     def remove(self, project: str) -> None:
-        self._docker("stack", "rm", project)
+        """`docker stack rm`, again while a network is still in use by tasks shutting down
+        (the CLI then fails after removing the services); done once nothing is left."""
+        for attempt in range(1, REMOVE_TRIES + 1):
+            try:
+                self._docker("stack", "rm", project)
+                return
+            except ExternalCommandFailed as failure:
+                if "nothing found in stack" in failure.output.lower():
+                    return
+                if attempt == REMOVE_TRIES:
+                    raise
+                time.sleep(REMOVE_RETRY_SECONDS)
 
     def running_task(self, service: str) -> RunningTask | None:
         """A running task of the service (Swarm's name: project_service), with the node it
