@@ -171,7 +171,7 @@ def status(config: Config) -> ClusterStatus:
     tasks = engine.tasks(config.project)
     errors: dict[str, str] = {}
     for task in tasks:  # newest first, as docker stack ps lists them
-        service = str(task.get("Name", "")).rsplit(".", 1)[0].split(".", 1)[0]
+        service = str(task.get("Name", "")).split(".", 1)[0]  # project_service.slot
         if task.get("Error") and service not in errors:
             errors[service] = str(task["Error"])
     services = [

@@ -179,6 +179,8 @@ def _service(
     if "ports" in service:
         translated["ports"] = _ports(name, service["ports"], notes)
     mounts, mounted_configs, mounted_secrets = _mounts(name, service, files, objects, notes)
+    tmpfs = [_tmpfs(name, str(entry), notes) for entry in service.get("tmpfs") or []]
+    mounts += [mount for mount, _owner in tmpfs]
     if mounts:
         translated["volumes"] = mounts
     if mounted_configs:
@@ -186,19 +188,22 @@ def _service(
     secrets = [*_service_secrets(service.get("secrets") or []), *mounted_secrets]
     if secrets:
         translated["secrets"] = secrets
-    _own_tmpfs(name, service, translated, notes)
+    _own_tmpfs(name, service, [owner for _mount, owner in tmpfs], translated, notes)
     translated["deploy"] = _deploy(service, placement)
     return translated
 
 
 def _own_tmpfs(
-    name: str, service: Mapping[str, Any], translated: dict[str, Any], notes: list[str]
+    name: str,
+    service: Mapping[str, Any],
+    given: list[_TmpfsOwner],
+    translated: dict[str, Any],
+    notes: list[str],
 ) -> None:
     """Hand the owners and modes of the service's tmpfs mounts to its entrypoint
     (compose/base/mailstack-tmpfs), with CAP_CHOWN where one has an owner."""
-    owners = [_tmpfs("", str(entry), [])[1] for entry in service.get("tmpfs") or []]
     # Mode 1777 and root's is what Docker gives a tmpfs anyway.
-    owners = [owner for owner in owners if owner.uid or owner.gid or owner.mode not in ("", "1777")]
+    owners = [owner for owner in given if owner.uid or owner.gid or owner.mode not in ("", "1777")]
     if not owners:
         return
     if "user" in service:  # started as its user, its entrypoint could chown nothing
@@ -294,8 +299,8 @@ def _mounts(
     objects: _Objects,
     notes: list[str],
 ) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, configs, secrets) of a service: named volumes and tmpfs stay mounts, each
-    file under a bind-mounted stack path becomes a config or a secret."""
+    """(volumes, configs, secrets) of a service: named volumes stay mounts, each file under
+    a bind-mounted stack path becomes a config or a secret."""
     volumes: list[Any] = []
     configs: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
@@ -323,8 +328,6 @@ def _mounts(
                 secrets.append({"source": key, "target": mounted, "mode": 0o400})
             else:
                 configs.append({"source": key, "target": mounted, "mode": 0o444})
-    for entry in service.get("tmpfs") or []:
-        volumes.append(_tmpfs(name, str(entry), notes)[0])
     return volumes, configs, secrets
 
 
