@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.conftest import DOMAIN, GATEWAY, HOSTNAME, PORTS, PROJECT, RunningStack
@@ -40,6 +41,9 @@ BROWSER = Path(__file__).with_name("chromium_netns.py")
 WEBMAIL = f"https://{HOSTNAME}:{PORTS['https']}/"
 # Roundcube's own page load may take a while on a busy 2-core host; far above the usual.
 INBOX_LOAD_LIMIT_SECONDS = 15.0
+# Submission, rspamd and the Sent copy behind one click; generous for a loaded host.
+SEND_LIMIT_MS = 120_000
+ROUNDCUBE_CAN_SEND = "() => window.rcmail && rcmail.commands.send && !rcmail.busy"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -208,8 +212,15 @@ def test_webmail_login_read_reply_logout(
     body.wait_for()
     body.press("Control+Home")
     body.type(reply_text + "\n")
+    # A click before Roundcube's compose script has enabled "send" is silently ignored
+    # (seen once on a loaded CI host): wait for the command, then for the page to leave.
+    page.wait_for_function(ROUNDCUBE_CAN_SEND)
     page.locator("button.send:visible").first.click()
-    page.wait_for_url(lambda url: "_action=compose" not in url)
+    try:
+        page.wait_for_url(lambda url: "_action=compose" not in url, timeout=SEND_LIMIT_MS)
+    except PlaywrightTimeoutError:
+        shown = page.locator("#messagestack").inner_text()
+        raise AssertionError(f"the reply was not sent; Roundcube shows: {shown!r}") from None
     answer = fetch_by_subject(stack, sender, sender_password, f"Re: {subject}")
     text = answer.get_body(preferencelist=("plain", "html"))
     assert text is not None and reply_text in text.get_content()
