@@ -211,7 +211,10 @@ class Link:
 
     client: str
     server: str
-    host_name: str  # how the client names the server on one host
+    # How the client names the server on one host; None: by the server's fixed address.
+    host_name: str | None
+    # The network whose fixed addresses the link stands for on one host.
+    over: Literal["backend", "frontend"] = "backend"
 
     @property
     def network(self) -> str:
@@ -224,10 +227,25 @@ class Link:
 
 # Dovecot sends vacation replies and Sieve redirects through Postfix's internal port (10587),
 # which rspamd then treats as local mail; Dovecot's rspamd-learn posts to rspamd's controller.
+# PHP-FPM admits the front alone; PostgreSQL admits Roundcube's role from the webmail alone;
+# Dovecot believes the browser's address (IMAP ID) from the webmail alone.
+# New links go at the end: a cluster gives each the next /27 in this order.
 LINKS: tuple[Link, ...] = (
     Link("dovecot", "postfix", host_name="postfix-backend"),
     Link("dovecot", "rspamd", host_name="rspamd"),
+    Link("front", "webmail", host_name=None, over="frontend"),
+    Link("webmail", "db", host_name="db"),
+    Link("webmail", "dovecot", host_name="dovecot"),
 )
+
+# A link's network on a cluster: 29 addresses for its two services' tasks on each node, one
+# load-balancer endpoint per node and a rolling update's extra task (about nine nodes).
+LINK_PREFIX = 27
+
+
+def link_pool_prefix() -> int:
+    """The longest prefix of a cluster.link_subnet that holds every link's network."""
+    return LINK_PREFIX - (len(LINKS) - 1).bit_length()
 
 
 # In the order an update recreates them: the back end first; the MTA last, so that senders'

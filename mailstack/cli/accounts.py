@@ -11,7 +11,9 @@ import typer
 from mailstack.accounts import aliases, directory, domain_quota, mailstore, names, passwords
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster.deployment import stack_executor as executor
 from mailstack.errors import UsageError
+from mailstack.mailauth import dkim
 from mailstack.stack.config_values import normalize_address
 from mailstack.stack.stackdir import Stack
 from mailstack.stack.stackfiles import publish_domain_key
@@ -96,8 +98,15 @@ def domain_add(
     """Add a mail domain."""
     domain = _valid("DOMAIN", name)
     stack = Stack.load(directory_)
-    directory.add_domain(stack.compose, domain)
+    directory.add_domain(executor(stack), domain)
     output.info(f"added domain {domain}")
+    if stack.config.cluster.nodes:  # the nodes take new files only from a deploy
+        made = dkim.ensure_key(stack.dir.root, domain)
+        output.info(
+            f"DKIM key for {domain} {'made' if made.created else 'kept'}: `mailstack cluster up` "
+            "rolls it out to the cluster; `mailstack dns records` shows what to publish"
+        )
+        return
     output.info(str(publish_domain_key(stack, domain)))
 
 
@@ -106,8 +115,8 @@ def domain_add(
 def domain_list(directory_: StackDirOption = Path(), as_json: JsonOption = False) -> None:
     """List mail domains."""
     stack = Stack.load(directory_)
-    found = directory.list_domains(stack.compose)
-    output.listing(domain_quota.with_quotas(stack.compose, found), as_json)
+    run = executor(stack)
+    output.listing(domain_quota.with_quotas(run, directory.list_domains(run)), as_json)
 
 
 @domain_app.command("quota")
@@ -130,9 +139,9 @@ def domain_quota_command(
     quota_bytes = domain_quota.parse_quota("SIZE", size) if size is not None else None
     stack = Stack.load(directory_)
     if quota_bytes is None:
-        output.info(str(domain_quota.show_quota(stack.compose, domain)))
+        output.info(str(domain_quota.show_quota(executor(stack), domain)))
         return
-    output.info(str(domain_quota.set_quota(stack.compose, domain, quota_bytes)))
+    output.info(str(domain_quota.set_quota(executor(stack), domain, quota_bytes)))
 
 
 @domain_app.command("remove")
@@ -157,7 +166,7 @@ def domain_remove(
             "cannot be removed"
         )
     removal = directory.remove_domain(
-        stack.compose,
+        executor(stack),
         domain,
         force=force,
         purge=purge,
@@ -218,7 +227,7 @@ def mailbox_add(
     # Root obeys the domain quota too: the operator set it (`domain quota` raises it), and a
     # total that the host could exceed would not bound anything.
     directory.add_mailbox(
-        stack.compose,
+        executor(stack),
         mailbox,
         passwords.hash_password(password),
         quota_bytes,
@@ -239,7 +248,7 @@ def mailbox_list(
     """List mailboxes with their usage against their quota."""
     only = _valid("DOMAIN", domain) if domain is not None else None
     stack = Stack.load(directory_)
-    report = directory.mailbox_report(stack.compose, only)
+    report = directory.mailbox_report(executor(stack), only)
     if report.usage_unavailable:
         output.warn(report.usage_unavailable)
     output.listing(report.mailboxes, as_json)
@@ -258,7 +267,7 @@ def mailbox_remove(
     _purge_flags(purge, yes)
     stack = Stack.load(directory_)
     removal = directory.remove_mailbox(
-        stack.compose,
+        executor(stack),
         mailbox,
         purge=purge,
         confirm=_confirm_purge(mailbox.lower(), yes=yes, type_name=False),
@@ -279,10 +288,11 @@ def mailbox_passwd(
     mailbox = _valid("ADDRESS", address)
     password = _new_password(password_stdin, generate_password, label="New password")
     stack = Stack.load(directory_)
-    directory.set_mailbox_password(stack.compose, mailbox, passwords.hash_password(password))
+    run = executor(stack)
+    directory.set_mailbox_password(run, mailbox, passwords.hash_password(password))
     # Whoever signed in with the old password is out: web sessions by the database (0014),
     # IMAP and ManageSieve sessions here.
-    mailstore.kick_sessions(stack.compose, mailbox.lower())
+    mailstore.kick_sessions(run, mailbox.lower())
     output.info(f"changed the password of {mailbox.lower()}; its open sessions were ended")
     if generate_password:
         output.info(f"new password (shown once, only its hash is stored): {password}")
@@ -300,7 +310,7 @@ def mailbox_quota(
     quota_bytes = _size("SIZE", size)
     stack = Stack.load(directory_)
     # Within the domain quota for root too (see mailbox_add).
-    output.info(str(directory.set_mailbox_quota(stack.compose, mailbox, quota_bytes)))
+    output.info(str(directory.set_mailbox_quota(executor(stack), mailbox, quota_bytes)))
 
 
 # --- alias -----------------------------------------------------------------------------------
@@ -325,7 +335,7 @@ def alias_add(
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations]
     stack = Stack.load(directory_)
-    output.info(str(aliases.add_alias(stack.compose, alias, targets)))
+    output.info(str(aliases.add_alias(executor(stack), alias, targets)))
 
 
 @alias_app.command("remove")
@@ -342,7 +352,7 @@ def alias_remove(
     alias = _valid_source(source)
     targets = [_valid("DEST", destination) for destination in destinations or []]
     stack = Stack.load(directory_)
-    output.info(str(aliases.remove_alias(stack.compose, alias, targets)))
+    output.info(str(aliases.remove_alias(executor(stack), alias, targets)))
 
 
 @alias_app.command("list")
@@ -355,7 +365,7 @@ def alias_list(
     """List aliases and catch-alls with their destinations."""
     only = _valid("DOMAIN", domain) if domain is not None else None
     stack = Stack.load(directory_)
-    output.listing(aliases.list_aliases(stack.compose, only), as_json)
+    output.listing(aliases.list_aliases(executor(stack), only), as_json)
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from mailstack.accounts import directory, migrations
+from mailstack.adapters.psql import Executor
 from mailstack.adapters.swarm import Engine, SwarmExecutor, SwarmNode
 from mailstack.cluster import stackfile
 from mailstack.errors import MailstackError
 from mailstack.stack.config import Config
+from mailstack.stack.stackdir import Stack
 
 _LABEL_PREFIX = "mailstack."
 # How long `cluster up` waits for the database's task to turn healthy (its image is on the
@@ -91,6 +93,14 @@ class Deployment:
     labels: list[LabelChange]
     notes: list[str]
     migrations: list[str]  # the directory's migrations this deploy applied
+
+
+def stack_executor(stack: Stack) -> Executor:
+    """Where the accounts commands reach the stack's containers: Compose on one host; on a
+    cluster each service's running task, found through the first manager that answers."""
+    if not stack.config.cluster.nodes:
+        return stack.compose
+    return executor(manager(stack.config), stack.config)
 
 
 def executor(engine: Engine, config: Config) -> SwarmExecutor:

@@ -598,7 +598,7 @@ class Cluster(Section):
 
     link_subnet: Subnet = Field(
         default="172.29.96.0/20",
-        description="where the cluster's links come from: a /28 each, an overlay network "
+        description="where the cluster's links come from: a /27 each, an overlay network "
         "that only a listener and its one client join (docs/cluster.md)",
     )
 

@@ -189,10 +189,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # service: with the admin service off nobody would, so then nowhere).
         "mfa_doors": {
             "app_passwords_only": config.policy.mfa_protocols == "app_passwords_only",
-            "webmail_addresses": [
-                services.fixed_address(services.WEBMAIL, backend),
-                services.fixed_address(services.WEBMAIL, frontend),
-            ]
+            "webmail_addresses": webmail_addresses(config)
             if config.features.webmail and config.features.admin
             else [],
         },
@@ -248,34 +245,50 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
 
 
 def link_subnets(config: Config) -> dict[services.Link, ipaddress.IPv4Network]:
-    """On a cluster, each link's network: the next /28 of cluster.link_subnet, in the order
-    of services.LINKS (so adding a link at the end moves none); on one host none."""
+    """On a cluster, each link's network: the next /27 (services.LINK_PREFIX) of
+    cluster.link_subnet, in the order of services.LINKS (so adding a link at the end moves
+    none); on one host none."""
     if not config.cluster.nodes:
         return {}
     pool = ipaddress.IPv4Network(config.cluster.link_subnet)  # check_subnet: IPv4 alone
-    return dict(zip(services.LINKS, pool.subnets(new_prefix=28), strict=False))
+    return dict(zip(services.LINKS, pool.subnets(new_prefix=services.LINK_PREFIX), strict=False))
 
 
 def link_context(config: Config) -> dict[str, dict[str, Any]]:
     """{client_server: what the templates need of a link}: the network the listener admits
     (address, prefix and CIDR) and the name the client reaches the server by."""
     subnets = link_subnets(config)
-    backend = ipaddress.ip_network(config.network.backend_subnet)
     found: dict[str, dict[str, Any]] = {}
     for link in services.LINKS:
+        network = getattr(config.network, f"{link.over}_subnet")
         subnet = subnets.get(link)
-        if subnet is None:  # one host: the client's fixed back-end address
-            address = services.fixed_address(services.named(link.client), backend)
+        host = link.alias
+        if subnet is None:  # one host: the client's fixed address, the server's name or address
+            address = services.fixed_address(services.named(link.client), network)
             subnet = ipaddress.IPv4Network(f"{address}/32")
+            host = link.host_name or services.fixed_address(services.named(link.server), network)
         found[f"{link.client}_{link.server}"] = {
             "admits": str(subnet),
             # In rspamd's address lists: the bare address for one address.
             "listed": str(subnet.network_address) if subnet.prefixlen == 32 else str(subnet),
             "address": str(subnet.network_address),
             "prefix": subnet.prefixlen,
-            "host": link.alias if link in subnets else link.host_name,
+            # Every address a client may have, for listeners that take no CIDR (PHP-FPM).
+            "hosts": [str(address) for address in subnet.hosts()],
+            "host": host,
         }
     return found
+
+
+def webmail_addresses(config: Config) -> list[str]:
+    """Every address the webmail may reach Dovecot from: its two fixed addresses on one host,
+    its link's on a cluster."""
+    if config.cluster.nodes:
+        return list(link_context(config)["webmail_dovecot"]["hosts"])
+    return [
+        services.fixed_address(services.WEBMAIL, config.network.backend_subnet),
+        services.fixed_address(services.WEBMAIL, config.network.frontend_subnet),
+    ]
 
 
 def link_networks(config: Config) -> dict[str, Any]:

@@ -22,11 +22,15 @@ MISSING = ExternalCommandFailed(
     "docker compose exec (exit 1)", "du: cannot access '/var/mail/x': No such file or directory"
 )
 
+ONE_HOST = SimpleNamespace(nodes=[])  # no cluster: commands run through Compose
+
 
 @pytest.fixture
 def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     fake = FakeContainers()
-    config = SimpleNamespace(domain="example.test", features=SimpleNamespace(dav=False))
+    config = SimpleNamespace(
+        domain="example.test", features=SimpleNamespace(dav=False), cluster=ONE_HOST
+    )
     stack = SimpleNamespace(compose=fake, config=config)
     monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake
@@ -36,7 +40,9 @@ def containers(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
 def with_calendars(monkeypatch: pytest.MonkeyPatch) -> FakeContainers:
     """The same with features.dav on: a purge deletes calendars and contacts too."""
     fake = FakeContainers()
-    config = SimpleNamespace(domain="example.test", features=SimpleNamespace(dav=True))
+    config = SimpleNamespace(
+        domain="example.test", features=SimpleNamespace(dav=True), cluster=ONE_HOST
+    )
     stack = SimpleNamespace(compose=fake, config=config)
     monkeypatch.setattr(Stack, "load", lambda root: stack)
     return fake

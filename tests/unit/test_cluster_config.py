@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mailstack import services
 from mailstack.errors import ConfigError
 from mailstack.stack.config import Config, validate_config
 from tests.conftest import REFERENCE
@@ -86,3 +87,11 @@ def test_the_links_pool_must_stay_apart_from_the_stack_networks() -> None:
     with pytest.raises(ConfigError) as refused:
         validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.81.0/24"}})
     assert "cluster.link_subnet overlaps network.backend_subnet" in refused.value.message
+
+
+def test_the_smallest_link_subnet_allowed_holds_every_link() -> None:
+    # cluster.link_subnet is a /24 or larger (Subnet); each link takes a /27 of it in turn.
+    assert services.link_pool_prefix() >= 24
+    with pytest.raises(ConfigError) as refused:
+        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.96.0/26"}})
+    assert "/24 or larger" in refused.value.message

@@ -5,6 +5,7 @@ carried yet said as notes; `render --target swarm` and its refusals."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import stat
 import subprocess
@@ -80,8 +81,8 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
     assert db["placement"]["constraints"] == ["node.labels.mailstack.db == primary"]
     assert document["services"]["resolver"]["networks"] == {"node-host": {}}
     # Dovecot's replies and learning: links, each an internal network of the two alone.
-    for link, subnet in (("dovecot-to-postfix", "172.29.96.0/28"),
-                         ("dovecot-to-rspamd", "172.29.96.16/28")):  # fmt: skip
+    for link, subnet in (("dovecot-to-postfix", "172.29.96.0/27"),
+                         ("dovecot-to-rspamd", "172.29.96.32/27")):  # fmt: skip
         assert document["networks"][link] == {
             "driver": "overlay", "internal": True, "ipam": {"config": [{"subnet": subnet}]},
         }  # fmt: skip
@@ -92,14 +93,42 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
                                                                  "dovecot-to-rspamd"}  # fmt: skip
     assert "dovecot-to-postfix" not in document["services"]["rspamd"]["networks"]
     master_cf = (stack / "config/postfix/master.cf").read_text()
-    assert "-o mynetworks=172.29.96.0/28\n" in master_cf
+    assert "-o mynetworks=172.29.96.0/27\n" in master_cf
     assert "submission_host = postfix-for-dovecot:10587" in (
         stack / "config/dovecot/dovecot.conf").read_text()  # fmt: skip
     assert "url=http://rspamd-for-dovecot:11334" in (
         stack / "config/dovecot/rspamd-learn.conf").read_text()  # fmt: skip
-    assert "172.29.96.0/28" in (stack / "config/rspamd/local_addrs.inc").read_text()
+    assert "172.29.96.0/27" in (stack / "config/rspamd/local_addrs.inc").read_text()
     # What cannot be carried yet is said, not dropped in silence.
-    assert "not in the cluster yet: webmail: its fixed address" in out
+    assert "not in the cluster yet: front: its fixed address" in out
+    assert "webmail: its fixed address" not in out  # its links stand for it
+
+
+def test_the_webmail_reaches_and_is_reached_over_links_alone(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    joined = {name: set(service["networks"]) for name, service in document["services"].items()}
+    for link, client, server in (("front-to-webmail", "front", "webmail"),
+                                 ("webmail-to-db", "webmail", "db"),
+                                 ("webmail-to-dovecot", "webmail", "dovecot")):  # fmt: skip
+        assert {name for name, networks in joined.items() if link in networks} == {client, server}
+        assert document["networks"][link]["internal"] is True
+    # PHP-FPM takes no CIDR: every address of the front's link, and nothing else.
+    fpm = (stack / "config/webmail/php-fpm.ini").read_text()
+    allowed = next(line for line in fpm.splitlines() if line.startswith("listen.allowed_clients"))
+    front_link = ipaddress.ip_network("172.29.96.64/27")
+    assert allowed.split(" = ")[1].split(",") == ["127.0.0.1", *map(str, front_link.hosts())]
+    nginx = (stack / "config/front/nginx.conf").read_text()
+    assert "set $webmail_fastcgi webmail-for-front:9000;" in nginx
+    assert "resolver 127.0.0.11" in nginx  # asked again as webmail tasks come and go
+    pg_hba = (stack / "config/db/pg_hba.conf").read_text()
+    assert "host    roundcube roundcube 172.29.96.96/27 " in pg_hba
+    dovecot = (stack / "config/dovecot/dovecot.conf").read_text()
+    assert "login_trusted_networks = 172.29.96.128/27\n" in dovecot
+    roundcube = (stack / "config/webmail/config.inc.php").read_text()
+    assert "'ssl://dovecot-for-webmail:993'" in roundcube
+    assert document["services"]["webmail"]["environment"]["MAILSTACK_DB_HOST"] == "db-for-webmail"
 
 
 def test_every_mounted_file_is_an_object_and_keys_are_secrets(stack: Path) -> None:

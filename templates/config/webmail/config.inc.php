@@ -18,7 +18,7 @@ $tls = ['ssl' => [
     'cafile' => '/etc/ssl/certs/ca-certificates.crt',
 {% endif %}
 ]];
-$config['imap_host'] = 'ssl://dovecot:993';
+$config['imap_host'] = 'ssl://{{ links.webmail_dovecot.host }}:993';
 $config['imap_conn_options'] = $tls;
 $config['imap_timeout'] = 30;
 $config['smtp_host'] = 'tls://postfix:587';
@@ -26,7 +26,7 @@ $config['smtp_conn_options'] = $tls;
 $config['smtp_user'] = '%u';
 $config['smtp_pass'] = '%p';
 $config['smtp_helo_host'] = '{{ config.hostname }}';
-$config['managesieve_host'] = 'tls://dovecot:4190';
+$config['managesieve_host'] = 'tls://{{ links.webmail_dovecot.host }}:4190';
 $config['managesieve_conn_options'] = $tls;
 $config['managesieve_vacation'] = 1;
 // Full mail addresses only, as for IMAP and SMTP clients: no default domain is added.
