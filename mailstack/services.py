@@ -207,7 +207,8 @@ METRICS = Service(
 class Link:
     """A listener that admits one client by its address (SECURITY.md): on one host the
     client's fixed back-end address, on a cluster a network of the two alone, where the
-    client reaches the server by an alias only that network resolves (docs/cluster.md)."""
+    client reaches the server by an alias only that network resolves (docs/cluster.md).
+    A client without a fixed address has a way of its own on one host (Postfix: sockets)."""
 
     client: str
     server: str
@@ -236,6 +237,14 @@ LINKS: tuple[Link, ...] = (
     Link("front", "webmail", host_name=None, over="frontend"),
     Link("webmail", "db", host_name="db"),
     Link("webmail", "dovecot", host_name="dovecot"),
+    # One host: Postfix reaches Dovecot's LMTP, SASL and quota policy by Unix sockets on a
+    # volume of the two; a cluster: over this link, from every edge node.
+    Link("postfix", "dovecot", host_name=None),
+    # The admin service: proxied to by the front alone (which it believes about the client's
+    # address), asked by the webmail about second factors, its role admitted by PostgreSQL.
+    Link("front", "admin", host_name=None, over="frontend"),
+    Link("webmail", "admin", host_name=None, over="frontend"),
+    Link("admin", "db", host_name="db"),
 )
 
 # A link's network on a cluster: 29 addresses for its two services' tasks on each node, one

@@ -24,6 +24,7 @@ replaced and the script run on a fresh one: nothing of it had reached the databa
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -88,7 +89,8 @@ def connect_admin_role() -> DatabaseSession:
 
     try:
         connection = psycopg.connect(
-            host=psql.DB_SERVICE,
+            # A cluster names db by the admin service's link (docs/cluster.md).
+            host=os.environ.get("MAILSTACK_DB_HOST", psql.DB_SERVICE),
             dbname=psql.DATABASE,
             user=ADMIN_ROLE,
             application_name=APPLICATION,

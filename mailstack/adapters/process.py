@@ -55,6 +55,46 @@ def run(
     return result
 
 
+def pipe(producer: Sequence[str], consumer: Sequence[str], *, timeout: float, what: str) -> None:
+    """Run producer | consumer, never through a shell, the data streamed rather than held
+    (`docker save | docker load` of several images); a failure of either quotes its output."""
+    log.debug("pipe: %s | %s", shlex.join(producer), shlex.join(consumer))
+    try:
+        source = subprocess.Popen(  # argv lists built by mailstack, never shell text
+            list(producer), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+    except FileNotFoundError:
+        raise MailstackError(f"{producer[0]} is not installed or not on PATH") from None
+    output, errors = source.stdout, source.stderr
+    if output is None or errors is None:  # both PIPE above: never
+        raise MailstackError(f"{what}: no pipe from {producer[0]}")
+    try:
+        sink = subprocess.run(
+            list(consumer), stdin=output, capture_output=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        source.kill()
+        raise MailstackError(f"{consumer[0]} is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        source.kill()
+        raise ExternalCommandFailed(f"{what} (timed out after {timeout:.0f}s)", "") from None
+    finally:
+        output.close()
+    source_errors = errors.read()
+    source.wait()
+    if source.returncode != 0:
+        raise ExternalCommandFailed(
+            f"{what} ({Path(producer[0]).name} exit {source.returncode})",
+            source_errors.decode(errors="replace"),
+        )
+    if sink.returncode != 0:
+        raise ExternalCommandFailed(
+            f"{what} ({Path(consumer[0]).name} exit {sink.returncode})",
+            (sink.stderr + sink.stdout).decode(errors="replace"),
+        )
+
+
 def stream(
     argv: Sequence[str],
     on_line: Callable[[str], None],

@@ -15,6 +15,7 @@ from mailstack.errors import ExternalCommandFailed
 
 INSPECT_TIMEOUT = 60
 DEPLOY_TIMEOUT = 600
+LOAD_TIMEOUT = 1800  # every image into one node, over SSH
 REMOVE_TRIES = 10
 REMOVE_RETRY_SECONDS = 3.0
 
@@ -123,6 +124,21 @@ class Engine:
         if user:
             options += ["--user", user]
         return self._run(*options, container, *argv, input=input, timeout=timeout)
+
+    def images(self) -> set[str]:
+        """The repository:tag of every image this engine holds."""
+        listed = self._docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
+        return {line for line in listed.split() if line}
+
+    def load_from_local(self, images: list[str]) -> None:
+        """Copy images from the engine mailstack runs on (which built them) into this one,
+        as `docker save | docker load`, streamed."""
+        process.pipe(
+            ["docker", "save", *images],
+            ["docker", "--host", self.url, "load", "--quiet"],
+            timeout=LOAD_TIMEOUT,
+            what=f"docker save | docker load on {self.url}",
+        )
 
     def _docker(self, *args: str, timeout: float = INSPECT_TIMEOUT) -> str:
         return self._run(*args, timeout=timeout).decode(errors="replace")

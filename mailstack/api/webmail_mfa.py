@@ -44,10 +44,19 @@ LOG = logging.getLogger("mailstack.admin.internal")
 
 @dataclass(frozen=True)
 class WebmailLink:
-    """What admits the webmail: its fixed address and the shared secret webmail_mfa_key."""
+    """What admits the webmail: its fixed address (on a cluster its link's network) and the
+    shared secret webmail_mfa_key."""
 
-    webmail_address: str
+    webmail_address: str  # an address, or a network (a cluster's link)
     shared_key: str
+
+    def _from_webmail(self, peer: str | None) -> bool:
+        try:
+            return peer is not None and ipaddress.ip_address(peer) in ipaddress.ip_network(
+                self.webmail_address
+            )
+        except ValueError:
+            return False
 
     def admit(self, peer: str | None, forwarded_for: str | None, presented: str | None) -> None:
         """ApiError 403 unless the request comes straight from the webmail with the key."""
@@ -55,7 +64,7 @@ class WebmailLink:
             (presented or "").strip().encode(), self.shared_key.strip().encode()
         )
         if (
-            peer != self.webmail_address
+            not self._from_webmail(peer)
             or forwarded_for is not None
             or not self.shared_key.strip()
             or not key_matches

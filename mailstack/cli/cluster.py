@@ -35,13 +35,20 @@ def up(
     ] = True,
     directory: StackDirOption = Path(),
 ) -> None:
-    """Render, label the nodes for their roles and deploy the stack through a manager."""
+    """Render, label the nodes for their roles, give each node the images it lacks (unless
+    images.registry is set) and deploy the stack through a manager."""
     config = StackDir(directory).require().load_config()
     render_or_stop(directory, config, untouched="the cluster was not touched")
     result = deployment.deploy(directory, config, wait=wait)
     for change in result.labels:
         labels = [f"{key}={value}" for key, value in change.added.items()]
         output.info(f"{change.node}: labels {' '.join(labels + ['-' + k for k in change.removed])}")
+    for delivery in result.images:
+        if delivery.error:
+            output.warn(f"{delivery.node}: images not loaded ({delivery.error}); it runs "
+                        "nothing new until `mailstack cluster up` reaches it")  # fmt: skip
+        elif delivery.loaded:
+            output.info(f"{delivery.node}: loaded {len(delivery.loaded)} image(s)")
     if result.migrations:
         output.info(f"applied migrations: {', '.join(result.migrations)}")
     for note in result.notes:

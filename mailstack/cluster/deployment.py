@@ -5,16 +5,20 @@ schedules, restarts and rolls back; mailstack only says what should run where.""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailstack import services
 from mailstack.accounts import directory, migrations
 from mailstack.adapters.psql import Executor
 from mailstack.adapters.swarm import Engine, SwarmExecutor, SwarmNode
 from mailstack.cluster import stackfile
-from mailstack.errors import MailstackError
+from mailstack.errors import ExternalCommandFailed, MailstackError
+from mailstack.images import imagerefs
 from mailstack.stack.config import Config
+from mailstack.stack.config_sections import ClusterNode
 from mailstack.stack.stackdir import Stack
 
 _LABEL_PREFIX = "mailstack."
@@ -93,6 +97,47 @@ class Deployment:
     labels: list[LabelChange]
     notes: list[str]
     migrations: list[str]  # the directory's migrations this deploy applied
+    images: list[ImageDelivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageDelivery:
+    """What one node was given of the stack's images (without images.registry)."""
+
+    node: str
+    loaded: list[str]  # the images it lacked, now loaded
+    error: str = ""  # why it got none: its engine did not answer, or the load failed
+
+
+def images_for(node: ClusterNode, config: Config, references: Mapping[str, str]) -> list[str]:
+    """The images of the services this stack runs that Swarm may place on the node."""
+    return sorted({
+        references[service.image]
+        for service in services.SERVICES
+        if service.runs_in(config)
+        and (service.placement.role == "every" or service.placement.role in node.roles)
+    })  # fmt: skip
+
+
+def deliver_images(root: Path, config: Config) -> list[ImageDelivery]:
+    """Without images.registry, each node gets the images it lacks from the engine mailstack
+    runs on (which built them): no registry to run or trust, and it works air-gapped. A node
+    whose engine does not answer is said, not fatal: it runs nothing until it has them."""
+    references = imagerefs.read(root)
+    deliveries = []
+    for node in config.cluster.nodes:
+        engine = Engine(node.engine)
+        try:
+            present = engine.images()
+            missing = [image for image in images_for(node, config, references)
+                       if image not in present]  # fmt: skip
+            if missing:
+                engine.load_from_local(missing)
+        except ExternalCommandFailed as failed:
+            deliveries.append(ImageDelivery(node.name, [], failed.message))
+            continue
+        deliveries.append(ImageDelivery(node.name, missing))
+    return deliveries
 
 
 def stack_executor(stack: Stack) -> Executor:
@@ -117,17 +162,18 @@ def deploy(root: Path, config: Config, *, wait: bool = True) -> Deployment:
     engine = manager(config)
     written = stackfile.write_stack_file(root, config)
     changes = label_nodes(engine, config)
+    delivered = [] if config.images.registry else deliver_images(root, config)
     engine.deploy(
         root / stackfile.STACK_FILE, config.project, resolve_images=bool(config.images.registry)
     )
     if not wait:
-        return Deployment(changes, written.notes, [])
+        return Deployment(changes, written.notes, [], delivered)
     await_running(engine, config.project, "db", DB_READY_SECONDS)
     tasks = executor(engine, config)
     applied = migrations.migrate(tasks)
     if config.domain not in {domain.name for domain in directory.list_domains(tasks)}:
         directory.add_domain(tasks, config.domain)
-    return Deployment(changes, written.notes, applied)
+    return Deployment(changes, written.notes, applied, delivered)
 
 
 def await_running(engine: Engine, project: str, service: str, seconds: float) -> None:

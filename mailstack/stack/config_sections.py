@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailstack import services
 from mailstack.stack.config_types import (
     AbsolutePath,
     Address,
@@ -625,5 +626,16 @@ class Cluster(Section):
             raise ValueError(
                 f"nodes: {counts['db']} nodes have the role db; allowed: 1 (a primary) or 2 "
                 "(a primary and its standby)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _room_for_every_link(self) -> Cluster:
+        prefix = services.link_pool_prefix()
+        if ipaddress.ip_network(self.link_subnet).prefixlen > prefix:
+            raise ValueError(
+                f"link_subnet {self.link_subnet} is too small: the cluster's "
+                f"{len(services.LINKS)} links take a /{services.LINK_PREFIX} each; allowed: "
+                f"a /{prefix} or larger"
             )
         return self

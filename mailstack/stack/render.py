@@ -135,6 +135,11 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
             "auth": str(DOVECOT_POSTFIX_SOCKETS / "auth"),
             "quota_status": str(DOVECOT_POSTFIX_SOCKETS / "quota-status"),
         },
+        # Where the front passes requests: fixed addresses on one host, on a cluster the
+        # variables nginx.conf sets from the links' names (resolved per request).
+        "front_upstreams": front_upstreams(config),
+        # Where Postfix reaches them: the sockets on one host, the link on a cluster.
+        "dovecot_for_postfix": dovecot_for_postfix(config),
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
         # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail
@@ -263,6 +268,8 @@ def link_context(config: Config) -> dict[str, dict[str, Any]]:
         network = getattr(config.network, f"{link.over}_subnet")
         subnet = subnets.get(link)
         host = link.alias
+        if subnet is None and services.named(link.client).fixed_host is None:
+            continue  # one host: the pair's own way (services.LINKS)
         if subnet is None:  # one host: the client's fixed address, the server's name or address
             address = services.fixed_address(services.named(link.client), network)
             subnet = ipaddress.IPv4Network(f"{address}/32")
@@ -278,6 +285,39 @@ def link_context(config: Config) -> dict[str, dict[str, Any]]:
             "host": host,
         }
     return found
+
+
+# Dovecot's listeners for Postfix on a cluster's link (the sockets' TCP twins).
+DOVECOT_FOR_POSTFIX_PORTS = {"lmtp": 24, "auth": 12345, "quota_status": 12340}
+
+
+def dovecot_for_postfix(config: Config) -> dict[str, Any]:
+    """Where Postfix reaches Dovecot's LMTP, SASL and quota policy (as main.cf writes each):
+    Unix sockets on a volume of the two on one host; on a cluster Postfix runs on every edge
+    node, so the link's name and ports, bound by Dovecot to its address there alone."""
+    if not config.cluster.nodes:
+        return {
+            "lmtp": f"unix:{DOVECOT_POSTFIX_SOCKETS / 'lmtp'}",
+            "auth": str(DOVECOT_POSTFIX_SOCKETS / "auth"),
+            "quota_status": f"unix:{DOVECOT_POSTFIX_SOCKETS / 'quota-status'}",
+            "ports": {},
+        }
+    host = link_context(config)["postfix_dovecot"]["host"]
+    return {
+        **{name: f"inet:{host}:{port}" for name, port in DOVECOT_FOR_POSTFIX_PORTS.items()},
+        "ports": DOVECOT_FOR_POSTFIX_PORTS,
+    }
+
+
+def front_upstreams(config: Config) -> dict[str, str]:
+    """nginx's fastcgi_pass/proxy_pass targets for the webmail and the admin service."""
+    if config.cluster.nodes:
+        return {"webmail": "$webmail_upstream", "admin": "$admin_upstream"}
+    links = link_context(config)
+    return {
+        "webmail": f"{links['front_webmail']['host']}:9000",
+        "admin": f"{links['front_admin']['host']}:8080",
+    }
 
 
 def webmail_addresses(config: Config) -> list[str]:

@@ -85,13 +85,16 @@ def test_docker_gwbridge_must_stay_apart_from_the_stack_networks() -> None:
 
 def test_the_links_pool_must_stay_apart_from_the_stack_networks() -> None:
     with pytest.raises(ConfigError) as refused:
-        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.81.0/24"}})
-    assert "cluster.link_subnet overlaps network.backend_subnet" in refused.value.message
+        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.80.0/23"}})
+    assert "cluster.link_subnet overlaps network.frontend_subnet" in refused.value.message
 
 
-def test_the_smallest_link_subnet_allowed_holds_every_link() -> None:
-    # cluster.link_subnet is a /24 or larger (Subnet); each link takes a /27 of it in turn.
-    assert services.link_pool_prefix() >= 24
+def test_a_link_subnet_without_room_for_every_link_is_refused() -> None:
+    # Each link takes the next /27 (services.LINK_PREFIX); nine of them need a /23.
     with pytest.raises(ConfigError) as refused:
-        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.96.0/26"}})
-    assert "/24 or larger" in refused.value.message
+        validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.96.0/24"}})
+    assert refused.value.message == (
+        "mailstack.yaml: cluster: link_subnet 172.29.96.0/24 is too small: the cluster's "
+        f"{len(services.LINKS)} links take a /27 each; allowed: a /23 or larger"
+    )
+    validate_config({**REFERENCE, "cluster": {"nodes": THREE, "link_subnet": "172.29.96.0/23"}})

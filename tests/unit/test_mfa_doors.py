@@ -205,6 +205,16 @@ def test_anything_but_the_webmail_with_its_key_is_refused(
     assert (caught.value.status, caught.value.message) == (403, webmail_mfa.FORBIDDEN)
 
 
+def test_on_a_cluster_the_webmail_link_is_admitted_and_nothing_beside_it() -> None:
+    link = webmail_mfa.WebmailLink("172.29.96.224/27", SHARED)  # the webmail-to-admin link
+    link.admit("172.29.96.230", None, SHARED)  # a webmail task on the link
+    for peer in ("172.29.96.200", "172.29.80.81", "not-an-address"):  # beside it, or junk
+        with pytest.raises(ApiError):
+            link.admit(peer, None, SHARED)
+    with pytest.raises(ApiError):  # the link without the key
+        link.admit("172.29.96.230", None, "")
+
+
 def test_an_empty_shared_key_admits_nobody() -> None:
     with pytest.raises(ApiError):
         webmail_mfa.WebmailLink(WEBMAIL, "").admit(WEBMAIL, None, "")

@@ -120,7 +120,7 @@ def test_the_webmail_reaches_and_is_reached_over_links_alone(stack: Path) -> Non
     front_link = ipaddress.ip_network("172.29.96.64/27")
     assert allowed.split(" = ")[1].split(",") == ["127.0.0.1", *map(str, front_link.hosts())]
     nginx = (stack / "config/front/nginx.conf").read_text()
-    assert "set $webmail_fastcgi webmail-for-front:9000;" in nginx
+    assert "set $webmail_upstream webmail-for-front:9000;" in nginx
     assert "resolver 127.0.0.11" in nginx  # asked again as webmail tasks come and go
     pg_hba = (stack / "config/db/pg_hba.conf").read_text()
     assert "host    roundcube roundcube 172.29.96.96/27 " in pg_hba
@@ -265,6 +265,37 @@ def test_mailstack_tmpfs_gives_each_listed_directory_its_owner_and_mode(tmp_path
     subprocess.run(["sh", str(script)], env=unset, check=True)  # one host: nothing to do
 
 
+def link_address(tmp_path: Path, addresses: str, *links: str) -> subprocess.CompletedProcess[str]:
+    """compose/base/mailstack-link-address with `hostname -I` answering ADDRESSES."""
+    script = Path(__file__).resolve().parents[2] / "compose/base/mailstack-link-address"
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "hostname").write_text(f"#!/bin/sh\necho '{addresses}'\n")
+    (fake / "hostname").chmod(0o755)
+    environment = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(script), str(tmp_path), *links], env=environment,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
+def test_a_link_listener_gets_the_tasks_own_address_on_that_link(tmp_path: Path) -> None:
+    # A task on the backend, the ingress of docker_gwbridge and two links; IPv6 skipped.
+    addresses = "172.29.81.7 172.18.0.5 fd00::7 172.29.96.163 172.29.96.40"
+    done = link_address(tmp_path, addresses, "postfix=172.29.96.160/27", "web=172.29.96.32/27")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "link-postfix").read_text() == "172.29.96.163"  # no newline: Dovecot
+    assert (tmp_path / "link-web").read_text() == "172.29.96.40"
+    assert link_address(tmp_path, addresses).returncode == 0  # one host: nothing to bind
+
+
+def test_a_task_without_an_address_on_its_link_stops_in_one_line(tmp_path: Path) -> None:
+    refused = link_address(tmp_path, "172.29.81.7 172.29.96.40", "postfix=172.29.96.160/27")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "mailstack-link-address: this task has no address on the link postfix (172.29.96.160/27)\n"
+    )
+    assert not (tmp_path / "link-postfix").exists()
+
+
 def test_an_empty_mounted_directory_is_an_empty_read_only_one() -> None:
     # overrides/resolver/ without a file: Unbound's include of *.conf wants the directory.
     compose = small_compose(volumes=["./overrides/postfix:/etc/mailstack/overrides:ro"])
@@ -273,3 +304,46 @@ def test_an_empty_mounted_directory_is_an_empty_read_only_one() -> None:
         {"type": "tmpfs", "target": "/etc/mailstack/overrides", "read_only": True,
          "tmpfs": {"size": 4096}},
     ]  # fmt: skip
+
+
+def test_postfix_on_every_edge_reaches_dovecot_over_its_link(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    joined = {name for name, service in document["services"].items()
+              if "postfix-to-dovecot" in service["networks"]}  # fmt: skip
+    assert joined == {"postfix", "dovecot"}
+    # The listeners bind to Dovecot's address on the link (the entrypoint finds it).
+    assert document["services"]["dovecot"]["environment"]["MAILSTACK_LINKS"] == (
+        "postfix=172.29.96.160/27"
+    )
+    dovecot = (stack / "config/dovecot/dovecot.conf").read_text()
+    assert dovecot.count("address = </run/mailstack/link-postfix") == 3  # LMTP, SASL, quota
+    main_cf = (stack / "config/postfix/main.cf").read_text()
+    assert "virtual_transport = lmtp:inet:dovecot-for-postfix:24\n" in main_cf
+    assert "smtpd_sasl_path = inet:dovecot-for-postfix:12345\n" in main_cf
+    assert "check_policy_service inet:dovecot-for-postfix:12340\n" in main_cf
+
+
+def test_the_admin_service_listens_on_its_links_alone(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    assert "admin: its fixed address" not in out
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    admin = document["services"]["admin"]
+    assert {"front-to-admin", "webmail-to-admin", "admin-to-db"} <= set(admin["networks"])
+    environment = admin["environment"]
+    assert "MAILSTACK_LISTEN" not in environment  # found on the links as the task starts
+    assert environment["MAILSTACK_LINKS"] == "front=172.29.96.192/27 webmail=172.29.96.224/27"
+    front_link = ipaddress.ip_network("172.29.96.192/27")
+    assert environment["MAILSTACK_TRUSTED_PROXY"].split(",") == list(map(str, front_link.hosts()))
+    assert environment["MAILSTACK_WEBMAIL_ADDRESS"] == "172.29.96.224/27"
+    assert environment["MAILSTACK_DB_HOST"] == "db-for-admin"
+    nginx = (stack / "config/front/nginx.conf").read_text()
+    assert "set $admin_upstream admin-for-front:8080;" in nginx
+    assert nginx.count("proxy_pass http://$admin_upstream;") == 3
+    assert "fastcgi_pass $webmail_upstream;" in nginx
+    pg_hba = (stack / "config/db/pg_hba.conf").read_text()
+    assert "mailstack_admin 172.29.97.0/27 " in pg_hba
+    roundcube = (stack / "config/webmail/config.inc.php").read_text()
+    assert "'http://admin-for-webmail:8080/internal/v1/mfa/'" in roundcube

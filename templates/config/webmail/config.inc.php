@@ -79,6 +79,6 @@ $config['trash_mbox'] = 'Trash';
 // After the password, a user with a confirmed TOTP must give a code before the session opens;
 // the admin service checks it with mailstack's own core. Its key (webmail_mfa_key) is in
 // the secrets file. policy.mfa: {{ config.policy.mfa }}.
-$config['mailstack_mfa_url'] = 'http://{{ admin.frontend_ip }}:8080/internal/v1/mfa/';
+$config['mailstack_mfa_url'] = 'http://{{ links.webmail_admin.host }}:8080/internal/v1/mfa/';
 $config['mailstack_mfa_required'] = {{ 'true' if config.policy.mfa == 'required' else 'false' }};
 {% endif %}
