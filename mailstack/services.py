@@ -245,6 +245,10 @@ LINKS: tuple[Link, ...] = (
     Link("front", "admin", host_name=None, over="frontend"),
     Link("webmail", "admin", host_name=None, over="frontend"),
     Link("admin", "db", host_name="db"),
+    # Radicale (features.dav): proxied to by the front alone; its sign-ins asked of Dovecot's
+    # auth (one host: a socket on a volume of the two).
+    Link("front", "dav", host_name=None, over="frontend"),
+    Link("dav", "dovecot", host_name=None, over="frontend"),
 )
 
 # A link's network on a cluster: 29 addresses for its two services' tasks on each node, one

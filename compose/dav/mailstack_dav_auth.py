@@ -28,7 +28,9 @@ from typing import Any
 
 from radicale import auth
 
-SOCKET = "/run/mailstack-dav/auth"
+# Dovecot's auth listener for this container: a Unix socket on one host; on a cluster
+# HOST:PORT, the dav-to-dovecot link (docs/cluster.md), which only the two join.
+SOCKET = os.environ.get("MAILSTACK_DOVECOT_AUTH", "/run/mailstack-dav/auth")
 CACHE_SECONDS = 60.0
 TIMEOUT = 20.0  # Dovecot delays a failure (auth_failure_delay) and may ask the bans service
 MAX_LOGIN = 320  # an address: 64 + @ + 255
@@ -92,12 +94,17 @@ def acceptable(login: str, password: str) -> bool:
 
 
 def ask_dovecot(login: str, password: str, client: str | None, path: str = SOCKET) -> str | None:
-    """One sign-in through Dovecot's auth socket: the user, or None when refused."""
+    """One sign-in through Dovecot's auth socket (a path, or HOST:PORT on a cluster): the
+    user, or None when refused."""
     request_id = 1
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+    inet = not path.startswith("/")
+    host, _, port = path.rpartition(":")
+    with socket.socket(
+        socket.AF_INET if inet else socket.AF_UNIX, socket.SOCK_STREAM
+    ) as connection:
         connection.settimeout(TIMEOUT)
         try:
-            connection.connect(path)
+            connection.connect((host, int(port)) if inet else path)
             connection.sendall(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n".encode())
             reader = connection.makefile("r", encoding="utf-8", newline="\n")
             for line in reader:  # the handshake: VERSION, MECH…, SPID, CUID, COOKIE, DONE

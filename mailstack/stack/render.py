@@ -140,6 +140,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "front_upstreams": front_upstreams(config),
         # Where Postfix reaches them: the sockets on one host, the link on a cluster.
         "dovecot_for_postfix": dovecot_for_postfix(config),
+        "dovecot_auth_for_dav_port": DOVECOT_AUTH_FOR_DAV_PORT,
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
         # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail
@@ -289,6 +290,8 @@ def link_context(config: Config) -> dict[str, dict[str, Any]]:
 
 # Dovecot's listeners for Postfix on a cluster's link (the sockets' TCP twins).
 DOVECOT_FOR_POSTFIX_PORTS = {"lmtp": 24, "auth": 12345, "quota_status": 12340}
+# Dovecot's auth for Radicale on a cluster's link (one host: a socket).
+DOVECOT_AUTH_FOR_DAV_PORT = 12346
 
 
 def dovecot_for_postfix(config: Config) -> dict[str, Any]:
@@ -317,6 +320,7 @@ def front_upstreams(config: Config) -> dict[str, str]:
     return {
         "webmail": f"{links['front_webmail']['host']}:9000",
         "admin": f"{links['front_admin']['host']}:8080",
+        "dav": f"{links['front_dav']['host']}:5232",
     }
 
 

@@ -282,7 +282,7 @@ def test_down_removes_the_services(nodes: list[Node], stack: Path) -> None:
 CONVERGED_PROJECT = "msrun"
 CONVERGED_WITHIN_SECONDS = 120  # the issue's bound, from `cluster up` returning
 # What waits for its links before it runs on a cluster (docs/cluster.md, Open steps).
-NOT_ON_A_CLUSTER_YET = {"antivirus": False, "dav": False}
+NOT_ON_A_CLUSTER_YET = {"antivirus": False}
 
 
 class Running(NamedTuple):
@@ -340,7 +340,7 @@ def test_the_stack_converges_with_no_failed_task(nodes: list[Node], running: Run
     assert not waiting, f"not converged within {CONVERGED_WITHIN_SECONDS}s: {waiting}"
     assert {s["name"] for s in found["services"]} >= {
         "db", "redis", "resolver", "rspamd", "dovecot", "postfix", "front", "mta-sts", "sink",
-        "webmail", "admin",
+        "webmail", "admin", "dav",
     }  # fmt: skip
     tasks = (
         nodes[0]
@@ -379,6 +379,7 @@ def https(
     form: dict[str, str] | None = None,
     cookies: str = "",
     extra: dict[str, str] | None = None,
+    method: str | None = None,
 ) -> tuple[int, http.client.HTTPMessage, str]:
     """One request to the front on the node's own address (host mode), the chain checked
     against the stack's CA and the hostname the certificate names; a POST when form."""
@@ -391,7 +392,8 @@ def https(
         body = urllib.parse.urlencode(form)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     try:
-        connection.request("POST" if form else "GET", path, body=body, headers=headers)
+        verb = method or ("POST" if form else "GET")
+        connection.request(verb, path, body=body, headers=headers)
         response = connection.getresponse()
         certificate: Any = connection.sock.getpeercert()
         names = [value for _kind, value in certificate["subjectAltName"]]
@@ -447,6 +449,22 @@ def test_the_admin_api_answers_through_each_edge_from_the_database(
                                        extra={"Authorization": f"Bearer {unknown}"})  # fmt: skip
         assert status == 401, (node.name, status, body[:300])
         assert "error" in json.loads(body), body
+
+
+def test_calendars_answer_the_mailbox_through_each_edge(
+    nodes: list[Node], running: Running, mailbox: tuple[str, str]
+) -> None:
+    """The front reaches Radicale over its link, Radicale asks Dovecot's auth over its own:
+    the mailbox's password opens its calendars (207), a wrong one does not (401)."""
+    (address, password), root = mailbox, running.root
+    for node in nodes[:2]:
+        for secret, expected in ((password, 207), ("wrong-" + password, 401)):
+            basic = base64.b64encode(f"{address}:{secret}".encode()).decode()
+            status, _headers, body = https(
+                node, root, f"/dav/{address}/", method="PROPFIND",
+                extra={"Authorization": f"Basic {basic}", "Depth": "0"},
+            )  # fmt: skip
+            assert status == expected, (node.name, status, body[:300])
 
 
 # --- mail through either edge: Postfix reaches Dovecot over its link -----------------------

@@ -57,11 +57,14 @@ class FakeDovecot:
     """Dovecot's auth-client listener, as far as the plugin speaks it: it records each
     request's fields and answers OK for one login/password pair, FAIL for any other."""
 
-    def __init__(self, path: Path, login: str, password: str) -> None:
+    def __init__(self, path: Path | None, login: str, password: str) -> None:
+        """On the Unix socket PATH; None: on a TCP port of 127.0.0.1 (a cluster's link)."""
         self.path, self.login, self.password = path, login, password
         self.requests: list[list[str]] = []
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
+        family = socket.AF_UNIX if path else socket.AF_INET
+        self.server = socket.socket(family, socket.SOCK_STREAM)
+        self.server.bind(str(path) if path else ("127.0.0.1", 0))
+        self.target = str(path) if path else f"127.0.0.1:{self.server.getsockname()[1]}"
         self.server.listen(8)
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -113,6 +116,17 @@ def test_a_sign_in_is_asked_of_dovecot_as_dav_with_the_clients_address(
     assert request[:5] == ["AUTH", "1", "PLAIN", "service=dav", "secured"]
     assert "rip=198.51.100.7" in request
     assert not any(field.startswith(("real_rip=", "no-penalty")) for field in request)
+
+
+def test_on_a_cluster_dovecot_is_asked_over_its_link() -> None:
+    fake = FakeDovecot(None, "Alice@example.test", "right password")
+    try:
+        user = plugin.ask_dovecot("Alice@example.test", "right password", "203.0.113.9",
+                                  fake.target)  # fmt: skip
+        assert user == "alice@example.test"
+        assert "rip=203.0.113.9" in fake.requests[0]
+    finally:
+        fake.close()
 
 
 def test_a_wrong_password_is_refused_and_never_remembered(dovecot: FakeDovecot) -> None:

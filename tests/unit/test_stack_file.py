@@ -314,9 +314,8 @@ def test_postfix_on_every_edge_reaches_dovecot_over_its_link(stack: Path) -> Non
               if "postfix-to-dovecot" in service["networks"]}  # fmt: skip
     assert joined == {"postfix", "dovecot"}
     # The listeners bind to Dovecot's address on the link (the entrypoint finds it).
-    assert document["services"]["dovecot"]["environment"]["MAILSTACK_LINKS"] == (
-        "postfix=172.29.96.160/27"
-    )
+    links = document["services"]["dovecot"]["environment"]["MAILSTACK_LINKS"]
+    assert links.split()[0] == "postfix=172.29.96.160/27"
     dovecot = (stack / "config/dovecot/dovecot.conf").read_text()
     assert dovecot.count("address = </run/mailstack/link-postfix") == 3  # LMTP, SASL, quota
     main_cf = (stack / "config/postfix/main.cf").read_text()
@@ -347,3 +346,21 @@ def test_the_admin_service_listens_on_its_links_alone(stack: Path) -> None:
     assert "mailstack_admin 172.29.97.0/27 " in pg_hba
     roundcube = (stack / "config/webmail/config.inc.php").read_text()
     assert "'http://admin-for-webmail:8080/internal/v1/mfa/'" in roundcube
+
+
+def test_radicale_is_reached_and_asks_dovecot_over_its_links_alone(stack: Path) -> None:
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    assert "dav: its fixed address" not in out
+    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    dav = document["services"]["dav"]
+    assert set(dav["networks"]) == {"front-to-dav", "dav-to-dovecot"}  # nothing else
+    assert dav["environment"]["MAILSTACK_DOVECOT_AUTH"] == "dovecot-for-dav:12346"
+    assert document["services"]["dovecot"]["environment"]["MAILSTACK_LINKS"] == (
+        "postfix=172.29.96.160/27 dav=172.29.97.64/27"
+    )
+    dovecot = (stack / "config/dovecot/dovecot.conf").read_text()
+    assert "address = </run/mailstack/link-dav\n    port = 12346" in dovecot
+    nginx = (stack / "config/front/nginx.conf").read_text()
+    assert "set $dav_upstream dav-for-front:5232;" in nginx
+    assert "rewrite ^/dav/(.*)$ /$1 break;\n            proxy_pass http://$dav_upstream;" in nginx
