@@ -48,6 +48,13 @@ def swarm_ready(stack: Path) -> Path:
     return stack
 
 
+def rendered_for_swarm(stack: Path) -> tuple[str, dict[str, Any]]:
+    """`render --target swarm` on the stack made ready for it: what it printed, the stack file."""
+    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
+    assert code == 0, out
+    return out, yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+
+
 def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -> None:
     code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
     assert code == 0, out
@@ -105,9 +112,7 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
 
 
 def test_the_webmail_reaches_and_is_reached_over_links_alone(stack: Path) -> None:
-    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
-    assert code == 0, out
-    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    _out, document = rendered_for_swarm(stack)
     joined = {name: set(service["networks"]) for name, service in document["services"].items()}
     for link, client, server in (("front-to-webmail", "front", "webmail"),
                                  ("webmail-to-db", "webmail", "db"),
@@ -307,9 +312,7 @@ def test_an_empty_mounted_directory_is_an_empty_read_only_one() -> None:
 
 
 def test_postfix_on_every_edge_reaches_dovecot_over_its_link(stack: Path) -> None:
-    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
-    assert code == 0, out
-    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
+    _out, document = rendered_for_swarm(stack)
     joined = {name for name, service in document["services"].items()
               if "postfix-to-dovecot" in service["networks"]}  # fmt: skip
     assert joined == {"postfix", "dovecot"}
@@ -325,10 +328,8 @@ def test_postfix_on_every_edge_reaches_dovecot_over_its_link(stack: Path) -> Non
 
 
 def test_the_admin_service_listens_on_its_links_alone(stack: Path) -> None:
-    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
-    assert code == 0, out
+    out, document = rendered_for_swarm(stack)
     assert "admin: its fixed address" not in out
-    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
     admin = document["services"]["admin"]
     assert {"front-to-admin", "webmail-to-admin", "admin-to-db"} <= set(admin["networks"])
     environment = admin["environment"]
@@ -349,10 +350,8 @@ def test_the_admin_service_listens_on_its_links_alone(stack: Path) -> None:
 
 
 def test_radicale_is_reached_and_asks_dovecot_over_its_links_alone(stack: Path) -> None:
-    code, out = invoke("render", "--target", "swarm", "--dir", str(swarm_ready(stack)))
-    assert code == 0, out
+    out, document = rendered_for_swarm(stack)
     assert "dav: its fixed address" not in out
-    document = yaml.safe_load((stack / stackfile.STACK_FILE).read_text())
     dav = document["services"]["dav"]
     assert set(dav["networks"]) == {"front-to-dav", "dav-to-dovecot"}  # nothing else
     assert dav["environment"]["MAILSTACK_DOVECOT_AUTH"] == "dovecot-for-dav:12346"
