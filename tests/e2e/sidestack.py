@@ -3,6 +3,7 @@ project name, ports and subnets, driven as an operator and an outside MTA would.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.message
 import email.policy
@@ -81,9 +82,16 @@ class SideStack:
             f"Date: {email.utils.formatdate()}\r\n"
             f"Message-ID: <{uuid.uuid4().hex}@sender.example>\r\n\r\nsent to a side stack\r\n"
         )
-        with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=30) as smtp:
+        smtp = smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=30)
+        try:
             smtp.ehlo("mx.sender.example")
             smtp.sendmail("someone@sender.example", [self.mailbox], message.encode())
+        finally:
+            # Accepted at the end of DATA is handed over, as an MTA counts it: a Postfix
+            # stopping meanwhile may answer QUIT with 421, which must not send it again.
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.quit()
+            smtp.close()
 
     def messages(self, address: str = "") -> list[email.message.EmailMessage]:
         with imaplib.IMAP4_SSL("127.0.0.1", self.ports["imaps"], ssl_context=self.tls()) as imap:
