@@ -102,6 +102,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
     attachments = config.policy.attachments
     allowed = set(attachments.allowed_extensions)
     image_prefix = f"{registry}/mailstack" if registry else "mailstack"
+    links = link_context(config)
     return {
         "config": config,
         "version": inputs.version,
@@ -126,7 +127,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         "dovecot_backend_ip": services.fixed_address(services.DOVECOT, backend),
         # Listeners that admit one client (services.LINKS): its address or network, and the
         # name it reaches the server by; on a cluster each link is a network of its own.
-        "links": link_context(config),
+        "links": links,
         "link_networks": link_networks(config),
         "frontend_resolver_ip": services.fixed_address(services.RESOLVER, frontend),
         "dovecot_sockets": {
@@ -137,9 +138,10 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         },
         # Where the front passes requests: fixed addresses on one host, on a cluster the
         # variables nginx.conf sets from the links' names (resolved per request).
-        "front_upstreams": front_upstreams(config),
+        "front_targets": front_targets(links),
+        "front_upstreams": front_upstreams(config, links),
         # Where Postfix reaches them: the sockets on one host, the link on a cluster.
-        "dovecot_for_postfix": dovecot_for_postfix(config),
+        "dovecot_for_postfix": dovecot_for_postfix(config, links),
         "dovecot_auth_for_dav_port": DOVECOT_AUTH_FOR_DAV_PORT,
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
@@ -195,7 +197,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # service: with the admin service off nobody would, so then nowhere).
         "mfa_doors": {
             "app_passwords_only": config.policy.mfa_protocols == "app_passwords_only",
-            "webmail_addresses": webmail_addresses(config)
+            "webmail_addresses": webmail_addresses(config, links)
             if config.features.webmail and config.features.admin
             else [],
         },
@@ -294,7 +296,7 @@ DOVECOT_FOR_POSTFIX_PORTS = {"lmtp": 24, "auth": 12345, "quota_status": 12340}
 DOVECOT_AUTH_FOR_DAV_PORT = 12346
 
 
-def dovecot_for_postfix(config: Config) -> dict[str, Any]:
+def dovecot_for_postfix(config: Config, links: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Where Postfix reaches Dovecot's LMTP, SASL and quota policy (as main.cf writes each):
     Unix sockets on a volume of the two on one host; on a cluster Postfix runs on every edge
     node, so the link's name and ports, bound by Dovecot to its address there alone."""
@@ -305,30 +307,39 @@ def dovecot_for_postfix(config: Config) -> dict[str, Any]:
             "quota_status": f"unix:{DOVECOT_POSTFIX_SOCKETS / 'quota-status'}",
             "ports": {},
         }
-    host = link_context(config)["postfix_dovecot"]["host"]
+    host = links["postfix_dovecot"]["host"]
     return {
         **{name: f"inet:{host}:{port}" for name, port in DOVECOT_FOR_POSTFIX_PORTS.items()},
         "ports": DOVECOT_FOR_POSTFIX_PORTS,
     }
 
 
-def front_upstreams(config: Config) -> dict[str, str]:
-    """nginx's fastcgi_pass/proxy_pass targets for the webmail and the admin service."""
-    if config.cluster.nodes:
-        return {"webmail": "$webmail_upstream", "admin": "$admin_upstream"}
-    links = link_context(config)
+# What the front passes requests to, by the port each listens on.
+FRONT_UPSTREAM_PORTS = {"webmail": 9000, "admin": 8080, "dav": 5232}
+
+
+def front_targets(links: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """HOST:PORT of each of the front's upstreams: a fixed address on one host, the link's
+    name on a cluster."""
     return {
-        "webmail": f"{links['front_webmail']['host']}:9000",
-        "admin": f"{links['front_admin']['host']}:8080",
-        "dav": f"{links['front_dav']['host']}:5232",
+        name: f"{links[f'front_{name}']['host']}:{port}"
+        for name, port in FRONT_UPSTREAM_PORTS.items()
     }
 
 
-def webmail_addresses(config: Config) -> list[str]:
+def front_upstreams(config: Config, links: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """nginx's fastcgi_pass/proxy_pass targets: the addresses themselves on one host; on a
+    cluster the variables nginx.conf sets from front_targets (asked again per request)."""
+    if config.cluster.nodes:
+        return {name: f"${name}_upstream" for name in FRONT_UPSTREAM_PORTS}
+    return front_targets(links)
+
+
+def webmail_addresses(config: Config, links: dict[str, dict[str, Any]]) -> list[str]:
     """Every address the webmail may reach Dovecot from: its two fixed addresses on one host,
     its link's on a cluster."""
     if config.cluster.nodes:
-        return list(link_context(config)["webmail_dovecot"]["hosts"])
+        return list(links["webmail_dovecot"]["hosts"])
     return [
         services.fixed_address(services.WEBMAIL, config.network.backend_subnet),
         services.fixed_address(services.WEBMAIL, config.network.frontend_subnet),
