@@ -32,6 +32,9 @@ class Placement:
     # How Swarm replaces a task on update: start the new one first where two may run side by
     # side (no host port, no volume two daemons must not share), else stop the old one first.
     start_first: bool = False
+    # A service of its own on each of the role's nodes (<name>-<node>), one replica pinned
+    # there: others must reach one node's task by name, which a global service's lack.
+    per_node: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,22 @@ DOVECOT = Service(
     # The master hands sockets to service users, drops privileges per process, signals its
     # children and chroots the login processes.
     capabilities=("CHOWN", "SETGID", "SETUID", "KILL", "SYS_CHROOT"),
-    # One back end until users have home back ends behind an edge proxy (docs/cluster.md).
-    placement=Placement("mailbox", on_each=False),
+    # On a cluster the edge proxy (IMAP, POP3, ManageSieve, LMTP and auth for every edge
+    # node), each user's mail on the back end of their home node (MAILBOX, docs/cluster.md).
+    placement=Placement("edge"),
+)
+# A cluster's mailbox back ends: Dovecot (config/dovecot/ rendered again for the role into
+# config/mailbox/) on each mailbox node, with the mail of the users whose home that node is;
+# reached by the edge proxy alone. One host has none: Dovecot holds every mailbox itself.
+MAILBOX = Service(
+    "mailbox",
+    "dovecot",
+    runs_when=lambda config: bool(config.cluster.nodes),
+    tls_reload=("doveadm", "reload"),
+    paused_for_backup=True,
+    override_point="overrides/dovecot/*.conf (included last)",
+    capabilities=DOVECOT.capabilities,
+    placement=Placement("mailbox", on_each=False, per_node=True),
 )
 # The master reaches postfix-owned queue directories and signals its children.
 _POSTFIX_MASTER = ("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL")
@@ -216,6 +233,10 @@ class Link:
     host_name: str | None
     # The network whose fixed addresses the link stands for on one host.
     over: Literal["backend", "frontend"] = "backend"
+    # Who plays the client on a cluster, when another service than on one host does.
+    cluster_client: str | None = None
+    # A link of a cluster alone: one host has no such pair.
+    cluster_only: bool = False
 
     @property
     def network(self) -> str:
@@ -225,15 +246,26 @@ class Link:
     def alias(self) -> str:
         return f"{self.server}-for-{self.client}"
 
+    def node_alias(self, node: str) -> str:
+        """The alias of the server's copy on one node (Placement.per_node) on this link."""
+        return f"{self.server}-{node}-for-{self.client}"
+
+    @property
+    def joined_by(self) -> str:
+        """The service that joins the link's network as its client on a cluster."""
+        return self.cluster_client or self.client
+
 
 # Dovecot sends vacation replies and Sieve redirects through Postfix's internal port (10587),
 # which rspamd then treats as local mail; Dovecot's rspamd-learn posts to rspamd's controller.
 # PHP-FPM admits the front alone; PostgreSQL admits Roundcube's role from the webmail alone;
 # Dovecot believes the browser's address (IMAP ID) from the webmail alone.
 # New links go at the end: a cluster gives each the next /27 in this order.
+# On a cluster the mailbox back ends send the replies and learn spam; the edge proxy is the
+# `dovecot` the webmail, Postfix and Radicale reach.
 LINKS: tuple[Link, ...] = (
-    Link("dovecot", "postfix", host_name="postfix-backend"),
-    Link("dovecot", "rspamd", host_name="rspamd"),
+    Link("dovecot", "postfix", host_name="postfix-backend", cluster_client="mailbox"),
+    Link("dovecot", "rspamd", host_name="rspamd", cluster_client="mailbox"),
     Link("front", "webmail", host_name=None, over="frontend"),
     Link("webmail", "db", host_name="db"),
     Link("webmail", "dovecot", host_name="dovecot"),
@@ -249,6 +281,9 @@ LINKS: tuple[Link, ...] = (
     # auth (one host: a socket on a volume of the two).
     Link("front", "dav", host_name=None, over="frontend"),
     Link("dav", "dovecot", host_name=None, over="frontend"),
+    # A cluster: the edge proxy to the users' home back ends (each back end's alias here is
+    # mailbox-<node>-for-dovecot: per_node).
+    Link("dovecot", "mailbox", host_name=None, cluster_only=True),
 )
 
 # A link's network on a cluster: 29 addresses for its two services' tasks on each node, one
@@ -264,8 +299,8 @@ def link_pool_prefix() -> int:
 # In the order an update recreates them: the back end first; the MTA last, so that senders'
 # retries and its own queue cover its restart. (Compose's depends_on orders a start.)
 SERVICES: tuple[Service, ...] = (
-    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, DOVECOT, WEBMAIL, ADMIN, DAV, METRICS, FRONT,
-    MTA_STS, SINK, POSTFIX,
+    DB, REDIS, RESOLVER, BANS, CLAMAV, RSPAMD, MAILBOX, DOVECOT, WEBMAIL, ADMIN, DAV, METRICS,
+    FRONT, MTA_STS, SINK, POSTFIX,
 )  # fmt: skip
 # Images no service runs: one-shot jobs (`mailstack backup`, `mailstack tls renew`).
 JOB_IMAGES = ("backup", "acme")
@@ -275,6 +310,18 @@ BY_NAME = {service.name: service for service in SERVICES}
 
 def named(name: str) -> Service:
     return BY_NAME[name]
+
+
+def of_stack_service(name: str) -> Service:
+    """The record a stack file's service comes from: its own, or for a per-node copy
+    (<name>-<node>, Placement.per_node) its service's."""
+    if name in BY_NAME:
+        return BY_NAME[name]
+    return next(
+        service
+        for service in SERVICES
+        if service.placement.per_node and name.startswith(f"{service.name}-")
+    )
 
 
 def checked() -> tuple[Service, ...]:

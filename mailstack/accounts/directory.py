@@ -14,6 +14,7 @@ mailstack.accounts.mailstore.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailstack.accounts import domain_quota, names, passwords
@@ -334,10 +335,14 @@ _ADD_MAILBOX = (
 WITH dom AS (SELECT name, quota_bytes FROM domains WHERE name = :'domain'),
 used AS (SELECT coalesce(sum(quota_bytes), 0) AS allocated FROM mailboxes
     WHERE domain = :'domain'),
+candidates AS (SELECT node, rank FROM unnest(string_to_array(:'back_ends', ' '))
+    WITH ORDINALITY AS listed (node, rank)),
+home AS (SELECT c.node FROM candidates c ORDER BY (SELECT count(*) FROM mailboxes m
+    WHERE coalesce(m.back_end, :'first_back_end') = c.node), c.rank LIMIT 1),
 added AS (
-    INSERT INTO mailboxes (address, local_part, domain, password, quota_bytes)
+    INSERT INTO mailboxes (address, local_part, domain, password, quota_bytes, back_end)
     SELECT :'address', :'local_part', dom.name, :'password_hash',
-        CAST(:'quota_bytes' AS bigint)
+        CAST(:'quota_bytes' AS bigint), (SELECT node FROM home)
     FROM dom, used
     WHERE dom.quota_bytes = 0 OR (CAST(:'quota_bytes' AS bigint) > 0
         AND used.allocated + CAST(:'quota_bytes' AS bigint) <= dom.quota_bytes)
@@ -357,10 +362,14 @@ def add_mailbox(
     quota_bytes: int,
     *,
     default_quota: bool = False,
+    back_ends: Sequence[str] = (),
+    first_back_end: str = "",
 ) -> None:
     """Add a mailbox (address checked by mailstack.accounts.names; the hash from passwords),
     within its domain's quota (default_quota: quota_bytes is the stack's default, which the
-    refusal says)."""
+    refusal says). On a cluster its home is the back end (a mailbox node's name) of
+    back_ends that holds the fewest mailboxes, the first of them on a tie; mailboxes without
+    one count as first_back_end's (docs/cluster.md). One host: none."""
     address = names.require("ADDRESS", names.mailbox, address)
     local_part, domain = split_address(address)
     rows = psql.query(
@@ -371,6 +380,8 @@ def add_mailbox(
             "local_part": local_part,
             "domain": domain,
             "quota_bytes": _quota(quota_bytes),
+            "back_ends": " ".join(back_ends),
+            "first_back_end": first_back_end,
         },
         prelude=_password_hash_line(password_hash),
         single_transaction=True,

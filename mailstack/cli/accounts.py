@@ -214,6 +214,16 @@ def mailbox_add(
             show_default=False,
         ),
     ] = None,
+    back_end: Annotated[
+        str | None,
+        typer.Option(
+            "--back-end",
+            metavar="NODE",
+            help="On a cluster: the mailbox node that holds its mail. Default: the mailbox "
+            "node with the fewest mailboxes.",
+            show_default=False,
+        ),
+    ] = None,
     directory_: StackDirOption = Path(),
 ) -> None:
     """Add a mailbox. The password is never taken from the command line."""
@@ -221,6 +231,7 @@ def mailbox_add(
     quota_bytes = _size("--quota", quota) if quota is not None else None
     password = _new_password(password_stdin, generate_password)
     stack = Stack.load(directory_)
+    back_ends = _back_ends(stack.config.cluster.mailbox_nodes, back_end)
     default = quota_bytes is None
     if quota_bytes is None:
         quota_bytes = parse_size(stack.config.mailboxes.default_quota)
@@ -232,10 +243,30 @@ def mailbox_add(
         passwords.hash_password(password),
         quota_bytes,
         default_quota=default,
+        back_ends=back_ends,
+        first_back_end=next(iter(stack.config.cluster.mailbox_nodes), ""),
     )
     output.info(f"added mailbox {mailbox}")
     if generate_password:
         output.info(f"password (shown once, only its hash is stored): {password}")
+
+
+def _back_ends(mailbox_nodes: list[str], chosen: str | None) -> list[str]:
+    """The back ends a new mailbox may get (the first on a tie): the one chosen, or every
+    mailbox node; none on one host."""
+    if chosen is None:
+        return mailbox_nodes
+    if not mailbox_nodes:
+        raise UsageError(
+            f"--back-end {chosen}: this stack runs on one host (mailstack.yaml lists no "
+            "cluster.nodes); its one Dovecot holds every mailbox"
+        )
+    if chosen not in mailbox_nodes:
+        raise UsageError(
+            f"--back-end {chosen}: not a mailbox node of this cluster; allowed: "
+            + ", ".join(mailbox_nodes)
+        )
+    return [chosen]
 
 
 @mailbox_app.command("list")

@@ -115,10 +115,12 @@ def stack_file(
     secret_key: bytes,
     node_resolver: str = "172.18.0.1",
     db_nodes: int = 1,
+    role_nodes: Mapping[str, list[str]] | None = None,
 ) -> StackFile:
     """The stack file for compose.yaml (parsed), given every file under the paths it mounts
     ({stack-relative path: content}) and the images recorded by the last build. Tasks send
-    their DNS queries to node_resolver: the resolver on their own node (docs/cluster.md)."""
+    their DNS queries to node_resolver: the resolver on their own node (docs/cluster.md).
+    role_nodes names each role's nodes, for the services placed per node."""
     objects = _Objects(project, secret_key)
     notes: list[str] = []
     for key, secret in sorted((compose.get("secrets") or {}).items()):
@@ -127,10 +129,15 @@ def stack_file(
         if relative not in files:
             raise MailstackError(f"secret {key}: {source} is missing from the stack directory")
         objects.add_secret(key, _TO_ROOT + relative, files[relative])
-    translated = {
-        name: _service(name, service, files, images, objects, notes, node_resolver)
-        for name, service in (compose.get("services") or {}).items()
-    }
+    translated: dict[str, Any] = {}
+    for name, service in (compose.get("services") or {}).items():
+        one = _service(name, service, files, images, objects, notes, node_resolver)
+        record = services.BY_NAME.get(name)
+        if record and record.placement.per_node:
+            for node in (role_nodes or {}).get(record.placement.role, []):
+                translated[f"{name}-{node}"] = _on_node(name, one, node)
+        else:
+            translated[name] = one
     networks: dict[str, Any] = {
         name: _network(network) for name, network in (compose.get("networks") or {}).items()
     }
@@ -191,6 +198,21 @@ def _service(
     _own_tmpfs(name, service, [owner for _mount, owner in tmpfs], translated, notes)
     translated["deploy"] = _deploy(service, placement)
     return translated
+
+
+def _on_node(name: str, translated: dict[str, Any], node: str) -> dict[str, Any]:
+    """A per-node service's copy for one node (services.Placement.per_node): pinned there,
+    and named on each link it serves by that node's alias (services.Link.node_alias)."""
+    networks: dict[str, Any] = {}
+    for network, settings in translated["networks"].items():
+        aliases = [
+            link.node_alias(node)
+            for link in services.LINKS
+            if link.server == name and link.network == network
+        ]
+        networks[network] = {**settings, "aliases": aliases} if aliases else settings
+    deploy = {**translated["deploy"], "placement": {"constraints": [f"node.hostname == {node}"]}}
+    return {**translated, "networks": networks, "deploy": deploy}
 
 
 def _own_tmpfs(
@@ -462,6 +484,7 @@ def write_stack_file(root: Path, config: Config) -> StackFile:
         secret_key=files[_NAMES_KEY],
         node_resolver=config.cluster.node_resolver,
         db_nodes=sum("db" in node.roles for node in config.cluster.nodes),
+        role_nodes={"mailbox": config.cluster.mailbox_nodes},
     )
     body = yaml.safe_dump(result.document, sort_keys=False, default_flow_style=False)
     atomic_write(root / STACK_FILE, (_HEADER + body).encode(), 0o644)

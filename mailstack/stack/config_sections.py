@@ -604,6 +604,12 @@ class Cluster(Section):
     )
 
     @property
+    def mailbox_nodes(self) -> list[str]:
+        """The mailbox back ends, in the file's order: the first is home to mailboxes that
+        name none (docs/cluster.md)."""
+        return [node.name for node in self.nodes if "mailbox" in node.roles]
+
+    @property
     def node_resolver(self) -> str:
         """Where every task's DNS queries go: the resolver on its own node (docs/cluster.md)."""
         return str(ipaddress.ip_network(self.gwbridge_subnet).network_address + 1)

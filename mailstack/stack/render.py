@@ -87,9 +87,49 @@ def render_stack(inputs: RenderInputs, source: Path | None = None) -> dict[str, 
         if not _applies(template_path, inputs.config):
             continue
         template = environment.get_template(template_path)
-        body = template.render(context)
-        rendered[template_path] = with_header(template_path, body).encode("utf-8")
+        if not _back_end_only(template_path, inputs.config):
+            body = template.render(context)
+            rendered[template_path] = with_header(template_path, body).encode()
+        for output_path, role in _role_copies(template_path, inputs.config):
+            body = template.render({**context, **dovecot_role_context(inputs.config, role)})
+            rendered[output_path] = with_header(output_path, body).encode()
     return rendered
+
+
+def dovecot_role(config: Config) -> str:
+    """What config/dovecot/ configures: the whole of Dovecot on one host; on a cluster the
+    edge proxy, while config/mailbox/ (the same templates) configures the back ends."""
+    return "proxy" if config.cluster.nodes else "single"
+
+
+def dovecot_role_context(config: Config, role: str) -> dict[str, Any]:
+    """What Dovecot's templates read of their role: the role, and the edge proxy's SQL
+    additions (empty for any other role)."""
+    passed_on = mailbox_back_end(config) if role == "proxy" else {"columns": "", "delivery": ""}
+    return {"dovecot_role": role, "mailbox_back_end": passed_on}
+
+
+# What only a Dovecot that holds mailboxes reads: the global Sieve scripts, spam learning's
+# controller address and the usage and sign-ins dict. A cluster's edge proxy has none.
+_MAILBOX_FILES = ("sieve/", "rspamd-learn.conf", "dovecot-sql-dict.conf.ext")
+
+
+def _back_end_only(template_path: str, config: Config) -> bool:
+    prefix = f"config/{services.DOVECOT.name}/"
+    return (
+        dovecot_role(config) == "proxy"
+        and template_path.startswith(prefix)
+        and template_path.removeprefix(prefix).startswith(_MAILBOX_FILES)
+    )
+
+
+def _role_copies(template_path: str, config: Config) -> list[tuple[str, str]]:
+    """Further outputs of one template: on a cluster, config/dovecot/X is rendered again as
+    config/mailbox/X for the mailbox back ends (services.MAILBOX)."""
+    prefix = f"config/{services.DOVECOT.name}/"
+    if not template_path.startswith(prefix) or not services.MAILBOX.runs_in(config):
+        return []
+    return [(f"config/{services.MAILBOX.name}/" + template_path.removeprefix(prefix), "mailbox")]
 
 
 def build_context(inputs: RenderInputs) -> dict[str, Any]:
@@ -143,6 +183,12 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Where Postfix reaches them: the sockets on one host, the link on a cluster.
         "dovecot_for_postfix": dovecot_for_postfix(config, links),
         "dovecot_auth_for_dav_port": DOVECOT_AUTH_FOR_DAV_PORT,
+        # config/dovecot/'s role (config/mailbox/ is rendered with "mailbox") and, for the
+        # edge proxy, how its SQL names each user's back end (docs/cluster.md).
+        **dovecot_role_context(config, dovecot_role(config)),
+        # compose.yaml's Dovecot services, by role: one host's one; a cluster's edge proxy
+        # (dovecot) and back ends (mailbox).
+        "dovecot_services": ["proxy", "mailbox"] if config.cluster.nodes else ["single"],
         # Domains that also sign with Ed25519 (policy.dkim.ed25519; keys made by stack.render).
         "dkim_ed25519": [key for key in inputs.dkim_keys if key.key_type == "ed25519"],
         # Every mail domain (alias domains too: each has a DKIM key from `domain add`): mail
@@ -271,8 +317,8 @@ def link_context(config: Config) -> dict[str, dict[str, Any]]:
         network = getattr(config.network, f"{link.over}_subnet")
         subnet = subnets.get(link)
         host = link.alias
-        if subnet is None and services.named(link.client).fixed_host is None:
-            continue  # one host: the pair's own way (services.LINKS)
+        if subnet is None and (link.cluster_only or services.named(link.client).fixed_host is None):
+            continue  # one host: the pair's own way, or no such pair (services.LINKS)
         if subnet is None:  # one host: the client's fixed address, the server's name or address
             address = services.fixed_address(services.named(link.client), network)
             subnet = ipaddress.IPv4Network(f"{address}/32")
@@ -290,8 +336,8 @@ def link_context(config: Config) -> dict[str, dict[str, Any]]:
     return found
 
 
-# Dovecot's listeners for Postfix on a cluster's link (the sockets' TCP twins).
-DOVECOT_FOR_POSTFIX_PORTS = {"lmtp": 24, "auth": 12345, "quota_status": 12340}
+# The edge proxy's listeners for Postfix on a cluster's link (the sockets' TCP twins).
+DOVECOT_FOR_POSTFIX_PORTS = {"lmtp": 24, "auth": 12345}
 # Dovecot's auth for Radicale on a cluster's link (one host: a socket).
 DOVECOT_AUTH_FOR_DAV_PORT = 12346
 
@@ -310,8 +356,39 @@ def dovecot_for_postfix(config: Config, links: dict[str, dict[str, Any]]) -> dic
     host = links["postfix_dovecot"]["host"]
     return {
         **{name: f"inet:{host}:{port}" for name, port in DOVECOT_FOR_POSTFIX_PORTS.items()},
+        # The edge proxy holds no mailbox to ask: the user's back end refuses an over-quota
+        # delivery itself (LMTP's RCPT), and Postfix bounces it (docs/cluster.md).
+        "quota_status": "",
         "ports": DOVECOT_FOR_POSTFIX_PORTS,
     }
+
+
+# The protocols the edge proxy passes on to a back end (Dovecot's service names, %s).
+PROXIED_PROTOCOLS = ("imap", "pop3", "sieve", "lmtp")
+
+
+def mailbox_back_end(config: Config) -> dict[str, str]:
+    """What the edge proxy's SQL passdb queries add (docs/cluster.md): the columns that send
+    a login or a delivery on to the user's back end, the alias of the mailbox service on
+    their home node on the proxy's link (the first mailbox node for a mailbox that names
+    none), and the condition that lets a delivery past the second-factor door (it asks for
+    no password). Both empty on one host."""
+    if not config.cluster.mailbox_nodes:
+        return {"columns": "", "delivery": ""}
+    link = next(link for link in services.LINKS if link.server == services.MAILBOX.name)
+    # A node's name is one DNS label (config_values.check_node_name): nothing to escape.
+    home = (
+        "COALESCE((SELECT back_end FROM dovecot_back_ends WHERE username = '%u'), "  # noqa: S608
+        f"'{config.cluster.mailbox_nodes[0]}')"
+    )
+    # services.Link.node_alias, spelt in SQL.
+    alias = " || ".join((f"'{link.server}-'", home, f"'-for-{link.client}'"))
+    proxied = "'%s' IN (" + ", ".join(f"'{name}'" for name in PROXIED_PROTOCOLS) + ")"
+    fields = {"proxy": "'y'", "host": alias, "pass": "'proxied'"}
+    columns = "".join(
+        f", \\\n  CASE WHEN {proxied} THEN {value} END AS {name}" for name, value in fields.items()
+    )
+    return {"columns": columns, "delivery": " OR '%s' = 'lmtp'"}
 
 
 # What the front passes requests to, by the port each listens on.
@@ -352,7 +429,7 @@ def link_networks(config: Config) -> dict[str, Any]:
     subnets = link_subnets(config)
     joins: dict[str, dict[str, list[str]]] = {}
     for link, _subnet in subnets.items():
-        joins.setdefault(link.client, {})[link.network] = []
+        joins.setdefault(link.joined_by, {})[link.network] = []
         joins.setdefault(link.server, {})[link.network] = [link.alias]
     return {
         "networks": {link.network: str(subnet) for link, subnet in subnets.items()},

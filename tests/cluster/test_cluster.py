@@ -187,8 +187,10 @@ def test_each_service_is_placed_by_its_role(nodes: list[Node], stack: Path) -> N
         ("db", primary), ("redis", primary), ("resolver", everywhere),
     ]:  # fmt: skip
         assert placed_on(nodes[0], service, where) == where, service
-    # One back end until users have homes (docs/cluster.md): on one of the mailbox nodes.
-    assert placed_on(nodes[0], "dovecot") <= edge
+    # The edge proxy on every edge node, each mailbox node's back end on that node alone.
+    assert placed_on(nodes[0], "dovecot", edge) == edge
+    for node in nodes[:2]:
+        assert placed_on(nodes[0], f"mailbox-{node.name}", {node.name}) == {node.name}
     postfix = inspect(nodes[0], "postfix")
     assert "Global" in postfix["Spec"]["Mode"]
     assert postfix["Spec"]["TaskTemplate"]["Placement"]["Constraints"] == [
@@ -280,6 +282,7 @@ def test_down_removes_the_services(nodes: list[Node], stack: Path) -> None:
 # --- the stack runs: the services a cluster carries so far, on the three nodes -----------------
 
 CONVERGED_PROJECT = "msrun"
+PASSWORD = "Correct-horse-42-battery"
 CONVERGED_WITHIN_SECONDS = 120  # the issue's bound, from `cluster up` returning
 # What waits for its links before it runs on a cluster (docs/cluster.md, Open steps).
 NOT_ON_A_CLUSTER_YET = {"antivirus": False}
@@ -340,7 +343,7 @@ def test_the_stack_converges_with_no_failed_task(nodes: list[Node], running: Run
     assert not waiting, f"not converged within {CONVERGED_WITHIN_SECONDS}s: {waiting}"
     assert {s["name"] for s in found["services"]} >= {
         "db", "redis", "resolver", "rspamd", "dovecot", "postfix", "front", "mta-sts", "sink",
-        "webmail", "admin", "dav",
+        "webmail", "admin", "dav", "mailbox-node1", "mailbox-node2",
     }  # fmt: skip
     tasks = (
         nodes[0]
@@ -407,7 +410,7 @@ def https(
 def mailbox(running: Running) -> tuple[str, str]:
     """A mailbox added as an operator would: `mailbox add` reaches the directory in the db
     task, wherever the swarm runs it."""
-    address, password = f"user-{uuid.uuid4().hex[:8]}@example.test", "Correct-horse-42-battery"
+    address, password = f"user-{uuid.uuid4().hex[:8]}@example.test", PASSWORD
     mailstack("mailbox", "add", address, "--password-stdin", "--dir", str(running.root),
               stdin=password + "\n")  # fmt: skip
     return address, password
@@ -486,9 +489,10 @@ def running_on(nodes: list[Node], service: str) -> Node:
 def test_mail_through_either_edge_node_reaches_the_mailbox(
     nodes: list[Node], running: Running, mailbox: tuple[str, str]
 ) -> None:
-    """Each edge node's Postfix authenticates a client (Dovecot's SASL) and delivers (LMTP,
-    its quota policy first) over the link to the one Dovecot task, wherever it runs: a
-    message submitted on one edge and one received on the other's port 25 both arrive."""
+    """Each edge node's Postfix authenticates a client (the edge proxy's SASL) and delivers
+    (LMTP, which the proxy passes on to the user's back end) over its link: a message
+    submitted on one edge and one received on the other's port 25 both arrive, read through
+    the first edge; postscreen logs the client's own address."""
     (address, password), root = mailbox, running.root
     tag = uuid.uuid4().hex[:8]
     first, second = nodes[0], nodes[1]
@@ -506,11 +510,11 @@ def test_mail_through_either_edge_node_reaches_the_mailbox(
     received.set_content("from outside, to the second edge node's port 25\n")
     with smtplib.SMTP(second.address, 25, timeout=60) as smtp:
         smtp.ehlo("mx.sender.example")
+        client = smtp.sock.getsockname()[0]
         smtp.send_message(received)
-    home = running_on(nodes, "dovecot")
     deadline = time.monotonic() + 120
     while True:
-        with imaplib.IMAP4_SSL(home.address, 993, ssl_context=tls_context(root)) as imap:
+        with imaplib.IMAP4_SSL(first.address, 993, ssl_context=tls_context(root)) as imap:
             imap.login(address, password)
             found = set()
             # Where it is filed is rspamd's verdict (an outside sender without SPF for the
@@ -525,5 +529,61 @@ def test_mail_through_either_edge_node_reaches_the_mailbox(
         if len(found) == 2 or time.monotonic() > deadline:
             break
         time.sleep(2)
-    logs = nodes[0].docker("service", "logs", "--tail", "40", f"{CONVERGED_PROJECT}_postfix")
-    assert found == {f"submitted {tag}", f"received {tag}"}, logs
+    logs = nodes[0].docker("service", "logs", "--tail", "200", f"{CONVERGED_PROJECT}_postfix")
+    assert found == {f"submitted {tag}", f"received {tag}"}, logs[-4000:]
+    # Host-mode ports: postscreen sees the client itself, not a balancer or a bridge.
+    assert re.search(rf"postscreen\[\d+\]: CONNECT from \[{re.escape(client)}\]:", logs), logs
+
+
+# --- home back ends: the edge proxy passes each user on to the node that holds their mail ---
+
+
+@pytest.fixture(scope="module")
+def homes(nodes: list[Node], running: Running) -> dict[str, str]:
+    """{node: a mailbox whose home back end it is}, added with `mailbox add --back-end`."""
+    found = {}
+    for node in (nodes[0].name, nodes[1].name):
+        address = f"home-{uuid.uuid4().hex[:8]}@example.test"
+        mailstack("mailbox", "add", address, "--back-end", node, "--password-stdin",
+                  "--dir", str(running.root), stdin=PASSWORD + "\n")  # fmt: skip
+        found[node] = address
+    return found
+
+
+def test_an_imap_login_through_either_edge_reaches_the_users_home_back_end(
+    nodes: list[Node], running: Running, homes: dict[str, str]
+) -> None:
+    """Through each edge node's proxy, each user's IMAP login and what they store land on
+    their home back end and only there; the back end logs the client's own address (the
+    proxy forwards it, believed from the proxy's link alone)."""
+    tag = uuid.uuid4().hex[:8]
+    clients: set[str] = set()
+    for edge in nodes[:2]:
+        for address in homes.values():
+            with imaplib.IMAP4_SSL(
+                edge.address, 993, ssl_context=tls_context(running.root)
+            ) as imap:
+                clients.add(imap.sock.getsockname()[0])
+                imap.login(address, PASSWORD)
+                message = f"Subject: stored {tag} via {edge.name}\r\n\r\nkept\r\n".encode()
+                assert imap.append("INBOX", "", None, message)[0] == "OK"
+    for home, address in homes.items():
+        back_end = f"{CONVERGED_PROJECT}_mailbox-{home}"
+        assert running_on(nodes, f"mailbox-{home}").name == home
+        logs = nodes[0].docker("service", "logs", back_end)
+        login = rf"imap-login: Login: user=<{re.escape(address)}>.*?rip=([0-9a-f.:]+)"
+        logins = re.findall(login, logs)
+        assert len(logins) == 2 and set(logins) <= clients, (logins, clients, logs[-3000:])
+        other = next(address for node, address in homes.items() if node != home)
+        assert f"user=<{other}>" not in logs
+        stored = mailbox_exec(nodes, home, "doveadm", "search", "-u", address,
+                              "mailbox", "INBOX", "SUBJECT", f"stored {tag}")  # fmt: skip
+        assert len(stored.splitlines()) == 2, stored
+
+
+def mailbox_exec(nodes: list[Node], home: str, *command: str) -> str:
+    """A command in the back end's container on its node."""
+    node = next(node for node in nodes if node.name == home)
+    container = node.docker("ps", "-q", "--filter",
+                            f"label=com.docker.swarm.service.name={CONVERGED_PROJECT}_mailbox-{home}")  # fmt: skip
+    return node.docker("exec", container.split()[0], *command)

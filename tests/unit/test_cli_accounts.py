@@ -22,7 +22,7 @@ MISSING = ExternalCommandFailed(
     "docker compose exec (exit 1)", "du: cannot access '/var/mail/x': No such file or directory"
 )
 
-ONE_HOST = SimpleNamespace(nodes=[])  # no cluster: commands run through Compose
+ONE_HOST = SimpleNamespace(nodes=[], mailbox_nodes=[])  # no cluster: commands run through Compose
 
 
 @pytest.fixture
@@ -520,3 +520,51 @@ def test_quota_change_reports_old_and_new(containers: FakeContainers) -> None:
     assert code == 0
     assert text.strip() == "quota of alice@example.test: 2G -> 4K"
     assert containers.calls[0].variables()["quota_bytes"] == "4096"
+
+
+# --- a cluster's mailboxes: each has a home back end (docs/cluster.md) ------------------------
+
+
+def _sent_variables(call: Call) -> str:
+    return call.text + "\n".join(call.argv)
+
+
+def test_a_new_mailbox_may_go_to_any_mailbox_node_the_least_used_first(
+    containers: FakeContainers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = SimpleNamespace(nodes=["given"], mailbox_nodes=["node1", "node2"])
+    monkeypatch.setattr(Stack.load(None).config, "cluster", cluster)  # type: ignore[arg-type]
+    monkeypatch.setattr("mailstack.cli.accounts.executor", lambda stack: containers)
+    containers.by_marker = [("INSERT INTO mailboxes", b"result,1,t,t,0,0\n")]
+    code, text = invoke("mailbox", "add", "alice@example.test", "--quota", "1G", "--password-stdin",
+                        input=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, text
+    (call,) = containers.sent("INSERT INTO mailboxes")
+    assert "node1 node2" in _sent_variables(call)
+    containers.calls.clear()
+    code, text = invoke("mailbox", "add", "bob@example.test", "--quota", "1G", "--back-end", "node2",
+                        "--password-stdin", input=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, text
+    (call,) = containers.sent("INSERT INTO mailboxes")
+    assert "node1 node2" not in _sent_variables(call) and "node2" in _sent_variables(call)
+
+
+def test_a_back_end_that_is_no_mailbox_node_is_refused_in_one_line(
+    containers: FakeContainers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = SimpleNamespace(nodes=["given"], mailbox_nodes=["node1", "node2"])
+    monkeypatch.setattr(Stack.load(None).config, "cluster", cluster)  # type: ignore[arg-type]
+    code, text = invoke("mailbox", "add", "alice@example.test", "--back-end", "node3'--",
+                        "--password-stdin", input=PASSWORD + "\n")  # fmt: skip
+    assert code == 2
+    assert text.strip() == (
+        "error: --back-end node3'--: not a mailbox node of this cluster; allowed: node1, node2"
+    )
+    assert not containers.calls
+
+
+def test_one_host_has_no_back_end_to_choose(containers: FakeContainers) -> None:
+    code, text = invoke("mailbox", "add", "alice@example.test", "--back-end", "node1",
+                        "--password-stdin", input=PASSWORD + "\n")  # fmt: skip
+    assert code == 2 and "this stack runs on one host" in text
+    assert not containers.calls

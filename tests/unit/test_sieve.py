@@ -376,7 +376,7 @@ def test_mailbox_add_takes_the_default_quota_from_mailstack_yaml(
     monkeypatch.setattr(
         directory,
         "add_mailbox",
-        lambda compose, address, password_hash, quota, default_quota: added.append(
+        lambda compose, address, password_hash, quota, default_quota, **_back_ends: added.append(
             (address, quota, default_quota)
         ),
     )

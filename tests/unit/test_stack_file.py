@@ -65,7 +65,7 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
         assert not {"build", "depends_on", "restart", "pull_policy", "mem_limit"} & set(service)
         assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no IPVS for a VIP
         assert service["deploy"]["update_config"]["failure_action"] == "rollback", name
-        assert service["image"] == f"mailstack/{services.named(name).image}:0123abcd"
+        assert service["image"] == f"mailstack/{services.of_stack_service(name).image}:0123abcd"
         for network in service["networks"].values():
             assert "ipv4_address" not in network, name
     assert {network["driver"] for name, network in document["networks"].items()
@@ -96,15 +96,17 @@ def test_render_target_swarm_writes_a_stack_file_swarm_can_deploy(stack: Path) -
     assert document["services"]["postfix"]["networks"]["dovecot-to-postfix"] == {
         "aliases": ["postfix-for-dovecot"]
     }
-    assert set(document["services"]["dovecot"]["networks"]) >= {"dovecot-to-postfix",
-                                                                 "dovecot-to-rspamd"}  # fmt: skip
+    # On a cluster the mailbox back ends send the replies and learn (the edge proxy none).
+    assert set(document["services"]["mailbox-node2"]["networks"]) >= {"dovecot-to-postfix",
+                                                                       "dovecot-to-rspamd"}  # fmt: skip
+    assert "dovecot-to-postfix" not in document["services"]["dovecot"]["networks"]
     assert "dovecot-to-postfix" not in document["services"]["rspamd"]["networks"]
     master_cf = (stack / "config/postfix/master.cf").read_text()
     assert "-o mynetworks=172.29.96.0/27\n" in master_cf
     assert "submission_host = postfix-for-dovecot:10587" in (
-        stack / "config/dovecot/dovecot.conf").read_text()  # fmt: skip
+        stack / "config/mailbox/dovecot.conf").read_text()  # fmt: skip
     assert "url=http://rspamd-for-dovecot:11334" in (
-        stack / "config/dovecot/rspamd-learn.conf").read_text()  # fmt: skip
+        stack / "config/mailbox/rspamd-learn.conf").read_text()  # fmt: skip
     assert "172.29.96.0/27" in (stack / "config/rspamd/local_addrs.inc").read_text()
     # What cannot be carried yet is said, not dropped in silence.
     assert "not in the cluster yet: front: its fixed address" in out
@@ -217,7 +219,7 @@ def test_every_entrypoint_given_tmpfs_owners_applies_them(stack: Path) -> None:
              if "MAILSTACK_TMPFS" in (service.get("environment") or {})]  # fmt: skip
     assert {"rspamd", "resolver", "front", "webmail", "admin"} <= set(given)
     for name in given:
-        entrypoint = (images / services.named(name).image / "entrypoint").read_text()
+        entrypoint = (images / services.of_stack_service(name).image / "entrypoint").read_text()
         assert "\nmailstack-tmpfs " in entrypoint, name
 
 
@@ -320,11 +322,13 @@ def test_postfix_on_every_edge_reaches_dovecot_over_its_link(stack: Path) -> Non
     links = document["services"]["dovecot"]["environment"]["MAILSTACK_LINKS"]
     assert links.split()[0] == "postfix=172.29.96.160/27"
     dovecot = (stack / "config/dovecot/dovecot.conf").read_text()
-    assert dovecot.count("address = </run/mailstack/link-postfix") == 3  # LMTP, SASL, quota
+    assert dovecot.count("address = </run/mailstack/link-postfix") == 2  # LMTP, SASL
     main_cf = (stack / "config/postfix/main.cf").read_text()
     assert "virtual_transport = lmtp:inet:dovecot-for-postfix:24\n" in main_cf
     assert "smtpd_sasl_path = inet:dovecot-for-postfix:12345\n" in main_cf
-    assert "check_policy_service inet:dovecot-for-postfix:12340\n" in main_cf
+    # The edge proxy holds no mailbox to ask about its quota: the back end's LMTP refuses.
+    assert "check_policy_service" not in main_cf
+    assert "reject_unlisted_recipient\nsmtpd_sender_restrictions" in main_cf
 
 
 def test_the_admin_service_listens_on_its_links_alone(stack: Path) -> None:
@@ -363,3 +367,73 @@ def test_radicale_is_reached_and_asks_dovecot_over_its_links_alone(stack: Path) 
     nginx = (stack / "config/front/nginx.conf").read_text()
     assert "set $dav_upstream dav-for-front:5232;" in nginx
     assert "rewrite ^/dav/(.*)$ /$1 break;\n            proxy_pass http://$dav_upstream;" in nginx
+
+
+def test_each_mailbox_node_has_a_back_end_of_its_own_behind_the_edge_proxy(stack: Path) -> None:
+    _out, document = rendered_for_swarm(stack)
+    swarm = document["services"]
+    # One back end per mailbox node, pinned there, named on the proxy's link by its node.
+    for node in ("node1", "node2"):
+        back_end = swarm[f"mailbox-{node}"]
+        assert back_end["deploy"]["placement"] == {"constraints": [f"node.hostname == {node}"]}
+        assert back_end["deploy"]["replicas"] == 1
+        assert back_end["networks"]["dovecot-to-mailbox"] == {
+            "aliases": [f"mailbox-{node}-for-dovecot"]
+        }
+        # It sends replies and learns spam itself (the links whose client is dovecot on one
+        # host); no port of its own.
+        assert {"dovecot-to-postfix", "dovecot-to-rspamd"} <= set(back_end["networks"])
+        assert "ports" not in back_end
+        assert "mail:/var/mail" in back_end["volumes"]
+        assert back_end["environment"]["MAILSTACK_LINKS"] == "proxy=172.29.97.96/27"
+    assert "mailbox" not in swarm
+    # The edge proxy: on every edge node, the mail ports published, no mail of its own.
+    proxy = swarm["dovecot"]
+    assert proxy["deploy"]["mode"] == "global"
+    assert {port["target"] for port in proxy["ports"]} >= {143, 993, 4190}
+    assert not [mount for mount in proxy["volumes"] if str(mount).startswith("mail")]
+    assert proxy["healthcheck"]["test"][-1] == "proxy"
+    assert "mail_crypt_private_key" not in {secret["source"] for secret in proxy["secrets"]}
+
+
+def test_the_edge_proxy_passes_logins_and_deliveries_to_the_users_back_end(stack: Path) -> None:
+    rendered_for_swarm(stack)
+    proxy = (stack / "config/dovecot/dovecot.conf").read_text()
+    assert "lmtp_proxy = yes\n" in proxy
+    assert "mail_location" not in proxy and "passdb {\n  driver = sql\n" in proxy
+    sql = (stack / "config/dovecot/dovecot-sql.conf.ext").read_text()
+    only_proxied = "CASE WHEN '%s' IN ('imap', 'pop3', 'sieve', 'lmtp') THEN"
+    assert f"{only_proxied} 'y' END AS proxy" in sql
+    # The home node from the directory, the first mailbox node when it names none.
+    assert (
+        f"{only_proxied} 'mailbox-' || COALESCE((SELECT back_end FROM dovecot_back_ends "  # noqa: S608
+        "WHERE username = '%u'), 'node1') || '-for-dovecot' END AS host" in sql
+    )
+    assert f"{only_proxied} 'proxied' END AS pass" in sql
+    app_passwords = (stack / "config/dovecot/dovecot-sql-app-passwords.conf.ext").read_text()
+    assert "END AS host" in app_passwords
+
+
+def test_a_back_end_takes_logins_from_the_proxys_link_alone(stack: Path) -> None:
+    rendered_for_swarm(stack)
+    back_end = (stack / "config/mailbox/dovecot.conf").read_text()
+    link = "172.29.97.96/27"
+    assert (
+        f"passdb {{\n  driver = static\n  args = nopassword=y allow_real_nets={link}\n}}"
+        in back_end
+    )
+    assert f"login_trusted_networks = {link}\n" in back_end
+    # No password is checked here, so nothing but the proxy's link reaches a login.
+    assert "driver = sql\n  args = /run/mailstack/dovecot-sql-app-passwords" not in back_end
+    assert back_end.count("address = </run/mailstack/link-proxy") == 3  # IMAP, LMTP, Sieve
+    assert "port = 993" not in back_end and "auth_policy_server_url" not in back_end
+    assert "mail_location = maildir:~/Maildir\n" in back_end
+    # Its SQL settings are the userdb's alone: no proxy fields.
+    assert "AS proxy" not in (stack / "config/mailbox/dovecot-sql.conf.ext").read_text()
+
+
+def test_one_host_has_no_proxy_and_no_back_ends(stack: Path) -> None:
+    invoke("render", "--dir", str(stack))
+    assert not (stack / "config/mailbox").exists()
+    assert "AS proxy" not in (stack / "config/dovecot/dovecot-sql.conf.ext").read_text()
+    assert "lmtp_proxy" not in (stack / "config/dovecot/dovecot.conf").read_text()
