@@ -135,6 +135,8 @@ MAILBOX = Service(
     capabilities=DOVECOT.capabilities,
     placement=Placement("mailbox", on_each=False, per_node=True),
 )
+# Each back end's doveadm server, on the proxy's link: `mailbox move` runs dsync between two.
+MAILBOX_DOVEADM_PORT = 12347
 # The master reaches postfix-owned queue directories and signals its children.
 _POSTFIX_MASTER = ("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "KILL")
 POSTFIX = Service(

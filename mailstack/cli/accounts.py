@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from mailstack.accounts import aliases, directory, domain_quota, mailstore, names, passwords
+from mailstack.accounts import (
+    aliases,
+    directory,
+    domain_quota,
+    homes,
+    mailstore,
+    names,
+    passwords,
+)
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
 from mailstack.cluster.deployment import stack_executor as executor
@@ -256,17 +264,51 @@ def _back_ends(mailbox_nodes: list[str], chosen: str | None) -> list[str]:
     mailbox node; none on one host."""
     if chosen is None:
         return mailbox_nodes
+    return [_mailbox_node("--back-end", chosen, mailbox_nodes)]
+
+
+def _mailbox_node(option: str, value: str, mailbox_nodes: list[str]) -> str:
     if not mailbox_nodes:
         raise UsageError(
-            f"--back-end {chosen}: this stack runs on one host (mailstack.yaml lists no "
+            f"{option} {value}: this stack runs on one host (mailstack.yaml lists no "
             "cluster.nodes); its one Dovecot holds every mailbox"
         )
-    if chosen not in mailbox_nodes:
+    if value not in mailbox_nodes:
         raise UsageError(
-            f"--back-end {chosen}: not a mailbox node of this cluster; allowed: "
+            f"{option} {value}: not a mailbox node of this cluster; allowed: "
             + ", ".join(mailbox_nodes)
         )
-    return [chosen]
+    return value
+
+
+@mailbox_app.command("move")
+@output.guarded
+def mailbox_move(
+    address: AddressArgument,
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="NODE", help="The mailbox node to hold its mail from now."),
+    ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="NODE",
+            help="Copy from this back end instead of its home: what stayed on a node it was "
+            "moved away from (a move that failed after the switch says so).",
+            show_default=False,
+        ),
+    ] = None,
+    directory_: StackDirOption = Path(),
+) -> None:
+    """On a cluster: move a mailbox's mail to another back end while it is in use (dsync,
+    then the switch; its sessions end and log in again on the new home; docs/cluster.md)."""
+    mailbox = _valid_mailbox(address)
+    stack = Stack.load(directory_)
+    nodes = stack.config.cluster.mailbox_nodes
+    target = _mailbox_node("--to", to, nodes)
+    origin = _mailbox_node("--from", source, nodes) if source is not None else None
+    output.info(str(homes.move_mailbox(executor(stack), mailbox, target, nodes, source=origin)))
 
 
 @mailbox_app.command("list")

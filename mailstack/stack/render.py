@@ -183,6 +183,7 @@ def build_context(inputs: RenderInputs) -> dict[str, Any]:
         # Where Postfix reaches them: the sockets on one host, the link on a cluster.
         "dovecot_for_postfix": dovecot_for_postfix(config, links),
         "dovecot_auth_for_dav_port": DOVECOT_AUTH_FOR_DAV_PORT,
+        "doveadm_port": services.MAILBOX_DOVEADM_PORT,
         # config/dovecot/'s role (config/mailbox/ is rendered with "mailbox") and, for the
         # edge proxy, how its SQL names each user's back end (docs/cluster.md).
         **dovecot_role_context(config, dovecot_role(config)),

@@ -44,6 +44,8 @@ TOKEN_SECRETS: dict[str, str] = {
     # (mailstack_metrics: pg_monitor, the `postgres` database only, from its address only).
     "redis_metrics_password": "Redis ACL user metrics, INFO only (the metrics service)",
     "db_metrics_password": "PostgreSQL role mailstack_metrics, pg_monitor (the metrics service)",
+    # A cluster's mailbox back ends show it to each other's doveadm server (`mailbox move`).
+    "doveadm_password": "Dovecot's doveadm server on a cluster's back ends (mailbox moves)",
 }
 
 

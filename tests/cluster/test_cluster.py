@@ -41,8 +41,9 @@ from mailstack import services
 from mailstack.cluster import deployment
 from mailstack.images import imagerefs
 from mailstack.stack.config import Config, validate_config
-from tests.cluster.nodes import Node, load_images
+from tests.cluster.nodes import Node, docker, load_images
 from tests.e2e.conftest import _build_lock, mailstack
+from tests.e2e.steady import SteadySender
 
 pytestmark = pytest.mark.e2e
 
@@ -343,7 +344,7 @@ def test_the_stack_converges_with_no_failed_task(nodes: list[Node], running: Run
     assert not waiting, f"not converged within {CONVERGED_WITHIN_SECONDS}s: {waiting}"
     assert {s["name"] for s in found["services"]} >= {
         "db", "redis", "resolver", "rspamd", "dovecot", "postfix", "front", "mta-sts", "sink",
-        "webmail", "admin", "dav", "mailbox-node1", "mailbox-node2",
+        "webmail", "admin", "dav", *(f"mailbox-{node.name}" for node in nodes[:2]),
     }  # fmt: skip
     tasks = (
         nodes[0]
@@ -570,7 +571,7 @@ def test_an_imap_login_through_either_edge_reaches_the_users_home_back_end(
     for home, address in homes.items():
         back_end = f"{CONVERGED_PROJECT}_mailbox-{home}"
         assert running_on(nodes, f"mailbox-{home}").name == home
-        logs = nodes[0].docker("service", "logs", back_end)
+        logs = service_logs(nodes[0], back_end)
         login = rf"imap-login: Login: user=<{re.escape(address)}>.*?rip=([0-9a-f.:]+)"
         logins = re.findall(login, logs)
         assert len(logins) == 2 and set(logins) <= clients, (logins, clients, logs[-3000:])
@@ -581,9 +582,70 @@ def test_an_imap_login_through_either_edge_reaches_the_users_home_back_end(
         assert len(stored.splitlines()) == 2, stored
 
 
+def service_logs(node: Node, service: str, *options: str) -> str:
+    """What the service's tasks wrote, stderr (where Dovecot logs) included."""
+    return docker("exec", node.name, "sh", "-c",
+                  " ".join(["docker", "service", "logs", *options, service, "2>&1"]))  # fmt: skip
+
+
 def mailbox_exec(nodes: list[Node], home: str, *command: str) -> str:
     """A command in the back end's container on its node."""
     node = next(node for node in nodes if node.name == home)
     container = node.docker("ps", "-q", "--filter",
                             f"label=com.docker.swarm.service.name={CONVERGED_PROJECT}_mailbox-{home}")  # fmt: skip
     return node.docker("exec", container.split()[0], *command)
+
+
+def test_a_mailbox_moves_to_the_other_back_end_under_use_and_loses_nothing(
+    nodes: list[Node], running: Running, homes: dict[str, str]
+) -> None:
+    """`mailbox move` while mail keeps arriving through an edge and an IMAP session is open:
+    every message is found after the move, the open session is ended, and the next login
+    lands on the new home."""
+    source, target = nodes[0].name, nodes[1].name
+    address, root = homes[source], running.root
+    tag = uuid.uuid4().hex[:8]
+
+    def deliver(subject: str) -> None:
+        message = EmailMessage()
+        message["From"], message["To"] = "someone@sender.example", address
+        message["Subject"], message["Message-ID"] = f"{subject} {tag}", make_msgid()
+        message.set_content("arrives while the mailbox moves\n")
+        with smtplib.SMTP(nodes[1].address, 25, timeout=60) as smtp:
+            smtp.ehlo("mx.sender.example")
+            smtp.send_message(message)
+
+    session = imaplib.IMAP4_SSL(nodes[0].address, 993, ssl_context=tls_context(root))
+    session.login(address, PASSWORD)
+    session.select("INBOX")
+    sender = SteadySender(deliver, interval=0.3)
+    sender.start()
+    try:
+        time.sleep(3)  # mail is arriving when the move begins
+        moved = mailstack("mailbox", "move", address, "--to", target, "--dir", str(root))
+        time.sleep(3)  # and after it ends
+    finally:
+        sender.finish()
+    assert f"moved mailbox {address} from {source} to {target}" in moved.stdout
+    assert not sender.refused, sender.refused
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):  # its session on the old home ended
+        session.noop()
+        session.noop()
+    wanted = {f"{subject} {tag}" for subject in sender.sent}
+    deadline = time.monotonic() + 120
+    while True:
+        with imaplib.IMAP4_SSL(nodes[1].address, 993, ssl_context=tls_context(root)) as imap:
+            imap.login(address, PASSWORD)
+            found: set[str] = set()
+            for folder in ("INBOX", "Junk"):
+                imap.select(folder, readonly=True)
+                for number in imap.search(None, "SUBJECT", tag)[1][0].split():
+                    header = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0]
+                    found.add(header[1].decode().removeprefix("Subject:").strip())
+        if found >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(wanted) >= 10 and not wanted - found, sorted(wanted - found)
+    # The next login landed on the new home: its back end logged it, with the client's address.
+    logs = service_logs(nodes[0], f"{CONVERGED_PROJECT}_mailbox-{target}", "--since", "5m")
+    assert f"imap-login: Info: Login: user=<{address}>" in logs
