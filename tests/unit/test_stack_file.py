@@ -425,7 +425,8 @@ def test_a_back_end_takes_logins_from_the_proxys_link_alone(stack: Path) -> None
     assert f"login_trusted_networks = {link}\n" in back_end
     # No password is checked here, so nothing but the proxy's link reaches a login.
     assert "driver = sql\n  args = /run/mailstack/dovecot-sql-app-passwords" not in back_end
-    assert back_end.count("address = </run/mailstack/link-proxy") == 3  # IMAP, LMTP, Sieve
+    # IMAP, LMTP, ManageSieve and doveadm (mailbox moves)
+    assert back_end.count("address = </run/mailstack/link-proxy") == 4
     assert "port = 993" not in back_end and "auth_policy_server_url" not in back_end
     assert "mail_location = maildir:~/Maildir\n" in back_end
     # Its SQL settings are the userdb's alone: no proxy fields.
