@@ -47,6 +47,29 @@ class Move:
         )
 
 
+@dataclass(frozen=True)
+class HomeRouted:
+    """An Executor for the accounts code that works on one mailbox's mail: what it sends to
+    Dovecot runs on the mailbox's home back end (on a cluster `dovecot` is the edge proxy,
+    which holds no mail); every other service is reached as before."""
+
+    inner: Executor
+    back_end: str
+
+    def exec(
+        self,
+        service: str,
+        argv: list[str],
+        *,
+        input: bytes | None = None,  # mirrors Compose.exec
+        user: str | None = None,
+        timeout: float = 60,
+    ) -> bytes:
+        if service == services.DOVECOT.name:
+            service = back_end_service(self.back_end)
+        return self.inner.exec(service, argv, input=input, user=user, timeout=timeout)
+
+
 def back_end_service(node: str) -> str:
     """The swarm service of a mailbox node's back end (services.Placement.per_node)."""
     return f"{services.MAILBOX.name}-{node}"

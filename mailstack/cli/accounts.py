@@ -19,6 +19,7 @@ from mailstack.accounts import (
 )
 from mailstack.cli import output
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster.deployment import mailbox_executor
 from mailstack.cluster.deployment import stack_executor as executor
 from mailstack.errors import UsageError
 from mailstack.mailauth import dkim
@@ -340,7 +341,7 @@ def mailbox_remove(
     _purge_flags(purge, yes)
     stack = Stack.load(directory_)
     removal = directory.remove_mailbox(
-        executor(stack),
+        mailbox_executor(stack, mailbox),
         mailbox,
         purge=purge,
         confirm=_confirm_purge(mailbox.lower(), yes=yes, type_name=False),
@@ -361,7 +362,7 @@ def mailbox_passwd(
     mailbox = _valid("ADDRESS", address)
     password = _new_password(password_stdin, generate_password, label="New password")
     stack = Stack.load(directory_)
-    run = executor(stack)
+    run = mailbox_executor(stack, mailbox)
     directory.set_mailbox_password(run, mailbox, passwords.hash_password(password))
     # Whoever signed in with the old password is out: web sessions by the database (0014),
     # IMAP and ManageSieve sessions here.

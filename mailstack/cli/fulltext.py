@@ -11,6 +11,7 @@ from mailstack.accounts import fulltext
 from mailstack.cli import output
 from mailstack.cli.accounts import mailbox_address
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster.deployment import mailbox_executor
 from mailstack.errors import MailstackError, UsageError
 from mailstack.stack.stackdir import Stack
 
@@ -39,7 +40,13 @@ def reindex_mailbox(
             "features.search is off in mailstack.yaml: there is no full-text index to rebuild",
             hint="turn it on (features: {search: true}), then mailstack render and mailstack up",
         )
-    result = fulltext.reindex(stack.compose, mailbox)
+    if mailbox is None and stack.config.cluster.nodes:
+        raise UsageError(
+            "--all: not on a cluster yet (each back end holds some of the mailboxes); "
+            "give one ADDRESS at a time"
+        )
+    run = mailbox_executor(stack, mailbox) if mailbox is not None else stack.compose
+    result = fulltext.reindex(run, mailbox)
     if as_json:
         output.as_json(result)
     else:

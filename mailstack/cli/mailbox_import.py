@@ -16,6 +16,7 @@ from mailstack.cli.accounts import (
     read_password,
 )
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster.deployment import mailbox_executor
 from mailstack.errors import UsageError
 from mailstack.stack.stackdir import Stack
 
@@ -60,7 +61,13 @@ def import_mailbox(
         password_stdin, f"Password of {source.user} at the source", confirm=False
     )
     result = mailimport.import_mail(
-        stack.compose, mailbox, source, password, ca_pem, dry_run, progress=output.progress
+        mailbox_executor(stack, mailbox),
+        mailbox,
+        source,
+        password,
+        ca_pem,
+        dry_run,
+        progress=output.progress,
     )
     if as_json:
         output.as_json(result)

@@ -12,6 +12,7 @@ from mailstack.accounts import sieve
 from mailstack.cli import output
 from mailstack.cli.accounts import AddressArgument, mailbox_address
 from mailstack.cli.options import JsonOption, StackDirOption
+from mailstack.cluster.deployment import mailbox_executor
 from mailstack.errors import UsageError
 from mailstack.stack.stackdir import Stack
 
@@ -35,7 +36,7 @@ def show(
     """Print the mailbox's active Sieve script (a line about it goes to stderr)."""
     mailbox = mailbox_address(address)
     stack = Stack.load(directory)
-    scripts = sieve.show_scripts(stack.compose, mailbox)
+    scripts = sieve.show_scripts(mailbox_executor(stack, mailbox), mailbox)
     if as_json:
         output.as_json(scripts)
         return
@@ -64,7 +65,8 @@ def set_(
     source = "stdin" if file == "-" else file
     text = sieve.script_text(_read(file), source)
     stack = Stack.load(directory)
-    output.info(str(sieve.set_script(stack.compose, mailbox, name, text, source)))
+    run = mailbox_executor(stack, mailbox)
+    output.info(str(sieve.set_script(run, mailbox, name, text, source)))
 
 
 def _read(file: str) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstack import services
-from mailstack.accounts import directory, migrations
+from mailstack.accounts import directory, homes, migrations
 from mailstack.adapters.psql import Executor
 from mailstack.adapters.swarm import Engine, SwarmExecutor, SwarmNode
 from mailstack.cluster import stackfile
@@ -146,6 +146,16 @@ def stack_executor(stack: Stack) -> Executor:
     if not stack.config.cluster.nodes:
         return stack.compose
     return executor(manager(stack.config), stack.config)
+
+
+def mailbox_executor(stack: Stack, address: str) -> Executor:
+    """Where the accounts commands reach one mailbox's mail: the stack's Dovecot on one host;
+    on a cluster the mailbox's home back end (a missing mailbox: NotFound)."""
+    run = stack_executor(stack)
+    nodes = stack.config.cluster.mailbox_nodes
+    if not nodes:
+        return run
+    return homes.HomeRouted(run, homes.home_of(run, address.lower(), nodes[0]))
 
 
 def executor(engine: Engine, config: Config) -> SwarmExecutor:

@@ -657,3 +657,22 @@ def test_a_mailbox_moves_to_the_other_back_end_under_use_and_loses_nothing(
     # The next login landed on the new home: its back end logged it, with the client's address.
     logs = service_logs(nodes[0], f"{CONVERGED_PROJECT}_mailbox-{target}", "--since", "5m")
     assert f"imap-login: Info: Login: user=<{address}>" in logs
+
+
+def test_the_mailbox_commands_reach_the_users_home_back_end(
+    nodes: list[Node], running: Running, homes: dict[str, str]
+) -> None:
+    """Commands on one mailbox's mail run on its home back end, not on the edge proxy: a
+    Sieve script stored and shown, and a purge that deletes the mail where it is."""
+    home = nodes[1].name
+    address, root = homes[home], running.root
+    script = 'require "fileinto";\nif header :contains "subject" "x" { fileinto "Junk"; }\n'
+    mailstack("mailbox", "sieve", "set", address, "-", "--dir", str(root), stdin=script)
+    shown = mailstack("mailbox", "sieve", "show", address, "--dir", str(root))
+    assert shown.stdout.strip() == script.strip()
+    local = address.split("@")[0]
+    mailbox_exec(nodes, home, "test", "-d", f"/var/mail/example.test/{local}")
+    removed = mailstack("mailbox", "remove", address, "--purge", "--yes", "--dir", str(root))
+    assert f"deleted the stored mail in /var/mail/example.test/{local}" in removed.stdout
+    with pytest.raises(AssertionError):  # its directory is gone from its back end
+        mailbox_exec(nodes, home, "test", "-e", f"/var/mail/example.test/{local}")

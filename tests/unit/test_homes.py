@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from mailstack.accounts import homes
+from mailstack.cluster import deployment
 from mailstack.errors import ExternalCommandFailed
 from mailstack.stack.stackdir import Stack
 from tests.unit.clirun import invoke
@@ -137,3 +138,41 @@ def test_one_host_has_nowhere_to_move_to(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(Stack, "load", lambda root: SimpleNamespace(compose=None, config=config))
     code, text = invoke("mailbox", "move", ADDRESS, "--to", "node-b")
     assert code == 2 and "this stack runs on one host" in text
+
+
+# --- the accounts commands that reach one mailbox's mail: its home back end -----------------
+
+
+def test_what_goes_to_dovecot_runs_on_the_mailboxs_back_end() -> None:
+    run = FakeContainers()
+    routed = homes.HomeRouted(run, "node-b")
+    routed.exec("dovecot", ["doveadm", "kick", ADDRESS])
+    routed.exec("db", ["psql"], input=b"SELECT 1;")
+    routed.exec("dav", ["ls"])
+    assert [call.service for call in run.calls] == ["mailbox-node-b", "db", "dav"]
+
+
+def test_a_cluster_mailbox_executor_asks_the_home_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = cluster(home="node-b")
+    config = SimpleNamespace(cluster=SimpleNamespace(nodes=["x"], mailbox_nodes=NODES))
+    stack = SimpleNamespace(compose=None, config=config)
+    monkeypatch.setattr(deployment, "stack_executor", lambda stack: run)
+    routed = deployment.mailbox_executor(stack, "Alice@example.test")  # type: ignore[arg-type]
+    assert routed == homes.HomeRouted(run, "node-b")
+    assert run.sent("SELECT coalesce(back_end")[0].variables()["address"] == ADDRESS
+
+
+def test_one_host_mailbox_executor_is_compose_itself() -> None:
+    compose = FakeContainers()
+    config = SimpleNamespace(cluster=SimpleNamespace(nodes=[], mailbox_nodes=[]))
+    stack = SimpleNamespace(compose=compose, config=config)
+    assert deployment.mailbox_executor(stack, ADDRESS) is compose  # type: ignore[arg-type]
+    assert not compose.calls
+
+
+def test_reindex_all_is_refused_on_a_cluster(stack: FakeContainers) -> None:
+    config = Stack.load(None).config  # type: ignore[arg-type]
+    config.features = SimpleNamespace(search=True)
+    code, text = invoke("mailbox", "reindex", "--all")
+    assert code == 2 and "--all: not on a cluster yet" in text
+    assert not stack.calls
