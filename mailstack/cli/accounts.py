@@ -174,6 +174,11 @@ def domain_remove(
             f"DOMAIN: {domain} is the stack's own domain (mailstack.yaml: domain) and "
             "cannot be removed"
         )
+    if purge and stack.config.cluster.nodes:
+        raise UsageError(
+            "--purge: not for a whole domain on a cluster yet (its mail is spread over the "
+            "back ends); purge each mailbox with `mailbox remove ADDRESS --purge` first"
+        )
     removal = directory.remove_domain(
         executor(stack),
         domain,

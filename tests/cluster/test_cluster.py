@@ -596,12 +596,12 @@ def service_logs(node: Node, service: str, *options: str) -> str:
                   " ".join(["docker", "service", "logs", *options, service, "2>&1"]))  # fmt: skip
 
 
-def mailbox_exec(nodes: list[Node], home: str, *command: str) -> str:
+def mailbox_exec(nodes: list[Node], home: str, *command: str, user: str = "root") -> str:
     """A command in the back end's container on its node."""
     node = next(node for node in nodes if node.name == home)
     container = node.docker("ps", "-q", "--filter",
                             f"label=com.docker.swarm.service.name={CONVERGED_PROJECT}_mailbox-{home}")  # fmt: skip
-    return node.docker("exec", container.split()[0], *command)
+    return node.docker("exec", "--user", user, container.split()[0], *command)
 
 
 def test_a_mailbox_moves_to_the_other_back_end_under_use_and_loses_nothing(
@@ -671,8 +671,9 @@ def test_the_mailbox_commands_reach_the_users_home_back_end(
     shown = mailstack("mailbox", "sieve", "show", address, "--dir", str(root))
     assert shown.stdout.strip() == script.strip()
     local = address.split("@")[0]
-    mailbox_exec(nodes, home, "test", "-d", f"/var/mail/example.test/{local}")
+    # As vmail: /var/mail is its own (0750), and root in the container has no DAC_OVERRIDE.
+    mailbox_exec(nodes, home, "test", "-d", f"/var/mail/example.test/{local}", user="vmail")
     removed = mailstack("mailbox", "remove", address, "--purge", "--yes", "--dir", str(root))
     assert f"deleted the stored mail in /var/mail/example.test/{local}" in removed.stdout
     with pytest.raises(AssertionError):  # its directory is gone from its back end
-        mailbox_exec(nodes, home, "test", "-e", f"/var/mail/example.test/{local}")
+        mailbox_exec(nodes, home, "test", "-e", f"/var/mail/example.test/{local}", user="vmail")

@@ -176,3 +176,11 @@ def test_reindex_all_is_refused_on_a_cluster(stack: FakeContainers) -> None:
     code, text = invoke("mailbox", "reindex", "--all")
     assert code == 2 and "--all: not on a cluster yet" in text
     assert not stack.calls
+
+
+def test_a_domain_purge_is_refused_on_a_cluster(stack: FakeContainers) -> None:
+    config = Stack.load(None).config  # type: ignore[arg-type]
+    config.domain = "example.test"
+    code, text = invoke("domain", "remove", "other.test", "--force", "--purge", "--yes")
+    assert code == 2 and "--purge: not for a whole domain on a cluster yet" in text
+    assert not stack.calls
