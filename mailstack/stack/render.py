@@ -105,7 +105,7 @@ def dovecot_role(config: Config) -> str:
 def dovecot_role_context(config: Config, role: str) -> dict[str, Any]:
     """What Dovecot's templates read of their role: the role, and the edge proxy's SQL
     additions (empty for any other role)."""
-    passed_on = mailbox_back_end(config) if role == "proxy" else {"columns": "", "delivery": ""}
+    passed_on = mailbox_back_end(config) if role == "proxy" else _NOT_PASSED_ON
     return {"dovecot_role": role, "mailbox_back_end": passed_on}
 
 
@@ -366,16 +366,16 @@ def dovecot_for_postfix(config: Config, links: dict[str, dict[str, Any]]) -> dic
 
 # The protocols the edge proxy passes on to a back end (Dovecot's service names, %s).
 PROXIED_PROTOCOLS = ("imap", "pop3", "sieve", "lmtp")
+# A Dovecot that is no proxy adds nothing to its queries.
+_NOT_PASSED_ON = {"columns": "", "delivery": ""}
 
 
 def mailbox_back_end(config: Config) -> dict[str, str]:
     """What the edge proxy's SQL passdb queries add (docs/cluster.md): the columns that send
     a login or a delivery on to the user's back end, the alias of the mailbox service on
     their home node on the proxy's link (the first mailbox node for a mailbox that names
-    none), and the condition that lets a delivery past the second-factor door (it asks for
-    no password). Both empty on one host."""
-    if not config.cluster.mailbox_nodes:
-        return {"columns": "", "delivery": ""}
+    none; a cluster has one at least), and the condition that lets a delivery past the
+    second-factor door (it asks for no password)."""
     link = next(link for link in services.LINKS if link.server == services.MAILBOX.name)
     # A node's name is one DNS label (config_values.check_node_name): nothing to escape.
     home = (
