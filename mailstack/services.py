@@ -130,7 +130,8 @@ MAILBOX = Service(
     "dovecot",
     runs_when=lambda config: bool(config.cluster.nodes),
     tls_reload=("doveadm", "reload"),
-    paused_for_backup=True,
+    # Backups run on one host (Compose pauses what it names); a cluster's are an open step.
+    paused_for_backup=False,
     override_point="overrides/dovecot/*.conf (included last)",
     capabilities=DOVECOT.capabilities,
     placement=Placement("mailbox", on_each=False, per_node=True),

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from mailstack import services
+from mailstack.backup.creation import PAUSED_SERVICES
 from mailstack.stack.config import validate_config
 from mailstack.stack.render import RenderInputs, render_stack
 from tests.conftest import REFERENCE
@@ -118,3 +119,10 @@ def test_a_fixed_uid_or_gid_means_the_same_user_in_every_image() -> None:
         assert len(names) == 1, (kind, number, names)
         by_name.setdefault((kind, next(iter(names))), set()).add(number)
     assert all(len(numbers) == 1 for numbers in by_name.values()), by_name
+
+
+def test_backups_pause_only_services_that_one_host_runs() -> None:
+    """`backup create` pauses through Compose on one host: a service of a cluster alone
+    (the mailbox back ends) would make Compose refuse the whole pause ("no such service")."""
+    config = validate_config(REFERENCE)
+    assert PAUSED_SERVICES and all(services.named(name).runs_in(config) for name in PAUSED_SERVICES)
