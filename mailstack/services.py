@@ -289,6 +289,9 @@ LINKS: tuple[Link, ...] = (
     Link("dovecot", "mailbox", host_name=None, cluster_only=True),
 )
 
+# The edge proxy's link to the mailbox back ends (each back end's alias: Link.node_alias).
+PROXY_TO_BACK_ENDS = next(link for link in LINKS if link.server == MAILBOX.name)
+
 # A link's network on a cluster: 29 addresses for its two services' tasks on each node, one
 # load-balancer endpoint per node and a rolling update's extra task (about nine nodes).
 LINK_PREFIX = 27

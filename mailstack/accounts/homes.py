@@ -78,8 +78,8 @@ def back_end_service(node: str) -> str:
 def doveadm_target(node: str) -> str:
     """Where another back end reaches this one's doveadm server: its alias on the proxy's
     link (services.Link.node_alias), the port Dovecot's config gives it."""
-    link = next(link for link in services.LINKS if link.server == services.MAILBOX.name)
-    return f"tcp:{link.node_alias(node)}:{services.MAILBOX_DOVEADM_PORT}"
+    alias = services.PROXY_TO_BACK_ENDS.node_alias(node)
+    return f"tcp:{alias}:{services.MAILBOX_DOVEADM_PORT}"
 
 
 def home_of(run: Executor, address: str, first_back_end: str) -> str:

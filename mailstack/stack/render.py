@@ -109,27 +109,28 @@ def dovecot_role_context(config: Config, role: str) -> dict[str, Any]:
     return {"dovecot_role": role, "mailbox_back_end": passed_on}
 
 
+# Dovecot's templates: config/dovecot/ (one host's Dovecot, or a cluster's edge proxy).
+_DOVECOT_TREE = f"config/{services.DOVECOT.name}/"
 # What only a Dovecot that holds mailboxes reads: the global Sieve scripts, spam learning's
 # controller address and the usage and sign-ins dict. A cluster's edge proxy has none.
 _MAILBOX_FILES = ("sieve/", "rspamd-learn.conf", "dovecot-sql-dict.conf.ext")
 
 
 def _back_end_only(template_path: str, config: Config) -> bool:
-    prefix = f"config/{services.DOVECOT.name}/"
     return (
         dovecot_role(config) == "proxy"
-        and template_path.startswith(prefix)
-        and template_path.removeprefix(prefix).startswith(_MAILBOX_FILES)
+        and template_path.startswith(_DOVECOT_TREE)
+        and template_path.removeprefix(_DOVECOT_TREE).startswith(_MAILBOX_FILES)
     )
 
 
 def _role_copies(template_path: str, config: Config) -> list[tuple[str, str]]:
     """Further outputs of one template: on a cluster, config/dovecot/X is rendered again as
     config/mailbox/X for the mailbox back ends (services.MAILBOX)."""
-    prefix = f"config/{services.DOVECOT.name}/"
-    if not template_path.startswith(prefix) or not services.MAILBOX.runs_in(config):
+    if not template_path.startswith(_DOVECOT_TREE) or not services.MAILBOX.runs_in(config):
         return []
-    return [(f"config/{services.MAILBOX.name}/" + template_path.removeprefix(prefix), "mailbox")]
+    copy = f"config/{services.MAILBOX.name}/" + template_path.removeprefix(_DOVECOT_TREE)
+    return [(copy, "mailbox")]
 
 
 def build_context(inputs: RenderInputs) -> dict[str, Any]:
@@ -376,7 +377,7 @@ def mailbox_back_end(config: Config) -> dict[str, str]:
     their home node on the proxy's link (the first mailbox node for a mailbox that names
     none; a cluster has one at least), and the condition that lets a delivery past the
     second-factor door (it asks for no password)."""
-    link = next(link for link in services.LINKS if link.server == services.MAILBOX.name)
+    link = services.PROXY_TO_BACK_ENDS
     # A node's name is one DNS label (config_values.check_node_name): nothing to escape.
     home = (
         "COALESCE((SELECT back_end FROM dovecot_back_ends WHERE username = '%u'), "  # noqa: S608
